@@ -1,0 +1,85 @@
+# sweeper — common tasks. Everything that runs the package bootstraps .venv first, so on a
+# fresh machine with nothing but Python `make test` or `make sweep STUDY=imdb` just works.
+#
+#   make sweep STUDY=imdb N_TRIALS=20 SET="train.epochs=1 model.name=foo"
+#   make worker STUDY=imdb GPUS=0,1 STORAGE=postgresql+psycopg://...
+#   make test PYTEST_ARGS="-k storage -x"
+#   export SWEEPER_TEST_POSTGRES_URL=$$(bash scripts/postgres.sh)   # or: make postgres
+
+PYTHON        ?= python3
+VENV          ?= .venv
+BIN           := $(VENV)/bin
+STAMP         := $(VENV)/.installed
+# The CPU build of torch lies on disk; install this exact version, never a plain `torch`
+# (which would pull a multi-GB CUDA build from the index).
+TORCH_VERSION ?= 2.13.0
+
+STUDY         ?= imdb
+# Optional pass-throughs (empty = the CLI's own default):
+#   N_TRIALS, STORAGE, CHECKPOINT_ROOT, SET="k=v k=v", GPUS, HOST, PORT
+PYTEST_ARGS   ?=
+BENCH_ARGS    ?=
+
+# Lint only the source folders that exist (benchmarks/ may not yet).
+LINT_PATHS    := $(wildcard sweeper tests benchmarks)
+
+SWEEPER       := $(BIN)/sweeper
+STORAGE_ARG    = $(if $(STORAGE),--storage '$(STORAGE)')
+RUN_ARGS       = $(STORAGE_ARG) \
+                 $(if $(N_TRIALS),--n-trials $(N_TRIALS)) \
+                 $(if $(CHECKPOINT_ROOT),--checkpoint-root '$(CHECKPOINT_ROOT)') \
+                 $(foreach kv,$(SET),--set '$(kv)')
+
+.DEFAULT_GOAL := help
+
+.PHONY: help venv sweep worker show best report card dashboard test test-fast lint bench \
+        postgres clean
+
+help:
+	@echo "targets: venv sweep worker show best report card dashboard test test-fast lint bench postgres clean"
+	@echo "vars:    STUDY=$(STUDY) N_TRIALS STORAGE CHECKPOINT_ROOT SET=\"k=v ...\" GPUS HOST PORT PYTEST_ARGS BENCH_ARGS"
+
+# --- environment ---------------------------------------------------------------------------------
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# --- sweeps --------------------------------------------------------------------------------------
+sweep: $(STAMP)
+	$(SWEEPER) sweep $(STUDY) $(RUN_ARGS)
+
+worker: $(STAMP)
+	$(SWEEPER) worker $(STUDY) $(RUN_ARGS) $(if $(GPUS),--gpus '$(GPUS)')
+
+show best report card: $(STAMP)
+	$(SWEEPER) $@ $(STUDY) $(STORAGE_ARG)
+
+dashboard: $(STAMP)
+	$(SWEEPER) dashboard $(STUDY) $(STORAGE_ARG) $(if $(HOST),--host '$(HOST)') $(if $(PORT),--port $(PORT))
+
+# --- checks --------------------------------------------------------------------------------------
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINT_PATHS) && $(BIN)/ruff format --check $(LINT_PATHS) && $(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# --- services ------------------------------------------------------------------------------------
+postgres:
+	@bash scripts/postgres.sh
+
+# --- housekeeping --------------------------------------------------------------------------------
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
