@@ -1,0 +1,137 @@
+"""The ``sweeper`` command: sweep, show, best.
+
+Settings resolve as command line, then study file, then defaults. Every SweeperError is
+printed as one readable message with exit status 2; nothing else is caught here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sweeper.config import DEFAULT_STUDIES_DIR, StudyConfig, find_study_file, load_study_config, parse_overrides
+from sweeper.errors import ConfigError, SweeperError
+
+EXIT_USER_ERROR = 2
+
+
+def _study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", help="a study name under studies/ or a path to a study file")
+    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite under the runs directory)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a study-file key, e.g. --set model.max_length=128 (repeatable)")
+    parser.add_argument("--studies-dir", type=Path, default=DEFAULT_STUDIES_DIR, help=argparse.SUPPRESS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sweeper", description=__doc__.splitlines()[0] if __doc__ else None)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sweep = commands.add_parser("sweep", help="run or resume a study until its budget is met")
+    _study_arguments(sweep)
+    sweep.add_argument("--n-trials", type=int, help="the study's total trial budget (finished trials in storage count)")
+    sweep.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    sweep.add_argument("--checkpoint-root", help="where trial checkpoints go (a shared filesystem for several machines)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bars, only one line per trial")
+
+    for name, text in (("show", "print the study's trials as a table"),
+                       ("best", "print the best trial's params and checkpoint")):
+        command = commands.add_parser(name, help=text)
+        _study_arguments(command)
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> StudyConfig:
+    """CLI flags win over ``--set``, which wins over the study file, which wins over defaults."""
+    overrides: dict[str, Any] = parse_overrides(args.overrides)
+    flag_keys = {
+        "storage": "storage",
+        "n_trials": "budget.n_trials",
+        "timeout": "budget.timeout_seconds",
+        "checkpoint_root": "checkpoint_root",
+    }
+    for attribute, key in flag_keys.items():
+        value = getattr(args, attribute, None)
+        if value is not None:
+            overrides[key] = value
+    return load_study_config(args.study, overrides, studies_dir=args.studies_dir)
+
+
+def _study_name_and_storage(args: argparse.Namespace) -> tuple[str, str, str]:
+    """For read-only commands a study file is optional when --storage is given."""
+    try:
+        find_study_file(args.study, args.studies_dir)
+    except ConfigError:
+        if args.storage:
+            return Path(args.study).stem, args.storage, "validation_loss"
+        raise
+    config = resolve_config(args)
+    return config.name, config.storage_url, config.objective.metric
+
+
+def command_sweep(args: argparse.Namespace) -> int:
+    from sweeper.study import run_study
+
+    config = resolve_config(args)
+    study = run_study(config, show_progress=not args.no_progress)
+    from sweeper.reporting import best_summary
+
+    print(best_summary(study, config.objective.metric))
+    return 0
+
+
+def command_show(args: argparse.Namespace) -> int:
+    from sweeper.reporting import trials_table
+    from sweeper.study import load_existing_study
+
+    name, storage, _ = _study_name_and_storage(args)
+    print(trials_table(load_existing_study(name, storage)))
+    return 0
+
+
+def command_best(args: argparse.Namespace) -> int:
+    from sweeper.reporting import best_summary
+    from sweeper.study import load_existing_study
+
+    name, storage, metric = _study_name_and_storage(args)
+    study = load_existing_study(name, storage)
+    print(best_summary(study, study.user_attrs.get("objective_metric", metric)))
+    return 0
+
+
+COMMANDS = {"sweep": command_sweep, "show": command_show, "best": command_best}
+
+
+def quiet_libraries() -> None:
+    """Our own lines and bars say what is going on; the libraries' per-load bars and
+    Optuna's per-trial INFO line would only repeat it."""
+    import datasets
+    import optuna
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    disable_progress_bars()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    quiet_libraries()
+    try:
+        return COMMANDS[args.command](args)
+    except SweeperError as exc:
+        print(f"sweeper: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

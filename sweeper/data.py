@@ -1,0 +1,309 @@
+"""Datasets: load any text-classification data, check it, split it, tokenize it once.
+
+:func:`prepare_data` is the entry point. It reads a hub dataset, a local file (CSV, TSV,
+JSON lines, JSON, Parquet), a folder of such files named by split, or a folder written by
+``datasets.save_to_disk``; checks the text and label columns; encodes labels with the
+study's label names; carves a stratified, seeded validation split when the data has none;
+and tokenizes both splits once. Tokenized splits are cached on disk under a key made of the
+data, the tokenizer and the max length, so later trials, later runs and other workers on
+the same machine load them memory-mapped instead of tokenizing again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
+
+from sweeper.config import DatasetConfig
+from sweeper.errors import DataError, ModelError
+from sweeper.models import require_hub, resolve_local_path
+
+FILE_READERS = {
+    ".csv": lambda path: pd.read_csv(path),
+    ".tsv": lambda path: pd.read_csv(path, sep="\t"),
+    ".tab": lambda path: pd.read_csv(path, sep="\t"),
+    ".jsonl": lambda path: pd.read_json(path, lines=True),
+    ".ndjson": lambda path: pd.read_json(path, lines=True),
+    ".json": lambda path: _read_json(path),
+    ".parquet": lambda path: pd.read_parquet(path),
+    ".pq": lambda path: pd.read_parquet(path),
+}
+LABEL = "label"
+CACHE_FORMAT_VERSION = 1
+
+
+@dataclass
+class PreparedData:
+    """Tokenized splits ready for a Trainer: input_ids, attention_mask, label, length."""
+
+    train: Dataset
+    validation: Dataset
+    label_names: list[str]
+    cache_path: Path
+    tokenizer: Any
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+def _read_json(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_json(path, lines=True)
+    except ValueError:
+        return pd.read_json(path)
+
+
+def _read_file(path: Path) -> pd.DataFrame:
+    reader = FILE_READERS.get(path.suffix.lower())
+    if reader is None:
+        raise DataError(
+            f"dataset.path={str(path)!r} has an unsupported suffix {path.suffix!r}; "
+            f"expected one of {sorted(FILE_READERS)} or a directory"
+        )
+    try:
+        frame = reader(path)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"dataset.path={str(path)!r} is empty; expected a header and rows") from None
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise DataError(f"dataset.path={str(path)!r} could not be read as {path.suffix}: {exc}") from exc
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"dataset.path={str(path)!r} does not hold a table of rows")
+    return frame
+
+
+def _file_digest(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_raw(config: DatasetConfig) -> tuple[DatasetDict, str]:
+    """The dataset's splits and a fingerprint of their content."""
+    local = resolve_local_path(config.path)
+    if local is not None and local.is_file():
+        frame = _read_file(local)
+        return DatasetDict({"train": Dataset.from_pandas(frame, preserve_index=False)}), _file_digest([local])
+    if local is not None and local.is_dir():
+        if (local / "dataset_dict.json").exists() or (local / "state.json").exists():
+            loaded = load_from_disk(str(local))
+            splits = loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+            return splits, "|".join(split._fingerprint for split in splits.values())
+        files = [p for p in sorted(local.iterdir()) if p.suffix.lower() in FILE_READERS]
+        if not files:
+            raise DataError(
+                f"dataset.path={config.path!r} is a directory with neither a saved dataset nor "
+                f"files named by split (train.csv, validation.csv, ...)"
+            )
+        splits = DatasetDict(
+            {p.stem: Dataset.from_pandas(_read_file(p), preserve_index=False) for p in files}
+        )
+        return splits, _file_digest(files)
+    if Path(config.path).suffix.lower() in FILE_READERS or config.path.startswith((".", "/", "~")):
+        raise DataError(f"dataset.path={config.path!r} does not exist; expected a file or directory")
+    try:
+        require_hub("dataset.path", config.path)
+    except ModelError as exc:
+        raise DataError(str(exc)) from None
+    try:
+        loaded = load_dataset(config.path)
+    except Exception as exc:  # datasets raises many types for a bad hub id
+        raise DataError(f"dataset.path={config.path!r} could not be loaded from the hub: {exc}") from exc
+    if not isinstance(loaded, DatasetDict):
+        raise DataError(f"dataset.path={config.path!r} did not load as named splits")
+    return loaded, "|".join(split._fingerprint for split in loaded.values())
+
+
+def _pick_split(splits: DatasetDict, name: str, key: str, source: str) -> Dataset:
+    if name not in splits:
+        raise DataError(f"{key}={name!r} is not a split of {source}; its splits are {sorted(splits)}")
+    split = splits[name]
+    if len(split) == 0:
+        raise DataError(f"{key}={name!r} of {source} has no rows")
+    return split
+
+
+def _check_columns(split: Dataset, config: DatasetConfig, split_name: str) -> None:
+    for key, column in (("text_column", config.text_column), ("label_column", config.label_column)):
+        if column not in split.column_names:
+            raise DataError(
+                f"dataset.{key}={column!r} is not a column of {config.path} ({split_name}); "
+                f"its columns are {split.column_names}"
+            )
+    texts = split[config.text_column]
+    bad_rows = [index for index, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
+    if bad_rows:
+        raise DataError(
+            f"dataset.text_column={config.text_column!r} has {len(bad_rows)} empty or non-text "
+            f"value(s) in the {split_name} split (first at row {bad_rows[0]}); clean or drop those rows"
+        )
+
+
+def _label_names(splits: list[tuple[str, Dataset]], config: DatasetConfig) -> list[str]:
+    """Names from the study file, else the dataset's ClassLabel, else the sorted values."""
+    feature = splits[0][1].features[config.label_column]
+    if config.label_names is not None:
+        return list(config.label_names)
+    if isinstance(feature, ClassLabel):
+        return list(feature.names)
+    values: set[Any] = set()
+    for _, split in splits:
+        values.update(value for value in split[config.label_column] if value is not None)
+    names = [str(value) for value in sorted(values)]
+    if len(names) < 2:
+        raise DataError(
+            f"dataset.label_column={config.label_column!r} holds {len(names)} distinct label(s) "
+            f"({names}); a classifier needs at least 2"
+        )
+    return names
+
+
+def _encode_labels(split: Dataset, split_name: str, config: DatasetConfig, names: list[str]) -> Dataset:
+    feature = split.features[config.label_column]
+    values = split[config.label_column]
+    if isinstance(feature, ClassLabel):
+        values = [feature.names[value] if value is not None and value >= 0 else None for value in values]
+    index_of = {name: index for index, name in enumerate(names)}
+    label_ids: list[int] = []
+    for row, value in enumerate(values):
+        if isinstance(value, str) and value in index_of:
+            label_ids.append(index_of[value])
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in index_of:
+            label_ids.append(index_of[str(value)])
+        elif (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and config.label_names is not None
+            and 0 <= value < len(names)
+        ):
+            label_ids.append(value)  # integer ids with names given in the study file
+        else:
+            raise DataError(
+                f"unknown label {value!r} in row {row} of the {split_name} split "
+                f"(column {config.label_column!r}); expected one of {names}"
+                + ("" if config.label_names is None else " as set by dataset.label_names")
+            )
+    encoded = Dataset.from_dict(
+        {"text": split[config.text_column], LABEL: label_ids},
+    )
+    return encoded.cast_column(LABEL, ClassLabel(names=names))
+
+
+def _cap(split: Dataset, limit: int | None, seed: int) -> Dataset:
+    if limit is None or len(split) <= limit:
+        return split
+    # A seeded shuffle before the cap keeps the classes mixed in files sorted by label.
+    return split.shuffle(seed=seed).select(range(limit)).flatten_indices()
+
+
+def _split(config: DatasetConfig, splits: DatasetDict) -> tuple[Dataset, Dataset, list[str]]:
+    source = config.path
+    train = _pick_split(splits, config.train_split, "dataset.train_split", source)
+    named_validation = (
+        _pick_split(splits, config.validation_split, "dataset.validation_split", source)
+        if config.validation_split
+        else None
+    )
+    present = [("train", train)] + ([("validation", named_validation)] if named_validation else [])
+    for split_name, split in present:
+        _check_columns(split, config, split_name)
+    names = _label_names(present, config)
+    train = _encode_labels(train, "train", config, names)
+    if named_validation is not None:
+        validation = _encode_labels(named_validation, "validation", config, names)
+    else:
+        counts = Counter(train[LABEL])
+        rare = [names[label] for label, count in counts.items() if count < 2]
+        if rare:
+            raise DataError(
+                f"labels {rare} have fewer than 2 rows, so no stratified validation split can hold "
+                f"them; add rows or set dataset.validation_split to a named split"
+            )
+        try:
+            parts = train.train_test_split(
+                test_size=config.validation_fraction, seed=config.split_seed, stratify_by_column=LABEL
+            )
+        except ValueError as exc:
+            raise DataError(
+                f"dataset.validation_fraction={config.validation_fraction} cannot split "
+                f"{len(train)} rows with {len(names)} labels: {exc}"
+            ) from exc
+        train, validation = parts["train"], parts["test"]
+    train = _cap(train, config.max_train_rows, config.split_seed)
+    validation = _cap(validation, config.max_validation_rows, config.split_seed)
+    if len(set(train[LABEL])) < 2:
+        raise DataError(
+            f"the train split holds a single label ({names[train[0][LABEL]]!r}); "
+            f"a classifier needs at least 2 (check dataset.max_train_rows and the label column)"
+        )
+    return train, validation, names
+
+
+def _tokenizer_digest(tokenizer: Any) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    identity = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return hashlib.sha256(f"{type(tokenizer).__name__}|{identity}".encode()).hexdigest()
+
+
+def _cache_key(config: DatasetConfig, raw_digest: str, tokenizer: Any, max_length: int) -> str:
+    settings = config.model_dump(exclude={"path"})
+    parts = [str(CACHE_FORMAT_VERSION), raw_digest, json.dumps(settings, sort_keys=True),
+             _tokenizer_digest(tokenizer), str(max_length)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+
+
+def _tokenize(dataset: Dataset, tokenizer: Any, max_length: int) -> Dataset:
+    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        encoded["length"] = [len(ids) for ids in encoded["input_ids"]]
+        return dict(encoded)
+
+    tokenized = dataset.map(encode, batched=True, batch_size=1000, remove_columns=["text"])
+    return tokenized
+
+
+def prepare_data(config: DatasetConfig, tokenizer: Any, max_length: int, cache_root: Path) -> PreparedData:
+    """Load, check, split and tokenize the study's dataset (from the on-disk cache when it can)."""
+    splits, raw_digest = _load_raw(config)
+    if all(len(split) == 0 for split in splits.values()):
+        raise DataError(f"dataset.path={config.path!r} has no rows")
+    train, validation, names = _split(config, splits)
+    key = _cache_key(config, raw_digest, tokenizer, max_length)
+    cache_path = cache_root / key
+    if not (cache_path / "dataset_dict.json").exists():
+        tokenized = DatasetDict(
+            {
+                "train": _tokenize(train, tokenizer, max_length),
+                # Sorted by length, evaluation batches pad to similar lengths; order does not
+                # change a metric.
+                "validation": _tokenize(validation, tokenizer, max_length).sort("length", reverse=True),
+            }
+        )
+        staging = cache_root / f".{key}.{os.getpid()}.tmp"
+        tokenized.save_to_disk(str(staging))
+        try:
+            staging.rename(cache_path)  # atomic: a concurrent worker sees all or nothing
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # another worker won the race
+    cached = load_from_disk(str(cache_path))
+    assert isinstance(cached, DatasetDict)  # we wrote a DatasetDict above
+    return PreparedData(
+        train=cached["train"],
+        validation=cached["validation"],
+        label_names=names,
+        cache_path=cache_path,
+        tokenizer=tokenizer,
+    )

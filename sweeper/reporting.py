@@ -1,0 +1,155 @@
+"""What a person sees in the terminal: progress while a study runs, tables after.
+
+:class:`StudyProgress` prints one line per finished trial (done / pruned / failed, best so
+far); :class:`TrialProgressBar` draws a bar for the running trial; :func:`trials_table`
+and :func:`best_summary` back ``sweeper show`` and ``sweeper best``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, TextIO
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+from tqdm.auto import tqdm
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+PARAM_LABELS = {
+    "learning_rate": "lr",
+    "per_device_train_batch_size": "batch",
+    "num_train_epochs": "epochs",
+    "seed": "seed",
+    "warmup_ratio": "warmup",
+    "weight_decay": "wd",
+}
+
+
+def count_states(study: optuna.Study) -> dict[TrialState, int]:
+    counts = dict.fromkeys(TrialState, 0)
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state] += 1
+    return counts
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no trial has completed yet
+        return None
+
+
+def format_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.3g}" if abs(value) < 1e-2 and value != 0 else f"{value:.4f}".rstrip("0").rstrip(".")
+    return str(value)
+
+
+def format_params(params: dict[str, Any]) -> str:
+    return " ".join(f"{PARAM_LABELS.get(name, name)}={format_value(value)}" for name, value in params.items())
+
+
+class StudyProgress:
+    """An Optuna callback: after each trial, the study's tally and best value so far."""
+
+    def __init__(self, metric: str, stream: TextIO | None = None):
+        self.metric = metric
+        self.stream = stream or sys.stdout
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        counts = count_states(study)
+        best = best_trial(study)
+        outcome = trial.state.name.lower()
+        reason = trial.user_attrs.get("stop_reason")
+        detail = f"{self.metric}={format_value(trial.value)}" if trial.value is not None else (reason or "")
+        best_text = f"best {self.metric}={format_value(best.value)} (trial {best.number})" if best else "no best yet"
+        print(
+            f"[sweeper] trial {trial.number} {outcome}: {detail} | "
+            f"complete {counts[TrialState.COMPLETE]}, pruned {counts[TrialState.PRUNED]}, "
+            f"failed {counts[TrialState.FAIL]}, running {counts[TrialState.RUNNING]} | {best_text}",
+            file=self.stream,
+            flush=True,
+        )
+
+
+class TrialProgressBar(TrainerCallback):
+    """A bar per trial: steps done out of planned, with the last validation loss."""
+
+    def __init__(self, trial_number: int, position: int = 0):
+        self.trial_number = trial_number
+        self.position = position
+        self.bar: Any = None
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        self.bar = tqdm(
+            total=state.max_steps,
+            initial=state.global_step,
+            desc=f"trial {self.trial_number}",
+            unit="step",
+            position=self.position,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if self.bar is not None and metrics:
+            self.bar.set_postfix(val_loss=format_value(metrics.get("eval_loss")), acc=format_value(metrics.get("eval_accuracy")))
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def trials_table(study: optuna.Study) -> str:
+    """The study's trials: number, state, params, best step, objective, and notes."""
+    header = ["#", "state", "value", "best step", "params", "note"]
+    rows = [header]
+    for trial in study.get_trials(deepcopy=False):
+        notes = []
+        if "baseline" in trial.user_attrs:
+            notes.append(f"baseline {trial.user_attrs['baseline']}")
+        retried = trial.system_attrs.get("failed_trial")
+        if retried is not None:
+            notes.append(f"retry of #{retried}")
+        if trial.user_attrs.get("resumed_from_step"):
+            notes.append(f"resumed at step {trial.user_attrs['resumed_from_step']}")
+        if trial.user_attrs.get("stop_reason"):
+            notes.append(str(trial.user_attrs["stop_reason"]))
+        if trial.user_attrs.get("failure"):
+            notes.append(str(trial.user_attrs["failure"]))
+        rows.append([
+            str(trial.number),
+            trial.state.name,
+            format_value(trial.value),
+            format_value(trial.user_attrs.get("best_step")),
+            format_params(trial.params),
+            "; ".join(notes),
+        ])
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def best_summary(study: optuna.Study, metric: str) -> str:
+    best = best_trial(study)
+    if best is None:
+        return f"study {study.study_name!r} has no completed trial yet"
+    lines = [
+        f"best trial: #{best.number}  {metric}={format_value(best.value)} at step {best.user_attrs.get('best_step')}",
+        "params:",
+        *[f"  {name}: {format_value(value)}" for name, value in best.params.items()],
+        f"checkpoint: {best.user_attrs.get('best_checkpoint') or '(none saved)'}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""The Optuna RDB storage: SQLite by default, PostgreSQL for several machines.
+
+:func:`open_storage` is the entry point. It fails within seconds with a clear message when
+the database cannot be reached, never prints a URL's password, turns on heartbeats so a
+trial whose worker died is retried with the same parameters, and sets SQLite up (WAL,
+busy timeout) so a few local workers can share one file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from sweeper.errors import StorageError
+
+CONNECT_TIMEOUT_SECONDS = 5
+SQLITE_BUSY_TIMEOUT_SECONDS = 60
+HEARTBEAT_INTERVAL_SECONDS = 30
+# A trial whose worker has not beaten for this long is failed and, once, retried elsewhere.
+GRACE_PERIOD_SECONDS = 120
+MAX_RETRIES = 3
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ***, for logs and messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<unparseable storage URL>"
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
+    if backend == "postgresql":
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}}
+    if backend == "mysql":
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}}
+    return {"pool_pre_ping": True}
+
+
+def _enable_sqlite_wal(url: str) -> None:
+    """WAL lets readers (the dashboard, other workers) run beside a writer; the setting
+    sticks to the database file, so it is set once, before Optuna opens it."""
+    engine = sqlalchemy.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+    finally:
+        engine.dispose()
+
+
+def sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def open_storage(url: str, heartbeat: bool = True, create: bool = True) -> optuna.storages.RDBStorage:
+    """An RDBStorage for ``url``, with heartbeats and a retry of stale trials when asked.
+
+    With ``create=False`` a SQLite file that does not exist yet is an error instead of being
+    created, so read-only commands (show, best, report) never leave empty databases around.
+    """
+    shown = redact(url)
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise StorageError(
+            f"storage={shown!r} is not a database URL; expected e.g. sqlite:///runs/imdb/study.db "
+            f"or postgresql+psycopg://user:password@host:5432/db"
+        ) from None
+    path = sqlite_path(url)
+    if path is not None:
+        if not create and not path.exists():
+            raise StorageError(f"storage={shown!r}: no such SQLite file; run the sweep first or pass --storage")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _enable_sqlite_wal(url)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise StorageError(f"storage={shown!r} cannot be opened: {exc.__class__.__name__}: {_first_line(exc)}") from None
+    options: dict[str, Any] = {}
+    if heartbeat:
+        options = {
+            "heartbeat_interval": HEARTBEAT_INTERVAL_SECONDS,
+            "grace_period": GRACE_PERIOD_SECONDS,
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
+        }
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **options)
+    except ModuleNotFoundError as exc:
+        raise StorageError(f"storage={shown!r} needs the Python package {exc.name!r}; pip install it") from None
+    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
+        raise StorageError(
+            f"storage={shown!r} cannot be reached: {exc.__class__.__name__}: {_first_line(exc)}. "
+            f"Check the host, port, database name and credentials"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's own message without the SQL echo and doc links SQLAlchemy appends,
+    and with any password it might quote removed."""
+    original = getattr(exc, "orig", None) or exc
+    text = str(original).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__

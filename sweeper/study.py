@@ -1,0 +1,220 @@
+"""The Optuna study: samplers, pruners, baselines, budget, and the objective.
+
+:func:`run_study` is the entry point: it checks the config and the data before anything
+is written, opens (or resumes) the study in its storage, enqueues the baselines once, and
+runs trials until the study's budget, counted in storage across every run and worker, is
+met. Samplers and pruners are not stored in the database, so every worker builds them
+here from the same study file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeper.config import Choices, FloatRange, IntRange, PrunerConfig, SamplerConfig, SearchSpace, StudyConfig, dump_config
+from sweeper.data import PreparedData, prepare_data
+from sweeper.errors import ConfigError, StorageError
+from sweeper.models import load_tokenizer
+from sweeper.reporting import StudyProgress, TrialProgressBar
+from sweeper.storage import open_storage, redact
+from sweeper.training import TrialOutcome, train_trial
+
+# Trials that used up budget. Failed trials do not: the heartbeat retries them.
+BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def build_sampler(config: SamplerConfig) -> optuna.samplers.BaseSampler:
+    if config.type == "random":
+        return optuna.samplers.RandomSampler(seed=config.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=config.seed, n_startup_trials=config.n_startup_trials, multivariate=config.multivariate
+        )
+
+
+def build_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
+    pruner: optuna.pruners.BasePruner
+    if config.type == "none":
+        return optuna.pruners.NopPruner()
+    if config.type == "median":
+        pruner = optuna.pruners.MedianPruner(
+            n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps,
+            interval_steps=config.interval_steps,
+        )
+    elif config.type == "percentile":
+        pruner = optuna.pruners.PercentilePruner(
+            config.percentile, n_startup_trials=config.n_startup_trials,
+            n_warmup_steps=config.n_warmup_steps, interval_steps=config.interval_steps,
+        )
+    elif config.type == "successive_halving":
+        pruner = optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=config.min_resource, reduction_factor=config.reduction_factor
+        )
+    elif config.type == "hyperband":
+        pruner = optuna.pruners.HyperbandPruner(
+            min_resource=1 if config.min_resource == "auto" else config.min_resource,
+            max_resource=config.max_resource, reduction_factor=config.reduction_factor,
+        )
+    else:
+        pruner = optuna.pruners.ThresholdPruner(
+            lower=config.lower, upper=config.upper, n_warmup_steps=config.n_warmup_steps,
+            interval_steps=config.interval_steps,
+        )
+    if config.patience is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            pruner = optuna.pruners.PatientPruner(pruner, patience=config.patience, min_delta=config.min_delta)
+    return pruner
+
+
+def suggest_params(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
+    """Searched parameters come from the sampler (or an enqueued trial), fixed ones as given."""
+    params: dict[str, Any] = {}
+    for name, spec in space.specs().items():
+        if isinstance(spec, FloatRange):
+            params[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
+        elif isinstance(spec, IntRange):
+            params[name] = trial.suggest_int(name, spec.low, spec.high, step=spec.step)
+        elif isinstance(spec, Choices):
+            params[name] = trial.suggest_categorical(name, spec.choices)
+        else:
+            params[name] = spec
+    return params
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=BUDGET_STATES))
+
+
+@dataclass
+class SweepContext:
+    config: StudyConfig
+    data: PreparedData
+    checkpoint_dir: Path
+
+
+def record_outcome(trial: optuna.Trial, outcome: TrialOutcome) -> None:
+    """The trial's history in the model cards' form, and where its time went."""
+    trial.set_user_attr("history", outcome.history)
+    trial.set_user_attr("best_step", outcome.best_step)
+    trial.set_user_attr("best_checkpoint", outcome.best_checkpoint)
+    trial.set_user_attr("planned_steps", outcome.planned_steps)
+    trial.set_user_attr("train_seconds", round(outcome.train_seconds, 3))
+    trial.set_user_attr("eval_seconds", round(outcome.eval_seconds, 3))
+    if outcome.stop_reason:
+        trial.set_user_attr("stop_reason", outcome.stop_reason)
+
+
+class Objective:
+    """One Optuna trial = one fine-tuning run; its value is its best evaluation."""
+
+    def __init__(self, context: SweepContext, show_progress: bool = True):
+        self.context = context
+        self.show_progress = show_progress
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        config = self.context.config
+        params = suggest_params(trial, config.search_space)
+        output_dir = self.context.checkpoint_dir / f"trial-{trial.number}"
+
+        def on_evaluation(step: int, value: float) -> bool:
+            trial.report(value, step)
+            return trial.should_prune()
+
+        callbacks = [TrialProgressBar(trial.number)] if self.show_progress else []
+        outcome = train_trial(config, params, self.context.data, output_dir, on_evaluation, callbacks)
+        record_outcome(trial, outcome)
+        if outcome.stop_reason:
+            raise optuna.TrialPruned(outcome.stop_reason)
+        if outcome.best_value is None:
+            raise optuna.TrialPruned("no evaluation ran (the training split may be smaller than a batch)")
+        return outcome.best_value
+
+
+def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it when it exists; returns (study, created)."""
+    direction = config.objective.study_direction
+    sampler, pruner = build_sampler(config.sampler), build_pruner(config.pruner)
+    try:
+        study = optuna.create_study(
+            storage=storage, study_name=config.name, direction=direction, sampler=sampler, pruner=pruner
+        )
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner)
+    existing = study.direction.name.lower()
+    if existing != direction:
+        raise ConfigError(
+            f"study {config.name!r} in the storage maximizes/minimizes as {existing!r}, but "
+            f"objective.metric={config.objective.metric!r} needs {direction!r}; use another study name"
+        )
+    return study, False
+
+
+def enqueue_baselines(study: optuna.Study, config: StudyConfig) -> None:
+    for name, params in config.baseline_params():
+        study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=True)
+
+
+def run_study(
+    config: StudyConfig,
+    show_progress: bool = True,
+    extra_callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
+) -> optuna.Study:
+    """Run (or resume) the study until its budget is met; returns the study."""
+    tokenizer = load_tokenizer(config.model.name)
+    data = prepare_data(config.dataset, tokenizer, config.model.max_length, Path(config.output_dir) / "cache" / "tokenized")
+    storage = open_storage(config.storage_url)
+    study, created = open_study(config, storage)
+    if created:
+        enqueue_baselines(study, config)
+        study.set_user_attr("config", config.model_dump(mode="json"))
+        study.set_user_attr("objective_metric", config.objective.metric)
+        study.set_user_attr("label_names", data.label_names)
+    config.study_dir.mkdir(parents=True, exist_ok=True)
+    (config.study_dir / "config.resolved.yaml").write_text(dump_config(config), encoding="utf-8")
+
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = []
+    n_trials = config.budget.n_trials
+    if n_trials is not None:
+        done = finished_count(study)
+        if done >= n_trials:
+            print(f"[sweeper] study {config.name!r} already has {done} finished trials (budget {n_trials})")
+            return study
+        callbacks.append(MaxTrialsCallback(n_trials, states=BUDGET_STATES))
+        print(f"[sweeper] study {config.name!r} in {redact(config.storage_url)}: "
+              f"{done}/{n_trials} trials finished, running until {n_trials}", flush=True)
+    if show_progress:
+        callbacks.append(StudyProgress(config.objective.metric))
+    callbacks.extend(extra_callbacks or [])
+    context = SweepContext(config=config, data=data, checkpoint_dir=config.checkpoint_dir)
+    try:
+        study.optimize(
+            Objective(context, show_progress),
+            timeout=config.budget.timeout_seconds,
+            callbacks=callbacks,
+            gc_after_trial=True,
+        )
+    except optuna.exceptions.StorageInternalError as exc:
+        raise StorageError(f"storage {redact(config.storage_url)} failed during the sweep: {exc}") from exc
+    return study
+
+
+def load_existing_study(name: str, storage_url: str) -> optuna.Study:
+    storage = open_storage(storage_url, heartbeat=False, create=False)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
+        raise StorageError(
+            f"no study named {name!r} in {redact(storage_url)}; studies there: {names or 'none'}"
+        ) from None

@@ -1,0 +1,235 @@
+"""One trial: a seeded ``transformers.Trainer`` fine-tuning with given hyperparameters.
+
+:func:`train_trial` is the entry point. It knows nothing of Optuna: it calls
+``on_evaluation(step, value)`` after every evaluation and stops when that returns True,
+which is how the study's pruner reaches in. It returns the trial's evaluation history in
+the model cards' form, its best evaluation (not its last: the cards peaked early), where
+the best checkpoint is, and why it stopped early if it did.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    DataCollatorWithPadding,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from sweeper.config import StudyConfig
+from sweeper.data import PreparedData
+from sweeper.metrics import build_compute_metrics
+from sweeper.models import load_classifier
+
+EvaluationHook = Callable[[int, float], bool]
+
+# The Trainer's metric keys for each objective a study may choose.
+METRIC_KEYS = {"validation_loss": "eval_loss", "accuracy": "eval_accuracy", "f1": "eval_f1"}
+
+
+@dataclass
+class TrialOutcome:
+    history: list[dict[str, float | int | None]] = field(default_factory=list)
+    best_value: float | None = None
+    best_step: int | None = None
+    best_checkpoint: str | None = None
+    stop_reason: str | None = None
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    planned_steps: int = 0
+    resumed_from_step: int = 0
+
+
+def precision_flags(mode: str) -> dict[str, bool]:
+    """Mixed precision for TrainingArguments: bf16 where the GPU has it, fp16 on older GPUs."""
+    on_gpu = torch.cuda.is_available()
+    if mode == "auto":
+        mode = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if on_gpu else "no"
+    return {"bf16": mode == "bf16", "fp16": mode == "fp16"}
+
+
+def build_training_arguments(
+    config: StudyConfig, params: dict[str, Any], output_dir: Path, extra: dict[str, Any] | None = None
+) -> TrainingArguments:
+    """Searched params from the trial, fixed ones from the study file, as the model cards used."""
+    training, evaluation = config.training, config.evaluation
+    interval: dict[str, Any] = {
+        "eval_strategy": evaluation.strategy,
+        "save_strategy": evaluation.strategy,
+        # One training-loss log per evaluation gives the cards' "Training Loss" column.
+        "logging_strategy": evaluation.strategy,
+    }
+    if evaluation.strategy == "steps":
+        interval |= {"eval_steps": evaluation.steps, "save_steps": evaluation.steps, "logging_steps": evaluation.steps}
+    on_gpu = torch.cuda.is_available()
+    arguments: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "learning_rate": float(params["learning_rate"]),
+        "per_device_train_batch_size": int(params["per_device_train_batch_size"]),
+        "per_device_eval_batch_size": training.eval_batch_size,
+        "num_train_epochs": float(params["num_train_epochs"]),
+        "seed": int(params["seed"]),
+        "data_seed": int(params["seed"]),
+        "warmup_steps": float(params["warmup_ratio"]),
+        "weight_decay": float(params["weight_decay"]),
+        "adam_beta1": training.adam_beta1,
+        "adam_beta2": training.adam_beta2,
+        "adam_epsilon": training.adam_epsilon,
+        "lr_scheduler_type": training.lr_scheduler_type,
+        "gradient_accumulation_steps": training.gradient_accumulation_steps,
+        "max_grad_norm": training.max_grad_norm,
+        "metric_for_best_model": METRIC_KEYS[config.objective.metric],
+        "greater_is_better": config.objective.study_direction == "maximize",
+        # With a best metric set, rotation keeps the best checkpoint and the latest one (to
+        # resume from); everything older is deleted as training goes.
+        "save_total_limit": 1,
+        "train_sampling_strategy": "group_by_length" if training.group_by_length else "random",
+        "length_column_name": "length",
+        # NaN must reach our callback; the default filter would hide it behind an average.
+        "logging_nan_inf_filter": False,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_pin_memory": on_gpu,
+        "dataloader_num_workers": 2 if on_gpu else 0,
+        "tf32": True if on_gpu and torch.cuda.get_device_capability()[0] >= 8 else None,
+        **precision_flags(training.mixed_precision),
+        **interval,
+    }
+    arguments |= extra or {}
+    return TrainingArguments(**arguments)
+
+
+class EvaluationRecorder(TrainerCallback):
+    """Keeps the evaluation history, watches for NaN/inf and asks the study whether to stop."""
+
+    def __init__(self, objective_key: str, maximize: bool, on_evaluation: EvaluationHook | None):
+        self.objective_key = objective_key
+        self.maximize = maximize
+        self.on_evaluation = on_evaluation
+        self.outcome = TrialOutcome()
+        self._training_loss: float | None = None
+        self._last_evaluated_step = -1
+
+    def _stop(self, control: TrainerControl, reason: str) -> None:
+        if self.outcome.stop_reason is None:
+            self.outcome.stop_reason = reason
+        control.should_training_stop = True
+        control.should_save = False
+
+    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if logs and "loss" in logs:
+            self._training_loss = float(logs["loss"])
+            if not math.isfinite(self._training_loss):
+                self._stop(control, f"diverged: training loss became {self._training_loss} at step {state.global_step}")
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        # The last step is evaluated even when it falls between two evaluation steps, so no
+        # trained step goes unscored.
+        if state.global_step >= state.max_steps and self._last_evaluated_step != state.global_step:
+            control.should_evaluate = True
+            control.should_save = True
+
+    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if not metrics:
+            return
+        self._last_evaluated_step = state.global_step
+        self.outcome.eval_seconds += float(metrics.get("eval_runtime", 0.0))
+        row: dict[str, float | int | None] = {
+            "step": state.global_step,
+            "epoch": round(float(state.epoch or 0.0), 4),
+            "training_loss": self._training_loss,
+            "validation_loss": metrics.get("eval_loss"),
+            "accuracy": metrics.get("eval_accuracy"),
+            "f1": metrics.get("eval_f1"),
+        }
+        self.outcome.history.append(row)
+        value = metrics.get(self.objective_key)
+        if value is None or not math.isfinite(value) or not math.isfinite(metrics.get("eval_loss", 0.0)):
+            self._stop(control, f"diverged: validation loss became {metrics.get('eval_loss')} at step {state.global_step}")
+            return
+        best = self.outcome.best_value
+        if best is None or (value > best if self.maximize else value < best):
+            self.outcome.best_value, self.outcome.best_step = float(value), state.global_step
+        if self.on_evaluation is not None and self.on_evaluation(state.global_step, float(value)):
+            self._stop(control, f"pruned at step {state.global_step} ({self.objective_key}={value:.4f})")
+
+
+def release_memory() -> None:
+    """Free what a finished trial held, so a long study does not grow."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def remove_stale_checkpoints(output_dir: Path, keep: str | None) -> None:
+    """Delete a finished trial's checkpoints except the best one."""
+    if not output_dir.is_dir():
+        return
+    for checkpoint in output_dir.glob("checkpoint-*"):
+        if keep is None or checkpoint.resolve() != Path(keep).resolve():
+            shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def train_trial(
+    config: StudyConfig,
+    params: dict[str, Any],
+    data: PreparedData,
+    output_dir: Path,
+    on_evaluation: EvaluationHook | None = None,
+    callbacks: list[TrainerCallback] | None = None,
+    resume_from_checkpoint: str | None = None,
+) -> TrialOutcome:
+    """Fine-tune the study's model with ``params`` and report every evaluation."""
+    maximize = config.objective.study_direction == "maximize"
+    recorder = EvaluationRecorder(METRIC_KEYS[config.objective.metric], maximize, on_evaluation)
+    set_seed(int(params["seed"]))  # the classification head is initialised from this seed
+    model = load_classifier(config.model.name, data.label_names)
+    arguments = build_training_arguments(config, params, output_dir)
+    on_gpu = torch.cuda.is_available()
+    trainer = Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        processing_class=data.tokenizer,
+        data_collator=DataCollatorWithPadding(data.tokenizer, pad_to_multiple_of=8 if on_gpu else None),
+        compute_metrics=build_compute_metrics(data.num_labels),
+        callbacks=[recorder, *(callbacks or [])],
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    outcome = recorder.outcome
+    started = time.perf_counter()
+    completed = False
+    try:
+        try:
+            trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        except torch.OutOfMemoryError:
+            batch = params["per_device_train_batch_size"]
+            outcome.stop_reason = f"out of memory at per_device_train_batch_size={batch}"
+        outcome.planned_steps = trainer.state.max_steps
+        outcome.best_checkpoint = trainer.state.best_model_checkpoint
+        completed = outcome.stop_reason is None
+    finally:
+        outcome.train_seconds = max(time.perf_counter() - started - outcome.eval_seconds, 0.0)
+        if completed and not config.keep_all_checkpoints:
+            remove_stale_checkpoints(output_dir, outcome.best_checkpoint)
+        del trainer, model
+        release_memory()
+    return outcome

