@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sweeper.config import DEFAULT_STUDIES_DIR, StudyConfig, find_study_file, load_study_config, parse_overrides
+from sweeper.config import (
+    DEFAULT_STUDIES_DIR,
+    StudyConfig,
+    find_study_file,
+    load_study_config,
+    parse_overrides,
+)
 from sweeper.errors import ConfigError, SweeperError
 
 EXIT_USER_ERROR = 2
@@ -21,25 +27,48 @@ EXIT_USER_ERROR = 2
 
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", help="a study name under studies/ or a path to a study file")
-    parser.add_argument("--storage", help="Optuna storage URL (default: SQLite under the runs directory)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a study-file key, e.g. --set model.max_length=128 (repeatable)")
-    parser.add_argument("--studies-dir", type=Path, default=DEFAULT_STUDIES_DIR, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--storage", help="Optuna storage URL (default: SQLite under the runs directory)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a study-file key, e.g. --set model.max_length=128 (repeatable)",
+    )
+    parser.add_argument(
+        "--studies-dir", type=Path, default=DEFAULT_STUDIES_DIR, help=argparse.SUPPRESS
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sweeper", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="sweeper", description=__doc__.splitlines()[0] if __doc__ else None
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     sweep = commands.add_parser("sweep", help="run or resume a study until its budget is met")
     _study_arguments(sweep)
-    sweep.add_argument("--n-trials", type=int, help="the study's total trial budget (finished trials in storage count)")
+    sweep.add_argument(
+        "--n-trials",
+        type=int,
+        help="the study's total trial budget (finished trials in storage count)",
+    )
     sweep.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    sweep.add_argument("--checkpoint-root", help="where trial checkpoints go (a shared filesystem for several machines)")
-    sweep.add_argument("--no-progress", action="store_true", help="no progress bars, only one line per trial")
+    sweep.add_argument(
+        "--checkpoint-root",
+        help="where trial checkpoints go (a shared filesystem for several machines)",
+    )
+    sweep.add_argument(
+        "--no-progress", action="store_true", help="no progress bars, only one line per trial"
+    )
 
-    for name, text in (("show", "print the study's trials as a table"),
-                       ("best", "print the best trial's params and checkpoint")):
+    for name, text in (
+        ("show", "print the study's trials as a table"),
+        ("best", "print the best trial's params and checkpoint"),
+    ):
         command = commands.add_parser(name, help=text)
         _study_arguments(command)
     return parser

@@ -9,10 +9,10 @@ key, the value given and what was expected. :func:`load_study_config` is the ent
 from __future__ import annotations
 
 import math
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -106,7 +106,9 @@ class SearchSpace(_Strict):
 
 
 class DatasetConfig(_Strict):
-    path: str = Field(description="hub dataset id, a CSV/TSV/JSON lines/Parquet file, or a saved datasets dir")
+    path: str = Field(
+        description="hub dataset id, a CSV/TSV/JSON lines/Parquet file, or a saved datasets dir"
+    )
     text_column: str
     label_column: str
     label_names: list[str] | None = None
@@ -169,7 +171,9 @@ class Baseline(_Strict):
     def _known(cls, value: dict[str, float | int]) -> dict[str, float | int]:
         unknown = sorted(set(value) - set(SEARCHABLE_PARAMS))
         if unknown:
-            raise ValueError(f"unknown parameter {unknown[0]!r}; expected one of {list(SEARCHABLE_PARAMS)}")
+            raise ValueError(
+                f"unknown parameter {unknown[0]!r}; expected one of {list(SEARCHABLE_PARAMS)}"
+            )
         return value
 
 
@@ -193,7 +197,9 @@ class ObjectiveConfig(_Strict):
 
 
 class PrunerConfig(_Strict):
-    type: Literal["none", "median", "percentile", "successive_halving", "hyperband", "threshold"] = "median"
+    type: Literal[
+        "none", "median", "percentile", "successive_halving", "hyperband", "threshold"
+    ] = "median"
     n_startup_trials: int = Field(default=2, ge=0)
     n_warmup_steps: int = Field(default=0, ge=0)
     interval_steps: int = Field(default=1, ge=1)
@@ -258,7 +264,9 @@ class StudyConfig(_Strict):
         specs = self.search_space.specs()
         for index, baseline in enumerate(self.baselines):
             for param, value in baseline.params.items():
-                problem = _out_of_space(specs[param], value, capped_param=param == "num_train_epochs")
+                problem = _out_of_space(
+                    specs[param], value, capped_param=param == "num_train_epochs"
+                )
                 if problem:
                     raise ValueError(
                         f"baselines[{index}] ({baseline.name}): {param}={value} {problem}"
@@ -277,7 +285,9 @@ class StudyConfig(_Strict):
 
     @property
     def checkpoint_dir(self) -> Path:
-        root = Path(self.checkpoint_root) if self.checkpoint_root else self.study_dir / "checkpoints"
+        root = (
+            Path(self.checkpoint_root) if self.checkpoint_root else self.study_dir / "checkpoints"
+        )
         return root / self.name if self.checkpoint_root else root
 
     def baseline_params(self) -> list[tuple[str, dict[str, float | int]]]:
@@ -300,12 +310,17 @@ class StudyConfig(_Strict):
 def _out_of_space(spec: ParamSpec, value: float | int, capped_param: bool) -> str | None:
     if isinstance(spec, FloatRange) and not spec.low <= value <= spec.high:
         return f"lies outside the search range [{spec.low}, {spec.high}]"
-    if isinstance(spec, IntRange):
-        if value < spec.low or (value > spec.high and not capped_param):
-            return f"lies outside the search range [{spec.low}, {spec.high}]"
+    if isinstance(spec, IntRange) and (
+        value < spec.low or (value > spec.high and not capped_param)
+    ):
+        return f"lies outside the search range [{spec.low}, {spec.high}]"
     if isinstance(spec, Choices) and value not in spec.choices:
         return f"is not among the choices {spec.choices}"
-    if isinstance(spec, (int, float)) and not isinstance(spec, bool) and not math.isclose(spec, value):
+    if (
+        isinstance(spec, (int, float))
+        and not isinstance(spec, bool)
+        and not math.isclose(spec, value)
+    ):
         return f"differs from the study's fixed value {spec}"
     return None
 
@@ -334,7 +349,9 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE (e.g. model.max_length=128), but got {pair!r}")
+            raise ConfigError(
+                f"--set expects KEY=VALUE (e.g. model.max_length=128), but got {pair!r}"
+            )
         try:
             overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
@@ -361,11 +378,17 @@ def _read_document(path: Path) -> dict[str, Any]:
     try:
         document = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"study file {path} is not valid {path.suffix[1:].upper()}: {exc}") from exc
+        raise ConfigError(
+            f"study file {path} is not valid {path.suffix[1:].upper()}: {exc}"
+        ) from exc
     if document is None:
-        raise ConfigError(f"study file {path} is empty; expected at least dataset and model sections")
+        raise ConfigError(
+            f"study file {path} is empty; expected at least dataset and model sections"
+        )
     if not isinstance(document, dict):
-        raise ConfigError(f"study file {path} must hold a mapping, but holds {type(document).__name__}")
+        raise ConfigError(
+            f"study file {path} must hold a mapping, but holds {type(document).__name__}"
+        )
     return document
 
 
@@ -374,14 +397,22 @@ def _format_validation_error(path: Path, error: ValidationError) -> str:
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
         # Pydantic adds the union member to the location (e.g. "FloatRange"); keep the user's key.
-        key = ".".join(p for p in key.split(".") if p not in {"FloatRange", "IntRange", "Choices", "float", "int"})
+        key = ".".join(
+            p
+            for p in key.split(".")
+            if p not in {"FloatRange", "IntRange", "Choices", "float", "int"}
+        )
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key (check its spelling; see studies/imdb.yaml for every key)"
         elif item["type"] == "missing":
             message = "is required but missing"
         given = item.get("input")
-        shown = "" if item["type"] in {"missing", "extra_forbidden"} or isinstance(given, dict) else f", but got {given!r}"
+        shown = (
+            ""
+            if item["type"] in {"missing", "extra_forbidden"} or isinstance(given, dict)
+            else f", but got {given!r}"
+        )
         lines.append(f"  {key or '<top level>'}: {message}{shown}")
     unique = list(dict.fromkeys(lines))
     return f"invalid study file {path}:\n" + "\n".join(unique)

@@ -73,9 +73,13 @@ def _read_file(path: Path) -> pd.DataFrame:
     try:
         frame = reader(path)
     except pd.errors.EmptyDataError:
-        raise DataError(f"dataset.path={str(path)!r} is empty; expected a header and rows") from None
+        raise DataError(
+            f"dataset.path={str(path)!r} is empty; expected a header and rows"
+        ) from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise DataError(f"dataset.path={str(path)!r} could not be read as {path.suffix}: {exc}") from exc
+        raise DataError(
+            f"dataset.path={str(path)!r} could not be read as {path.suffix}: {exc}"
+        ) from exc
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"dataset.path={str(path)!r} does not hold a table of rows")
     return frame
@@ -96,7 +100,9 @@ def _load_raw(config: DatasetConfig) -> tuple[DatasetDict, str]:
     local = resolve_local_path(config.path)
     if local is not None and local.is_file():
         frame = _read_file(local)
-        return DatasetDict({"train": Dataset.from_pandas(frame, preserve_index=False)}), _file_digest([local])
+        return DatasetDict(
+            {"train": Dataset.from_pandas(frame, preserve_index=False)}
+        ), _file_digest([local])
     if local is not None and local.is_dir():
         if (local / "dataset_dict.json").exists() or (local / "state.json").exists():
             loaded = load_from_disk(str(local))
@@ -113,7 +119,9 @@ def _load_raw(config: DatasetConfig) -> tuple[DatasetDict, str]:
         )
         return splits, _file_digest(files)
     if Path(config.path).suffix.lower() in FILE_READERS or config.path.startswith((".", "/", "~")):
-        raise DataError(f"dataset.path={config.path!r} does not exist; expected a file or directory")
+        raise DataError(
+            f"dataset.path={config.path!r} does not exist; expected a file or directory"
+        )
     try:
         require_hub("dataset.path", config.path)
     except ModelError as exc:
@@ -121,7 +129,9 @@ def _load_raw(config: DatasetConfig) -> tuple[DatasetDict, str]:
     try:
         loaded = load_dataset(config.path)
     except Exception as exc:  # datasets raises many types for a bad hub id
-        raise DataError(f"dataset.path={config.path!r} could not be loaded from the hub: {exc}") from exc
+        raise DataError(
+            f"dataset.path={config.path!r} could not be loaded from the hub: {exc}"
+        ) from exc
     if not isinstance(loaded, DatasetDict):
         raise DataError(f"dataset.path={config.path!r} did not load as named splits")
     return loaded, "|".join(split._fingerprint for split in loaded.values())
@@ -129,7 +139,9 @@ def _load_raw(config: DatasetConfig) -> tuple[DatasetDict, str]:
 
 def _pick_split(splits: DatasetDict, name: str, key: str, source: str) -> Dataset:
     if name not in splits:
-        raise DataError(f"{key}={name!r} is not a split of {source}; its splits are {sorted(splits)}")
+        raise DataError(
+            f"{key}={name!r} is not a split of {source}; its splits are {sorted(splits)}"
+        )
     split = splits[name]
     if len(split) == 0:
         raise DataError(f"{key}={name!r} of {source} has no rows")
@@ -144,7 +156,9 @@ def _check_columns(split: Dataset, config: DatasetConfig, split_name: str) -> No
                 f"its columns are {split.column_names}"
             )
     texts = split[config.text_column]
-    bad_rows = [index for index, text in enumerate(texts) if not isinstance(text, str) or not text.strip()]
+    bad_rows = [
+        index for index, text in enumerate(texts) if not isinstance(text, str) or not text.strip()
+    ]
     if bad_rows:
         raise DataError(
             f"dataset.text_column={config.text_column!r} has {len(bad_rows)} empty or non-text "
@@ -171,17 +185,25 @@ def _label_names(splits: list[tuple[str, Dataset]], config: DatasetConfig) -> li
     return names
 
 
-def _encode_labels(split: Dataset, split_name: str, config: DatasetConfig, names: list[str]) -> Dataset:
+def _encode_labels(
+    split: Dataset, split_name: str, config: DatasetConfig, names: list[str]
+) -> Dataset:
     feature = split.features[config.label_column]
     values = split[config.label_column]
     if isinstance(feature, ClassLabel):
-        values = [feature.names[value] if value is not None and value >= 0 else None for value in values]
+        values = [
+            feature.names[value] if value is not None and value >= 0 else None for value in values
+        ]
     index_of = {name: index for index, name in enumerate(names)}
     label_ids: list[int] = []
     for row, value in enumerate(values):
         if isinstance(value, str) and value in index_of:
             label_ids.append(index_of[value])
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in index_of:
+        elif (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and str(value) in index_of
+        ):
             label_ids.append(index_of[str(value)])
         elif (
             isinstance(value, int)
@@ -234,7 +256,9 @@ def _split(config: DatasetConfig, splits: DatasetDict) -> tuple[Dataset, Dataset
             )
         try:
             parts = train.train_test_split(
-                test_size=config.validation_fraction, seed=config.split_seed, stratify_by_column=LABEL
+                test_size=config.validation_fraction,
+                seed=config.split_seed,
+                stratify_by_column=LABEL,
             )
         except ValueError as exc:
             raise DataError(
@@ -254,14 +278,23 @@ def _split(config: DatasetConfig, splits: DatasetDict) -> tuple[Dataset, Dataset
 
 def _tokenizer_digest(tokenizer: Any) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    identity = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    identity = (
+        backend.to_str()
+        if backend is not None
+        else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    )
     return hashlib.sha256(f"{type(tokenizer).__name__}|{identity}".encode()).hexdigest()
 
 
 def _cache_key(config: DatasetConfig, raw_digest: str, tokenizer: Any, max_length: int) -> str:
     settings = config.model_dump(exclude={"path"})
-    parts = [str(CACHE_FORMAT_VERSION), raw_digest, json.dumps(settings, sort_keys=True),
-             _tokenizer_digest(tokenizer), str(max_length)]
+    parts = [
+        str(CACHE_FORMAT_VERSION),
+        raw_digest,
+        json.dumps(settings, sort_keys=True),
+        _tokenizer_digest(tokenizer),
+        str(max_length),
+    ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
 
 
@@ -275,7 +308,9 @@ def _tokenize(dataset: Dataset, tokenizer: Any, max_length: int) -> Dataset:
     return tokenized
 
 
-def prepare_data(config: DatasetConfig, tokenizer: Any, max_length: int, cache_root: Path) -> PreparedData:
+def prepare_data(
+    config: DatasetConfig, tokenizer: Any, max_length: int, cache_root: Path
+) -> PreparedData:
     """Load, check, split and tokenize the study's dataset (from the on-disk cache when it can)."""
     splits, raw_digest = _load_raw(config)
     if all(len(split) == 0 for split in splits.values()):
@@ -289,7 +324,9 @@ def prepare_data(config: DatasetConfig, tokenizer: Any, max_length: int, cache_r
                 "train": _tokenize(train, tokenizer, max_length),
                 # Sorted by length, evaluation batches pad to similar lengths; order does not
                 # change a metric.
-                "validation": _tokenize(validation, tokenizer, max_length).sort("length", reverse=True),
+                "validation": _tokenize(validation, tokenizer, max_length).sort(
+                    "length", reverse=True
+                ),
             }
         )
         staging = cache_root / f".{key}.{os.getpid()}.tmp"

@@ -65,8 +65,16 @@ def build_compute_metrics(num_labels: int) -> Callable[[Any], dict[str, float]]:
         references = np.asarray(references)
         if evaluate_accuracy is not None and evaluate_f1 is not None:
             return {
-                "accuracy": float(evaluate_accuracy.compute(predictions=predictions, references=references)["accuracy"]),
-                "f1": float(evaluate_f1.compute(predictions=predictions, references=references, average=average)["f1"]),
+                "accuracy": float(
+                    evaluate_accuracy.compute(predictions=predictions, references=references)[
+                        "accuracy"
+                    ]
+                ),
+                "f1": float(
+                    evaluate_f1.compute(
+                        predictions=predictions, references=references, average=average
+                    )["f1"]
+                ),
             }
         return {
             "accuracy": accuracy(predictions, references),

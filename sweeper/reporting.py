@@ -46,12 +46,18 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return str(value)
-        return f"{value:.3g}" if abs(value) < 1e-2 and value != 0 else f"{value:.4f}".rstrip("0").rstrip(".")
+        return (
+            f"{value:.3g}"
+            if abs(value) < 1e-2 and value != 0
+            else f"{value:.4f}".rstrip("0").rstrip(".")
+        )
     return str(value)
 
 
 def format_params(params: dict[str, Any]) -> str:
-    return " ".join(f"{PARAM_LABELS.get(name, name)}={format_value(value)}" for name, value in params.items())
+    return " ".join(
+        f"{PARAM_LABELS.get(name, name)}={format_value(value)}" for name, value in params.items()
+    )
 
 
 class StudyProgress:
@@ -66,8 +72,16 @@ class StudyProgress:
         best = best_trial(study)
         outcome = trial.state.name.lower()
         reason = trial.user_attrs.get("stop_reason")
-        detail = f"{self.metric}={format_value(trial.value)}" if trial.value is not None else (reason or "")
-        best_text = f"best {self.metric}={format_value(best.value)} (trial {best.number})" if best else "no best yet"
+        detail = (
+            f"{self.metric}={format_value(trial.value)}"
+            if trial.value is not None
+            else (reason or "")
+        )
+        best_text = (
+            f"best {self.metric}={format_value(best.value)} (trial {best.number})"
+            if best
+            else "no best yet"
+        )
         print(
             f"[sweeper] trial {trial.number} {outcome}: {detail} | "
             f"complete {counts[TrialState.COMPLETE]}, pruned {counts[TrialState.PRUNED]}, "
@@ -85,7 +99,9 @@ class TrialProgressBar(TrainerCallback):
         self.position = position
         self.bar: Any = None
 
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         self.bar = tqdm(
             total=state.max_steps,
             initial=state.global_step,
@@ -96,16 +112,29 @@ class TrialProgressBar(TrainerCallback):
             dynamic_ncols=True,
         )
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
 
-    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if self.bar is not None and metrics:
-            self.bar.set_postfix(val_loss=format_value(metrics.get("eval_loss")), acc=format_value(metrics.get("eval_accuracy")))
+            self.bar.set_postfix(
+                val_loss=format_value(metrics.get("eval_loss")),
+                acc=format_value(metrics.get("eval_accuracy")),
+            )
 
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -128,16 +157,21 @@ def trials_table(study: optuna.Study) -> str:
             notes.append(str(trial.user_attrs["stop_reason"]))
         if trial.user_attrs.get("failure"):
             notes.append(str(trial.user_attrs["failure"]))
-        rows.append([
-            str(trial.number),
-            trial.state.name,
-            format_value(trial.value),
-            format_value(trial.user_attrs.get("best_step")),
-            format_params(trial.params),
-            "; ".join(notes),
-        ])
+        rows.append(
+            [
+                str(trial.number),
+                trial.state.name,
+                format_value(trial.value),
+                format_value(trial.user_attrs.get("best_step")),
+                format_params(trial.params),
+                "; ".join(notes),
+            ]
+        )
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 

@@ -59,12 +59,18 @@ def _enable_sqlite_wal(url: str) -> None:
 
 def sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or not parsed.database
+        or parsed.database == ":memory:"
+    ):
         return None
     return Path(parsed.database)
 
 
-def open_storage(url: str, heartbeat: bool = True, create: bool = True) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str, heartbeat: bool = True, create: bool = True
+) -> optuna.storages.RDBStorage:
     """An RDBStorage for ``url``, with heartbeats and a retry of stale trials when asked.
 
     With ``create=False`` a SQLite file that does not exist yet is an error instead of being
@@ -81,25 +87,33 @@ def open_storage(url: str, heartbeat: bool = True, create: bool = True) -> optun
     path = sqlite_path(url)
     if path is not None:
         if not create and not path.exists():
-            raise StorageError(f"storage={shown!r}: no such SQLite file; run the sweep first or pass --storage")
+            raise StorageError(
+                f"storage={shown!r}: no such SQLite file; run the sweep first or pass --storage"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             _enable_sqlite_wal(url)
         except sqlalchemy.exc.SQLAlchemyError as exc:
-            raise StorageError(f"storage={shown!r} cannot be opened: {exc.__class__.__name__}: {_first_line(exc)}") from None
+            raise StorageError(
+                f"storage={shown!r} cannot be opened: {exc.__class__.__name__}: {_first_line(exc)}"
+            ) from None
     options: dict[str, Any] = {}
     if heartbeat:
         options = {
             "heartbeat_interval": HEARTBEAT_INTERVAL_SECONDS,
             "grace_period": GRACE_PERIOD_SECONDS,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES),
+            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=MAX_RETRIES
+            ),
         }
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **options)
     except ModuleNotFoundError as exc:
-        raise StorageError(f"storage={shown!r} needs the Python package {exc.name!r}; pip install it") from None
+        raise StorageError(
+            f"storage={shown!r} needs the Python package {exc.name!r}; pip install it"
+        ) from None
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
         raise StorageError(
             f"storage={shown!r} cannot be reached: {exc.__class__.__name__}: {_first_line(exc)}. "

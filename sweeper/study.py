@@ -19,7 +19,16 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.config import Choices, FloatRange, IntRange, PrunerConfig, SamplerConfig, SearchSpace, StudyConfig, dump_config
+from sweeper.config import (
+    Choices,
+    FloatRange,
+    IntRange,
+    PrunerConfig,
+    SamplerConfig,
+    SearchSpace,
+    StudyConfig,
+    dump_config,
+)
 from sweeper.data import PreparedData, prepare_data
 from sweeper.errors import ConfigError, StorageError
 from sweeper.models import load_tokenizer
@@ -37,7 +46,9 @@ def build_sampler(config: SamplerConfig) -> optuna.samplers.BaseSampler:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
-            seed=config.seed, n_startup_trials=config.n_startup_trials, multivariate=config.multivariate
+            seed=config.seed,
+            n_startup_trials=config.n_startup_trials,
+            multivariate=config.multivariate,
         )
 
 
@@ -47,13 +58,16 @@ def build_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     if config.type == "median":
         pruner = optuna.pruners.MedianPruner(
-            n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps,
+            n_startup_trials=config.n_startup_trials,
+            n_warmup_steps=config.n_warmup_steps,
             interval_steps=config.interval_steps,
         )
     elif config.type == "percentile":
         pruner = optuna.pruners.PercentilePruner(
-            config.percentile, n_startup_trials=config.n_startup_trials,
-            n_warmup_steps=config.n_warmup_steps, interval_steps=config.interval_steps,
+            config.percentile,
+            n_startup_trials=config.n_startup_trials,
+            n_warmup_steps=config.n_warmup_steps,
+            interval_steps=config.interval_steps,
         )
     elif config.type == "successive_halving":
         pruner = optuna.pruners.SuccessiveHalvingPruner(
@@ -62,17 +76,22 @@ def build_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
     elif config.type == "hyperband":
         pruner = optuna.pruners.HyperbandPruner(
             min_resource=1 if config.min_resource == "auto" else config.min_resource,
-            max_resource=config.max_resource, reduction_factor=config.reduction_factor,
+            max_resource=config.max_resource,
+            reduction_factor=config.reduction_factor,
         )
     else:
         pruner = optuna.pruners.ThresholdPruner(
-            lower=config.lower, upper=config.upper, n_warmup_steps=config.n_warmup_steps,
+            lower=config.lower,
+            upper=config.upper,
+            n_warmup_steps=config.n_warmup_steps,
             interval_steps=config.interval_steps,
         )
     if config.patience is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            pruner = optuna.pruners.PatientPruner(pruner, patience=config.patience, min_delta=config.min_delta)
+            pruner = optuna.pruners.PatientPruner(
+                pruner, patience=config.patience, min_delta=config.min_delta
+            )
     return pruner
 
 
@@ -131,26 +150,38 @@ class Objective:
             return trial.should_prune()
 
         callbacks = [TrialProgressBar(trial.number)] if self.show_progress else []
-        outcome = train_trial(config, params, self.context.data, output_dir, on_evaluation, callbacks)
+        outcome = train_trial(
+            config, params, self.context.data, output_dir, on_evaluation, callbacks
+        )
         record_outcome(trial, outcome)
         if outcome.stop_reason:
             raise optuna.TrialPruned(outcome.stop_reason)
         if outcome.best_value is None:
-            raise optuna.TrialPruned("no evaluation ran (the training split may be smaller than a batch)")
+            raise optuna.TrialPruned(
+                "no evaluation ran (the training split may be smaller than a batch)"
+            )
         return outcome.best_value
 
 
-def open_study(config: StudyConfig, storage: optuna.storages.BaseStorage) -> tuple[optuna.Study, bool]:
+def open_study(
+    config: StudyConfig, storage: optuna.storages.BaseStorage
+) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when it exists; returns (study, created)."""
     direction = config.objective.study_direction
     sampler, pruner = build_sampler(config.sampler), build_pruner(config.pruner)
     try:
         study = optuna.create_study(
-            storage=storage, study_name=config.name, direction=direction, sampler=sampler, pruner=pruner
+            storage=storage,
+            study_name=config.name,
+            direction=direction,
+            sampler=sampler,
+            pruner=pruner,
         )
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=config.name, storage=storage, sampler=sampler, pruner=pruner)
+        study = optuna.load_study(
+            study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
+        )
     existing = study.direction.name.lower()
     if existing != direction:
         raise ConfigError(
@@ -172,7 +203,12 @@ def run_study(
 ) -> optuna.Study:
     """Run (or resume) the study until its budget is met; returns the study."""
     tokenizer = load_tokenizer(config.model.name)
-    data = prepare_data(config.dataset, tokenizer, config.model.max_length, Path(config.output_dir) / "cache" / "tokenized")
+    data = prepare_data(
+        config.dataset,
+        tokenizer,
+        config.model.max_length,
+        Path(config.output_dir) / "cache" / "tokenized",
+    )
     storage = open_storage(config.storage_url)
     study, created = open_study(config, storage)
     if created:
@@ -188,11 +224,16 @@ def run_study(
     if n_trials is not None:
         done = finished_count(study)
         if done >= n_trials:
-            print(f"[sweeper] study {config.name!r} already has {done} finished trials (budget {n_trials})")
+            print(
+                f"[sweeper] study {config.name!r} already has {done} finished trials (budget {n_trials})"
+            )
             return study
         callbacks.append(MaxTrialsCallback(n_trials, states=BUDGET_STATES))
-        print(f"[sweeper] study {config.name!r} in {redact(config.storage_url)}: "
-              f"{done}/{n_trials} trials finished, running until {n_trials}", flush=True)
+        print(
+            f"[sweeper] study {config.name!r} in {redact(config.storage_url)}: "
+            f"{done}/{n_trials} trials finished, running until {n_trials}",
+            flush=True,
+        )
     if show_progress:
         callbacks.append(StudyProgress(config.objective.metric))
     callbacks.extend(extra_callbacks or [])
@@ -205,7 +246,9 @@ def run_study(
             gc_after_trial=True,
         )
     except optuna.exceptions.StorageInternalError as exc:
-        raise StorageError(f"storage {redact(config.storage_url)} failed during the sweep: {exc}") from exc
+        raise StorageError(
+            f"storage {redact(config.storage_url)} failed during the sweep: {exc}"
+        ) from exc
     return study
 
 

@@ -13,7 +13,7 @@ import gc
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,10 @@ def precision_flags(mode: str) -> dict[str, bool]:
 
 
 def build_training_arguments(
-    config: StudyConfig, params: dict[str, Any], output_dir: Path, extra: dict[str, Any] | None = None
+    config: StudyConfig,
+    params: dict[str, Any],
+    output_dir: Path,
+    extra: dict[str, Any] | None = None,
 ) -> TrainingArguments:
     """Searched params from the trial, fixed ones from the study file, as the model cards used."""
     training, evaluation = config.training, config.evaluation
@@ -74,7 +77,11 @@ def build_training_arguments(
         "logging_strategy": evaluation.strategy,
     }
     if evaluation.strategy == "steps":
-        interval |= {"eval_steps": evaluation.steps, "save_steps": evaluation.steps, "logging_steps": evaluation.steps}
+        interval |= {
+            "eval_steps": evaluation.steps,
+            "save_steps": evaluation.steps,
+            "logging_steps": evaluation.steps,
+        }
     on_gpu = torch.cuda.is_available()
     arguments: dict[str, Any] = {
         "output_dir": str(output_dir),
@@ -130,22 +137,39 @@ class EvaluationRecorder(TrainerCallback):
         control.should_training_stop = True
         control.should_save = False
 
-    def on_log(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-               logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if logs and "loss" in logs:
             self._training_loss = float(logs["loss"])
             if not math.isfinite(self._training_loss):
-                self._stop(control, f"diverged: training loss became {self._training_loss} at step {state.global_step}")
+                self._stop(
+                    control,
+                    f"diverged: training loss became {self._training_loss} at step {state.global_step}",
+                )
 
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
         # The last step is evaluated even when it falls between two evaluation steps, so no
         # trained step goes unscored.
         if state.global_step >= state.max_steps and self._last_evaluated_step != state.global_step:
             control.should_evaluate = True
             control.should_save = True
 
-    def on_evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not metrics:
             return
         self._last_evaluated_step = state.global_step
@@ -160,14 +184,23 @@ class EvaluationRecorder(TrainerCallback):
         }
         self.outcome.history.append(row)
         value = metrics.get(self.objective_key)
-        if value is None or not math.isfinite(value) or not math.isfinite(metrics.get("eval_loss", 0.0)):
-            self._stop(control, f"diverged: validation loss became {metrics.get('eval_loss')} at step {state.global_step}")
+        if (
+            value is None
+            or not math.isfinite(value)
+            or not math.isfinite(metrics.get("eval_loss", 0.0))
+        ):
+            self._stop(
+                control,
+                f"diverged: validation loss became {metrics.get('eval_loss')} at step {state.global_step}",
+            )
             return
         best = self.outcome.best_value
         if best is None or (value > best if self.maximize else value < best):
             self.outcome.best_value, self.outcome.best_step = float(value), state.global_step
         if self.on_evaluation is not None and self.on_evaluation(state.global_step, float(value)):
-            self._stop(control, f"pruned at step {state.global_step} ({self.objective_key}={value:.4f})")
+            self._stop(
+                control, f"pruned at step {state.global_step} ({self.objective_key}={value:.4f})"
+            )
 
 
 def release_memory() -> None:
@@ -192,7 +225,7 @@ def train_trial(
     data: PreparedData,
     output_dir: Path,
     on_evaluation: EvaluationHook | None = None,
-    callbacks: list[TrainerCallback] | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
     resume_from_checkpoint: str | None = None,
 ) -> TrialOutcome:
     """Fine-tune the study's model with ``params`` and report every evaluation."""
@@ -208,9 +241,11 @@ def train_trial(
         train_dataset=data.train,
         eval_dataset=data.validation,
         processing_class=data.tokenizer,
-        data_collator=DataCollatorWithPadding(data.tokenizer, pad_to_multiple_of=8 if on_gpu else None),
+        data_collator=DataCollatorWithPadding(
+            data.tokenizer, pad_to_multiple_of=8 if on_gpu else None
+        ),
         compute_metrics=build_compute_metrics(data.num_labels),
-        callbacks=[recorder, *(callbacks or [])],
+        callbacks=[recorder, *callbacks],
     )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)

@@ -65,9 +65,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def small_csv(tmp_path_factory: pytest.TempPathFactory, imdb_csv: Path) -> Path:
     """240 real reviews, balanced: enough for a few quick trials."""
     frame = pd.read_csv(imdb_csv)
-    sample = pd.concat(
-        [group.head(120) for _, group in frame.groupby("sentiment")]
-    ).sample(frac=1.0, random_state=0)
+    sample = pd.concat([group.head(120) for _, group in frame.groupby("sentiment")]).sample(
+        frac=1.0, random_state=0
+    )
     path = tmp_path_factory.mktemp("data") / "reviews.csv"
     sample.to_csv(path, index=False)
     return path
