@@ -353,10 +353,25 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
                 f"--set expects KEY=VALUE (e.g. model.max_length=128), but got {pair!r}"
             )
         try:
-            overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({exc})") from exc
+        overrides[key.strip()] = _number_or_string(value)
     return overrides
+
+
+def _number_or_string(value: Any) -> Any:
+    """YAML 1.1 reads 1e-6 (no dot) as a string; people mean the number."""
+    if isinstance(value, str):
+        try:
+            return (
+                float(value)
+                if value.strip().lower() not in {"nan", "inf", "-inf", "infinity"}
+                else value
+            )
+        except ValueError:
+            return value
+    return value
 
 
 def _apply_override(document: dict[str, Any], dotted_key: str, value: Any) -> None:

@@ -57,10 +57,10 @@ class PreparedData:
 
 
 def _read_json(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_json(path, lines=True)
-    except ValueError:
-        return pd.read_json(path)
+    """A JSON array of records, or one record per line."""
+    with path.open(encoding="utf-8") as handle:
+        start = handle.read(4096).lstrip()[:1]
+    return pd.read_json(path, lines=start != "[")
 
 
 def _read_file(path: Path) -> pd.DataFrame:
@@ -278,11 +278,15 @@ def _split(config: DatasetConfig, splits: DatasetDict) -> tuple[Dataset, Dataset
 
 def _tokenizer_digest(tokenizer: Any) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    identity = (
-        backend.to_str()
-        if backend is not None
-        else json.dumps(tokenizer.get_vocab(), sort_keys=True)
-    )
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        # Calling the tokenizer with truncation/padding changes these fields in place; they
+        # are per-call settings (max_length is in the key separately), not its identity.
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        identity = json.dumps(state, sort_keys=True)
+    else:
+        identity = json.dumps(tokenizer.get_vocab(), sort_keys=True)
     return hashlib.sha256(f"{type(tokenizer).__name__}|{identity}".encode()).hexdigest()
 
 

@@ -1,0 +1,267 @@
+"""Study-file parsing: every class of bad input fails with its key, value and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sweeper.cli import build_parser, resolve_config
+from sweeper.config import (
+    Choices,
+    FloatRange,
+    IntRange,
+    find_study_file,
+    load_study_config,
+    parse_overrides,
+)
+from sweeper.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+MINIMAL: dict[str, Any] = {
+    "dataset": {"path": "reviews.csv", "text_column": "review", "label_column": "sentiment"},
+    "model": {"name": "some-model", "max_length": 128},
+}
+
+
+def write(tmp_path: Path, document: Any, name: str = "study.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(
+        document if isinstance(document, str) else yaml.safe_dump(document), encoding="utf-8"
+    )
+    return path
+
+
+def with_changes(**changes: Any) -> dict[str, Any]:
+    """MINIMAL with dotted keys replaced (value None deletes the key)."""
+    document = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    for dotted, value in changes.items():
+        node = document
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is None:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return document
+
+
+def test_minimal_study_gets_card_defaults(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, MINIMAL))
+    assert config.name == "study"
+    assert config.training.adam_beta1 == 0.9 and config.training.adam_beta2 == 0.999
+    assert config.training.adam_epsilon == 1e-8 and config.training.lr_scheduler_type == "linear"
+    assert config.training.eval_batch_size == 32
+    assert config.search_space.learning_rate == FloatRange(low=1e-6, high=1e-3, log=True)
+    assert config.search_space.per_device_train_batch_size == Choices(choices=[8, 16, 32, 64])
+    assert 42 in config.search_space.seed.choices  # type: ignore[union-attr]
+    assert config.objective.study_direction == "minimize"
+    assert config.storage_url.startswith("sqlite:///") and config.storage_url.endswith(
+        "runs/study/study.db"
+    )
+
+
+def test_imdb_study_file_is_valid_and_enqueues_both_cards() -> None:
+    config = load_study_config("imdb", studies_dir=REPO_ROOT / "studies")
+    baselines = dict(config.baseline_params())
+    assert (
+        baselines["card A"]["learning_rate"] == 1e-5
+        and baselines["card A"]["num_train_epochs"] == 5
+    )
+    # card B planned 200 epochs: capped to the study's maximum
+    assert baselines["card B"]["num_train_epochs"] == config.search_space.max_epochs()
+    assert all(
+        params["per_device_train_batch_size"] == 32 and params["seed"] == 42
+        for params in baselines.values()
+    )
+
+
+def test_toml_study_file(tmp_path: Path) -> None:
+    text = """
+[dataset]
+path = "reviews.csv"
+text_column = "body"
+label_column = "stars"
+[model]
+name = "m"
+max_length = 64
+[search_space]
+learning_rate = {low = 1e-5, high = 1e-4, log = true}
+num_train_epochs = 2
+"""
+    config = load_study_config(write(tmp_path, text, "other.toml"))
+    assert config.name == "other" and config.dataset.text_column == "body"
+    assert config.search_space.num_train_epochs == 2
+    assert isinstance(config.search_space.learning_rate, FloatRange)
+
+
+BAD_STUDIES = [
+    pytest.param(
+        with_changes(dataset__text_column=None),
+        r"dataset\.text_column: is required",
+        id="missing-key",
+    ),
+    pytest.param(with_changes(model__max_len=64), r"model\.max_len: unknown key", id="unknown-key"),
+    pytest.param(
+        with_changes(learning_rat=1e-5), r"learning_rat: unknown key", id="unknown-top-level-key"
+    ),
+    pytest.param(
+        with_changes(search_space__learning_rate={"low": 1e-3, "high": 1e-6, "log": True}),
+        r"search_space\.learning_rate: low must be below high, but got low=0\.001, high=1e-06",
+        id="inverted-float-range",
+    ),
+    pytest.param(
+        with_changes(search_space__num_train_epochs={"low": 5, "high": 1}),
+        r"search_space\.num_train_epochs: low must be below high, but got low=5, high=1",
+        id="inverted-int-range",
+    ),
+    pytest.param(
+        with_changes(search_space__learning_rate={"low": 0.0, "high": 1e-3, "log": True}),
+        r"a log range needs low > 0, but got low=0\.0",
+        id="log-range-from-zero",
+    ),
+    pytest.param(
+        with_changes(search_space__per_device_train_batch_size={"choices": [16, 24.5]}),
+        r"per_device_train_batch_size: expected whole numbers, but got 24\.5",
+        id="fractional-batch",
+    ),
+    pytest.param(
+        with_changes(model__max_length=-1),
+        r"model\.max_length: Input should be greater than or equal to 8, but got -1",
+        id="negative-max-length",
+    ),
+    pytest.param(
+        with_changes(dataset__validation_fraction=1.5),
+        r"dataset\.validation_fraction: must lie strictly between 0 and 1, but got 1\.5",
+        id="fraction-out-of-range",
+    ),
+    pytest.param(
+        with_changes(dataset__label_names=["pos"]),
+        r"dataset\.label_names: a classifier needs at least 2 labels",
+        id="single-label-name",
+    ),
+    pytest.param(
+        with_changes(objective={"metric": "accuracy", "direction": "minimize"}),
+        r"accuracy is to maximize, but got direction='minimize'",
+        id="objective-direction",
+    ),
+    pytest.param(
+        with_changes(pruner={"type": "median", "n_warmup_steps": -1}),
+        r"pruner\.n_warmup_steps: Input should be greater than or equal to 0, but got -1",
+        id="negative-warmup",
+    ),
+    pytest.param(
+        with_changes(pruner={"type": "bogus"}),
+        r"pruner\.type: Input should be 'none'",
+        id="unknown-pruner",
+    ),
+    pytest.param(
+        with_changes(budget={"n_trials": None, "timeout_seconds": None}),
+        r"a sweep needs n_trials or timeout_seconds, but both are null",
+        id="unbounded-budget",
+    ),
+    pytest.param(
+        with_changes(baselines=[{"name": "card A", "params": {"learning_rate": 1.0}}]),
+        r"baselines\[0\] \(card A\): learning_rate=1\.0 lies outside the search range",
+        id="baseline-outside-space",
+    ),
+    pytest.param(
+        with_changes(baselines=[{"name": "x", "params": {"seed": 5}}]),
+        r"seed=5 is not among the choices \[42, 7, 1234\]",
+        id="baseline-seed-not-a-choice",
+    ),
+    pytest.param(
+        with_changes(baselines=[{"name": "x", "params": {"lr": 1e-5}}]),
+        r"unknown parameter 'lr'",
+        id="baseline-unknown-param",
+    ),
+    pytest.param(
+        with_changes(name="has space"), r"name: String should match pattern", id="bad-name"
+    ),
+    pytest.param("dataset: [unclosed", r"is not valid YAML", id="invalid-yaml"),
+    pytest.param("", r"is empty; expected at least dataset and model sections", id="empty-file"),
+    pytest.param("- a\n- b\n", r"must hold a mapping, but holds list", id="not-a-mapping"),
+]
+
+
+@pytest.mark.parametrize(("document", "message"), BAD_STUDIES)
+def test_bad_study_file_names_the_problem(tmp_path: Path, document: Any, message: str) -> None:
+    path = write(tmp_path, document)
+    with pytest.raises(ConfigError, match=message):
+        load_study_config(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"], "nothing may be written"
+
+
+def test_unknown_study_name_lists_the_available_ones(tmp_path: Path) -> None:
+    write(tmp_path, MINIMAL, "alpha.yaml")
+    with pytest.raises(ConfigError, match=r"no study named 'beta'.*studies found: \['alpha'\]"):
+        find_study_file("beta", tmp_path)
+    with pytest.raises(ConfigError, match=r"study file 'missing\.yaml' does not exist"):
+        find_study_file("missing.yaml", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        (["model.max_length=128"], {"model.max_length": 128}),
+        (["dataset.label_names=[neg, pos]"], {"dataset.label_names": ["neg", "pos"]}),
+        (["storage=sqlite:///x.db"], {"storage": "sqlite:///x.db"}),
+        (["training.adam_epsilon=1e-6"], {"training.adam_epsilon": 1e-6}),
+        (["checkpoint_root="], {"checkpoint_root": None}),
+    ],
+)
+def test_overrides_parse_as_yaml_scalars(pairs: list[str], expected: dict[str, Any]) -> None:
+    assert parse_overrides(pairs) == expected
+
+
+def test_override_without_equals_sign_is_an_error() -> None:
+    with pytest.raises(
+        ConfigError, match=r"--set expects KEY=VALUE .* but got 'model\.max_length'"
+    ):
+        parse_overrides(["model.max_length"])
+
+
+def test_cli_flags_win_over_set_which_wins_over_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, with_changes(budget={"n_trials": 50}, model__max_length=512))
+    args = build_parser().parse_args(
+        [
+            "sweep",
+            str(path),
+            "--set",
+            "budget.n_trials=7",
+            "--set",
+            "model.max_length=96",
+            "--n-trials",
+            "3",
+        ]
+    )
+    config = resolve_config(args)
+    assert config.budget.n_trials == 3  # --n-trials beats --set beats the file
+    assert config.model.max_length == 96  # --set beats the file
+    assert config.search_space.num_train_epochs == IntRange(low=1, high=5)  # default
+
+
+def test_unknown_override_key_is_rejected(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL)
+    with pytest.raises(ConfigError, match=r"model\.max_lenght: unknown key"):
+        load_study_config(path, {"model.max_lenght": 64})
+    with pytest.raises(
+        ConfigError,
+        match=r"cannot set 'model\.name\.x': 'model\.name' is 'some-model', not a mapping",
+    ):
+        load_study_config(path, {"model.name.x": 1})
+
+
+def test_relative_paths_resolve_against_the_study_file(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "reviews.csv").write_text("review,sentiment\n", encoding="utf-8")
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    path = write(studies, with_changes(dataset__path="../data/reviews.csv"))
+    config = load_study_config(path)
+    assert Path(config.dataset.path) == (tmp_path / "data" / "reviews.csv").resolve()
+    assert config.model.name == "some-model"  # not on disk: left as a hub id

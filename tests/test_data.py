@@ -1,0 +1,210 @@
+"""Loading any text-classification data: formats, column names, labels, splits, the cache."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from datasets import Dataset, DatasetDict
+from transformers import AutoTokenizer
+
+from sweeper.config import DatasetConfig
+from sweeper.data import prepare_data
+from sweeper.errors import DataError
+
+ROWS = [
+    ("a wonderful, moving film", "pos"),
+    ("dull and far too long", "neg"),
+    ("I loved every minute", "pos"),
+    ("the plot makes no sense", "neg"),
+] * 10
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir: Path) -> Any:
+    return AutoTokenizer.from_pretrained(str(tiny_model_dir))
+
+
+def frame(text: str = "body", label: str = "stars") -> pd.DataFrame:
+    return pd.DataFrame(
+        {text: [row[0] for row in ROWS], label: [row[1] for row in ROWS], "extra": 1}
+    )
+
+
+def dataset_config(path: Path | str, **fields: Any) -> DatasetConfig:
+    return DatasetConfig(path=str(path), text_column="body", label_column="stars", **fields)
+
+
+WRITERS = {
+    "csv": lambda df, path: df.to_csv(path, index=False),
+    "tsv": lambda df, path: df.to_csv(path, sep="\t", index=False),
+    "jsonl": lambda df, path: df.to_json(path, orient="records", lines=True),
+    "json": lambda df, path: df.to_json(path, orient="records"),
+    "parquet": lambda df, path: df.to_parquet(path),
+}
+
+
+@pytest.mark.parametrize("suffix", sorted(WRITERS))
+def test_every_file_format_loads_with_its_own_column_names(
+    tmp_path: Path, tokenizer: Any, suffix: str
+) -> None:
+    path = tmp_path / f"data.{suffix}"
+    WRITERS[suffix](frame(), path)
+    data = prepare_data(dataset_config(path), tokenizer, 32, tmp_path / "cache")
+    assert data.label_names == ["neg", "pos"]
+    assert len(data.train) + len(data.validation) == len(ROWS)
+    assert {"input_ids", "attention_mask", "label", "length"} <= set(data.train.column_names)
+    assert "body" not in data.train.column_names and "extra" not in data.train.column_names
+    assert max(data.train["length"]) <= 32
+
+
+def test_validation_split_is_stratified_and_seeded(tmp_path: Path, tokenizer: Any) -> None:
+    path = tmp_path / "data.csv"
+    frame().to_csv(path, index=False)
+    first = prepare_data(
+        dataset_config(path, validation_fraction=0.5), tokenizer, 32, tmp_path / "a"
+    )
+    second = prepare_data(
+        dataset_config(path, validation_fraction=0.5), tokenizer, 32, tmp_path / "b"
+    )
+    assert (
+        sorted(first.validation["label"]) == [0] * 10 + [1] * 10
+    )  # stratified: half of each label
+    assert first.validation["input_ids"] == second.validation["input_ids"]  # seeded
+
+
+def test_saved_dataset_with_named_splits_and_integer_labels(tmp_path: Path, tokenizer: Any) -> None:
+    rows = {"text": [row[0] for row in ROWS], "label": [int(row[1] == "pos") for row in ROWS]}
+    DatasetDict({"train": Dataset.from_dict(rows), "test": Dataset.from_dict(rows)}).save_to_disk(
+        tmp_path / "saved"
+    )
+    config = DatasetConfig(
+        path=str(tmp_path / "saved"),
+        text_column="text",
+        label_column="label",
+        validation_split="test",
+        label_names=["negative", "positive"],
+        max_train_rows=12,
+    )
+    data = prepare_data(config, tokenizer, 16, tmp_path / "cache")
+    assert data.label_names == ["negative", "positive"]
+    assert len(data.train) == 12 and len(data.validation) == len(ROWS)
+
+
+def test_folder_of_split_files(tmp_path: Path, tokenizer: Any) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    frame().to_csv(folder / "train.csv", index=False)
+    frame().head(8).to_csv(folder / "validation.csv", index=False)
+    data = prepare_data(
+        dataset_config(folder, validation_split="validation"), tokenizer, 16, tmp_path / "cache"
+    )
+    assert len(data.train) == len(ROWS) and len(data.validation) == 8
+
+
+def test_tokenization_is_cached_on_disk_and_reused(tmp_path: Path, tokenizer: Any) -> None:
+    path = tmp_path / "data.csv"
+    frame().to_csv(path, index=False)
+    first = prepare_data(dataset_config(path), tokenizer, 32, tmp_path / "cache")
+    written = (first.cache_path / "dataset_dict.json").stat().st_mtime_ns
+    time.sleep(0.01)
+    second = prepare_data(dataset_config(path), tokenizer, 32, tmp_path / "cache")
+    assert second.cache_path == first.cache_path
+    assert (
+        second.cache_path / "dataset_dict.json"
+    ).stat().st_mtime_ns == written  # loaded, not rewritten
+    other_length = prepare_data(dataset_config(path), tokenizer, 16, tmp_path / "cache")
+    assert other_length.cache_path != first.cache_path  # the key covers max length
+    frame().head(20).to_csv(path, index=False)
+    changed = prepare_data(dataset_config(path), tokenizer, 32, tmp_path / "cache")
+    assert changed.cache_path != first.cache_path  # ... and the data itself
+
+
+def write_csv(tmp_path: Path, content: str) -> Path:
+    path = tmp_path / "bad.csv"
+    path.write_text(content, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "fields", "message"),
+    [
+        pytest.param("", {}, r"bad\.csv' is empty; expected a header and rows", id="empty-file"),
+        pytest.param("body,stars\n", {}, r"has no rows", id="header-only"),
+        pytest.param(
+            "review,stars\ngood,pos\n",
+            {},
+            r"dataset\.text_column='body' is not a column of .*bad\.csv \(train\); its columns are \['review', 'stars'\]",
+            id="missing-text-column",
+        ),
+        pytest.param(
+            "body,rating\ngood,pos\n",
+            {},
+            r"dataset\.label_column='stars' is not a column .* its columns are \['body', 'rating'\]",
+            id="missing-label-column",
+        ),
+        pytest.param(
+            "body,stars\ngood,pos\nbad,neg\nmeh,neutral\ngreat,pos\nawful,neg\n",
+            {"label_names": ["neg", "pos"]},
+            r"unknown label 'neutral' in row 2 .*expected one of \['neg', 'pos'\] as set by dataset\.label_names",
+            id="unknown-label",
+        ),
+        pytest.param(
+            "body,stars\ngood,pos\n,neg\n",
+            {},
+            r"dataset\.text_column='body' has 1 empty or non-text value\(s\) .* row 1",
+            id="empty-text",
+        ),
+        pytest.param(
+            "body,stars\ngood,pos\nfine,pos\n",
+            {},
+            r"holds 1 distinct label\(s\) \(\['pos'\]\); a classifier needs at least 2",
+            id="single-label",
+        ),
+        pytest.param(
+            "body,stars\ngood,pos\nbad,neg\nfine,pos\n",
+            {},
+            r"labels \['neg'\] have fewer than 2 rows",
+            id="too-rare-to-stratify",
+        ),
+        pytest.param(
+            "body,stars\ngood,pos\nbad,neg\n",
+            {"validation_split": "test"},
+            r"dataset\.validation_split='test' is not a split of .*; its splits are \['train'\]",
+            id="unknown-split",
+        ),
+    ],
+)
+def test_bad_data_names_the_problem(
+    tmp_path: Path, tokenizer: Any, content: str, fields: dict[str, Any], message: str
+) -> None:
+    path = write_csv(tmp_path, content)
+    with pytest.raises(DataError, match=message):
+        prepare_data(dataset_config(path, **fields), tokenizer, 32, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists(), "a bad dataset must not leave a cache behind"
+
+
+def test_missing_file_and_unsupported_format(tmp_path: Path, tokenizer: Any) -> None:
+    with pytest.raises(DataError, match=r"dataset\.path='\./nope\.csv' does not exist"):
+        prepare_data(dataset_config("./nope.csv"), tokenizer, 32, tmp_path / "cache")
+    path = tmp_path / "data.xlsx"
+    path.write_bytes(b"x")
+    with pytest.raises(DataError, match=r"unsupported suffix '\.xlsx'"):
+        prepare_data(dataset_config(path), tokenizer, 32, tmp_path / "cache")
+
+
+def test_hub_dataset_fails_fast_offline(
+    tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A closed port on loopback stands in for an unreachable hub: refused at once.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    started = time.perf_counter()
+    with pytest.raises(
+        DataError, match=r"dataset\.path='imdb' is not a local path.*Point dataset\.path at a local"
+    ):
+        prepare_data(dataset_config("imdb"), tokenizer, 32, tmp_path / "cache")
+    assert time.perf_counter() - started < 10
