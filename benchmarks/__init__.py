@@ -1,0 +1,45 @@
+"""Benchmarks for sweeper: ``python -m benchmarks`` (or ``make bench``) runs every one available.
+
+Each benchmark is a module of this package listed in :data:`BENCHMARK_MODULES`. A module
+that is not there yet (``storage`` until someone writes it) is skipped; one that is there
+but fails to import is an error, never silently skipped. A benchmark module defines:
+
+``NAME``
+    the command-line name, e.g. ``"trial-loop"`` (``python -m benchmarks trial-loop``);
+``HELP``
+    one line for ``--help``;
+``add_arguments(parser)``
+    its options on an ``argparse.ArgumentParser``; every option needs a default, and
+    ``--quick`` (a smoke test of the harness in about a minute) is expected;
+``run(args) -> int``
+    runs it, prints a summary, writes ``benchmarks/results/<name>.json`` (see
+    :func:`benchmarks.common.write_results`) and returns an exit status.
+
+Heavy imports (torch, transformers) belong inside ``run`` so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+# In the order `python -m benchmarks` runs them.
+BENCHMARK_MODULES = ("trial_loop", "storage")
+
+
+def available() -> dict[str, ModuleType]:
+    """The benchmark modules present in this package, by command-line name."""
+    found: dict[str, ModuleType] = {}
+    for module_name in BENCHMARK_MODULES:
+        qualified = f"{__name__}.{module_name}"
+        if importlib.util.find_spec(qualified) is None:
+            continue
+        module = importlib.import_module(qualified)
+        for attribute in ("NAME", "HELP", "add_arguments", "run"):
+            if not hasattr(module, attribute):
+                raise AttributeError(
+                    f"benchmark module {qualified} lacks {attribute!r}; see benchmarks/__init__.py"
+                )
+        found[module.NAME] = module
+    return found

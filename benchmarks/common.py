@@ -1,0 +1,66 @@
+"""What every benchmark shares: where results go, and a record of the machine and code."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = Path(__file__).resolve().parent / "results"  # git-ignored
+
+
+def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state() -> dict[str, Any]:
+    """The commit and whether sweeper/ differs from it: others edit the tree while we measure."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    changed = git("status", "--porcelain", "--", "sweeper")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "sweeper_changed_files": changed.splitlines() if changed else [],
+    }
+
+
+def environment(extra_packages: tuple[str, ...] = ()) -> dict[str, Any]:
+    packages = ("torch", "transformers", "datasets", "accelerate", "optuna", *extra_packages)
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "packages": package_versions(packages),
+        "git": git_state(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """``benchmarks/results/<name>.json``, overwritten by the next run of the same name."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    return path
