@@ -71,7 +71,49 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(name, help=text)
         _study_arguments(command)
+    _add_view_commands(commands)
     return parser
+
+
+def _add_view_commands(commands: Any) -> None:
+    """report, card, export, dashboard: what a finished (or running) study found."""
+    report = commands.add_parser("report", help="write the study's HTML report (opens offline)")
+    _study_arguments(report)
+    report.add_argument(
+        "--out",
+        type=Path,
+        help="the HTML file to write (default: <output_dir>/<study>/report.html)",
+    )
+    card = commands.add_parser("card", help="write the best trial's model card (README.md)")
+    _study_arguments(card)
+    card.add_argument(
+        "--out",
+        type=Path,
+        help="the file or directory to write (default: <output_dir>/<study>/card/)",
+    )
+    export = commands.add_parser(
+        "export", help="write the best trial's best checkpoint, tokenizer and card to a directory"
+    )
+    _study_arguments(export)
+    export.add_argument("--to", type=Path, required=True, help="the directory to write")
+    export.add_argument(
+        "--force", action="store_true", help="write into --to even when it is not empty"
+    )
+    dashboard = commands.add_parser(
+        "dashboard", help="serve optuna-dashboard on the study's storage"
+    )
+    _study_arguments(dashboard)
+    dashboard.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only)",
+    )
+    dashboard.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="port to listen on (default: 8080; 0 = any free port)",
+    )
 
 
 def resolve_config(args: argparse.Namespace) -> StudyConfig:
@@ -132,7 +174,76 @@ def command_best(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"sweep": command_sweep, "show": command_show, "best": command_best}
+def _study_output_dir(study: Any) -> Path:
+    """Where the sweep wrote its files: <output_dir>/<study> from the stored config."""
+    config = study.user_attrs.get("config") or {}
+    return Path(str(config.get("output_dir") or "runs")) / study.study_name
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from sweeper.report import write_report
+    from sweeper.study import load_existing_study
+
+    name, storage, _ = _study_name_and_storage(args)
+    study = load_existing_study(name, storage)
+    path = write_report(study, args.out or _study_output_dir(study) / "report.html")
+    print(f"[sweeper] report of study {name!r} written to {path}")
+    return 0
+
+
+def command_card(args: argparse.Namespace) -> int:
+    from sweeper.card import write_card
+    from sweeper.study import load_existing_study
+
+    name, storage, _ = _study_name_and_storage(args)
+    study = load_existing_study(name, storage)
+    path = write_card(study, args.out or _study_output_dir(study) / "card")
+    print(f"[sweeper] model card of study {name!r} written to {path}")
+    return 0
+
+
+def command_export(args: argparse.Namespace) -> int:
+    from sweeper.export import export_best
+    from sweeper.study import load_existing_study
+
+    name, storage, _ = _study_name_and_storage(args)
+    target = export_best(load_existing_study(name, storage), args.to, force=args.force)
+    print(
+        f"[sweeper] best model of study {name!r} exported to {target}; load it with "
+        f'transformers.pipeline("text-classification", model="{target}")'
+    )
+    return 0
+
+
+def command_dashboard(args: argparse.Namespace) -> int:
+    from sweeper.dashboard import Dashboard
+    from sweeper.storage import redact
+
+    name, storage, _ = _study_name_and_storage(args)
+    dashboard = Dashboard(storage, name, host=args.host, port=args.port)
+    print(
+        f"[sweeper] optuna-dashboard for study {name!r} in {redact(storage)}\n"
+        f"[sweeper] open {dashboard.url}  (Ctrl-C stops it)",
+        flush=True,
+    )
+    try:
+        dashboard.serve_forever()
+    except KeyboardInterrupt:
+        print("[sweeper] dashboard stopped")
+    finally:
+        dashboard.shutdown()
+    return 0
+
+
+COMMANDS = {
+    "sweep": command_sweep,
+    "show": command_show,
+    "best": command_best,
+    "report": command_report,
+    "card": command_card,
+    "export": command_export,
+    "dashboard": command_dashboard,
+}
 
 
 def quiet_libraries() -> None:

@@ -1,0 +1,427 @@
+"""The model card (README.md) of a study's best trial.
+
+It follows the card the ``transformers.Trainer`` writes, the form of the cards in
+DEVELOPERS.md: the base model and dataset, the kept evaluation's metrics, the training
+hyperparameters, the training-results table (one row per evaluation, from the trial's
+stored history) and the framework versions. Then what those cards lack: how many trials
+the sweep ran, with which sampler and pruner, the baselines' scores beside the best, and
+which evaluation was kept and why. :func:`render_card` is the entry point.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeper.errors import SweeperError
+from sweeper.report import history, kept_evaluation, objective_metric, summarize
+
+CARD_FILE = "README.md"
+RESULTS_HEADER = ("Training Loss", "Epoch", "Step", "Validation Loss", "Accuracy", "F1")
+RESULT_KEYS = ("training_loss", "epoch", "step", "validation_loss", "accuracy", "f1")
+METRIC_NAMES = {"validation_loss": "validation loss", "accuracy": "accuracy", "f1": "F1"}
+FRAMEWORKS = (
+    ("Transformers", "transformers"),
+    ("Pytorch", "torch"),
+    ("Datasets", "datasets"),
+    ("Tokenizers", "tokenizers"),
+    ("Optuna", "optuna"),
+)
+
+
+class CardError(SweeperError):
+    """The study cannot give a model card (no complete trial yet)."""
+
+
+def _number(value: Any) -> str:
+    """Numbers as the Trainer's card writes them: at most 4 decimals, 'No log' for none."""
+    if value is None:
+        return "No log"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value.is_integer():
+            return str(value)
+        return f"{value:.4f}" if len(str(value).split(".")[-1]) > 4 else str(value)
+    return str(value)
+
+
+def _hyper(value: Any) -> str:
+    """A hyperparameter as the cards show it: 1e-05, 3e-05, 32."""
+    if isinstance(value, float):
+        return f"{value:.6g}" if not value.is_integer() else str(int(value))
+    return str(value)
+
+
+def _is_local(name: str) -> bool:
+    return name.startswith(("package:", "/", ".", "~")) or Path(name).exists()
+
+
+def _model_reference(name: str) -> str:
+    if _is_local(name):
+        return f"`{name}`"
+    return f"[{name}](https://huggingface.co/{name})"
+
+
+def _dataset_reference(dataset: dict[str, Any]) -> str:
+    path = str(dataset.get("path", "an unknown dataset"))
+    if _is_local(path):
+        return f"the {Path(path).name} dataset (`{path}`)"
+    return f"the [{path}](https://huggingface.co/datasets/{path}) dataset"
+
+
+def _front_matter(model: str, study_name: str, trial: FrozenTrial) -> list[str]:
+    lines = ["---", "library_name: transformers"]
+    if not _is_local(model):
+        lines.append(f"base_model: {model}")
+    lines += [
+        "tags:",
+        "- generated_from_trainer",
+        "- text-classification",
+        "- optuna",
+        "metrics:",
+        "- accuracy",
+        "- f1",
+        "model-index:",
+        f"- name: {study_name}-trial-{trial.number}",
+        "  results: []",
+        "---",
+    ]
+    return lines
+
+
+def _hyperparameters(trial: FrozenTrial, config: dict[str, Any]) -> list[str]:
+    training = config.get("training") or {}
+    params = {**_fixed_params(config), **trial.params}
+    lines = [
+        "The following hyperparameters were used during training:",
+        f"- learning_rate: {_hyper(params.get('learning_rate'))}",
+        f"- train_batch_size: {_hyper(params.get('per_device_train_batch_size'))}",
+        f"- eval_batch_size: {_hyper(training.get('eval_batch_size', 32))}",
+        f"- seed: {_hyper(params.get('seed'))}",
+    ]
+    accumulation = int(training.get("gradient_accumulation_steps", 1))
+    if accumulation > 1:
+        batch = int(params.get("per_device_train_batch_size") or 0)
+        lines += [
+            f"- gradient_accumulation_steps: {accumulation}",
+            f"- total_train_batch_size: {batch * accumulation}",
+        ]
+    beta1 = training.get("adam_beta1", 0.9)
+    beta2 = training.get("adam_beta2", 0.999)
+    epsilon = training.get("adam_epsilon", 1e-8)
+    lines += [
+        f"- optimizer: Adam with betas=({_hyper(beta1)},{_hyper(beta2)}) and "
+        f"epsilon={_hyper(epsilon)}",
+        f"- lr_scheduler_type: {training.get('lr_scheduler_type', 'linear')}",
+    ]
+    warmup = float(params.get("warmup_ratio") or 0.0)
+    if warmup > 0:
+        lines.append(f"- lr_scheduler_warmup_ratio: {_hyper(warmup)}")
+    decay = float(params.get("weight_decay") or 0.0)
+    if decay > 0:
+        lines.append(f"- weight_decay: {_hyper(decay)}")
+    lines.append(f"- num_epochs: {_hyper(params.get('num_train_epochs'))}")
+    return lines
+
+
+def _fixed_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The study file's fixed (not searched) hyperparameters: a plain number in the space."""
+    space = config.get("search_space") or {}
+    return {name: value for name, value in space.items() if isinstance(value, (int, float))}
+
+
+def results_table(trial: FrozenTrial) -> list[str]:
+    """The cards' training-results table, one row per evaluation of the trial."""
+    widths = [len(title) for title in RESULTS_HEADER]
+    lines = [
+        "| " + " | ".join(RESULTS_HEADER) + " |",
+        "|" + "|".join(f":{'-' * (width)}:" for width in widths) + "|",
+    ]
+    for row in history(trial):
+        lines.append("| " + " | ".join(_number(row.get(key)) for key in RESULT_KEYS) + " |")
+    return lines
+
+
+def _search_space(config: dict[str, Any]) -> str:
+    parts = []
+    for name, spec in (config.get("search_space") or {}).items():
+        if isinstance(spec, dict) and "choices" in spec:
+            parts.append(f"{name} in {spec['choices']}")
+        elif isinstance(spec, dict):
+            scale = ", log scale" if spec.get("log") else ""
+            parts.append(
+                f"{name} from {_hyper(spec.get('low'))} to {_hyper(spec.get('high'))}{scale}"
+            )
+        else:
+            parts.append(f"{name} fixed at {_hyper(spec)}")
+    return "; ".join(parts)
+
+
+def _pruner_text(config: dict[str, Any]) -> str:
+    pruner = dict(config.get("pruner") or {})
+    kind = pruner.pop("type", "median")
+    if kind == "none":
+        return "none (every trial ran to its planned end unless it diverged)"
+    relevant = {
+        "median": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
+        "percentile": ("percentile", "n_startup_trials", "n_warmup_steps", "interval_steps"),
+        "successive_halving": ("min_resource", "reduction_factor"),
+        "hyperband": ("min_resource", "max_resource", "reduction_factor"),
+        "threshold": ("lower", "upper", "n_warmup_steps", "interval_steps"),
+    }.get(str(kind), ())
+    settings = [f"{key}={pruner[key]}" for key in relevant if pruner.get(key) is not None]
+    if pruner.get("patience") is not None:
+        settings.append(f"patience={pruner['patience']} (wrapped in PatientPruner)")
+    return f"{kind} ({', '.join(settings)})" if settings else str(kind)
+
+
+def _sampler_text(config: dict[str, Any]) -> str:
+    sampler = config.get("sampler") or {}
+    kind = str(sampler.get("type", "tpe"))
+    text = {"tpe": "TPE", "random": "random"}.get(kind, kind)
+    details = [f"seed={sampler.get('seed')}"]
+    if kind == "tpe":
+        details.append(f"n_startup_trials={sampler.get('n_startup_trials')}")
+    return f"{text} ({', '.join(details)})"
+
+
+def _score(trial: FrozenTrial) -> dict[str, str]:
+    kept = kept_evaluation(trial) or {}
+    return {key: _number(kept.get(key)) if kept else "-" for key in RESULT_KEYS}
+
+
+def _baselines_table(summary: Any, best: FrozenTrial) -> list[str]:
+    rows = [("best (this model)", best)] + [
+        (f"baseline {trial.user_attrs['baseline']}", trial)
+        for trial in summary.baselines
+        if trial.number != best.number
+    ]
+    lines = [
+        "| Run | Trial | State | Step kept | Validation Loss | Accuracy | F1 | "
+        "learning_rate | train_batch_size | num_epochs | seed |",
+        "|:----|:-----:|:------|:---------:|:---------------:|:--------:|:--:|"
+        ":-------------:|:----------------:|:----------:|:----:|",
+    ]
+    fixed = _fixed_params(summary.config)
+    for role, trial in rows:
+        if "baseline" in trial.user_attrs and trial.number == best.number:
+            role = f"best (this model; baseline {trial.user_attrs['baseline']})"
+        score = _score(trial)
+        params = {**fixed, **trial.params}
+        state = trial.state.name.lower()
+        if trial.state == TrialState.PRUNED:
+            state = str(trial.user_attrs.get("stop_reason") or "pruned")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    role,
+                    f"#{trial.number}",
+                    state.replace("|", "/"),
+                    str(trial.user_attrs.get("best_step") or "-"),
+                    score["validation_loss"],
+                    score["accuracy"],
+                    score["f1"],
+                    _hyper(params.get("learning_rate", "-")),
+                    _hyper(params.get("per_device_train_batch_size", "-")),
+                    _hyper(params.get("num_train_epochs", "-")),
+                    _hyper(params.get("seed", "-")),
+                ]
+            )
+            + " |"
+        )
+    return lines
+
+
+def kept_evaluation_text(trial: FrozenTrial, metric: str, direction: str) -> str:
+    """Which evaluation's checkpoint is this model, and why that one and not the last."""
+    rows = history(trial)
+    kept = kept_evaluation(trial)
+    name = METRIC_NAMES.get(metric, metric)
+    extreme = "lowest" if direction == "minimize" else "highest"
+    if kept is None or not rows:
+        return "The trial stored no evaluation history, so the kept evaluation is unknown."
+    text = (
+        f"The weights are the checkpoint of the evaluation at step {kept['step']} "
+        f"(epoch {_number(kept.get('epoch'))}): the {extreme} {name} "
+        f"({_number(kept.get(metric))}) of the trial's {len(rows)} evaluations. "
+        "The sweep scores every trial by its best evaluation, not its last, and keeps that "
+        "checkpoint, since a fine-tuning often peaks before its last epoch."
+    )
+    last = rows[-1]
+    if last["step"] == kept["step"]:
+        return text + " Here the best evaluation was also the last one."
+    text += f" The last evaluation, at step {last['step']}, had {name} {_number(last.get(metric))}"
+    kept_val, last_val = (
+        _float_or_none(kept.get("validation_loss")),
+        _float_or_none(last.get("validation_loss")),
+    )
+    kept_train, last_train = (
+        _float_or_none(kept.get("training_loss")),
+        _float_or_none(last.get("training_loss")),
+    )
+    if (
+        kept_val is not None
+        and last_val is not None
+        and kept_train is not None
+        and last_train is not None
+        and last_val > kept_val
+        and last_train < kept_train
+    ):
+        text += (
+            f", while its validation loss rose from {_number(kept_val)} to "
+            f"{_number(last_val)} and training loss fell from {_number(kept_train)} to "
+            f"{_number(last_train)}: the model was overfitting after step {kept['step']}."
+        )
+    else:
+        text += "."
+    return text
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _versions() -> list[str]:
+    lines = []
+    for shown, package in FRAMEWORKS:
+        try:
+            lines.append(f"- {shown} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return lines
+
+
+def best_or_error(study: optuna.Study) -> FrozenTrial:
+    from sweeper.reporting import best_trial
+
+    best = best_trial(study)
+    if best is None:
+        total = len(study.get_trials(deepcopy=False))
+        raise CardError(
+            f"study {study.study_name!r} has no complete trial yet ({total} trial(s) in storage, "
+            f"none complete), so there is no best model; run `sweeper sweep "
+            f"{study.study_name}` until a trial completes"
+        )
+    return best
+
+
+def render_card(study: optuna.Study, trial: FrozenTrial | None = None) -> str:
+    """The README.md of ``trial`` (default: the study's best trial)."""
+    summary = summarize(study)
+    best = trial or best_or_error(study)
+    config = summary.config
+    metric = objective_metric(study)
+    model = str((config.get("model") or {}).get("name", "an unknown model"))
+    dataset = config.get("dataset") or {}
+    label_names = list(study.user_attrs.get("label_names") or [])
+    kept = kept_evaluation(best) or {}
+    counts = summary.counts
+    total = sum(counts.values())
+    direction = summary.direction
+    lines = [
+        *_front_matter(model, summary.name, best),
+        "",
+        "<!-- This model card was written by `sweeper card` from the Optuna study's stored "
+        "trials. Proofread and complete it before publishing. -->",
+        "",
+        f"# {summary.name}-trial-{best.number}",
+        "",
+        f"This model is a fine-tuned version of {_model_reference(model)} on "
+        f"{_dataset_reference(dataset)}.",
+        f"It achieves the following results on the evaluation set (the evaluation kept, "
+        f"at step {kept.get('step', '-')}):",
+        f"- Loss: {_number(kept.get('validation_loss'))}",
+        f"- Accuracy: {_number(kept.get('accuracy'))}",
+        f"- F1: {_number(kept.get('f1'))}",
+        "",
+        "## Model description",
+        "",
+        f"A {len(label_names)}-class text classifier"
+        + (f" (labels: {', '.join(f'`{name}`' for name in label_names)})" if label_names else "")
+        + f", trial #{best.number} of the Optuna study `{summary.name}`: the best of "
+        f"{counts['complete']} complete trials by {METRIC_NAMES.get(metric, metric)} "
+        f"({'lower' if direction == 'minimize' else 'higher'} is better).",
+        "",
+        "## Intended uses & limitations",
+        "",
+        "More information needed",
+        "",
+        "## Training and evaluation data",
+        "",
+        _data_text(dataset),
+        "",
+        "## Training procedure",
+        "",
+        "### Training hyperparameters",
+        "",
+        *_hyperparameters(best, config),
+        "",
+        "### Training results",
+        "",
+        *results_table(best),
+        "",
+        "### Hyperparameter search",
+        "",
+        f"- Trials: {total} in the study: {counts['complete']} complete, {counts['pruned']} "
+        f"pruned, {counts['failed']} failed, {counts['running']} running.",
+        f"- Objective: {direction} {METRIC_NAMES.get(metric, metric)}, each trial scored by "
+        "its best evaluation.",
+        f"- Sampler: {_sampler_text(config)}.",
+        f"- Pruner: {_pruner_text(config)}; it stopped trials that fell behind at the same "
+        f"step, saving {summary.saved_steps} of the {summary.planned_steps_stopped} steps the "
+        "stopped trials had planned.",
+        f"- Search space: {_search_space(config)}.",
+        "",
+        "Scores of this model and of the baselines (each at the evaluation it kept):",
+        "",
+        *_baselines_table(summary, best),
+        "",
+        "#### Which evaluation was kept, and why",
+        "",
+        kept_evaluation_text(best, metric, direction),
+        "",
+        "### Framework versions",
+        "",
+        *_versions(),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _data_text(dataset: dict[str, Any]) -> str:
+    path = dataset.get("path", "?")
+    validation = (
+        f"its `{dataset['validation_split']}` split"
+        if dataset.get("validation_split")
+        else f"a stratified {float(dataset.get('validation_fraction', 0.2)):.0%} of "
+        f"`{dataset.get('train_split', 'train')}` (split seed {dataset.get('split_seed', 42)})"
+    )
+    limits = [
+        f"at most {dataset[key]} {what} rows"
+        for key, what in (("max_train_rows", "training"), ("max_validation_rows", "validation"))
+        if dataset.get(key)
+    ]
+    return (
+        f"Trained on the `{dataset.get('train_split', 'train')}` split of `{path}` "
+        f"(text column `{dataset.get('text_column', '?')}`, label column "
+        f"`{dataset.get('label_column', '?')}`), evaluated on {validation}"
+        + (f", {' and '.join(limits)}" if limits else "")
+        + "."
+    )
+
+
+def write_card(study: optuna.Study, path: Path, trial: FrozenTrial | None = None) -> Path:
+    """Write the card to ``path`` (a file, or a directory that gets README.md)."""
+    path = Path(path)
+    if path.is_dir() or not path.suffix:
+        path = path / CARD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_card(study, trial), encoding="utf-8")
+    return path

@@ -1,0 +1,77 @@
+"""Export the best trial's kept checkpoint as a model directory a pipeline loads.
+
+:func:`export_best` is the entry point. It writes the model (with the study's label names
+as ``id2label``, so predictions read ``positive``, not ``LABEL_1``), the tokenizer and the
+model card, and nothing of the Trainer's resume state (optimizer, scheduler, RNG), so
+``transformers.pipeline("text-classification", model=DIR)`` works on the directory as is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from sweeper.card import CARD_FILE, best_or_error, render_card
+from sweeper.errors import SweeperError
+
+
+class ExportError(SweeperError):
+    """The best trial cannot be exported: no checkpoint, or an unusable target directory."""
+
+
+def checkpoint_of(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, Path]:
+    """The best trial and its kept checkpoint directory, or an error that says what to do."""
+    best = best_or_error(study)
+    stored = best.user_attrs.get("best_checkpoint")
+    if not stored:
+        raise ExportError(
+            f"best_checkpoint=None for trial #{best.number} of study {study.study_name!r}: the "
+            f"trial kept no checkpoint, so there is nothing to export; rerun the sweep with "
+            f"checkpoints enabled"
+        )
+    path = Path(str(stored))
+    if not (path / "config.json").is_file():
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        raise ExportError(
+            f"best_checkpoint={str(path)!r}{where} of trial #{best.number} holds no model "
+            f"(no config.json): it was deleted or moved, or the sweep ran in another directory; "
+            f"run export from the directory the sweep ran in, or restore the checkpoint"
+        )
+    return best, path
+
+
+def export_best(study: optuna.Study, target: Path, force: bool = False) -> Path:
+    """Write the best trial's kept checkpoint (model, tokenizer, card) to ``target``."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    best, checkpoint = checkpoint_of(study)
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise ExportError(f"--to={str(target)!r} is a file; give a directory to export into")
+    if target.is_dir() and any(target.iterdir()) and not force:
+        raise ExportError(
+            f"--to={str(target)!r} is not empty; choose a new directory or pass --force to "
+            f"overwrite the files there"
+        )
+    label_names = [str(name) for name in study.user_attrs.get("label_names") or []]
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint))
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    except (OSError, ValueError) as exc:
+        raise ExportError(
+            f"best_checkpoint={str(checkpoint)!r} of trial #{best.number} cannot be loaded: {exc}"
+        ) from exc
+    if label_names:
+        if len(label_names) != model.config.num_labels:
+            raise ExportError(
+                f"study label_names={label_names} has {len(label_names)} labels but the "
+                f"checkpoint's classifier has {model.config.num_labels} outputs"
+            )
+        model.config.id2label = dict(enumerate(label_names))
+        model.config.label2id = {name: index for index, name in enumerate(label_names)}
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(target))
+    tokenizer.save_pretrained(str(target))
+    (target / CARD_FILE).write_text(render_card(study, best), encoding="utf-8")
+    return target
