@@ -14,6 +14,7 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,3 +159,162 @@ def study_name() -> str:
     import uuid
 
     return f"tiny-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass(frozen=True)
+class FinishedStudy:
+    """A study a real tiny sweep has finished: its file, name and SQLite storage."""
+
+    name: str
+    study_file: Path
+    storage_url: str
+    runs_dir: Path
+
+
+@pytest.fixture(scope="session")
+def finished_study(
+    tmp_path_factory: pytest.TempPathFactory, small_csv: Path, tiny_model_dir: Path
+) -> FinishedStudy:
+    """One tiny sweep that the report, card, export, dashboard and notebook tests share (they
+    only read it): the two model cards' baselines (scaled to the tiny model), a third
+    baseline whose learning rate is absurd and is stopped at its first evaluation, and one
+    sampled trial. Four trials: three complete, one pruned."""
+    from sweeper.cli import main
+
+    directory = tmp_path_factory.mktemp("finished-study")
+    fixed = {"per_device_train_batch_size": 32, "num_train_epochs": 1, "seed": 42}
+    study = base_study(
+        small_csv,
+        tiny_model_dir,
+        directory / "runs",
+        baselines=[
+            {"name": "card A", "params": {"learning_rate": 1e-3, **fixed}},
+            {"name": "card B", "params": {"learning_rate": 3e-3, **fixed}},
+            {"name": "too high", "params": {"learning_rate": 1.0, **fixed}},
+        ],
+        search_space={"learning_rate": {"low": 1e-4, "high": 1.0, "log": True}},
+        budget={"n_trials": 4},
+    )
+    study["name"] = "views"
+    path = directory / "views.yaml"
+    path.write_text(yaml.safe_dump(study), encoding="utf-8")
+    assert main(["sweep", str(path), "--no-progress"]) == 0
+    storage_url = f"sqlite:///{directory / 'runs' / 'views' / 'study.db'}"
+    return FinishedStudy("views", path, storage_url, directory / "runs")
+
+
+def history_rows(
+    steps: list[int], validation: list[float], training: list[float] | None = None
+) -> list[dict[str, Any]]:
+    """Evaluation rows in the form each trial stores (sweeper.study.record_outcome)."""
+    training = training or [loss + 0.05 for loss in validation]
+    return [
+        {
+            "step": step,
+            "epoch": round(step / max(steps), 4),
+            "training_loss": train,
+            "validation_loss": loss,
+            "accuracy": 0.5,
+            "f1": 0.4,
+        }
+        for step, loss, train in zip(steps, validation, training, strict=True)
+    ]
+
+
+@pytest.fixture
+def awkward_study(tmp_path: Path) -> Callable[[str], tuple[str, str]]:
+    """Builds, with Optuna's own create_trial/ask, a SQLite study that a tiny sweep rarely
+    produces: ``"no-complete"`` (pruned, failed and running trials only) or
+    ``"mixed-params"`` (complete trials whose parameter sets and ranges differ).
+    Returns (study name, storage URL)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    def build(kind: str) -> tuple[str, str]:
+        url = f"sqlite:///{tmp_path / f'{kind}.db'}"
+        study = optuna.create_study(study_name=kind, storage=url, direction="minimize")
+        study.set_user_attr("objective_metric", "validation_loss")
+        study.set_user_attr("label_names", ["negative", "positive"])
+        study.set_user_attr(
+            "config",
+            {
+                "model": {"name": "tiny-bert"},
+                "dataset": {"path": "reviews.csv", "text_column": "review"},
+                "pruner": {"type": "median", "n_startup_trials": 2},
+                "sampler": {"type": "tpe", "seed": 0},
+                "output_dir": str(tmp_path / "runs"),
+            },
+        )
+        lr = FloatDistribution(1e-4, 1.0, log=True)
+        batch = CategoricalDistribution([16, 32])
+
+        def attrs(rows: list[dict[str, Any]], planned: int, **extra: Any) -> dict[str, Any]:
+            best = min(rows, key=lambda row: row["validation_loss"]) if rows else None
+            return {
+                "history": rows,
+                "best_step": best["step"] if best else None,
+                "best_checkpoint": None,
+                "planned_steps": planned,
+                "train_seconds": 1.5,
+                "eval_seconds": 0.2,
+                **extra,
+            }
+
+        if kind == "no-complete":
+            rows = history_rows([3], [5.0])
+            study.add_trial(
+                create_trial(
+                    state=TrialState.PRUNED,
+                    params={"learning_rate": 0.9, "per_device_train_batch_size": 32},
+                    distributions={"learning_rate": lr, "per_device_train_batch_size": batch},
+                    intermediate_values={3: 5.0},
+                    user_attrs=attrs(rows, 12, baseline="too high", stop_reason="pruned at step 3"),
+                )
+            )
+            study.add_trial(
+                create_trial(
+                    state=TrialState.FAIL,
+                    params={"learning_rate": 0.01},
+                    distributions={"learning_rate": lr},
+                )
+            )
+            running = study.ask({"learning_rate": lr})
+            running.report(0.70, 3)
+            running.report(0.69, 6)
+        elif kind == "mixed-params":
+            epochs = IntDistribution(1, 3)
+            narrow_lr = FloatDistribution(1e-3, 1e-2, log=True)
+            for params, distributions, losses in (
+                (
+                    {"learning_rate": 1e-3, "per_device_train_batch_size": 16},
+                    {"learning_rate": lr, "per_device_train_batch_size": batch},
+                    [0.70, 0.65, 0.68],
+                ),
+                (
+                    {"learning_rate": 3e-3, "num_train_epochs": 2},
+                    {"learning_rate": lr, "num_train_epochs": epochs},
+                    [0.69, 0.62, 0.66],
+                ),
+                (
+                    {"learning_rate": 5e-3},
+                    {"learning_rate": narrow_lr},
+                    [0.71, 0.64, 0.60],
+                ),
+            ):
+                rows = history_rows([3, 6, 9], losses)
+                study.add_trial(
+                    create_trial(
+                        state=TrialState.COMPLETE,
+                        value=min(losses),
+                        params=params,
+                        distributions=distributions,
+                        intermediate_values={row["step"]: row["validation_loss"] for row in rows},
+                        user_attrs=attrs(rows, 9),
+                    )
+                )
+        else:
+            raise ValueError(kind)
+        return kind, url
+
+    return build
