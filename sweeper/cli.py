@@ -43,6 +43,31 @@ def _study_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    _study_arguments(parser)
+    parser.add_argument(
+        "--n-trials",
+        type=int,
+        help="the study's total trial budget (finished trials in storage, all workers, count)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, help="stop starting trials after this many seconds"
+    )
+    parser.add_argument(
+        "--checkpoint-root",
+        help="where trial checkpoints go (a shared filesystem for several machines)",
+    )
+    parser.add_argument(
+        "--keep-all-checkpoints",
+        action="store_true",
+        default=None,
+        help="keep the checkpoints of pruned and non-best trials (default: delete them)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars, only one line per trial"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sweeper", description=__doc__.splitlines()[0] if __doc__ else None
@@ -50,19 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     sweep = commands.add_parser("sweep", help="run or resume a study until its budget is met")
-    _study_arguments(sweep)
-    sweep.add_argument(
-        "--n-trials",
-        type=int,
-        help="the study's total trial budget (finished trials in storage count)",
+    _sweep_arguments(sweep)
+    worker = commands.add_parser(
+        "worker",
+        help="join a study (e.g. on PostgreSQL) and run its trials until the shared budget is met",
     )
-    sweep.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
-    sweep.add_argument(
-        "--checkpoint-root",
-        help="where trial checkpoints go (a shared filesystem for several machines)",
-    )
-    sweep.add_argument(
-        "--no-progress", action="store_true", help="no progress bars, only one line per trial"
+    _sweep_arguments(worker)
+    worker.add_argument(
+        "--gpus",
+        help="start one worker per GPU, pinned with CUDA_VISIBLE_DEVICES: 'all' or e.g. 0,1,3",
     )
 
     for name, text in (
@@ -124,6 +145,7 @@ def resolve_config(args: argparse.Namespace) -> StudyConfig:
         "n_trials": "budget.n_trials",
         "timeout": "budget.timeout_seconds",
         "checkpoint_root": "checkpoint_root",
+        "keep_all_checkpoints": "keep_all_checkpoints",
     }
     for attribute, key in flag_keys.items():
         value = getattr(args, attribute, None)
@@ -145,14 +167,51 @@ def _study_name_and_storage(args: argparse.Namespace) -> tuple[str, str, str]:
 
 
 def command_sweep(args: argparse.Namespace) -> int:
+    from sweeper.reporting import best_summary
     from sweeper.study import run_study
+    from sweeper.workers import StopRequest
 
     config = resolve_config(args)
-    study = run_study(config, show_progress=not args.no_progress)
-    from sweeper.reporting import best_summary
-
+    stop = StopRequest()
+    study = run_study(config, show_progress=not args.no_progress, stop=stop)
+    if stop.signal_number is not None:
+        return 128 + stop.signal_number
     print(best_summary(study, config.objective.metric))
     return 0
+
+
+def command_worker(args: argparse.Namespace) -> int:
+    if args.gpus is None:
+        return command_sweep(args)
+    import torch
+
+    from sweeper.workers import parse_gpus, spawn_gpu_workers
+
+    resolve_config(args)  # a bad study file fails here, once, not in every child
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if available == 0:
+        print(
+            f"[sweeper] --gpus={args.gpus}: no GPU found (CUDA is unavailable); "
+            "running one worker on the CPU",
+            flush=True,
+        )
+        return command_sweep(args)
+    gpus = parse_gpus(args.gpus, available)
+    child_argv = _without_gpus(sys.argv[1:]) if args.argv is None else _without_gpus(args.argv)
+    return spawn_gpu_workers(child_argv, gpus)
+
+
+def _without_gpus(argv: Sequence[str]) -> list[str]:
+    kept: list[str] = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--gpus":
+            skip = True
+        elif not item.startswith("--gpus="):
+            kept.append(item)
+    return kept
 
 
 def command_show(args: argparse.Namespace) -> int:
@@ -237,6 +296,7 @@ def command_dashboard(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "sweep": command_sweep,
+    "worker": command_worker,
     "show": command_show,
     "best": command_best,
     "report": command_report,
@@ -265,6 +325,7 @@ def quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else None
     quiet_libraries()
     try:
         return COMMANDS[args.command](args)

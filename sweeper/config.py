@@ -240,6 +240,27 @@ class BudgetConfig(_Strict):
         return self
 
 
+class WorkersConfig(_Strict):
+    """How workers share a study: Optuna heartbeats decide when a silent worker is dead."""
+
+    heartbeat_interval_seconds: int = Field(default=30, ge=1)
+    # A running trial with no heartbeat for this long is failed and retried elsewhere.
+    grace_period_seconds: int = Field(default=120, ge=1)
+    max_retries: int = Field(default=3, ge=0)
+    # How often a worker with nothing to start looks again (trials may die and be retried).
+    poll_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _grace_after_heartbeat(self) -> WorkersConfig:
+        if self.grace_period_seconds <= self.heartbeat_interval_seconds:
+            raise ValueError(
+                "grace_period_seconds must exceed heartbeat_interval_seconds, or live trials "
+                f"would be failed, but got grace_period_seconds={self.grace_period_seconds} "
+                f"and heartbeat_interval_seconds={self.heartbeat_interval_seconds}"
+            )
+        return self
+
+
 class StudyConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     dataset: DatasetConfig
@@ -252,6 +273,7 @@ class StudyConfig(_Strict):
     pruner: PrunerConfig = PrunerConfig()
     sampler: SamplerConfig = SamplerConfig()
     budget: BudgetConfig = BudgetConfig()
+    workers: WorkersConfig = WorkersConfig()
     # An Optuna RDB URL; null means SQLite at <output_dir>/<name>/study.db.
     storage: str | None = None
     output_dir: str = "runs"

@@ -17,14 +17,11 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from sweeper.config import WorkersConfig
 from sweeper.errors import StorageError
 
 CONNECT_TIMEOUT_SECONDS = 5
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
-HEARTBEAT_INTERVAL_SECONDS = 30
-# A trial whose worker has not beaten for this long is failed and, once, retried elsewhere.
-GRACE_PERIOD_SECONDS = 120
-MAX_RETRIES = 3
 
 
 def redact(url: str) -> str:
@@ -68,8 +65,19 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+def retry_callback(workers: WorkersConfig) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """Re-enqueues a dead worker's trial with the same params and its reported values, so
+    the retry resumes from the trial's last checkpoint and its curve continues."""
+    return optuna.storages.RetryHeartbeatStaleTrialCallback(
+        max_retry=workers.max_retries, inherit_intermediate_values=True
+    )
+
+
 def open_storage(
-    url: str, heartbeat: bool = True, create: bool = True
+    url: str,
+    heartbeat: bool = True,
+    create: bool = True,
+    workers: WorkersConfig | None = None,
 ) -> optuna.storages.RDBStorage:
     """An RDBStorage for ``url``, with heartbeats and a retry of stale trials when asked.
 
@@ -99,12 +107,11 @@ def open_storage(
             ) from None
     options: dict[str, Any] = {}
     if heartbeat:
+        workers = workers or WorkersConfig()
         options = {
-            "heartbeat_interval": HEARTBEAT_INTERVAL_SECONDS,
-            "grace_period": GRACE_PERIOD_SECONDS,
-            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=MAX_RETRIES
-            ),
+            "heartbeat_interval": workers.heartbeat_interval_seconds,
+            "grace_period": workers.grace_period_seconds,
+            "heartbeat_stale_trial_callback": retry_callback(workers),
         }
     try:
         with warnings.catch_warnings():

@@ -1,14 +1,18 @@
-"""The Optuna study: samplers, pruners, baselines, budget, and the objective.
+"""The Optuna study: samplers, pruners, baselines, the objective, and checkpoints.
 
 :func:`run_study` is the entry point: it checks the config and the data before anything
 is written, opens (or resumes) the study in its storage, enqueues the baselines once, and
-runs trials until the study's budget, counted in storage across every run and worker, is
-met. Samplers and pruners are not stored in the database, so every worker builds them
-here from the same study file.
+runs trials (through :func:`sweeper.workers.run_trials`) until the study's budget, counted
+in storage across every run and worker, is met. Samplers and pruners are not stored in
+the database, so every worker builds them here from the same study file.
+
+A trial's checkpoints live in ``<checkpoint_dir>/trial-<N>``, where N is the number of the
+first trial of its retry chain: a retry resumes from the newest complete checkpoint there.
 """
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.config import (
@@ -32,12 +35,10 @@ from sweeper.config import (
 from sweeper.data import PreparedData, prepare_data
 from sweeper.errors import ConfigError, StorageError
 from sweeper.models import load_tokenizer
-from sweeper.reporting import StudyProgress, TrialProgressBar
+from sweeper.reporting import StudyProgress, TrialProgressBar, best_trial
 from sweeper.storage import open_storage, redact
-from sweeper.training import TrialOutcome, train_trial
-
-# Trials that used up budget. Failed trials do not: the heartbeat retries them.
-BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+from sweeper.training import TrialOutcome, last_checkpoint, train_trial
+from sweeper.workers import BUDGET_STATES, StopRequest, TrialInterrupted, run_trials
 
 
 def build_sampler(config: SamplerConfig) -> optuna.samplers.BaseSampler:
@@ -119,6 +120,7 @@ class SweepContext:
     config: StudyConfig
     data: PreparedData
     checkpoint_dir: Path
+    stop: StopRequest
 
 
 def record_outcome(trial: optuna.Trial, outcome: TrialOutcome) -> None:
@@ -141,9 +143,12 @@ class Objective:
         self.show_progress = show_progress
 
     def __call__(self, trial: optuna.Trial) -> float:
-        config = self.context.config
+        config, stop = self.context.config, self.context.stop
         params = suggest_params(trial, config.search_space)
-        output_dir = self.context.checkpoint_dir / f"trial-{trial.number}"
+        output_dir, resume_from = self._checkpoints(trial)
+        if resume_from is not None:
+            trial.set_user_attr("resumed_from_step", resume_from[1])
+            trial.set_user_attr("failure", None)
 
         def on_evaluation(step: int, value: float) -> bool:
             trial.report(value, step)
@@ -151,9 +156,21 @@ class Objective:
 
         callbacks = [TrialProgressBar(trial.number)] if self.show_progress else []
         outcome = train_trial(
-            config, params, self.context.data, output_dir, on_evaluation, callbacks
+            config,
+            params,
+            self.context.data,
+            output_dir,
+            on_evaluation,
+            callbacks,
+            resume_from_checkpoint=resume_from[0] if resume_from else None,
+            stop_requested=lambda: stop.requested,
         )
         record_outcome(trial, outcome)
+        if outcome.interrupted_at_step is not None:
+            signal_number = stop.signal_number or 2
+            reason = f"interrupted at step {outcome.interrupted_at_step} (checkpoint saved)"
+            trial.set_user_attr("failure", reason)
+            raise TrialInterrupted(f"trial #{trial.number} {reason}", signal_number)
         if outcome.stop_reason:
             raise optuna.TrialPruned(outcome.stop_reason)
         if outcome.best_value is None:
@@ -161,6 +178,44 @@ class Objective:
                 "no evaluation ran (the training split may be smaller than a batch)"
             )
         return outcome.best_value
+
+    def _checkpoints(self, trial: optuna.Trial) -> tuple[Path, tuple[Path, int] | None]:
+        """The trial's checkpoint directory, and the checkpoint a retry resumes from."""
+        frozen = next(
+            t
+            for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.number == trial.number
+        )
+        first = frozen.system_attrs.get("failed_trial", trial.number)
+        output_dir = self.context.checkpoint_dir / f"trial-{first}"
+        trial.set_user_attr("checkpoint_dir", str(output_dir.resolve()))
+        if first != trial.number:
+            return output_dir, last_checkpoint(output_dir)
+        # A new trial starts clean: anything here is left from a deleted study of this name.
+        shutil.rmtree(output_dir, ignore_errors=True)
+        return output_dir, None
+
+
+class CheckpointJanitor:
+    """Deletes checkpoints no trial can need any more: those of pruned trials and of
+    finished trials other than the study's best. A retry chain's directory is judged by
+    its newest trial, so an interrupted trial's checkpoint stays until its retry ends."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        best = best_trial(study)
+        newest: dict[str, FrozenTrial] = {}
+        for candidate in study.get_trials(deepcopy=False):
+            directory = candidate.user_attrs.get("checkpoint_dir")
+            if directory and (
+                directory not in newest or candidate.number > newest[directory].number
+            ):
+                newest[directory] = candidate
+        for directory, owner in newest.items():
+            unneeded = owner.state == TrialState.PRUNED or (
+                owner.state == TrialState.COMPLETE and (best is None or owner.number != best.number)
+            )
+            if unneeded and Path(directory).exists():
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def open_study(
@@ -200,8 +255,13 @@ def run_study(
     config: StudyConfig,
     show_progress: bool = True,
     extra_callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
+    stop: StopRequest | None = None,
 ) -> optuna.Study:
-    """Run (or resume) the study until its budget is met; returns the study."""
+    """Run (or resume) the study until its budget is met, as one worker among any number.
+
+    SIGINT/SIGTERM stop it cleanly (see :class:`sweeper.workers.StopRequest`); pass ``stop``
+    to learn afterwards whether that happened and which signal it was.
+    """
     tokenizer = load_tokenizer(config.model.name)
     data = prepare_data(
         config.dataset,
@@ -209,7 +269,7 @@ def run_study(
         config.model.max_length,
         Path(config.output_dir) / "cache" / "tokenized",
     )
-    storage = open_storage(config.storage_url)
+    storage = open_storage(config.storage_url, workers=config.workers)
     study, created = open_study(config, storage)
     if created:
         enqueue_baselines(study, config)
@@ -219,36 +279,37 @@ def run_study(
     config.study_dir.mkdir(parents=True, exist_ok=True)
     (config.study_dir / "config.resolved.yaml").write_text(dump_config(config), encoding="utf-8")
 
-    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = []
     n_trials = config.budget.n_trials
-    if n_trials is not None:
-        done = finished_count(study)
-        if done >= n_trials:
-            print(
-                f"[sweeper] study {config.name!r} already has {done} finished trials (budget {n_trials})"
-            )
-            return study
-        callbacks.append(MaxTrialsCallback(n_trials, states=BUDGET_STATES))
-        print(
-            f"[sweeper] study {config.name!r} in {redact(config.storage_url)}: "
-            f"{done}/{n_trials} trials finished, running until {n_trials}",
-            flush=True,
-        )
+    done = finished_count(study)
+    budget = f"running until {n_trials}" if n_trials is not None else "no trial budget"
+    print(
+        f"[sweeper] study {config.name!r} in {redact(config.storage_url)}: "
+        f"{done}{f'/{n_trials}' if n_trials is not None else ''} trials finished, {budget}",
+        flush=True,
+    )
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = []
     if show_progress:
         callbacks.append(StudyProgress(config.objective.metric))
+    if not config.keep_all_checkpoints:
+        callbacks.append(CheckpointJanitor())
     callbacks.extend(extra_callbacks or [])
-    context = SweepContext(config=config, data=data, checkpoint_dir=config.checkpoint_dir)
-    try:
-        study.optimize(
+    stop = stop or StopRequest()
+    context = SweepContext(
+        config=config, data=data, checkpoint_dir=config.checkpoint_dir, stop=stop
+    )
+    with stop.installed():
+        result = run_trials(
+            study,
             Objective(context, show_progress),
-            timeout=config.budget.timeout_seconds,
+            storage_url=config.storage_url,
+            workers=config.workers,
+            n_trials=n_trials,
+            timeout_seconds=config.budget.timeout_seconds,
             callbacks=callbacks,
-            gc_after_trial=True,
+            stop=stop,
         )
-    except optuna.exceptions.StorageInternalError as exc:
-        raise StorageError(
-            f"storage {redact(config.storage_url)} failed during the sweep: {exc}"
-        ) from exc
+    if result.reason == "budget met" and result.trials_run == 0:
+        print(f"[sweeper] study {config.name!r} already has its {n_trials} finished trials")
     return study
 
 

@@ -10,6 +10,7 @@ the best checkpoint is, and why it stopped early if it did.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import shutil
 import time
@@ -52,6 +53,8 @@ class TrialOutcome:
     eval_seconds: float = 0.0
     planned_steps: int = 0
     resumed_from_step: int = 0
+    # Set when the worker was asked to stop: a checkpoint was saved at this step.
+    interrupted_at_step: int | None = None
 
 
 def precision_flags(mode: str) -> dict[str, bool]:
@@ -131,6 +134,24 @@ class EvaluationRecorder(TrainerCallback):
         self._training_loss: float | None = None
         self._last_evaluated_step = -1
 
+    def restore(self, log_history: list[dict[str, Any]]) -> None:
+        """Carry on the history of the run a resumed checkpoint came from."""
+        for row in history_from_log(log_history):
+            self.outcome.history.append(row)
+            value = row.get(
+                {"eval_loss": "validation_loss", "eval_accuracy": "accuracy", "eval_f1": "f1"}[
+                    self.objective_key
+                ]
+            )
+            if value is None:
+                continue
+            best = self.outcome.best_value
+            if best is None or (value > best if self.maximize else value < best):
+                self.outcome.best_value = float(value)
+                self.outcome.best_step = int(row["step"] or 0)
+        losses = [entry["loss"] for entry in log_history if "loss" in entry]
+        self._training_loss = float(losses[-1]) if losses else None
+
     def _stop(self, control: TrainerControl, reason: str) -> None:
         if self.outcome.stop_reason is None:
             self.outcome.stop_reason = reason
@@ -203,6 +224,57 @@ class EvaluationRecorder(TrainerCallback):
             )
 
 
+class StopOnRequest(TrainerCallback):
+    """Ends training at a step boundary, with a checkpoint, when the worker is told to stop."""
+
+    def __init__(self, stop_requested: Callable[[], bool], outcome: TrialOutcome):
+        self.stop_requested = stop_requested
+        self.outcome = outcome
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if self.stop_requested() and self.outcome.interrupted_at_step is None:
+            self.outcome.interrupted_at_step = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+
+
+def history_from_log(log_history: list[dict[str, Any]]) -> list[dict[str, float | int | None]]:
+    """Evaluation rows, in the cards' form, from a Trainer's ``log_history``."""
+    rows: list[dict[str, float | int | None]] = []
+    training_loss: float | None = None
+    for entry in log_history:
+        if "loss" in entry:
+            training_loss = float(entry["loss"])
+        if "eval_loss" in entry:
+            rows.append(
+                {
+                    "step": int(entry.get("step", 0)),
+                    "epoch": round(float(entry.get("epoch") or 0.0), 4),
+                    "training_loss": training_loss,
+                    "validation_loss": entry.get("eval_loss"),
+                    "accuracy": entry.get("eval_accuracy"),
+                    "f1": entry.get("eval_f1"),
+                }
+            )
+    return rows
+
+
+def last_checkpoint(output_dir: Path) -> tuple[Path, int] | None:
+    """The newest complete checkpoint under ``output_dir`` and its step. The Trainer writes
+    ``trainer_state.json`` last, so a checkpoint cut short by a kill has none and is skipped."""
+    found: list[tuple[int, Path]] = []
+    for path in output_dir.glob("checkpoint-*"):
+        suffix = path.name.removeprefix("checkpoint-")
+        if suffix.isdigit() and (path / "trainer_state.json").is_file():
+            found.append((int(suffix), path))
+    if not found:
+        return None
+    newest_step, newest = max(found)
+    return newest, newest_step
+
+
 def release_memory() -> None:
     """Free what a finished trial held, so a long study does not grow."""
     gc.collect()
@@ -226,11 +298,24 @@ def train_trial(
     output_dir: Path,
     on_evaluation: EvaluationHook | None = None,
     callbacks: Sequence[TrainerCallback] = (),
-    resume_from_checkpoint: str | None = None,
+    resume_from_checkpoint: Path | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> TrialOutcome:
-    """Fine-tune the study's model with ``params`` and report every evaluation."""
+    """Fine-tune the study's model with ``params`` and report every evaluation.
+
+    With ``resume_from_checkpoint`` (a retried trial) training continues from that
+    checkpoint's model, optimizer, scheduler, RNG and step, and the history carries on.
+    When ``stop_requested()`` turns true, training stops at the next step with a checkpoint
+    and ``interrupted_at_step`` set.
+    """
     maximize = config.objective.study_direction == "maximize"
     recorder = EvaluationRecorder(METRIC_KEYS[config.objective.metric], maximize, on_evaluation)
+    outcome = recorder.outcome
+    if resume_from_checkpoint is not None:
+        state = json.loads((resume_from_checkpoint / "trainer_state.json").read_text())
+        recorder.restore(state.get("log_history", []))
+        outcome.resumed_from_step = int(state.get("global_step", 0))
+    stoppers = [StopOnRequest(stop_requested, outcome)] if stop_requested else []
     set_seed(int(params["seed"]))  # the classification head is initialised from this seed
     model = load_classifier(config.model.name, data.label_names)
     arguments = build_training_arguments(config, params, output_dir)
@@ -245,22 +330,25 @@ def train_trial(
             data.tokenizer, pad_to_multiple_of=8 if on_gpu else None
         ),
         compute_metrics=build_compute_metrics(data.num_labels),
-        callbacks=[recorder, *callbacks],
+        callbacks=[recorder, *stoppers, *callbacks],
     )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
-    outcome = recorder.outcome
     started = time.perf_counter()
     completed = False
     try:
         try:
-            trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+            trainer.train(
+                resume_from_checkpoint=str(resume_from_checkpoint)
+                if resume_from_checkpoint
+                else None
+            )
         except torch.OutOfMemoryError:
             batch = params["per_device_train_batch_size"]
             outcome.stop_reason = f"out of memory at per_device_train_batch_size={batch}"
         outcome.planned_steps = trainer.state.max_steps
         outcome.best_checkpoint = trainer.state.best_model_checkpoint
-        completed = outcome.stop_reason is None
+        completed = outcome.stop_reason is None and outcome.interrupted_at_step is None
     finally:
         outcome.train_seconds = max(time.perf_counter() - started - outcome.eval_seconds, 0.0)
         if completed and not config.keep_all_checkpoints:

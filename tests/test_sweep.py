@@ -43,12 +43,14 @@ def test_end_to_end_sweep(
         assert trial.user_attrs["best_step"] == history[losses.index(min(losses))]["step"]
         assert set(trial.intermediate_values) == {row["step"] for row in history}
         assert trial.user_attrs["train_seconds"] > 0 and trial.user_attrs["eval_seconds"] > 0
-        checkpoint = Path(trial.user_attrs["best_checkpoint"])
-        assert (checkpoint / "model.safetensors").is_file() and (
-            checkpoint / "tokenizer.json"
-        ).is_file()
-        # Only the best checkpoint is kept once a trial completes.
-        assert [p.name for p in checkpoint.parent.glob("checkpoint-*")] == [checkpoint.name]
+    # Disk stays bounded: only the study's best trial keeps a checkpoint, and only its best.
+    best = study.best_trial
+    checkpoint = Path(best.user_attrs["best_checkpoint"])
+    assert (checkpoint / "model.safetensors").is_file()
+    assert (checkpoint / "tokenizer.json").is_file()
+    assert [p.name for p in checkpoint.parent.glob("checkpoint-*")] == [checkpoint.name]
+    checkpoint_root = checkpoint.parent.parent
+    assert sorted(p.name for p in checkpoint_root.iterdir()) == [f"trial-{best.number}"]
     runs = Path(study.user_attrs["config"]["output_dir"])
     assert (runs / study_name / "config.resolved.yaml").is_file()
     assert study.user_attrs["label_names"] == ["negative", "positive"]

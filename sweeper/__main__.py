@@ -1,0 +1,7 @@
+"""``python -m sweeper``: the same command as ``sweeper`` (worker processes start this way)."""
+
+import sys
+
+from sweeper.cli import main
+
+sys.exit(main())
