@@ -68,9 +68,11 @@ def sqlite_path(url: str) -> Path | None:
 def retry_callback(workers: WorkersConfig) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
     """Re-enqueues a dead worker's trial with the same params and its reported values, so
     the retry resumes from the trial's last checkpoint and its curve continues."""
-    return optuna.storages.RetryHeartbeatStaleTrialCallback(
-        max_retry=workers.max_retries, inherit_intermediate_values=True
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=workers.max_retries, inherit_intermediate_values=True
+        )
 
 
 def open_storage(

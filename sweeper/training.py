@@ -104,9 +104,10 @@ def build_training_arguments(
         "max_grad_norm": training.max_grad_norm,
         "metric_for_best_model": METRIC_KEYS[config.objective.metric],
         "greater_is_better": config.objective.study_direction == "maximize",
-        # With a best metric set, rotation keeps the best checkpoint and the latest one (to
-        # resume from); everything older is deleted as training goes.
-        "save_total_limit": 1,
+        # Rotation keeps the best checkpoint and the latest one (to resume from) and deletes
+        # older ones as training goes. Not 1: at the end of training the Trainer then deletes
+        # every checkpoint but the best, including the one a stopped worker saved to resume.
+        "save_total_limit": 2,
         "train_sampling_strategy": "group_by_length" if training.group_by_length else "random",
         "length_column_name": "length",
         # NaN must reach our callback; the default filter would hide it behind an average.

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import signal
 import subprocess
@@ -56,6 +57,17 @@ class TrialInterrupted(SweeperError):
     def __init__(self, message: str, signal_number: int):
         super().__init__(message)
         self.signal_number = signal_number
+
+
+class _QuietInterruptedTrials(logging.Filter):
+    """Optuna logs a failed trial with its traceback; a stop we asked for is no failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, TrialInterrupted)
+
+
+logging.getLogger("optuna.study._optimize").addFilter(_QuietInterruptedTrials())
 
 
 # --- stopping on a signal --------------------------------------------------------------------

@@ -1,0 +1,225 @@
+"""Many workers, one study: the shared budget, SIGKILL and SIGTERM mid-trial, --gpus on a CPU.
+
+Workers are real ``python -m sweeper worker`` processes on a real PostgreSQL (and SQLite),
+training the tiny BERT for real.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from optuna.trial import TrialState
+
+from sweeper.cli import main
+from sweeper.errors import ConfigError
+from sweeper.study import load_existing_study
+from sweeper.workers import parse_gpus
+
+# Quick trials for the budget test; long ones (hundreds of steps) for the kill tests.
+QUICK = {
+    "dataset": {"max_train_rows": 48, "max_validation_rows": 24},
+    "search_space": {"num_train_epochs": 2},
+    "evaluation": {"strategy": "epoch"},
+    "workers": {"poll_seconds": 0.5},
+}
+LONG = {
+    "dataset": {"max_train_rows": 96, "max_validation_rows": 24},
+    "search_space": {"num_train_epochs": 10, "per_device_train_batch_size": 8},
+    "evaluation": {"strategy": "steps", "steps": 10},
+    "pruner": {"type": "none"},
+    "budget": {"n_trials": 1},
+    # A dead worker's trial is failed after 3 s without a heartbeat (not 2 minutes).
+    "workers": {"heartbeat_interval_seconds": 1, "grace_period_seconds": 3, "poll_seconds": 0.5},
+}
+
+
+def start_worker(study_file: Path, storage_url: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sweeper",
+                "worker",
+                str(study_file),
+                "--storage",
+                storage_url,
+                "--no-progress",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_for_checkpoint(directory: Path, process: subprocess.Popen[bytes], log: Path) -> Path:
+    """The first complete checkpoint the worker writes (the Trainer writes its state last)."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        found = sorted(directory.glob("checkpoint-*/trainer_state.json"))
+        if found:
+            return found[0].parent
+        assert process.poll() is None, f"worker exited early:\n{log.read_text()}"
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint in {directory} after 240 s:\n{log.read_text()}")
+
+
+@pytest.mark.parametrize(
+    ("backend", "n_workers", "n_trials"), [("postgresql", 4, 20), ("sqlite", 3, 9)]
+)
+def test_workers_share_one_budget(
+    backend: str,
+    n_workers: int,
+    n_trials: int,
+    write_study: Callable[..., Path],
+    request: pytest.FixtureRequest,
+    study_name: str,
+    tmp_path: Path,
+) -> None:
+    storage_url = (
+        request.getfixturevalue("postgres_url")
+        if backend == "postgresql"
+        else f"sqlite:///{tmp_path / 'study.db'}"
+    )
+    path = write_study(study_name, **QUICK, budget={"n_trials": n_trials})
+    logs = [tmp_path / f"worker-{index}.log" for index in range(n_workers)]
+    workers = [start_worker(path, storage_url, log) for log in logs]
+    codes = [worker.wait(timeout=600) for worker in workers]
+    output = "\n".join(log.read_text() for log in logs)
+    assert codes == [0] * n_workers, output
+    assert "database is locked" not in output
+
+    trials = load_existing_study(study_name, storage_url).get_trials()
+    states = [trial.state for trial in trials]
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == n_trials
+    assert len(trials) == n_trials, [state.name for state in states]
+    assert sorted(trial.number for trial in trials) == list(range(n_trials))
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    # The work was shared: more than one process ran trials.
+    assert len({trial.user_attrs["worker"] for trial in trials}) >= 2
+
+
+def test_sigkilled_worker_trial_is_retried_from_its_checkpoint(
+    write_study: Callable[..., Path], postgres_url: str, study_name: str, tmp_path: Path
+) -> None:
+    path = write_study(study_name, **LONG)
+    runs = tmp_path / "runs" / study_name / "checkpoints"
+    first = start_worker(path, postgres_url, tmp_path / "first.log")
+    checkpoint = wait_for_checkpoint(runs / "trial-0", first, tmp_path / "first.log")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=30)
+    killed_at = int(checkpoint.name.removeprefix("checkpoint-"))
+
+    second = start_worker(path, postgres_url, tmp_path / "second.log")
+    assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()
+
+    study = load_existing_study(study_name, postgres_url)
+    original, retry = study.get_trials()
+    assert original.state == TrialState.FAIL  # failed by the heartbeat check, not left RUNNING
+    assert retry.state == TrialState.COMPLETE
+    assert retry.system_attrs["failed_trial"] == 0
+    assert retry.params == original.params
+    resumed = retry.user_attrs["resumed_from_step"]
+    assert resumed >= killed_at > 0
+    # The retry did not train from step 0: its curve continues the original's.
+    steps = sorted(retry.intermediate_values)
+    assert steps[0] == 10 and steps[-1] == retry.user_attrs["planned_steps"]
+    history_steps = [row["step"] for row in retry.user_attrs["history"]]
+    assert history_steps == steps
+    assert retry.user_attrs["worker"] != original.user_attrs["worker"]
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(
+    write_study: Callable[..., Path],
+    study_name: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    storage_url = f"sqlite:///{tmp_path / 'study.db'}"
+    path = write_study(study_name, **LONG)
+    runs = tmp_path / "runs" / study_name / "checkpoints"
+    log = tmp_path / "worker.log"
+    worker = start_worker(path, storage_url, log)
+    wait_for_checkpoint(runs / "trial-0", worker, log)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()
+    assert "SIGTERM: stopping at the next training step" in log.read_text()
+
+    study = load_existing_study(study_name, storage_url)
+    interrupted, retry = study.get_trials()
+    assert interrupted.state == TrialState.FAIL
+    assert interrupted.user_attrs["failure"].startswith("interrupted at step")
+    stopped_at = int(interrupted.user_attrs["failure"].split()[3])
+    assert (runs / "trial-0" / f"checkpoint-{stopped_at}" / "trainer_state.json").is_file()
+    assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 0
+
+    assert main(["sweep", str(path), "--storage", storage_url, "--no-progress"]) == 0
+    retry = load_existing_study(study_name, storage_url).get_trials()[1]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["resumed_from_step"] == stopped_at
+
+    capsys.readouterr()
+    assert main(["show", str(path), "--storage", storage_url]) == 0
+    table = capsys.readouterr().out
+    assert "retry of #0" in table and f"resumed at step {stopped_at}" in table
+
+
+def test_gpus_on_a_machine_without_one_runs_on_the_cpu(
+    write_study: Callable[..., Path],
+    study_name: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    storage_url = f"sqlite:///{tmp_path / 'study.db'}"
+    path = write_study(study_name, **QUICK, budget={"n_trials": 2})
+    args = ["worker", str(path), "--storage", storage_url, "--no-progress", "--gpus", "all"]
+    assert main(args) == 0
+    assert "no GPU found (CUDA is unavailable); running one worker on the CPU" in (
+        capsys.readouterr().out
+    )
+    assert len(load_existing_study(study_name, storage_url).get_trials()) == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "available", "expected"),
+    [
+        ("all", 4, [0, 1, 2, 3]),
+        ("0,2", 4, [0, 2]),
+        ("1, 1", 2, [1]),
+    ],
+)
+def test_parse_gpus(value: str, available: int, expected: list[int]) -> None:
+    assert parse_gpus(value, available) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "available", "message"),
+    [
+        (
+            "0,x",
+            4,
+            r"--gpus must be 'all' or comma-separated GPU indices like 0,1, but got --gpus='0,x'",
+        ),
+        ("4", 4, r"--gpus='4' names GPU 4, but this machine has 4 \(indices 0..3\)"),
+        (",", 2, r"--gpus names no GPU, but got --gpus=','"),
+    ],
+)
+def test_parse_gpus_errors(value: str, available: int, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_gpus(value, available)
+
+
+def test_keep_all_checkpoints_keeps_every_trial(
+    write_study: Callable[..., Path], study_name: str, tmp_path: Path
+) -> None:
+    path = write_study(study_name, **QUICK, budget={"n_trials": 3})
+    storage_url = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["sweep", str(path), "--storage", storage_url, "--no-progress"]
+    assert main([*args, "--keep-all-checkpoints"]) == 0
+    runs = tmp_path / "runs" / study_name / "checkpoints"
+    assert sorted(p.name for p in runs.iterdir()) == ["trial-0", "trial-1", "trial-2"]
