@@ -12,7 +12,9 @@ first trial of its retry chain: a retry resumes from the newest complete checkpo
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -146,6 +148,7 @@ class Objective:
         config, stop = self.context.config, self.context.stop
         params = suggest_params(trial, config.search_space)
         output_dir, resume_from = self._checkpoints(trial)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         if resume_from is not None:
             trial.set_user_attr("resumed_from_step", resume_from[1])
             trial.set_user_attr("failure", None)
