@@ -8,9 +8,13 @@ busy timeout) so a few local workers can share one file.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 import sqlalchemy
@@ -22,6 +26,98 @@ from sweeper.errors import StorageError
 
 CONNECT_TIMEOUT_SECONDS = 5
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
+
+
+class StorageLock(Protocol):
+    def acquire(self) -> None: ...
+    def release(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class _PostgresAdvisoryLock:
+    """A session-level advisory lock: freed by the server if the worker dies holding it."""
+
+    def __init__(self, url: str, key: int):
+        self._engine = sqlalchemy.create_engine(
+            url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5}
+        )
+        try:
+            self._connection = self._engine.connect()
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            self._engine.dispose()
+            raise StorageError(
+                f"storage={redact(url)!r} cannot be reached: {exc.__class__.__name__}: "
+                f"{_first_line(exc)}. Check the host, port, database name and credentials"
+            ) from None
+        self._key = key
+        self._held = False
+
+    def acquire(self) -> None:
+        self._connection.exec_driver_sql(f"SELECT pg_advisory_lock({self._key})")
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            self._connection.exec_driver_sql(f"SELECT pg_advisory_unlock({self._key})")
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
+            self.release()
+            self._connection.close()
+        self._engine.dispose()
+
+
+class _FileLock:
+    """``flock`` on a file beside the SQLite database: the kernel frees it if we die."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a+")
+        self._held = False
+
+    def acquire(self) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self.release()
+        self._file.close()
+
+
+class _ProcessLock:
+    """For storages with no cross-process lock here (MySQL, in-memory SQLite): one worker."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        self._lock.acquire()
+
+    def release(self) -> None:
+        if self._lock.locked():
+            self._lock.release()
+
+    def close(self) -> None:
+        self.release()
+
+
+def open_lock(storage_url: str, name: str) -> StorageLock:
+    """A lock every process using ``storage_url`` shares, named ``name``; a worker that dies
+    holding it releases it (the server ends its session, the kernel closes its file)."""
+    backend = make_url(storage_url).get_backend_name()
+    if backend == "postgresql":
+        digest = hashlib.blake2b(f"sweeper/{name}".encode(), digest_size=8).digest()
+        return _PostgresAdvisoryLock(storage_url, int.from_bytes(digest, "big", signed=True))
+    database = sqlite_path(storage_url)
+    if database is not None:
+        return _FileLock(database.with_name(f"{database.name}.{name.replace('/', '.')}.lock"))
+    return _ProcessLock()
 
 
 def redact(url: str) -> str:
@@ -116,9 +212,15 @@ def open_storage(
             "heartbeat_stale_trial_callback": retry_callback(workers),
         }
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **options)
+        # Workers starting together on a new database would all create its tables; one does.
+        schema_lock = open_lock(url, "schema") if create else _ProcessLock()
+        try:
+            schema_lock.acquire()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **options)
+        finally:
+            schema_lock.close()
     except ModuleNotFoundError as exc:
         raise StorageError(
             f"storage={shown!r} needs the Python package {exc.name!r}; pip install it"

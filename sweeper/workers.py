@@ -20,8 +20,6 @@ callbacks), with two things Optuna leaves to the caller:
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import logging
 import os
 import signal
@@ -32,18 +30,15 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 import optuna
-import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy.engine import make_url
 
 from sweeper.config import WorkersConfig
 from sweeper.errors import ConfigError, StorageError, SweeperError
-from sweeper.storage import redact, retry_callback, sqlite_path
+from sweeper.storage import open_lock, redact, retry_callback
 
 # Trials that used up budget. Failed trials do not: the heartbeat retries them.
 BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -131,96 +126,6 @@ class StopRequest:
 # --- the shared budget -------------------------------------------------------------------------
 
 
-class BudgetLock(Protocol):
-    def acquire(self) -> None: ...
-    def release(self) -> None: ...
-    def close(self) -> None: ...
-
-
-class _PostgresAdvisoryLock:
-    """A session-level advisory lock: freed by the server if the worker dies holding it."""
-
-    def __init__(self, url: str, key: int):
-        self._engine = sqlalchemy.create_engine(
-            url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5}
-        )
-        try:
-            self._connection = self._engine.connect()
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            self._engine.dispose()
-            raise StorageError(
-                f"storage={redact(url)!r} cannot be reached for the study's budget lock: "
-                f"{exc.__class__.__name__}"
-            ) from None
-        self._key = key
-        self._held = False
-
-    def acquire(self) -> None:
-        self._connection.exec_driver_sql(f"SELECT pg_advisory_lock({self._key})")
-        self._held = True
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            self._connection.exec_driver_sql(f"SELECT pg_advisory_unlock({self._key})")
-
-    def close(self) -> None:
-        with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
-            self.release()
-            self._connection.close()
-        self._engine.dispose()
-
-
-class _FileLock:
-    """``flock`` on a file beside the SQLite database: the kernel frees it if we die."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a+")
-        self._held = False
-
-    def acquire(self) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_EX)
-        self._held = True
-
-    def release(self) -> None:
-        if self._held:
-            self._held = False
-            fcntl.flock(self._file, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        self.release()
-        self._file.close()
-
-
-class _ProcessLock:
-    """For storages with no cross-process lock here (MySQL, in-memory SQLite): one worker."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def acquire(self) -> None:
-        self._lock.acquire()
-
-    def release(self) -> None:
-        if self._lock.locked():
-            self._lock.release()
-
-    def close(self) -> None:
-        self.release()
-
-
-def open_budget_lock(storage_url: str, study_name: str) -> BudgetLock:
-    backend = make_url(storage_url).get_backend_name()
-    if backend == "postgresql":
-        digest = hashlib.blake2b(f"sweeper/{study_name}".encode(), digest_size=8).digest()
-        return _PostgresAdvisoryLock(storage_url, int.from_bytes(digest, "big", signed=True))
-    database = sqlite_path(storage_url)
-    if database is not None:
-        return _FileLock(database.with_name(f"{database.name}.{study_name}.lock"))
-    return _ProcessLock()
-
-
 # --- the loop ------------------------------------------------------------------------------------
 
 
@@ -268,7 +173,7 @@ def run_trials(
     """Run trials of ``study`` until ``n_trials`` have finished in storage (all workers
     counted), ``timeout_seconds`` have passed, or a stop is requested."""
     stop = stop or StopRequest()
-    lock = open_budget_lock(storage_url, study.study_name)
+    lock = open_lock(storage_url, f"budget/{study.study_name}")
     started = time.monotonic()
     trials_run = 0
     current: dict[str, int] = {}

@@ -23,8 +23,8 @@ from sweeper.workers import parse_gpus
 
 # Quick trials for the budget test; long ones (hundreds of steps) for the kill tests.
 QUICK = {
-    "dataset": {"max_train_rows": 48, "max_validation_rows": 24},
-    "search_space": {"num_train_epochs": 2},
+    "dataset": {"max_train_rows": 32, "max_validation_rows": 16},
+    "search_space": {"num_train_epochs": 1},
     "evaluation": {"strategy": "epoch"},
     "workers": {"poll_seconds": 0.5},
 }
@@ -70,7 +70,7 @@ def wait_for_checkpoint(directory: Path, process: subprocess.Popen[bytes], log: 
 
 
 @pytest.mark.parametrize(
-    ("backend", "n_workers", "n_trials"), [("postgresql", 4, 20), ("sqlite", 3, 9)]
+    ("backend", "n_workers", "n_trials"), [("postgresql", 4, 20), ("sqlite", 2, 6)]
 )
 def test_workers_share_one_budget(
     backend: str,
