@@ -1,4 +1,4 @@
-"""The ``sweeper`` command: sweep, show, best.
+"""The ``sweeper`` command: sweep, worker, show, best, report, card, export, dashboard.
 
 Settings resolve as command line, then study file, then defaults. Every SweeperError is
 printed as one readable message with exit status 2; nothing else is caught here.
