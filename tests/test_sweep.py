@@ -242,3 +242,24 @@ def test_show_and_best(
         "best trial: #" in best
         and "checkpoint: " + str(tmp_path / "runs" / "tiny" / "checkpoints") in best
     )
+
+
+def test_trials_release_their_models_and_trainers(
+    write_study: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Memory does not grow with the number of trials: once a trial ends nothing holds its
+    model, optimizer or Trainer (a 30-trial study would otherwise keep 30 models)."""
+    import gc
+
+    import torch
+    from transformers import PreTrainedModel, Trainer
+
+    path = write_study("leaks", budget={"n_trials": 3})
+    assert sweep(path, "--storage", f"sqlite:///{tmp_path / 'study.db'}") == 0
+    gc.collect()
+    alive = [
+        type(obj).__name__
+        for obj in gc.get_objects()
+        if isinstance(obj, (PreTrainedModel, Trainer, torch.optim.Optimizer))
+    ]
+    assert alive == []
