@@ -239,12 +239,17 @@ def _study_output_dir(study: Any) -> Path:
     return Path(str(config.get("output_dir") or "runs")) / study.study_name
 
 
-def command_report(args: argparse.Namespace) -> int:
-    from sweeper.report import write_report
+def _open_existing_study(args: argparse.Namespace) -> tuple[str, Any]:
     from sweeper.study import load_existing_study
 
     name, storage, _ = _study_name_and_storage(args)
-    study = load_existing_study(name, storage)
+    return name, load_existing_study(name, storage)
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from sweeper.report import write_report
+
+    name, study = _open_existing_study(args)
     path = write_report(study, args.out or _study_output_dir(study) / "report.html")
     print(f"[sweeper] report of study {name!r} written to {path}")
     return 0
@@ -252,10 +257,8 @@ def command_report(args: argparse.Namespace) -> int:
 
 def command_card(args: argparse.Namespace) -> int:
     from sweeper.card import write_card
-    from sweeper.study import load_existing_study
 
-    name, storage, _ = _study_name_and_storage(args)
-    study = load_existing_study(name, storage)
+    name, study = _open_existing_study(args)
     path = write_card(study, args.out or _study_output_dir(study) / "card")
     print(f"[sweeper] model card of study {name!r} written to {path}")
     return 0
@@ -263,10 +266,9 @@ def command_card(args: argparse.Namespace) -> int:
 
 def command_export(args: argparse.Namespace) -> int:
     from sweeper.export import export_best
-    from sweeper.study import load_existing_study
 
-    name, storage, _ = _study_name_and_storage(args)
-    target = export_best(load_existing_study(name, storage), args.to, force=args.force)
+    name, study = _open_existing_study(args)
+    target = export_best(study, args.to, force=args.force)
     print(
         f"[sweeper] best model of study {name!r} exported to {target}; load it with "
         f'transformers.pipeline("text-classification", model="{target}")'
