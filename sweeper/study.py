@@ -148,7 +148,9 @@ class Objective:
         config, stop = self.context.config, self.context.stop
         params = suggest_params(trial, config.search_space)
         output_dir, resume_from = self._checkpoints(trial)
+        # Which machine, process and GPU ran it: the first thing to ask of a slow or odd trial.
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr("cuda_visible_devices", os.environ.get("CUDA_VISIBLE_DEVICES"))
         if resume_from is not None:
             trial.set_user_attr("resumed_from_step", resume_from[1])
             trial.set_user_attr("failure", None)

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from sweeper.cli import main
 from sweeper.errors import ConfigError
 from sweeper.study import load_existing_study
-from sweeper.workers import parse_gpus
+from sweeper.workers import parse_gpus, spawn_gpu_workers
 
 # Quick trials for the budget test; long ones (hundreds of steps) for the kill tests.
 QUICK = {
@@ -69,23 +69,10 @@ def wait_for_checkpoint(directory: Path, process: subprocess.Popen[bytes], log: 
     raise AssertionError(f"no checkpoint in {directory} after 240 s:\n{log.read_text()}")
 
 
-@pytest.mark.parametrize(
-    ("backend", "n_workers", "n_trials"), [("postgresql", 4, 20), ("sqlite", 2, 6)]
-)
-def test_workers_share_one_budget(
-    backend: str,
-    n_workers: int,
-    n_trials: int,
-    write_study: Callable[..., Path],
-    request: pytest.FixtureRequest,
-    study_name: str,
-    tmp_path: Path,
+def test_four_workers_on_postgresql_finish_exactly_the_budget(
+    write_study: Callable[..., Path], postgres_url: str, study_name: str, tmp_path: Path
 ) -> None:
-    storage_url = (
-        request.getfixturevalue("postgres_url")
-        if backend == "postgresql"
-        else f"sqlite:///{tmp_path / 'study.db'}"
-    )
+    storage_url, n_workers, n_trials = postgres_url, 4, 20
     path = write_study(study_name, **QUICK, budget={"n_trials": n_trials})
     logs = [tmp_path / f"worker-{index}.log" for index in range(n_workers)]
     workers = [start_worker(path, storage_url, log) for log in logs]
@@ -183,6 +170,25 @@ def test_gpus_on_a_machine_without_one_runs_on_the_cpu(
         capsys.readouterr().out
     )
     assert len(load_existing_study(study_name, storage_url).get_trials()) == 2
+
+
+def test_one_worker_per_gpu_each_pinned_to_its_device(
+    write_study: Callable[..., Path],
+    study_name: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """What `--gpus 0,1` does on a GPU machine, run on the CPU: two worker processes, each
+    with its own CUDA_VISIBLE_DEVICES, share the study's budget on one SQLite file."""
+    storage_url = f"sqlite:///{tmp_path / 'study.db'}"
+    path = write_study(study_name, **QUICK, budget={"n_trials": 6})
+    argv = ["worker", str(path), "--storage", storage_url, "--no-progress"]
+    assert spawn_gpu_workers(argv, [0, 1]) == 0
+    output = capfd.readouterr()
+    assert "database is locked" not in output.out + output.err
+    trials = load_existing_study(study_name, storage_url).get_trials()
+    assert len(trials) == 6
+    assert {trial.user_attrs["cuda_visible_devices"] for trial in trials} == {"0", "1"}
 
 
 @pytest.mark.parametrize(
