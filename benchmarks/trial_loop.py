@@ -182,6 +182,7 @@ class Turns:
         self._since: float | None = None
         self.seconds = dict.fromkeys(sides, 0.0)
         self.turns = dict.fromkeys(sides, 0)
+        self.log: list[tuple[str, float]] = []  # (side, seconds) of every turn, in order
         self._finished: set[str] = set()
 
     def _other(self, side: str) -> str:
@@ -191,6 +192,7 @@ class Turns:
         now = time.perf_counter()
         if self._since is not None:
             self.seconds[side] += now - self._since
+            self.log.append((side, round(now - self._since, 3)))
         self._since = now
 
     def begin(self, side: str) -> None:
@@ -340,6 +342,7 @@ def run_hyperparameter_search(
 
     started = time.perf_counter()
     evaluations: dict[int, list[dict[str, float]]] = {}
+    train_span: dict[int, float] = {}  # Trainer.train, evaluations included
     current = {"trial": -1}
     try:
         model_dir = str(resolve_local_path(model) or model)
@@ -371,6 +374,12 @@ def run_hyperparameter_search(
             return {"accuracy": float(np.mean(np.argmax(logits, axis=-1) == labels))}
 
         class Record(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+                train_span[current["trial"]] = -time.perf_counter()
+
+            def on_train_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+                train_span[current["trial"]] += time.perf_counter()
+
             def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
                 evaluations.setdefault(current["trial"], []).append(
                     {"step": state.global_step, **(metrics or {})}
@@ -447,6 +456,11 @@ def run_hyperparameter_search(
                 # hyperparameter_search scores a trial by its last evaluation
                 "validation_loss": trial.value,
                 "accuracy": last.get("eval_accuracy"),
+                "train_seconds": round(
+                    train_span.get(trial.number, 0.0)
+                    - sum(r.get("eval_runtime", 0.0) for r in rows),
+                    3,
+                ),
                 "eval_seconds": round(sum(row.get("eval_runtime", 0.0) for row in rows), 3),
                 "history": rows,
             }
@@ -559,6 +573,7 @@ def run(args: argparse.Namespace) -> int:
             "environment": env,
             "load_average_after": list(__import__("os").getloadavg()),
             "summary": summary,
+            "turns": turns.log,
             "sides": results,
         },
     )
@@ -608,14 +623,17 @@ def summarize(
 
 def _print_summary(summary: dict[str, Any], results: dict[str, Any]) -> None:
     print("\n[trial-loop] per trial")
-    print(f"  {'side':<22}{'#':>3}{'lr':>9}{'evals':>7}{'val loss':>10}{'accuracy':>10}")
+    print(
+        f"  {'side':<22}{'#':>3}{'lr':>9}{'evals':>7}{'val loss':>10}{'accuracy':>10}"
+        f"{'train s':>9}{'eval s':>8}"
+    )
     for name in (SWEEPER, HF):
         for t in results[name]["trials"]:
             loss = "-" if t["validation_loss"] is None else f"{t['validation_loss']:.4f}"
             accuracy = "-" if t["accuracy"] is None else f"{t['accuracy']:.4f}"
             print(
                 f"  {name:<22}{t['number']:>3}{t['learning_rate'] or 0:>9.0e}{t['evaluations']:>7}"
-                f"{loss:>10}{accuracy:>10}"
+                f"{loss:>10}{accuracy:>10}{t['train_seconds'] or 0:>9.1f}{t['eval_seconds'] or 0:>8.1f}"
             )
     wall, best, targets = summary["wall_seconds"], summary["best"], summary["targets"]
     print("\n[trial-loop] summary")
