@@ -38,7 +38,7 @@ FILE_READERS = {
     ".pq": lambda path: pd.read_parquet(path),
 }
 LABEL = "label"
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: capped splits keep the class balance
 
 
 @dataclass
@@ -227,8 +227,14 @@ def _encode_labels(
 def _cap(split: Dataset, limit: int | None, seed: int) -> Dataset:
     if limit is None or len(split) <= limit:
         return split
-    # A seeded shuffle before the cap keeps the classes mixed in files sorted by label.
-    return split.shuffle(seed=seed).select(range(limit)).flatten_indices()
+    # A stratified, seeded sample: a quick run on a capped split sees the classes in the
+    # proportions of the whole split (a plain head would see one class of a sorted file).
+    try:
+        return split.train_test_split(train_size=limit, stratify_by_column=LABEL, seed=seed)[
+            "train"
+        ].flatten_indices()
+    except ValueError:  # a class too rare to stratify: fall back to a seeded shuffle
+        return split.shuffle(seed=seed).select(range(limit)).flatten_indices()
 
 
 def _split(config: DatasetConfig, splits: DatasetDict) -> tuple[Dataset, Dataset, list[str]]:
