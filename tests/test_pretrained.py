@@ -68,9 +68,9 @@ def test_pretrained_minilm_learns_imdb_sentiment(
     (evaluation,) = history
     assert evaluation["step"] == math.ceil(TRAIN_ROWS / BATCH)
 
-    # Chance is what the majority class scores on this validation split: the file is
-    # balanced (1,600 positive to 1,579 negative) and the split stratified, but the cap to
-    # 200 rows samples it, so chance is 0.57 here, not 0.50.
+    # Chance is what the majority class scores on this validation split: about 0.5, as the
+    # file is balanced (1,600 positive to 1,579 negative); 0.57 when the 200-row cap was a
+    # plain sample rather than a stratified one.
     from datasets import load_from_disk
 
     cache = Path(config.output_dir) / "cache" / "tokenized"
