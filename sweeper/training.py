@@ -133,7 +133,6 @@ class EvaluationRecorder(TrainerCallback):
         self.on_evaluation = on_evaluation
         self.outcome = TrialOutcome()
         self._training_loss: float | None = None
-        self._last_evaluated_step = -1
 
     def restore(self, log_history: list[dict[str, Any]]) -> None:
         """Carry on the history of the run a resumed checkpoint came from."""
@@ -179,8 +178,14 @@ class EvaluationRecorder(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         # The last step is evaluated even when it falls between two evaluation steps, so no
-        # trained step goes unscored.
-        if state.global_step >= state.max_steps and self._last_evaluated_step != state.global_step:
+        # trained step goes unscored. (With per-epoch evaluation the last step ends an epoch
+        # and the Trainer evaluates it anyway.)
+        between_evaluations = (
+            args.eval_strategy == "steps"
+            and args.eval_steps is not None
+            and state.global_step % int(args.eval_steps) != 0
+        )
+        if state.global_step >= state.max_steps and between_evaluations:
             control.should_evaluate = True
             control.should_save = True
 
@@ -194,7 +199,6 @@ class EvaluationRecorder(TrainerCallback):
     ) -> None:
         if not metrics:
             return
-        self._last_evaluated_step = state.global_step
         self.outcome.eval_seconds += float(metrics.get("eval_runtime", 0.0))
         row: dict[str, float | int | None] = {
             "step": state.global_step,

@@ -69,7 +69,7 @@ logging.getLogger("optuna.study._optimize").addFilter(_QuietInterruptedTrials())
 
 
 class StopRequest:
-    """SIGINT/SIGTERM handling: the first signal asks for a clean stop, a second SIGINT exits.
+    """SIGINT/SIGTERM handling: the first signal asks for a clean stop, a second one exits.
 
     The handler only sets a flag: training checks it at each step boundary (see
     ``training.train_trial``), the worker loop between trials.
@@ -95,10 +95,8 @@ class StopRequest:
     def _handle(self, signal_number: int, frame: FrameType | None) -> None:
         name = signal.Signals(signal_number).name
         if self._event.is_set():
-            if signal_number == signal.SIGINT:
-                print(f"\n[sweeper] second {name}: exiting now", file=sys.stderr, flush=True)
-                os._exit(128 + signal_number)
-            return
+            print(f"\n[sweeper] second {name}: exiting now", file=sys.stderr, flush=True)
+            os._exit(128 + signal_number)
         self.request(signal_number)
         print(
             f"\n[sweeper] {name}: stopping at the next training step, saving a checkpoint and "

@@ -229,3 +229,9 @@ def test_keep_all_checkpoints_keeps_every_trial(
     assert main([*args, "--keep-all-checkpoints"]) == 0
     runs = tmp_path / "runs" / study_name / "checkpoints"
     assert sorted(p.name for p in runs.iterdir()) == ["trial-0", "trial-1", "trial-2"]
+    for trial in load_existing_study(study_name, storage_url).get_trials():
+        # Per-epoch evaluation: one evaluation (and one checkpoint) per epoch, none repeated.
+        steps = [row["step"] for row in trial.user_attrs["history"]]
+        assert len(steps) == 1 and [p.name for p in (runs / f"trial-{trial.number}").iterdir()] == [
+            f"checkpoint-{steps[0]}"
+        ]
