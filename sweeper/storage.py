@@ -53,7 +53,14 @@ class _PostgresAdvisoryLock:
         self._held = False
 
     def acquire(self) -> None:
-        self._connection.exec_driver_sql(f"SELECT pg_advisory_lock({self._key})")
+        try:
+            self._connection.exec_driver_sql(f"SELECT pg_advisory_lock({self._key})")
+        except sqlalchemy.exc.OperationalError:
+            # The connection sat idle through a long trial and was dropped (a server
+            # restart, a firewall's idle timeout): a lock on a fresh one is as good.
+            self._connection.invalidate()
+            self._connection = self._engine.connect()
+            self._connection.exec_driver_sql(f"SELECT pg_advisory_lock({self._key})")
         self._held = True
 
     def release(self) -> None:
