@@ -223,7 +223,8 @@ def test_parse_gpus_errors(value: str, available: int, message: str) -> None:
 def test_keep_all_checkpoints_keeps_every_trial(
     write_study: Callable[..., Path], study_name: str, tmp_path: Path
 ) -> None:
-    path = write_study(study_name, **QUICK, budget={"n_trials": 3})
+    # No pruner: a pruned trial stops without saving, and every trial here must complete.
+    path = write_study(study_name, **QUICK, budget={"n_trials": 3}, pruner={"type": "none"})
     storage_url = f"sqlite:///{tmp_path / 'study.db'}"
     args = ["sweep", str(path), "--storage", storage_url, "--no-progress"]
     assert main([*args, "--keep-all-checkpoints"]) == 0
