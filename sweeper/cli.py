@@ -197,8 +197,7 @@ def command_worker(args: argparse.Namespace) -> int:
         )
         return command_sweep(args)
     gpus = parse_gpus(args.gpus, available)
-    child_argv = _without_gpus(sys.argv[1:]) if args.argv is None else _without_gpus(args.argv)
-    return spawn_gpu_workers(child_argv, gpus)
+    return spawn_gpu_workers(_without_gpus(args.argv), gpus)
 
 
 def _without_gpus(argv: Sequence[str]) -> list[str]:
@@ -327,7 +326,7 @@ def quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    args.argv = list(argv) if argv is not None else None
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # what --gpus children rerun
     quiet_libraries()
     try:
         return COMMANDS[args.command](args)

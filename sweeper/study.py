@@ -40,7 +40,7 @@ from sweeper.models import load_tokenizer
 from sweeper.reporting import StudyProgress, TrialProgressBar, best_trial
 from sweeper.storage import open_storage, redact
 from sweeper.training import TrialOutcome, last_checkpoint, train_trial
-from sweeper.workers import BUDGET_STATES, StopRequest, TrialInterrupted, run_trials
+from sweeper.workers import StopRequest, TrialInterrupted, budget_counts, run_trials
 
 
 def build_sampler(config: SamplerConfig) -> optuna.samplers.BaseSampler:
@@ -111,10 +111,6 @@ def suggest_params(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
         else:
             params[name] = spec
     return params
-
-
-def finished_count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=BUDGET_STATES))
 
 
 @dataclass
@@ -285,7 +281,7 @@ def run_study(
     (config.study_dir / "config.resolved.yaml").write_text(dump_config(config), encoding="utf-8")
 
     n_trials = config.budget.n_trials
-    done = finished_count(study)
+    done, _ = budget_counts(study)
     budget = f"running until {n_trials}" if n_trials is not None else "no trial budget"
     print(
         f"[sweeper] study {config.name!r} in {redact(config.storage_url)}: "

@@ -136,21 +136,33 @@ class EvaluationRecorder(TrainerCallback):
 
     def restore(self, log_history: list[dict[str, Any]]) -> None:
         """Carry on the history of the run a resumed checkpoint came from."""
-        for row in history_from_log(log_history):
-            self.outcome.history.append(row)
-            value = row.get(
-                {"eval_loss": "validation_loss", "eval_accuracy": "accuracy", "eval_f1": "f1"}[
-                    self.objective_key
-                ]
-            )
-            if value is None:
-                continue
-            best = self.outcome.best_value
-            if best is None or (value > best if self.maximize else value < best):
-                self.outcome.best_value = float(value)
-                self.outcome.best_step = int(row["step"] or 0)
-        losses = [entry["loss"] for entry in log_history if "loss" in entry]
-        self._training_loss = float(losses[-1]) if losses else None
+        for entry in log_history:
+            if "loss" in entry:
+                self._training_loss = float(entry["loss"])
+            if "eval_loss" in entry:
+                step = int(entry.get("step", 0))
+                self._record(step, float(entry.get("epoch") or 0.0), entry)
+                value = entry.get(self.objective_key)
+                if value is not None:
+                    self._keep_if_best(float(value), step)
+
+    def _record(self, step: int, epoch: float, metrics: dict[str, Any]) -> None:
+        """One row of the cards' training-results table."""
+        self.outcome.history.append(
+            {
+                "step": step,
+                "epoch": round(epoch, 4),
+                "training_loss": self._training_loss,
+                "validation_loss": metrics.get("eval_loss"),
+                "accuracy": metrics.get("eval_accuracy"),
+                "f1": metrics.get("eval_f1"),
+            }
+        )
+
+    def _keep_if_best(self, value: float, step: int) -> None:
+        best = self.outcome.best_value
+        if best is None or (value > best if self.maximize else value < best):
+            self.outcome.best_value, self.outcome.best_step = value, step
 
     def _stop(self, control: TrainerControl, reason: str) -> None:
         if self.outcome.stop_reason is None:
@@ -200,15 +212,7 @@ class EvaluationRecorder(TrainerCallback):
         if not metrics:
             return
         self.outcome.eval_seconds += float(metrics.get("eval_runtime", 0.0))
-        row: dict[str, float | int | None] = {
-            "step": state.global_step,
-            "epoch": round(float(state.epoch or 0.0), 4),
-            "training_loss": self._training_loss,
-            "validation_loss": metrics.get("eval_loss"),
-            "accuracy": metrics.get("eval_accuracy"),
-            "f1": metrics.get("eval_f1"),
-        }
-        self.outcome.history.append(row)
+        self._record(state.global_step, float(state.epoch or 0.0), metrics)
         value = metrics.get(self.objective_key)
         if (
             value is None
@@ -220,9 +224,7 @@ class EvaluationRecorder(TrainerCallback):
                 f"diverged: validation loss became {metrics.get('eval_loss')} at step {state.global_step}",
             )
             return
-        best = self.outcome.best_value
-        if best is None or (value > best if self.maximize else value < best):
-            self.outcome.best_value, self.outcome.best_step = float(value), state.global_step
+        self._keep_if_best(float(value), state.global_step)
         if self.on_evaluation is not None and self.on_evaluation(state.global_step, float(value)):
             self._stop(
                 control, f"pruned at step {state.global_step} ({self.objective_key}={value:.4f})"
@@ -243,27 +245,6 @@ class StopOnRequest(TrainerCallback):
             self.outcome.interrupted_at_step = state.global_step
             control.should_save = True
             control.should_training_stop = True
-
-
-def history_from_log(log_history: list[dict[str, Any]]) -> list[dict[str, float | int | None]]:
-    """Evaluation rows, in the cards' form, from a Trainer's ``log_history``."""
-    rows: list[dict[str, float | int | None]] = []
-    training_loss: float | None = None
-    for entry in log_history:
-        if "loss" in entry:
-            training_loss = float(entry["loss"])
-        if "eval_loss" in entry:
-            rows.append(
-                {
-                    "step": int(entry.get("step", 0)),
-                    "epoch": round(float(entry.get("epoch") or 0.0), 4),
-                    "training_loss": training_loss,
-                    "validation_loss": entry.get("eval_loss"),
-                    "accuracy": entry.get("eval_accuracy"),
-                    "f1": entry.get("eval_f1"),
-                }
-            )
-    return rows
 
 
 def last_checkpoint(output_dir: Path) -> tuple[Path, int] | None:

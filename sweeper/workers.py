@@ -133,10 +133,6 @@ class WorkerResult:
     reason: str  # "budget met", "timeout", "interrupted"
     signal_number: int | None = None
 
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signal_number if self.signal_number else 0
-
 
 def budget_counts(study: optuna.Study) -> tuple[int, int]:
     """(finished, running) trials in storage, across every worker."""
