@@ -21,7 +21,9 @@ MIN_MAX_CONNECTIONS=50 # ~10 concurrent workers, each with a small SQLAlchemy po
 WAIT_SECONDS=30
 URL="postgresql+psycopg://${PG_USER}:${PG_PASSWORD}@${PG_HOST}:${PG_PORT}/${PG_DB}"
 
-# Everything below writes to stderr; fd 3 keeps the real stdout for the URL.
+# Everything below writes to stderr; fd 3 keeps the real stdout for the URL. Every command that
+# may leave a daemon behind (apt's postinst, pg_ctlcluster) runs with fd 3 closed: a server that
+# inherited it would hold the caller's `$(bash scripts/postgres.sh)` open forever.
 exec 3>&1 1>&2
 
 log() { printf '[postgres.sh] %s\n' "$*" >&2; }
@@ -63,7 +65,7 @@ if ! command -v pg_ctlcluster >/dev/null 2>&1 || ! command -v pg_isready >/dev/n
     || ! command -v psql >/dev/null 2>&1 || [[ -z "$(pg_bin_dirs)" ]]; then
     log "installing PostgreSQL from Debian packages"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2 3>&-
 fi
 
 # Highest installed major version, e.g. 15 for /usr/lib/postgresql/15/bin/postgres.
@@ -75,7 +77,7 @@ log "PostgreSQL major version ${PG_VERSION}"
 if ! pg_lsclusters -h 2>/dev/null | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" \
     '$1 == v && $2 == c {found=1} END {exit !found}'; then
     log "creating cluster ${PG_VERSION}/${PG_CLUSTER} on port ${PG_PORT}"
-    pg_createcluster --port "$PG_PORT" "$PG_VERSION" "$PG_CLUSTER" >&2
+    pg_createcluster --port "$PG_PORT" "$PG_VERSION" "$PG_CLUSTER" >&2 3>&-
 fi
 
 conf_get() { pg_conftool -s "$PG_VERSION" "$PG_CLUSTER" show "$1" 2>/dev/null || true; }
@@ -115,7 +117,7 @@ show_log_tail() {
 if cluster_online; then
     if ((needs_restart)); then
         log "restarting cluster ${PG_VERSION}/${PG_CLUSTER} to apply settings"
-        pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" restart >&2 || {
+        pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" restart >&2 3>&- || {
             show_log_tail
             die "restart failed"
         }
@@ -124,7 +126,7 @@ if cluster_online; then
     fi
 else
     log "starting cluster ${PG_VERSION}/${PG_CLUSTER}"
-    pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start >&2 || {
+    pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start >&2 3>&- || {
         show_log_tail
         die "pg_ctlcluster ${PG_VERSION} ${PG_CLUSTER} start failed"
     }
