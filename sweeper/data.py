@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections import Counter
@@ -27,6 +28,9 @@ from sweeper.config import DatasetConfig
 from sweeper.errors import DataError, ModelError
 from sweeper.models import require_hub, resolve_local_path
 
+# Text formats may also come compressed (train.csv.gz, reviews.jsonl.xz): pandas infers the
+# codec from the last suffix.
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".zip")
 FILE_READERS = {
     ".csv": lambda path: pd.read_csv(path),
     ".tsv": lambda path: pd.read_csv(path, sep="\t"),
@@ -38,7 +42,7 @@ FILE_READERS = {
     ".pq": lambda path: pd.read_parquet(path),
 }
 LABEL = "label"
-CACHE_FORMAT_VERSION = 2  # 2: capped splits keep the class balance
+CACHE_FORMAT_VERSION = 3  # 2: capped splits keep the class balance; 3: label names 1.0 -> "1"
 
 
 @dataclass
@@ -58,17 +62,49 @@ class PreparedData:
 
 def _read_json(path: Path) -> pd.DataFrame:
     """A JSON array of records, or one record per line."""
+    if path.suffix.lower() in COMPRESSION_SUFFIXES:
+        # No cheap peek inside a compressed file. A JSON-lines file of more than one record
+        # is not valid JSON as a whole, so reading it as one document fails at once.
+        try:
+            return pd.read_json(path)
+        except ValueError:
+            return pd.read_json(path, lines=True)
     with path.open(encoding="utf-8") as handle:
         start = handle.read(4096).lstrip()[:1]
     return pd.read_json(path, lines=start != "[")
 
 
+def data_format(path: Path) -> str:
+    """The format suffix of a data file, looking through a compression suffix
+    (``train.csv.gz`` is ``.csv``); empty when the name has none."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
+        suffixes.pop()
+        if suffixes and suffixes[-1] in (".parquet", ".pq"):
+            return "".join(path.suffixes[-2:]).lower()  # parquet compresses inside the file
+    return suffixes[-1] if suffixes else ""
+
+
+def split_name(path: Path) -> str:
+    """``validation.csv.gz`` holds the split ``validation``."""
+    name = path.name
+    for suffix in reversed(path.suffixes):
+        if suffix.lower() in COMPRESSION_SUFFIXES or suffix.lower() in FILE_READERS:
+            name = name[: -len(suffix)]
+        else:
+            break
+    return name
+
+
 def _read_file(path: Path) -> pd.DataFrame:
-    reader = FILE_READERS.get(path.suffix.lower())
+    reader = FILE_READERS.get(data_format(path))
     if reader is None:
+        compressed = path.suffix.lower() in COMPRESSION_SUFFIXES and len(path.suffixes) > 1
+        shown = "".join(path.suffixes[-2:]) if compressed else path.suffix
         raise DataError(
-            f"dataset.path={str(path)!r} has an unsupported suffix {path.suffix!r}; "
-            f"expected one of {sorted(FILE_READERS)} or a directory"
+            f"dataset.path={str(path)!r} has an unsupported suffix {shown!r}; expected one of "
+            f"{sorted(FILE_READERS)} (text formats may end in {', '.join(COMPRESSION_SUFFIXES)}) "
+            f"or a directory"
         )
     try:
         frame = reader(path)
@@ -78,7 +114,7 @@ def _read_file(path: Path) -> pd.DataFrame:
         ) from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise DataError(
-            f"dataset.path={str(path)!r} could not be read as {path.suffix}: {exc}"
+            f"dataset.path={str(path)!r} could not be read as {data_format(path)}: {exc}"
         ) from exc
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"dataset.path={str(path)!r} does not hold a table of rows")
@@ -108,17 +144,17 @@ def _load_raw(config: DatasetConfig) -> tuple[DatasetDict, str]:
             loaded = load_from_disk(str(local))
             splits = loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
             return splits, "|".join(split._fingerprint for split in splits.values())
-        files = [p for p in sorted(local.iterdir()) if p.suffix.lower() in FILE_READERS]
+        files = [p for p in sorted(local.iterdir()) if data_format(p) in FILE_READERS]
         if not files:
             raise DataError(
                 f"dataset.path={config.path!r} is a directory with neither a saved dataset nor "
                 f"files named by split (train.csv, validation.csv, ...)"
             )
         splits = DatasetDict(
-            {p.stem: Dataset.from_pandas(_read_file(p), preserve_index=False) for p in files}
+            {split_name(p): Dataset.from_pandas(_read_file(p), preserve_index=False) for p in files}
         )
         return splits, _file_digest(files)
-    if Path(config.path).suffix.lower() in FILE_READERS or config.path.startswith((".", "/", "~")):
+    if data_format(Path(config.path)) in FILE_READERS or config.path.startswith((".", "/", "~")):
         raise DataError(
             f"dataset.path={config.path!r} does not exist; expected a file or directory"
         )
@@ -175,14 +211,39 @@ def _label_names(splits: list[tuple[str, Dataset]], config: DatasetConfig) -> li
         return list(feature.names)
     values: set[Any] = set()
     for _, split in splits:
-        values.update(value for value in split[config.label_column] if value is not None)
-    names = [str(value) for value in sorted(values)]
+        values.update(value for value in split[config.label_column] if not _missing(value))
+    names = sorted({_label_key(value) for value in values}, key=_natural_order)
     if len(names) < 2:
         raise DataError(
             f"dataset.label_column={config.label_column!r} holds {len(names)} distinct label(s) "
             f"({names}); a classifier needs at least 2"
         )
     return names
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _label_key(value: Any) -> str:
+    """The name a label value stands for: 1, 1.0 and "1" all name the label "1"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _natural_order(name: str) -> tuple[int, float, str]:
+    """Numeric names in numeric order (2 before 10), then the rest alphabetically."""
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
+
+
+def _whole_number(value: Any) -> bool:
+    if isinstance(value, bool):  # True is an int to Python, never a label id here
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
 
 
 def _encode_labels(
@@ -197,21 +258,20 @@ def _encode_labels(
     index_of = {name: index for index, name in enumerate(names)}
     label_ids: list[int] = []
     for row, value in enumerate(values):
+        if _missing(value):
+            raise DataError(
+                f"row {row} of the {split_name} split has no label in column "
+                f"{config.label_column!r}; drop or fill the rows without one"
+            )
         if isinstance(value, str) and value in index_of:
             label_ids.append(index_of[value])
+        elif isinstance(value, (bool, int, float)) and _label_key(value) in index_of:
+            label_ids.append(index_of[_label_key(value)])  # names taken from the values
         elif (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and str(value) in index_of
+            config.label_names is not None and _whole_number(value) and 0 <= int(value) < len(names)
         ):
-            label_ids.append(index_of[str(value)])
-        elif (
-            isinstance(value, int)
-            and not isinstance(value, bool)
-            and config.label_names is not None
-            and 0 <= value < len(names)
-        ):
-            label_ids.append(value)  # integer ids with names given in the study file
+            # Ids with names given in the study file (a float 1.0 from a float column too).
+            label_ids.append(int(value))
         else:
             raise DataError(
                 f"unknown label {value!r} in row {row} of the {split_name} split "

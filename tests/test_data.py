@@ -61,6 +61,44 @@ def test_every_file_format_loads_with_its_own_column_names(
     assert max(data.train["length"]) <= 32
 
 
+@pytest.mark.parametrize("name", ["data.csv.gz", "data.tsv.bz2", "data.jsonl.xz", "data.json.gz"])
+def test_compressed_text_files_load(tmp_path: Path, tokenizer: Any, name: str) -> None:
+    path = tmp_path / name
+    writer = WRITERS[name.split(".")[1]]
+    writer(frame(), path)  # pandas compresses by the last suffix
+    data = prepare_data(dataset_config(path), tokenizer, 32, tmp_path / "cache")
+    assert data.label_names == ["neg", "pos"]
+    assert len(data.train) + len(data.validation) == len(ROWS)
+
+
+@pytest.mark.parametrize(
+    ("labels", "fields", "names", "first_ids"),
+    [
+        pytest.param([True, False], {}, ["False", "True"], [1, 0], id="booleans"),
+        pytest.param([1.0, 0.0], {}, ["0", "1"], [1, 0], id="whole-floats-name-themselves"),
+        pytest.param(
+            [1.0, 0.0], {"label_names": ["neg", "pos"]}, ["neg", "pos"], [1, 0], id="float-ids"
+        ),
+        pytest.param([10, 2], {}, ["2", "10"], [1, 0], id="numeric-order"),
+    ],
+)
+def test_label_values_of_any_type(
+    tmp_path: Path,
+    tokenizer: Any,
+    labels: list[Any],
+    fields: dict[str, Any],
+    names: list[str],
+    first_ids: list[int],
+) -> None:
+    rows = {"body": [row[0] for row in ROWS], "stars": labels * (len(ROWS) // 2)}
+    path = tmp_path / "data.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    config = dataset_config(path, validation_split="train", **fields)
+    data = prepare_data(config, tokenizer, 32, tmp_path / "cache")
+    assert data.label_names == names
+    assert data.validation["label"][:2] == first_ids
+
+
 def test_validation_split_is_stratified_and_seeded(tmp_path: Path, tokenizer: Any) -> None:
     path = tmp_path / "data.csv"
     frame().to_csv(path, index=False)
@@ -98,7 +136,7 @@ def test_folder_of_split_files(tmp_path: Path, tokenizer: Any) -> None:
     folder = tmp_path / "folder"
     folder.mkdir()
     frame().to_csv(folder / "train.csv", index=False)
-    frame().head(8).to_csv(folder / "validation.csv", index=False)
+    frame().head(8).to_csv(folder / "validation.csv.gz", index=False)
     data = prepare_data(
         dataset_config(folder, validation_split="validation"), tokenizer, 16, tmp_path / "cache"
     )
@@ -153,6 +191,12 @@ def write_csv(tmp_path: Path, content: str) -> Path:
             id="unknown-label",
         ),
         pytest.param(
+            "body,stars\ngood,1\nbad,0\nmeh,\nfine,1\nawful,0\n",
+            {},
+            r"row 2 of the train split has no label in column 'stars'; drop or fill the rows",
+            id="missing-label",
+        ),
+        pytest.param(
             "body,stars\ngood,pos\n,neg\n",
             {},
             r"dataset\.text_column='body' has 1 empty or non-text value\(s\) .* row 1",
@@ -193,6 +237,10 @@ def test_missing_file_and_unsupported_format(tmp_path: Path, tokenizer: Any) -> 
     path = tmp_path / "data.xlsx"
     path.write_bytes(b"x")
     with pytest.raises(DataError, match=r"unsupported suffix '\.xlsx'"):
+        prepare_data(dataset_config(path), tokenizer, 32, tmp_path / "cache")
+    path = tmp_path / "data.xlsx.gz"
+    path.write_bytes(b"x")
+    with pytest.raises(DataError, match=r"unsupported suffix '\.xlsx\.gz'.*may end in \.gz"):
         prepare_data(dataset_config(path), tokenizer, 32, tmp_path / "cache")
 
 
