@@ -37,7 +37,7 @@ HELP = (
 )
 POSTGRES_URL_ENV = "SWEEPER_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://sweeper:sweeper@127.0.0.1:5432/sweeper"
-QUICK = {"workers": "1,4", "trials": 40, "kills": 1}
+QUICK: dict[str, Any] = {"workers": "1,4", "trials": 40, "kills": 1}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

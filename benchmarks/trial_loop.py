@@ -125,7 +125,9 @@ def _resolve_sizes(args: argparse.Namespace) -> dict[str, Any]:
 # --- the data both sides read ---------------------------------------------------------------------
 
 
-def write_split(source: Path, directory: Path, train_rows: int, validation_rows: int, seed: int):
+def write_split(
+    source: Path, directory: Path, train_rows: int, validation_rows: int, seed: int
+) -> dict[str, dict[str, int]]:
     """A stratified, seeded split written as ``train.csv`` and ``validation.csv``: the one set
     of rows both sides train and validate on."""
     import pandas as pd
@@ -141,7 +143,9 @@ def write_split(source: Path, directory: Path, train_rows: int, validation_rows:
 
     def counts(total: int) -> dict[str, int]:
         wanted = {label: int(total * share) for label, share in shares.items()}
-        for label in sorted(shares, key=shares.get, reverse=True)[: total - sum(wanted.values())]:
+        for label in sorted(shares, key=lambda label: shares[label], reverse=True)[
+            : total - sum(wanted.values())
+        ]:
             wanted[label] += 1
         return wanted
 
@@ -229,7 +233,7 @@ class Turns:
 # --- sweeper --------------------------------------------------------------------------------------
 
 
-def sweeper_config(sizes: dict[str, Any], data_dir: Path, model: str, runs: Path):
+def sweeper_config(sizes: dict[str, Any], data_dir: Path, model: str, runs: Path) -> Any:
     from sweeper.config import StudyConfig
 
     return StudyConfig.model_validate(
@@ -266,7 +270,9 @@ def sweeper_config(sizes: dict[str, Any], data_dir: Path, model: str, runs: Path
     )
 
 
-def run_sweeper(sizes: dict[str, Any], data_dir: Path, model: str, scratch: Path, turns: Turns):
+def run_sweeper(
+    sizes: dict[str, Any], data_dir: Path, model: str, scratch: Path, turns: Turns
+) -> dict[str, Any]:
     turns.begin(SWEEPER)
     from sweeper.study import run_study
 

@@ -228,7 +228,12 @@ def awkward_study(tmp_path: Path) -> Callable[[str], tuple[str, str]]:
     ``"mixed-params"`` (complete trials whose parameter sets and ranges differ).
     Returns (study name, storage URL)."""
     import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (
+        BaseDistribution,
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
     from optuna.trial import TrialState, create_trial
 
     def build(kind: str) -> tuple[str, str]:
@@ -285,7 +290,7 @@ def awkward_study(tmp_path: Path) -> Callable[[str], tuple[str, str]]:
         elif kind == "mixed-params":
             epochs = IntDistribution(1, 3)
             narrow_lr = FloatDistribution(1e-3, 1e-2, log=True)
-            for params, distributions, losses in (
+            cases: list[tuple[dict[str, Any], dict[str, BaseDistribution], list[float]]] = [
                 (
                     {"learning_rate": 1e-3, "per_device_train_batch_size": 16},
                     {"learning_rate": lr, "per_device_train_batch_size": batch},
@@ -301,7 +306,8 @@ def awkward_study(tmp_path: Path) -> Callable[[str], tuple[str, str]]:
                     {"learning_rate": narrow_lr},
                     [0.71, 0.64, 0.60],
                 ),
-            ):
+            ]
+            for params, distributions, losses in cases:
                 rows = history_rows([3, 6, 9], losses)
                 study.add_trial(
                     create_trial(
