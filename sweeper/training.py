@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import SequentialSampler
 from transformers import (
     DataCollatorWithPadding,
     Trainer,
@@ -122,6 +123,51 @@ def build_training_arguments(
     }
     arguments |= extra or {}
     return TrainingArguments(**arguments)
+
+
+class _SortedEvaluationTrainer(Trainer):
+    """Evaluates the validation split in its stored order, longest reviews first.
+
+    ``data.prepare_data`` sorts the validation split by length once, so consecutive rows pad
+    to nearly the same length. (With ``group_by_length`` the stock Trainer regroups
+    evaluation rows into random "megabatches" of a few batches each: on 500 IMDb reviews at
+    256 tokens that computes 1.09x the tokens of this order.) The order does not change any
+    metric, and the longest batch comes first, so an evaluation that would run out of memory
+    does so at once.
+    """
+
+    def _get_eval_sampler(self, eval_dataset: Any) -> torch.utils.data.Sampler | None:
+        if eval_dataset is None or not hasattr(eval_dataset, "__len__"):
+            return super()._get_eval_sampler(eval_dataset)
+        return SequentialSampler(eval_dataset)
+
+
+def build_trainer(
+    config: StudyConfig,
+    params: dict[str, Any],
+    data: PreparedData,
+    model: Any,
+    output_dir: Path,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Trainer:
+    """The Trainer of one trial: dynamic padding, length-grouped training batches and
+    length-sorted evaluation, the study's metrics, and no console output of its own."""
+    on_gpu = torch.cuda.is_available()
+    trainer = _SortedEvaluationTrainer(
+        model=model,
+        args=build_training_arguments(config, params, output_dir),
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        processing_class=data.tokenizer,
+        data_collator=DataCollatorWithPadding(
+            data.tokenizer, pad_to_multiple_of=8 if on_gpu else None
+        ),
+        compute_metrics=build_compute_metrics(data.num_labels),
+        callbacks=list(callbacks),
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 class EvaluationRecorder(TrainerCallback):
@@ -304,22 +350,9 @@ def train_trial(
     stoppers = [StopOnRequest(stop_requested, outcome)] if stop_requested else []
     set_seed(int(params["seed"]))  # the classification head is initialised from this seed
     model = load_classifier(config.model.name, data.label_names)
-    arguments = build_training_arguments(config, params, output_dir)
-    on_gpu = torch.cuda.is_available()
-    trainer = Trainer(
-        model=model,
-        args=arguments,
-        train_dataset=data.train,
-        eval_dataset=data.validation,
-        processing_class=data.tokenizer,
-        data_collator=DataCollatorWithPadding(
-            data.tokenizer, pad_to_multiple_of=8 if on_gpu else None
-        ),
-        compute_metrics=build_compute_metrics(data.num_labels),
-        callbacks=[recorder, *stoppers, *callbacks],
+    trainer = build_trainer(
+        config, params, data, model, output_dir, [recorder, *stoppers, *callbacks]
     )
-    trainer.remove_callback(ProgressCallback)
-    trainer.remove_callback(PrinterCallback)
     started = time.perf_counter()
     completed = False
     try:
