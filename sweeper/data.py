@@ -235,9 +235,10 @@ def _label_key(value: Any) -> str:
 def _natural_order(name: str) -> tuple[int, float, str]:
     """Numeric names in numeric order (2 before 10), then the rest alphabetically."""
     try:
-        return (0, float(name), name)
+        number = float(name)
     except ValueError:
         return (1, 0.0, name)
+    return (0, number, name) if math.isfinite(number) else (1, 0.0, name)
 
 
 def _whole_number(value: Any) -> bool:
