@@ -41,6 +41,13 @@ FILE_READERS = {
     ".parquet": lambda path: pd.read_parquet(path),
     ".pq": lambda path: pd.read_parquet(path),
 }
+# Parquet compresses inside the file; the text formats may also come compressed as a whole.
+READABLE_SUFFIXES = set(FILE_READERS) | {
+    text + compression
+    for text in FILE_READERS
+    if text not in (".parquet", ".pq")
+    for compression in COMPRESSION_SUFFIXES
+}
 LABEL = "label"
 CACHE_FORMAT_VERSION = 3  # 2: capped splits keep the class balance; 3: label names 1.0 -> "1"
 
@@ -74,48 +81,33 @@ def _read_json(path: Path) -> pd.DataFrame:
     return pd.read_json(path, lines=start != "[")
 
 
-def data_format(path: Path) -> str:
-    """The format suffix of a data file, looking through a compression suffix
-    (``train.csv.gz`` is ``.csv``); empty when the name has none."""
-    suffixes = [suffix.lower() for suffix in path.suffixes]
-    if suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
-        suffixes.pop()
-        if suffixes and suffixes[-1] in (".parquet", ".pq"):
-            return "".join(path.suffixes[-2:]).lower()  # parquet compresses inside the file
-    return suffixes[-1] if suffixes else ""
+def data_suffix(path: Path) -> str:
+    """A data file's suffix with its compression, if any: ``.csv``, ``.csv.gz``, ``.xlsx``."""
+    compressed = path.suffix.lower() in COMPRESSION_SUFFIXES
+    return "".join(path.suffixes[-2:] if compressed else path.suffixes[-1:]).lower()
 
 
 def split_name(path: Path) -> str:
     """``validation.csv.gz`` holds the split ``validation``."""
-    name = path.name
-    for suffix in reversed(path.suffixes):
-        if suffix.lower() in COMPRESSION_SUFFIXES or suffix.lower() in FILE_READERS:
-            name = name[: -len(suffix)]
-        else:
-            break
-    return name
+    return path.name[: len(path.name) - len(data_suffix(path))]
 
 
 def _read_file(path: Path) -> pd.DataFrame:
-    reader = FILE_READERS.get(data_format(path))
-    if reader is None:
-        compressed = path.suffix.lower() in COMPRESSION_SUFFIXES and len(path.suffixes) > 1
-        shown = "".join(path.suffixes[-2:]) if compressed else path.suffix
+    suffix = data_suffix(path)
+    if suffix not in READABLE_SUFFIXES:
         raise DataError(
-            f"dataset.path={str(path)!r} has an unsupported suffix {shown!r}; expected one of "
+            f"dataset.path={str(path)!r} has an unsupported suffix {suffix!r}; expected one of "
             f"{sorted(FILE_READERS)} (text formats may end in {', '.join(COMPRESSION_SUFFIXES)}) "
             f"or a directory"
         )
     try:
-        frame = reader(path)
+        frame = FILE_READERS["." + suffix.split(".")[1]](path)  # pandas infers the compression
     except pd.errors.EmptyDataError:
         raise DataError(
             f"dataset.path={str(path)!r} is empty; expected a header and rows"
         ) from None
     except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise DataError(
-            f"dataset.path={str(path)!r} could not be read as {data_format(path)}: {exc}"
-        ) from exc
+        raise DataError(f"dataset.path={str(path)!r} could not be read as {suffix}: {exc}") from exc
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"dataset.path={str(path)!r} does not hold a table of rows")
     return frame
@@ -144,7 +136,7 @@ def _load_raw(config: DatasetConfig) -> tuple[DatasetDict, str]:
             loaded = load_from_disk(str(local))
             splits = loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
             return splits, "|".join(split._fingerprint for split in splits.values())
-        files = [p for p in sorted(local.iterdir()) if data_format(p) in FILE_READERS]
+        files = [p for p in sorted(local.iterdir()) if data_suffix(p) in READABLE_SUFFIXES]
         if not files:
             raise DataError(
                 f"dataset.path={config.path!r} is a directory with neither a saved dataset nor "
@@ -154,7 +146,9 @@ def _load_raw(config: DatasetConfig) -> tuple[DatasetDict, str]:
             {split_name(p): Dataset.from_pandas(_read_file(p), preserve_index=False) for p in files}
         )
         return splits, _file_digest(files)
-    if data_format(Path(config.path)) in FILE_READERS or config.path.startswith((".", "/", "~")):
+    if data_suffix(Path(config.path)) in READABLE_SUFFIXES or config.path.startswith(
+        (".", "/", "~")
+    ):
         raise DataError(
             f"dataset.path={config.path!r} does not exist; expected a file or directory"
         )
@@ -264,10 +258,8 @@ def _encode_labels(
                 f"row {row} of the {split_name} split has no label in column "
                 f"{config.label_column!r}; drop or fill the rows without one"
             )
-        if isinstance(value, str) and value in index_of:
-            label_ids.append(index_of[value])
-        elif isinstance(value, (bool, int, float)) and _label_key(value) in index_of:
-            label_ids.append(index_of[_label_key(value)])  # names taken from the values
+        if _label_key(value) in index_of:
+            label_ids.append(index_of[_label_key(value)])
         elif (
             config.label_names is not None and _whole_number(value) and 0 <= int(value) < len(names)
         ):
