@@ -154,7 +154,7 @@ def _kill_study_file(directory: Path, model: Path, eval_steps: int) -> Path:
     study = {
         "name": "kill",
         "dataset": {
-            "path": str(REPO_ROOT.parent / "shared" / "data" / "imdb-3k.csv"),
+            "path": str(REPO_ROOT / "data" / "imdb-3k.csv.gz"),
             "text_column": "review",
             "label_column": "sentiment",
             "validation_fraction": 0.1,

