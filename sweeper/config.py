@@ -9,10 +9,10 @@ key, the value given and what was expected. :func:`load_study_config` is the ent
 from __future__ import annotations
 
 import math
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -95,6 +95,16 @@ class SearchSpace(_Strict):
                 raise ValueError(f"expected whole numbers, but got {item}")
         if isinstance(value, Choices):
             return Choices(choices=[int(item) for item in value.choices])
+        return value
+
+    @field_validator("warmup_ratio")
+    @classmethod
+    def _warmup_fraction(cls, value: Any) -> Any:
+        # A share of the training steps (see training.build_training_arguments): [0, 1).
+        low, high = (value.low, value.high) if isinstance(value, FloatRange) else (value, value)
+        if low < 0.0 or high >= 1.0:
+            given = f", but got low={low}, high={high}" if isinstance(value, FloatRange) else ""
+            raise ValueError(f"is a share of the training steps and must lie in [0, 1){given}")
         return value
 
     def specs(self) -> dict[str, ParamSpec]:
@@ -247,8 +257,23 @@ class WorkersConfig(_Strict):
     # A running trial with no heartbeat for this long is failed and retried elsewhere.
     grace_period_seconds: int = Field(default=120, ge=1)
     max_retries: int = Field(default=3, ge=0)
+    # Trials that raised, in a row across all workers, after which every worker stops.
+    max_consecutive_failures: int = Field(default=3, ge=1)
     # How often a worker with nothing to start looks again (trials may die and be retried).
     poll_seconds: float = Field(default=5.0, gt=0)
+    # `sweeper worker --gpus`: worker processes per GPU, each running its own trial within
+    # 1/trials_per_gpu of the GPU's memory (small models leave a whole GPU mostly idle).
+    trials_per_gpu: int = 1
+
+    @field_validator("trials_per_gpu")
+    @classmethod
+    def _trials_per_gpu(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(
+                "must be at least 1 (worker processes per GPU); set workers.trials_per_gpu "
+                "(or --trials-per-gpu) to 1 for one trial per GPU, or more to share each GPU"
+            )
+        return value
 
     @model_validator(mode="after")
     def _grace_after_heartbeat(self) -> WorkersConfig:
@@ -342,6 +367,7 @@ def _out_of_space(spec: ParamSpec, value: float | int, capped_param: bool) -> st
         isinstance(spec, (int, float))
         and not isinstance(spec, bool)
         and not math.isclose(spec, value)
+        and not (capped_param and value > spec)
     ):
         return f"differs from the study's fixed value {spec}"
     return None

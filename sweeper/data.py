@@ -16,6 +16,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -371,14 +372,49 @@ def _tokenize(dataset: Dataset, tokenizer: Any, max_length: int) -> Dataset:
     return tokenized
 
 
-def prepare_data(
-    config: DatasetConfig, tokenizer: Any, max_length: int, cache_root: Path
-) -> PreparedData:
-    """Load, check, split and tokenize the study's dataset (from the on-disk cache when it can)."""
+def _sorted_longest_first(dataset: Dataset) -> Dataset:
+    # datasets' sort passes pyarrow an option pyarrow 25 deprecates (a FutureWarning on every
+    # run that no user can act on); the sort itself is unaffected.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyarrow(\.|$)")
+        return dataset.sort("length", reverse=True)
+
+
+@dataclass
+class DataSplits:
+    """The checked, label-encoded train and validation splits, before tokenization."""
+
+    train: Dataset
+    validation: Dataset
+    label_names: list[str]
+    raw_digest: str
+
+
+def load_splits(config: DatasetConfig) -> DataSplits:
+    """Load, check and split the study's dataset; nothing is written."""
     splits, raw_digest = _load_raw(config)
     if all(len(split) == 0 for split in splits.values()):
         raise DataError(f"dataset.path={config.path!r} has no rows")
     train, validation, names = _split(config, splits)
+    return DataSplits(train, validation, names, raw_digest)
+
+
+def prepare_data(
+    config: DatasetConfig,
+    tokenizer: Any,
+    max_length: int,
+    cache_root: Path,
+    splits: DataSplits | None = None,
+) -> PreparedData:
+    """Load, check, split and tokenize the study's dataset (from the on-disk cache when it
+    can). ``splits`` are the already loaded splits of :func:`load_splits`, if any."""
+    splits = splits or load_splits(config)
+    train, validation, names, raw_digest = (
+        splits.train,
+        splits.validation,
+        splits.label_names,
+        splits.raw_digest,
+    )
     key = _cache_key(config, raw_digest, tokenizer, max_length)
     cache_path = cache_root / key
     if not (cache_path / "dataset_dict.json").exists():
@@ -387,9 +423,7 @@ def prepare_data(
                 "train": _tokenize(train, tokenizer, max_length),
                 # Sorted by length, evaluation batches pad to similar lengths; order does not
                 # change a metric.
-                "validation": _tokenize(validation, tokenizer, max_length).sort(
-                    "length", reverse=True
-                ),
+                "validation": _sorted_longest_first(_tokenize(validation, tokenizer, max_length)),
             }
         )
         staging = cache_root / f".{key}.{os.getpid()}.tmp"

@@ -24,3 +24,12 @@ class ModelError(SweeperError):
 
 class StorageError(SweeperError):
     """The Optuna storage cannot be reached or does not hold the study."""
+
+
+class PreflightError(ConfigError):
+    """The pre-flight check found something that would fail every trial."""
+
+
+class TrialsFailingError(SweeperError):
+    """The study's last ``workers.max_consecutive_failures`` trials all raised: every worker
+    stops rather than spend the budget on more trials that fail the same way."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from sweeper.errors import ModelError
 
@@ -43,17 +43,25 @@ def resolve_local_path(name: str) -> Path | None:
 
 
 def hub_unreachable_reason() -> str | None:
-    """Why the hub cannot be used right now, or None when a TCP connection to it opens."""
+    """Why the hub cannot be used right now, or None when it answers an HTTP request.
+
+    The request goes through urllib, which honours HTTPS_PROXY/HTTP_PROXY and NO_PROXY as
+    the hub client does, so a cluster that reaches the hub only through a proxy is not
+    refused. Any HTTP answer, even an error status, means the hub can be reached.
+    """
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}:
         return "HF_HUB_OFFLINE is set"
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    host = endpoint.hostname or "huggingface.co"
-    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    request = urllib.request.Request(f"{endpoint}/api/whoami-v2", method="HEAD")
     try:
-        with socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_SECONDS):
+        # A fresh opener reads the proxy variables now (urlopen's shared one keeps the first).
+        with urllib.request.build_opener().open(request, timeout=HUB_PROBE_TIMEOUT_SECONDS):
             return None
-    except OSError as exc:
-        return f"{host}:{port} cannot be reached ({exc.__class__.__name__}: {exc})"
+    except urllib.error.HTTPError:
+        return None  # it answered (401 without a token): reachable
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"{endpoint} cannot be reached ({reason.__class__.__name__}: {reason})"
 
 
 def require_hub(key: str, value: str) -> None:
@@ -89,10 +97,60 @@ def load_tokenizer(name: str) -> Any:
     return _from_pretrained(AutoTokenizer, "model.name", name)
 
 
+def load_model_config(name: str) -> Any:
+    from transformers import AutoConfig
+
+    return _from_pretrained(AutoConfig, "model.name", name)
+
+
+# Model families whose learned position table starts after the padding index, so it holds
+# padding_idx + 1 more rows than tokens fit (RoBERTa: 514 rows for 512 tokens).
+PADDING_OFFSET_MODEL_TYPES = frozenset(
+    {
+        "roberta",
+        "xlm-roberta",
+        "xlm-roberta-xl",
+        "camembert",
+        "data2vec-text",
+        "ibert",
+        "longformer",
+        "mpnet",
+        "roberta-prelayernorm",
+        "markuplm",
+    }
+)
+
+
+def position_limit(model_config: Any) -> int | None:
+    """How many tokens the model's position table fits, or None when it has no fixed limit
+    (a model with no absolute position table, such as DeBERTa-v3's relative positions)."""
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if not isinstance(positions, int):
+        return None
+    if getattr(model_config, "position_biased_input", True) is False:  # DeBERTa-v2/v3
+        return None
+    if model_config.model_type in PADDING_OFFSET_MODEL_TYPES:
+        padding_index = getattr(model_config, "pad_token_id", None)
+        positions -= (1 if padding_index is None else int(padding_index)) + 1
+    return positions
+
+
+def head_label_count(model_config: Any) -> int | None:
+    """The number of labels of a checkpoint that already has a classification head."""
+    architectures = getattr(model_config, "architectures", None) or []
+    if not any(name.endswith("ForSequenceClassification") for name in architectures):
+        return None
+    return int(model_config.num_labels)
+
+
 def load_classifier(name: str, label_names: list[str]) -> Any:
-    """A sequence classifier whose head has one output per label, labelled with the study's names."""
+    """A sequence classifier whose head has one output per label, labelled with the study's
+    names. A checkpoint fine-tuned for another number of labels gets a fresh head, as the
+    transformers examples do with ``ignore_mismatched_sizes``."""
+    import torch
     from transformers import AutoModelForSequenceClassification
 
+    pretrained_labels = head_label_count(load_model_config(name))
     return _from_pretrained(
         AutoModelForSequenceClassification,
         "model.name",
@@ -100,4 +158,10 @@ def load_classifier(name: str, label_names: list[str]) -> Any:
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={label: index for index, label in enumerate(label_names)},
+        ignore_mismatched_sizes=pretrained_labels not in (None, len(label_names)),
+        # Full-precision weights whatever the checkpoint holds: transformers 5 loads a
+        # checkpoint in its stored dtype, and fp16/bf16 weights would train without fp32
+        # master weights (fp16 gradients cannot even be unscaled). Mixed precision comes
+        # from the Trainer's autocast (training.mixed_precision), not from the weights.
+        dtype=torch.float32,
     )

@@ -15,7 +15,7 @@ import math
 import textwrap
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -841,6 +841,37 @@ def _summary_html(summary: StudySummary) -> str:
     return "\n".join(parts)
 
 
+def _failures_html(study: optuna.Study) -> str:
+    """Failed trials with their stored reason (and the last frames of a raised one)."""
+    trials = study.get_trials(deepcopy=False)
+    failed = [trial for trial in trials if trial.state == TrialState.FAIL]
+    if not failed:
+        return ""
+    retried_as = {
+        trial.system_attrs["failed_trial"]: trial.number
+        for trial in trials
+        if trial.system_attrs.get("failed_trial") is not None
+    }
+    header = "".join(f"<th>{h}</th>" for h in ("trial", "reason", "worker", "retried as"))
+    lines = ["<h2>Failed trials</h2>", f"<table><tr>{header}</tr>"]
+    for trial in failed:
+        reason = html.escape(
+            str(trial.user_attrs.get("failure") or "no reason stored (its worker died)")
+        )
+        frames = trial.user_attrs.get("failure_traceback")
+        if frames:
+            reason += (
+                f"<details><summary>traceback</summary><pre>{html.escape(frames)}</pre></details>"
+            )
+        retry = retried_as.get(trial.number)
+        lines.append(
+            f"<tr>{_cell(f'#{trial.number}')}<td>{reason}</td>{_cell(trial.user_attrs.get('worker'))}"
+            f"{_cell(f'#{retry}' if retry is not None else 'not retried')}</tr>"
+        )
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
 def _setup_line(summary: StudySummary) -> str:
     config = summary.config
     model = (config.get("model") or {}).get("name", "?")
@@ -868,7 +899,7 @@ def _figure_html(key: str, figure: go.Figure) -> str:
 
 def render_report(study: optuna.Study) -> str:
     summary = summarize(study)
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body: Iterable[str] = (_figure_html(key, fig) for key, fig in figures(study).items())
     title = f"Study {summary.name}: sweep report"
     return "\n".join(
@@ -883,6 +914,7 @@ def render_report(study: optuna.Study) -> str:
             f"<h1>{html.escape(title)}</h1>",
             f'<p class="meta">{html.escape(_setup_line(summary))} · generated {generated}</p>',
             _summary_html(summary),
+            _failures_html(study),
             "<h2>Figures</h2>",
             *body,
             "</main></body></html>",

@@ -54,6 +54,13 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def one_line(text: Any, limit: int = 160) -> str:
+    """The first line of a stored reason, cut to ``limit`` characters, for a table cell."""
+    lines = str(text or "").strip().splitlines()
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def format_params(params: dict[str, Any]) -> str:
     return " ".join(
         f"{PARAM_LABELS.get(name, name)}={format_value(value)}" for name, value in params.items()
@@ -71,7 +78,7 @@ class StudyProgress:
         counts = count_states(study)
         best = best_trial(study)
         outcome = trial.state.name.lower()
-        reason = trial.user_attrs.get("stop_reason")
+        reason = trial.user_attrs.get("stop_reason") or one_line(trial.user_attrs.get("failure"))
         detail = (
             f"{self.metric}={format_value(trial.value)}"
             if trial.value is not None
@@ -156,7 +163,7 @@ def trials_table(study: optuna.Study) -> str:
         if trial.user_attrs.get("stop_reason"):
             notes.append(str(trial.user_attrs["stop_reason"]))
         if trial.user_attrs.get("failure"):
-            notes.append(str(trial.user_attrs["failure"]))
+            notes.append(one_line(trial.user_attrs["failure"]))
         rows.append(
             [
                 str(trial.number),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import os
 import threading
 import warnings
 from pathlib import Path
@@ -178,6 +179,55 @@ def retry_callback(workers: WorkersConfig) -> optuna.storages.RetryHeartbeatStal
         )
 
 
+def _parsed_or_error(url: str) -> str:
+    """The URL as shown in messages (password hidden); a clear error when it is no URL."""
+    shown = redact(url)
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise StorageError(
+            f"storage={shown!r} is not a database URL; expected e.g. sqlite:///runs/imdb/study.db "
+            f"or postgresql+psycopg://user:password@host:5432/db"
+        ) from None
+    return shown
+
+
+def check_reachable(url: str) -> None:
+    """Fail now, with the reason, when the storage cannot be used; write nothing.
+
+    A SQLite file that does not exist yet only needs a directory it can be created in; a
+    server is connected to and asked ``select 1``.
+    """
+    shown = _parsed_or_error(url)
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        ancestor = path.absolute().parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+            raise StorageError(
+                f"storage={shown!r}: the SQLite file cannot be created under {str(ancestor)!r} "
+                "(not a writable directory); pass --storage with a writable path"
+            )
+        return
+    try:
+        engine = sqlalchemy.create_engine(url, **_engine_kwargs(url))
+    except ModuleNotFoundError as exc:
+        raise StorageError(
+            f"storage={shown!r} needs the Python package {exc.name!r}; pip install it"
+        ) from None
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("select 1")
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise StorageError(
+            f"storage={shown!r} cannot be reached: {exc.__class__.__name__}: {_first_line(exc)}. "
+            f"Check the host, port, database name and credentials"
+        ) from None
+    finally:
+        engine.dispose()
+
+
 def open_storage(
     url: str,
     heartbeat: bool = True,
@@ -189,14 +239,7 @@ def open_storage(
     With ``create=False`` a SQLite file that does not exist yet is an error instead of being
     created, so read-only commands (show, best, report) never leave empty databases around.
     """
-    shown = redact(url)
-    try:
-        make_url(url)
-    except ArgumentError:
-        raise StorageError(
-            f"storage={shown!r} is not a database URL; expected e.g. sqlite:///runs/imdb/study.db "
-            f"or postgresql+psycopg://user:password@host:5432/db"
-        ) from None
+    shown = _parsed_or_error(url)
     path = sqlite_path(url)
     if path is not None:
         if not create and not path.exists():

@@ -36,11 +36,11 @@ from sweeper.config import (
 )
 from sweeper.data import PreparedData, prepare_data
 from sweeper.errors import ConfigError, StorageError
-from sweeper.models import load_tokenizer
+from sweeper.preflight import run_preflight
 from sweeper.reporting import StudyProgress, TrialProgressBar, best_trial
 from sweeper.storage import open_storage, redact
 from sweeper.training import TrialOutcome, last_checkpoint, train_trial
-from sweeper.workers import StopRequest, TrialInterrupted, budget_counts, run_trials
+from sweeper.workers import StopRequest, TrialInterrupted, budget_counts, is_crashed, run_trials
 
 
 def build_sampler(config: SamplerConfig) -> optuna.samplers.BaseSampler:
@@ -198,9 +198,10 @@ class Objective:
 
 
 class CheckpointJanitor:
-    """Deletes checkpoints no trial can need any more: those of pruned trials and of
-    finished trials other than the study's best. A retry chain's directory is judged by
-    its newest trial, so an interrupted trial's checkpoint stays until its retry ends."""
+    """Deletes checkpoints no trial can need any more: those of pruned trials, of trials
+    that raised (they are not retried), and of finished trials other than the study's best.
+    A retry chain's directory is judged by its newest trial, so an interrupted trial's
+    checkpoint stays until its retry ends."""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         best = best_trial(study)
@@ -212,8 +213,13 @@ class CheckpointJanitor:
             ):
                 newest[directory] = candidate
         for directory, owner in newest.items():
-            unneeded = owner.state == TrialState.PRUNED or (
-                owner.state == TrialState.COMPLETE and (best is None or owner.number != best.number)
+            unneeded = (
+                owner.state == TrialState.PRUNED
+                or is_crashed(owner)
+                or (
+                    owner.state == TrialState.COMPLETE
+                    and (best is None or owner.number != best.number)
+                )
             )
             if unneeded and Path(directory).exists():
                 shutil.rmtree(directory, ignore_errors=True)
@@ -263,12 +269,15 @@ def run_study(
     SIGINT/SIGTERM stop it cleanly (see :class:`sweeper.workers.StopRequest`); pass ``stop``
     to learn afterwards whether that happened and which signal it was.
     """
-    tokenizer = load_tokenizer(config.model.name)
+    checked = run_preflight(config)  # before anything is written
+    for notice in checked.notices:
+        print(f"[sweeper] note: {notice}", flush=True)
     data = prepare_data(
         config.dataset,
-        tokenizer,
+        checked.tokenizer,
         config.model.max_length,
         Path(config.output_dir) / "cache" / "tokenized",
+        splits=checked.splits,
     )
     storage = open_storage(config.storage_url, workers=config.workers)
     study, created = open_study(config, storage)

@@ -95,6 +95,8 @@ def build_training_arguments(
         "num_train_epochs": float(params["num_train_epochs"]),
         "seed": int(params["seed"]),
         "data_seed": int(params["seed"]),
+        # transformers 5 dropped `warmup_ratio` and reads a `warmup_steps` below 1 as that
+        # share of the training steps; the study's warmup_ratio lies in [0, 1) (config.py).
         "warmup_steps": float(params["warmup_ratio"]),
         "weight_decay": float(params["weight_decay"]),
         "adam_beta1": training.adam_beta1,
@@ -204,6 +206,9 @@ class EvaluationRecorder(TrainerCallback):
                 "f1": metrics.get("eval_f1"),
             }
         )
+        # A row's training loss is the one logged since the previous row: an evaluation with
+        # none (the extra one at the last step) shows "No log", as the Trainer's cards do.
+        self._training_loss = None
 
     def _keep_if_best(self, value: float, step: int) -> None:
         best = self.outcome.best_value

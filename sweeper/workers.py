@@ -13,13 +13,20 @@ callbacks), with two things Optuna leaves to the caller:
 - **A clean stop.** The first SIGINT/SIGTERM stops training at the next step boundary,
   saves a checkpoint, fails the trial and enqueues its retry at once (Optuna would leave
   it RUNNING until its heartbeat went stale); a second Ctrl-C exits immediately.
+- **A failing trial fails alone.** Anything a trial raises (other than a stop we asked
+  for and storage errors) fails that trial with its reason stored on it, and the worker
+  goes on. After ``workers.max_consecutive_failures`` such trials in a row (all workers
+  counted) every worker stops with :class:`~sweeper.errors.TrialsFailingError`.
 
-:func:`spawn_gpu_workers` starts one worker process per GPU for ``sweeper worker --gpus``.
+:func:`spawn_gpu_workers` starts one worker process per GPU (or ``trials_per_gpu`` of them,
+each held to its share of the GPU's memory) for ``sweeper worker --gpus``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import gc
 import logging
 import os
 import signal
@@ -27,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,10 +42,11 @@ from types import FrameType
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.config import WorkersConfig
-from sweeper.errors import ConfigError, StorageError, SweeperError
+from sweeper.errors import ConfigError, StorageError, SweeperError, TrialsFailingError
 from sweeper.storage import open_lock, redact, retry_callback
 
 # Trials that used up budget. Failed trials do not: the heartbeat retries them.
@@ -55,11 +64,12 @@ class TrialInterrupted(SweeperError):
 
 
 class _QuietInterruptedTrials(logging.Filter):
-    """Optuna logs a failed trial with its traceback; a stop we asked for is no failure."""
+    """Optuna logs a failed trial with its whole chained traceback. A stop we asked for is
+    no failure, and a trial that raised gets one line of ours (its frames are stored on it)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        return not isinstance(error, TrialInterrupted)
+        return not isinstance(error, (TrialInterrupted, TrialCrashed))
 
 
 logging.getLogger("optuna.study._optimize").addFilter(_QuietInterruptedTrials())
@@ -121,6 +131,112 @@ class StopRequest:
             self._previous.clear()
 
 
+# --- a failing trial fails alone -------------------------------------------------------------
+
+# A trial that raised stores why, as user attributes: ``failure`` ("RuntimeError: ...")
+# and ``failure_traceback`` (its last frames). A trial stopped by a signal stores only
+# ``failure``; a dead worker's trial, failed by the heartbeat check, stores neither.
+FAILURE_ATTR = "failure"
+TRACEBACK_ATTR = "failure_traceback"
+TRACEBACK_FRAMES = 5
+MAX_FAILURE_CHARS = 1000
+MAX_TRACEBACK_CHARS = 4000
+
+# Exceptions that are no failure of the trial's own: they stop the worker (a stop we asked
+# for, the storage) or are Optuna's own verdict (pruned), so they pass through unrecorded.
+PASSED_THROUGH: tuple[type[Exception], ...] = (
+    optuna.TrialPruned,
+    TrialInterrupted,
+    StorageError,
+    optuna.exceptions.StorageInternalError,
+    sqlalchemy.exc.SQLAlchemyError,
+)
+
+
+class TrialCrashed(Exception):
+    """Raised, from the original exception, for a trial whose own code raised, once its
+    reason is stored; the worker's ``study.optimize(catch=...)`` fails the trial and goes
+    on. Never seen outside :func:`run_trials`."""
+
+
+def describe_failure(error: BaseException) -> str:
+    """``"RuntimeError: message"``, as a user attribute holds it."""
+    message = str(error).strip()
+    text = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return text if len(text) <= MAX_FAILURE_CHARS else text[: MAX_FAILURE_CHARS - 3] + "..."
+
+
+def failure_traceback(error: BaseException) -> str:
+    """The last frames of ``error``'s traceback and its message, as Python prints them."""
+    frames = traceback.extract_tb(error.__traceback__)[-TRACEBACK_FRAMES:]
+    text = "".join(traceback.format_list(frames) + traceback.format_exception_only(error))
+    return text if len(text) <= MAX_TRACEBACK_CHARS else "..." + text[-MAX_TRACEBACK_CHARS:]
+
+
+def run_objective(objective: Callable[[optuna.Trial], float], trial: optuna.Trial) -> float:
+    """``objective(trial)``; what it raises of its own is stored on the trial (before Optuna
+    marks it FAIL) and raised again as :class:`TrialCrashed`."""
+    inherited = trial.user_attrs  # a retry starts with a copy of its failed trial's
+    for key in (FAILURE_ATTR, TRACEBACK_ATTR):
+        if inherited.get(key) is not None:
+            trial.set_user_attr(key, None)
+    try:
+        return objective(trial)
+    except PASSED_THROUGH:
+        raise
+    except Exception as error:
+        reason = describe_failure(error)
+        trial.set_user_attr(FAILURE_ATTR, reason)
+        trial.set_user_attr(TRACEBACK_ATTR, failure_traceback(error))
+        raise TrialCrashed(reason) from error
+
+
+def is_crashed(trial: FrozenTrial) -> bool:
+    """A trial that failed because its own code raised (not stopped, not a dead worker's)."""
+    return trial.state == TrialState.FAIL and bool(trial.user_attrs.get(TRACEBACK_ATTR))
+
+
+def failure_streak(study: optuna.Study) -> list[FrozenTrial]:
+    """The trials that raised since the last one that finished (completed or pruned), all
+    workers counted, oldest first. Trials are taken in the order they ended; running and
+    waiting ones, and failed ones that did not raise (stopped by a signal, or a dead
+    worker's), neither count nor break the streak."""
+    ended = study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    )
+    ended.sort(key=lambda trial: (trial.datetime_complete or datetime.datetime.min, trial.number))
+    streak: list[FrozenTrial] = []
+    for trial in reversed(ended):
+        if trial.state != TrialState.FAIL:
+            break
+        if is_crashed(trial):
+            streak.append(trial)
+    return streak[::-1]
+
+
+def check_failure_streak(study: optuna.Study, workers: WorkersConfig) -> None:
+    """Raise :class:`TrialsFailingError` when the study's last trials all raised."""
+    limit = workers.max_consecutive_failures
+    streak = failure_streak(study)
+    if len(streak) < limit:
+        return
+    shown = streak[-10:]
+    numbers = ("..., " if len(streak) > len(shown) else "") + ", ".join(
+        f"#{trial.number}" for trial in shown
+    )
+    last = streak[-1]
+    reason = (str(last.user_attrs.get(FAILURE_ATTR) or "").strip().splitlines() or ["?"])[0]
+    raise TrialsFailingError(
+        f"the last {len(streak)} trials of study {study.study_name!r} ({numbers}) all failed, "
+        f"reaching workers.max_consecutive_failures={limit}; trial #{last.number} failed with "
+        f"{reason}. Every worker stops rather than spend the budget on trials that fail "
+        "the same way. Fix the cause (`sweeper show` lists each trial's reason, and its user "
+        "attribute failure_traceback holds the last frames), then run the same command with "
+        f"--set workers.max_consecutive_failures={len(streak) + 1} to try one more trial; "
+        "the count starts again from 0 as soon as a trial completes or is pruned"
+    )
+
+
 # --- the shared budget -------------------------------------------------------------------------
 
 
@@ -165,7 +281,9 @@ def run_trials(
     log: Callable[[str], None] = print,
 ) -> WorkerResult:
     """Run trials of ``study`` until ``n_trials`` have finished in storage (all workers
-    counted), ``timeout_seconds`` have passed, or a stop is requested."""
+    counted), ``timeout_seconds`` have passed, or a stop is requested. A trial that raises
+    fails alone; ``workers.max_consecutive_failures`` of them in a row raise
+    :class:`~sweeper.errors.TrialsFailingError`."""
     stop = stop or StopRequest()
     lock = open_lock(storage_url, f"budget/{study.study_name}")
     started = time.monotonic()
@@ -176,7 +294,7 @@ def run_trials(
         # The trial is RUNNING in storage now: other workers will count it.
         lock.release()
         current["trial_id"] = trial._trial_id
-        return objective(trial)
+        return run_objective(objective, trial)
 
     waiting_logged = False
     try:
@@ -188,29 +306,34 @@ def run_trials(
             lock.acquire()
             try:
                 fail_stale_trials(study)
-                if n_trials is not None:
-                    finished, running = budget_counts(study)
-                    if finished >= n_trials:
-                        return WorkerResult(trials_run, "budget met")
-                    if finished + running >= n_trials:
-                        lock.release()
-                        if not waiting_logged:
-                            log(
-                                f"[sweeper] {finished}/{n_trials} finished and {running} running "
-                                "elsewhere: waiting in case one of them dies and is retried"
-                            )
-                            waiting_logged = True
-                        stop.wait(workers.poll_seconds)
-                        continue
+                finished, running = budget_counts(study)
+                if n_trials is not None and finished >= n_trials:
+                    return WorkerResult(trials_run, "budget met")
+                # Before a trial is started (a worker on a study whose last trials failed
+                # stops at once) and while waiting (so every worker stops).
+                check_failure_streak(study, workers)
+                if n_trials is not None and finished + running >= n_trials:
+                    lock.release()
+                    if not waiting_logged:
+                        log(
+                            f"[sweeper] {finished}/{n_trials} finished and {running} running "
+                            "elsewhere: waiting in case one of them dies and is retried"
+                        )
+                        waiting_logged = True
+                    stop.wait(workers.poll_seconds)
+                    continue
                 waiting_logged = False
                 current.clear()
                 try:
-                    study.optimize(gated, n_trials=1, callbacks=list(callbacks))
+                    study.optimize(
+                        gated, n_trials=1, callbacks=list(callbacks), catch=(TrialCrashed,)
+                    )
                 except TrialInterrupted as interrupted:
                     _retry_now(study, current.get("trial_id"), workers, log)
                     stop.request(interrupted.signal_number)
                     return WorkerResult(trials_run, "interrupted", interrupted.signal_number)
                 trials_run += 1
+                _report_crash(study, current.get("trial_id"), log)
             except optuna.exceptions.StorageInternalError as exc:
                 raise StorageError(
                     f"storage {redact(storage_url)} failed during the sweep: {exc}"
@@ -219,6 +342,19 @@ def run_trials(
                 lock.release()
     finally:
         lock.close()
+
+
+def _report_crash(study: optuna.Study, trial_id: int | None, log: Callable[[str], None]) -> None:
+    """Say that a trial raised (the worker goes on); free what its traceback held."""
+    if trial_id is None:
+        return
+    frozen = study._storage.get_trial(trial_id)
+    if not is_crashed(frozen):
+        return
+    gc.collect()  # the exception's frames held the trial's model and trainer
+    log(
+        f"[sweeper] trial #{frozen.number} failed and is not retried: {frozen.user_attrs[FAILURE_ATTR]}"
+    )
 
 
 def _retry_now(
@@ -266,16 +402,89 @@ def parse_gpus(value: str, available: int) -> list[int]:
     return list(dict.fromkeys(indices))
 
 
-def spawn_gpu_workers(worker_argv: Sequence[str], gpus: Sequence[int]) -> int:
-    """Start ``python -m sweeper <worker_argv>`` once per GPU, pinned with
-    CUDA_VISIBLE_DEVICES; forward SIGINT/SIGTERM to them; return the worst exit code."""
-    processes: list[subprocess.Popen[bytes]] = []
+# Set by `sweeper worker --gpus` for each worker it starts when several share a GPU: the
+# share of the GPU's memory that worker may allocate (see apply_gpu_memory_fraction).
+GPU_MEMORY_FRACTION_ENV = "SWEEPER_GPU_MEMORY_FRACTION"
+# Test-only: the number of GPUs `sweeper worker --gpus` believes this machine has, so the
+# several-workers-per-GPU path runs on a CPU machine (the workers then train on the CPU).
+FAKE_GPU_COUNT_ENV = "SWEEPER_FAKE_GPU_COUNT"
+
+
+def gpu_count() -> int:
+    """GPUs on this machine (or ``SWEEPER_FAKE_GPU_COUNT`` in tests)."""
+    fake = os.environ.get(FAKE_GPU_COUNT_ENV)
+    if fake is not None:
+        if not fake.strip().isdigit():
+            raise ConfigError(
+                f"{FAKE_GPU_COUNT_ENV} must be a whole number of GPUs (it is for tests only), "
+                f"but got {FAKE_GPU_COUNT_ENV}={fake!r}; unset it to use the real GPUs"
+            )
+        return int(fake)
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def gpu_worker_environments(
+    gpus: Sequence[int], trials_per_gpu: int = 1
+) -> list[tuple[int, dict[str, str]]]:
+    """(GPU, extra environment) of each worker process: ``trials_per_gpu`` per GPU, each
+    pinned with CUDA_VISIBLE_DEVICES and, when several share a GPU, told its memory share."""
+    if trials_per_gpu < 1:
+        raise ConfigError(
+            f"trials_per_gpu must be at least 1, but got {trials_per_gpu}; "
+            "pass --trials-per-gpu 1 (one trial per GPU) or more"
+        )
+    workers = []
     for gpu in gpus:
-        environment = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
+        for _ in range(trials_per_gpu):
+            extra = {"CUDA_VISIBLE_DEVICES": str(gpu)}
+            if trials_per_gpu > 1:
+                extra[GPU_MEMORY_FRACTION_ENV] = f"{1.0 / trials_per_gpu:.6f}"
+            workers.append((gpu, extra))
+    return workers
+
+
+def apply_gpu_memory_fraction() -> float | None:
+    """Limit this process to its share of the GPU's memory, as ``SWEEPER_GPU_MEMORY_FRACTION``
+    says (set for each of several workers sharing a GPU), so a trial that outgrows its share
+    runs out of memory itself (and is pruned) instead of taking its neighbours down.
+    Returns the fraction applied, or None (no variable, or no CUDA)."""
+    raw = os.environ.get(GPU_MEMORY_FRACTION_ENV)
+    if raw is None or not raw.strip():
+        return None
+    try:
+        fraction = float(raw)
+    except ValueError:
+        fraction = float("nan")
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(
+            f"{GPU_MEMORY_FRACTION_ENV} must be a fraction in (0, 1], but got "
+            f"{GPU_MEMORY_FRACTION_ENV}={raw!r}; `sweeper worker --gpus ... --trials-per-gpu N` "
+            "sets it to 1/N, so unset it or use --trials-per-gpu"
+        )
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.set_per_process_memory_fraction(fraction)
+    return fraction
+
+
+def spawn_gpu_workers(
+    worker_argv: Sequence[str], gpus: Sequence[int], trials_per_gpu: int = 1
+) -> int:
+    """Start ``python -m sweeper <worker_argv>`` ``trials_per_gpu`` times per GPU, pinned
+    with CUDA_VISIBLE_DEVICES (and each held to 1/trials_per_gpu of the GPU's memory);
+    forward SIGINT/SIGTERM to them; return the worst exit code."""
+    processes: list[subprocess.Popen[bytes]] = []
+    for gpu, extra in gpu_worker_environments(gpus, trials_per_gpu):
+        environment = {**os.environ, **extra}
         processes.append(
             subprocess.Popen([sys.executable, "-m", "sweeper", *worker_argv], env=environment)
         )
-        print(f"[sweeper] worker {processes[-1].pid} on GPU {gpu}", flush=True)
+        share = f" (1/{trials_per_gpu} of its memory)" if trials_per_gpu > 1 else ""
+        print(f"[sweeper] worker {processes[-1].pid} on GPU {gpu}{share}", flush=True)
 
     def forward(signal_number: int, frame: FrameType | None) -> None:
         for process in processes:

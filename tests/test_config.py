@@ -68,16 +68,25 @@ def test_minimal_study_gets_card_defaults(tmp_path: Path) -> None:
 def test_imdb_study_file_is_valid_and_enqueues_both_cards() -> None:
     config = load_study_config("imdb", studies_dir=REPO_ROOT / "studies")
     baselines = dict(config.baseline_params())
-    assert (
-        baselines["card A"]["learning_rate"] == 1e-5
-        and baselines["card A"]["num_train_epochs"] == 5
-    )
-    # card B planned 200 epochs: capped to the study's maximum
-    assert baselines["card B"]["num_train_epochs"] == config.search_space.max_epochs()
+    assert baselines["card A"]["learning_rate"] == 1e-5
+    # card A trained 5 epochs and card B planned 200: both capped to the CPU study's maximum
+    assert config.search_space.max_epochs() == 3
+    assert baselines["card A"]["num_train_epochs"] == baselines["card B"]["num_train_epochs"] == 3
+    # The default study runs from a bare clone: its data ships in the repository.
+    assert Path(config.dataset.path) == (REPO_ROOT / "data" / "imdb-3k.csv.gz").resolve()
     assert all(
         params["per_device_train_batch_size"] == 32 and params["seed"] == 42
         for params in baselines.values()
     )
+
+
+def test_full_size_study_file_is_valid_and_keeps_the_test_split_out() -> None:
+    config = load_study_config("imdb-distilbert", studies_dir=REPO_ROOT / "studies")
+    assert config.model.name == "distilbert-base-uncased" and config.dataset.path == "imdb"
+    # IMDb's test split is never used to select: validation is carved from train.
+    assert config.dataset.validation_split is None and config.dataset.train_split == "train"
+    assert config.search_space.max_epochs() == 5
+    assert {name for name, _ in config.baseline_params()} == {"card A", "card B"}
 
 
 def test_toml_study_file(tmp_path: Path) -> None:
@@ -128,6 +137,18 @@ BAD_STUDIES = [
         with_changes(search_space__per_device_train_batch_size={"choices": [16, 24.5]}),
         r"per_device_train_batch_size: expected whole numbers, but got 24\.5",
         id="fractional-batch",
+    ),
+    pytest.param(
+        with_changes(search_space__warmup_ratio={"low": 0.0, "high": 1.5}),
+        r"search_space\.warmup_ratio: is a share of the training steps and must lie in \[0, 1\), "
+        r"but got low=0\.0, high=1\.5",
+        id="warmup-range-above-one",
+    ),
+    pytest.param(
+        with_changes(search_space__warmup_ratio=1.0),
+        r"search_space\.warmup_ratio: is a share of the training steps and must lie in \[0, 1\), "
+        r"but got 1\.0",
+        id="fixed-warmup-of-one",
     ),
     pytest.param(
         with_changes(model__max_length=-1),
@@ -265,3 +286,21 @@ def test_relative_paths_resolve_against_the_study_file(tmp_path: Path) -> None:
     config = load_study_config(path)
     assert Path(config.dataset.path) == (tmp_path / "data" / "reviews.csv").resolve()
     assert config.model.name == "some-model"  # not on disk: left as a hub id
+
+
+def test_fixed_epochs_cap_the_baselines_epochs_too() -> None:
+    """A quick look fixes num_train_epochs=1; the cards' 5 and 200 epochs are capped, not refused."""
+    config = load_study_config(
+        "imdb", {"search_space.num_train_epochs": 1}, studies_dir=REPO_ROOT / "studies"
+    )
+    assert config.search_space.max_epochs() == 1
+    assert all("num_train_epochs" not in params for _, params in config.baseline_params())
+    with pytest.raises(ConfigError, match=r"num_train_epochs=0 differs from the study's fixed"):
+        load_study_config(
+            "imdb",
+            {
+                "search_space.num_train_epochs": 1,
+                "baselines": [{"name": "x", "params": {"num_train_epochs": 0}}],
+            },
+            studies_dir=REPO_ROOT / "studies",
+        )

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from sweeper.config import load_study_config
 from sweeper.data import prepare_data
 from sweeper.models import load_classifier
-from sweeper.training import build_trainer
+from sweeper.training import build_trainer, train_trial
 
 PARAMS = {
     "learning_rate": 1e-3,
@@ -57,3 +57,40 @@ def test_evaluation_runs_longest_first_and_training_batches_group_by_length(
         ]
     )
     assert grouped < in_stored_order
+
+
+def test_warmup_ratio_ramps_the_learning_rate_over_that_share_of_the_steps(
+    tmp_path: Path, write_study: Callable[..., Path]
+) -> None:
+    """transformers 5 reads warmup_steps below 1 as a share of the steps: 0.25 of 8 is 2."""
+    config = load_study_config(write_study())
+    tokenizer = AutoTokenizer.from_pretrained(config.model.name)
+    data = prepare_data(config.dataset, tokenizer, config.model.max_length, tmp_path / "cache")
+    model = load_classifier(config.model.name, data.label_names)
+    params = {**PARAMS, "warmup_ratio": 0.25}
+    trainer = build_trainer(config, params, data, model, tmp_path / "trial")
+    trainer.create_optimizer_and_scheduler(num_training_steps=8)
+    assert trainer.lr_scheduler is not None and trainer.optimizer is not None
+    rates = []
+    for _ in range(8):
+        rates.append(trainer.lr_scheduler.get_last_lr()[0])
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    peak = params["learning_rate"]
+    assert rates[0] == 0.0 and 0.0 < rates[1] < peak  # warming up over 2 steps
+    assert rates[2] == peak  # then the linear decay starts from the peak
+    assert rates[3] < rates[2] and rates[7] < rates[3]
+
+
+def test_a_row_without_a_logged_training_loss_has_none(
+    tmp_path: Path, write_study: Callable[..., Path]
+) -> None:
+    """12 steps, evaluated every 5: steps 5 and 10 logged a training loss, the extra
+    evaluation at the last step (12) did not, and must not repeat step 10's."""
+    config = load_study_config(write_study(evaluation={"strategy": "steps", "steps": 5}))
+    tokenizer = AutoTokenizer.from_pretrained(config.model.name)
+    data = prepare_data(config.dataset, tokenizer, config.model.max_length, tmp_path / "cache")
+    outcome = train_trial(config, PARAMS, data, tmp_path / "trial")
+    assert [row["step"] for row in outcome.history] == [5, 10, 12]
+    losses = [row["training_loss"] for row in outcome.history]
+    assert losses[0] is not None and losses[1] is not None and losses[2] is None

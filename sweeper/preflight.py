@@ -1,0 +1,195 @@
+"""Pre-flight: what would fail every trial, found before the study's storage is written.
+
+:func:`run_preflight` is the entry point (``sweeper check STUDY`` runs it alone, and
+``run_study`` runs it before it opens the storage). It reads the model's config and
+tokenizer, the dataset's splits (nothing is tokenized or cached yet), and checks:
+
+- ``model.max_length`` against the tokenizer's limit and the model's position table
+  (RoBERTa-style tables hold ``padding_idx + 1`` extra rows; relative-position models
+  have no fixed limit);
+- a checkpoint whose classification head has another number of labels than the data: the
+  head is re-initialised (``ignore_mismatched_sizes``), which is reported, not refused;
+- that the storage can be reached, and the output and checkpoint directories can be
+  written and have room for at least one checkpoint;
+- the search space's batch sizes against the training rows.
+
+Every failure is one line; all of them are reported together as one :class:`PreflightError`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sweeper.config import Choices, StudyConfig
+from sweeper.data import DataSplits, load_splits
+from sweeper.errors import PreflightError, SweeperError
+from sweeper.models import (
+    head_label_count,
+    load_model_config,
+    load_tokenizer,
+    position_limit,
+)
+from sweeper.storage import check_reachable
+
+# A tokenizer with no limit of its own reports this sentinel (transformers' VERY_LARGE_INTEGER).
+NO_TOKENIZER_LIMIT = 10**6
+# Bytes per parameter in a checkpoint: fp32 weights plus AdamW's two fp32 moments.
+CHECKPOINT_BYTES_PER_PARAMETER = 12
+
+
+@dataclass
+class PreflightResult:
+    """What the checks loaded, so the sweep does not read it again."""
+
+    tokenizer: Any
+    splits: DataSplits
+    notices: list[str] = field(default_factory=list)
+
+
+def _tokenizer_limit(tokenizer: Any) -> int | None:
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and limit < NO_TOKENIZER_LIMIT else None
+
+
+def check_max_length(config: StudyConfig, model_config: Any, tokenizer: Any) -> list[str]:
+    """``model.max_length`` within what the tokenizer and the position table allow."""
+    max_length = config.model.max_length
+    problems = []
+    positions = position_limit(model_config)
+    if positions is not None and max_length > positions:
+        problems.append(
+            f"model.max_length={max_length} exceeds the {positions} positions of "
+            f"{config.model.name!r} ({model_config.model_type}); set model.max_length to at most {positions}"
+        )
+    tokenizer_limit = _tokenizer_limit(tokenizer)
+    # One line for one limit: the tokenizer is named only when it is the stricter of the two.
+    stricter = tokenizer_limit is not None and (positions is None or tokenizer_limit < positions)
+    if stricter and tokenizer_limit is not None and max_length > tokenizer_limit:
+        problems.append(
+            f"model.max_length={max_length} exceeds the tokenizer's model_max_length="
+            f"{tokenizer_limit} for {config.model.name!r}; set model.max_length to at most {tokenizer_limit}"
+        )
+    return problems
+
+
+def head_notice(config: StudyConfig, model_config: Any, label_names: list[str]) -> str | None:
+    """A checkpoint fine-tuned for another number of labels gets a fresh head; say so."""
+    pretrained = head_label_count(model_config)
+    if pretrained is None or pretrained == len(label_names):
+        return None
+    return (
+        f"model.name={config.model.name!r} has a classification head for {pretrained} labels, "
+        f"the data has {len(label_names)} ({', '.join(label_names)}): the head is re-initialised "
+        "(ignore_mismatched_sizes) and trained from scratch"
+    )
+
+
+def check_batch_sizes(config: StudyConfig, train_rows: int) -> list[str]:
+    """Every batch the space can draw must fit the training split at least once."""
+    spec = config.search_space.per_device_train_batch_size
+    sizes = spec.choices if isinstance(spec, Choices) else [spec]
+    accumulation = config.training.gradient_accumulation_steps
+    too_large = sorted(int(size) for size in sizes if int(size) * accumulation > train_rows)
+    if not too_large:
+        return []
+    fit = [int(size) for size in sizes if int(size) * accumulation <= train_rows]
+    per_step = f" x training.gradient_accumulation_steps={accumulation}" if accumulation > 1 else ""
+    return [
+        f"search_space.per_device_train_batch_size: {too_large}{per_step} exceed the "
+        f"{train_rows} training rows, so such a trial would not make one full step; "
+        + (
+            f"keep the choices {fit}"
+            if fit
+            else "lower the batch sizes or raise dataset.max_train_rows"
+        )
+    ]
+
+
+def checkpoint_bytes(model_config: Any) -> int | None:
+    """About how large one checkpoint (weights and optimizer state) of this model is."""
+    try:
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        # On the meta device no memory is allocated: only the shapes are built.
+        with torch.device("meta"):
+            model = AutoModelForSequenceClassification.from_config(model_config)
+        parameters = sum(parameter.numel() for parameter in model.parameters())
+    except Exception:  # an exotic architecture: the space check is skipped, not the sweep
+        return None
+    return parameters * CHECKPOINT_BYTES_PER_PARAMETER
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.expanduser().absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_directory(key: str, directory: Path, needed_bytes: int | None) -> list[str]:
+    """``directory`` exists or can be created, is writable, and has room for a checkpoint."""
+    ancestor = _existing_ancestor(directory)
+    if not ancestor.is_dir():
+        return [f"{key}={str(directory)!r} cannot be created: {str(ancestor)!r} is a file"]
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return [
+            f"{key}={str(directory)!r} is not writable ({str(ancestor)!r} refuses writes); "
+            f"point {key} at a writable directory"
+        ]
+    if needed_bytes is not None:
+        free = shutil.disk_usage(ancestor).free
+        if free < needed_bytes:
+            return [
+                f"{key}={str(directory)!r} has {free / 1e9:.2f} GB free, but one checkpoint of "
+                f"this model takes about {needed_bytes / 1e9:.2f} GB; free space or point {key} elsewhere"
+            ]
+    return []
+
+
+def check_directories(config: StudyConfig, model_config: Any) -> list[str]:
+    needed = checkpoint_bytes(model_config)
+    checkpoint_key = "checkpoint_root" if config.checkpoint_root else "output_dir"
+    problems = check_directory("output_dir", config.study_dir, None)
+    if not problems or checkpoint_key != "output_dir":
+        problems += check_directory(checkpoint_key, config.checkpoint_dir, needed)
+    return problems
+
+
+def _collect(problems: list[str], check: Callable[[], Any]) -> Any:
+    """Run one check; a SweeperError it raises becomes one line among the others."""
+    try:
+        return check()
+    except SweeperError as exc:
+        problems.append(str(exc).replace("\n", " "))
+        return None
+
+
+def run_preflight(config: StudyConfig) -> PreflightResult:
+    """Check everything a trial needs, without writing anything; raise every failure at once."""
+    problems: list[str] = []
+    model_config = _collect(problems, lambda: load_model_config(config.model.name))
+    tokenizer = _collect(problems, lambda: load_tokenizer(config.model.name))
+    if model_config is not None and tokenizer is not None:
+        problems += check_max_length(config, model_config, tokenizer)
+    _collect(problems, lambda: check_reachable(config.storage_url))
+    if model_config is not None:
+        problems += check_directories(config, model_config)
+    splits = _collect(problems, lambda: load_splits(config.dataset))
+    notices: list[str] = []
+    if splits is not None:
+        problems += check_batch_sizes(config, len(splits.train))
+        if model_config is not None:
+            notice = head_notice(config, model_config, splits.label_names)
+            notices += [notice] if notice else []
+    if problems:
+        lines = "\n".join(f"  {problem}" for problem in problems)
+        raise PreflightError(
+            f"study {config.name!r} would fail every trial; nothing was written:\n{lines}"
+        )
+    return PreflightResult(tokenizer=tokenizer, splits=splits, notices=notices)

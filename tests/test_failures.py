@@ -1,0 +1,313 @@
+"""A failing trial fails alone: its reason is stored, the worker goes on, and a study whose
+last ``workers.max_consecutive_failures`` trials all raised stops every worker (exit 3).
+
+Trials fail for a real reason: the tiny BERT's ``model.safetensors`` is overwritten with
+garbage, so ``from_pretrained`` raises inside every trial (the pre-flight check reads only
+the model's config and tokenizer).
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeper.cli import EXIT_TRIALS_FAILING, main
+from sweeper.config import WorkersConfig, load_study_config
+from sweeper.errors import ConfigError, TrialsFailingError
+from sweeper.report import render_report
+from sweeper.study import load_existing_study, run_study
+from sweeper.workers import check_failure_streak, failure_streak
+
+QUICK = {
+    "dataset": {"max_train_rows": 32, "max_validation_rows": 16},
+    "search_space": {"num_train_epochs": 1},
+    "evaluation": {"strategy": "epoch"},
+    "pruner": {"type": "none"},
+}
+GARBAGE = b"this is not a safetensors file" * 64
+# What safetensors says of GARBAGE, stored as the trial's reason.
+REASON = "SafetensorError: Error while deserializing header"
+
+
+@pytest.fixture
+def broken_model_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
+    """A copy of the tiny BERT whose weights file is garbage."""
+    directory = tmp_path / "broken-bert"
+    shutil.copytree(tiny_model_dir, directory)
+    (directory / "model.safetensors").write_bytes(GARBAGE)
+    return directory
+
+
+def repair(broken: Path, tiny_model_dir: Path) -> None:
+    shutil.copyfile(tiny_model_dir / "model.safetensors", broken / "model.safetensors")
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def assert_crashed(trial: FrozenTrial) -> None:
+    """FAIL with its reason and the last frames stored, and never re-enqueued as a retry."""
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["failure"].startswith(REASON), trial.user_attrs
+    frames = trial.user_attrs["failure_traceback"]
+    assert REASON in frames.rstrip().splitlines()[-1]  # e.g. safetensors._safetensors_rust.
+    assert 1 <= frames.count('  File "') <= 5
+    assert "failed_trial" not in trial.system_attrs
+
+
+def test_every_trial_crashing_stops_the_sweep_with_exit_3_after_three_failures(
+    write_study: Callable[..., Path],
+    broken_model_dir: Path,
+    study_name: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    storage_url = sqlite_url(tmp_path)
+    path = write_study(
+        study_name, **QUICK, model={"name": str(broken_model_dir)}, budget={"n_trials": 5}
+    )
+    args = ["sweep", str(path), "--storage", storage_url, "--no-progress"]
+    assert main(args) == EXIT_TRIALS_FAILING == 3
+    captured = capsys.readouterr()
+    error = captured.err.splitlines()[-1]
+    assert error.startswith(
+        f"sweeper: error: the last 3 trials of study {study_name!r} (#0, #1, #2) all failed, "
+        f"reaching workers.max_consecutive_failures=3; trial #2 failed with {REASON}"
+    ), error
+    assert "--set workers.max_consecutive_failures=4 to try one more trial" in error
+    # After each failure the worker said so and went on (the third then stopped it).
+    assert captured.out.count(f"failed and is not retried: {REASON}") == 3
+
+    trials = load_existing_study(study_name, storage_url).get_trials()
+    # Exactly three trials, none re-enqueued (no WAITING retry): a crash is not retried.
+    assert [trial.number for trial in trials] == [0, 1, 2]
+    for trial in trials:
+        assert_crashed(trial)
+
+    # Run again with nothing fixed: it stops at once, before starting another trial.
+    assert main(args) == EXIT_TRIALS_FAILING
+    assert "(#0, #1, #2) all failed" in capsys.readouterr().err
+    assert len(load_existing_study(study_name, storage_url).get_trials()) == 3
+
+
+def test_after_the_fix_one_more_allowed_failure_lets_the_study_finish(
+    write_study: Callable[..., Path],
+    broken_model_dir: Path,
+    tiny_model_dir: Path,
+    study_name: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    storage_url = sqlite_url(tmp_path)
+    path = write_study(
+        study_name,
+        **QUICK,
+        model={"name": str(broken_model_dir)},
+        workers={"max_consecutive_failures": 1},
+        budget={"n_trials": 2},
+    )
+    args = ["sweep", str(path), "--storage", storage_url, "--no-progress"]
+    assert main(args) == EXIT_TRIALS_FAILING
+    assert "--set workers.max_consecutive_failures=2 to try one more" in capsys.readouterr().err
+    repair(broken_model_dir, tiny_model_dir)
+    assert main([*args, "--set", "workers.max_consecutive_failures=2"]) == 0
+    failed, *finished = load_existing_study(study_name, storage_url).get_trials()
+    assert_crashed(failed)
+    # The first trial to finish reset the count: a limit of 1 would otherwise stop trial 2.
+    assert [trial.state for trial in finished] == [TrialState.COMPLETE] * 2
+
+
+class BreakAndRepair:
+    """An Optuna study callback (run after each trial): it restores the weights after a
+    failed trial and breaks them again after trial 1, so trials 0 and 2 fail and 1 and 3
+    complete: two failures, never two in a row."""
+
+    def __init__(self, broken: Path, good: Path):
+        self.broken, self.good = broken, good
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL:
+            repair(self.broken, self.good)
+        elif trial.number == 1:
+            (self.broken / "model.safetensors").write_bytes(GARBAGE)
+
+
+def test_a_failed_trial_fails_alone_and_the_worker_finishes_the_budget(
+    write_study: Callable[..., Path],
+    broken_model_dir: Path,
+    tiny_model_dir: Path,
+    study_name: str,
+    tmp_path: Path,
+) -> None:
+    storage_url = sqlite_url(tmp_path)
+    path = write_study(
+        study_name,
+        **QUICK,
+        model={"name": str(broken_model_dir)},
+        workers={"max_consecutive_failures": 2},
+        budget={"n_trials": 2},
+    )
+    config = load_study_config(path, {"storage": storage_url})
+    study = run_study(
+        config,
+        show_progress=False,
+        extra_callbacks=[BreakAndRepair(broken_model_dir, tiny_model_dir)],
+    )
+    trials = study.get_trials()
+    assert [trial.state for trial in trials] == [
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+    ]
+    assert_crashed(trials[0])
+    assert_crashed(trials[2])
+    for trial in (trials[1], trials[3]):
+        assert "failure" not in trial.user_attrs and trial.user_attrs["history"]
+    # A crashed trial leaves no checkpoint behind: only the best trial's directory stays.
+    checkpoints = tmp_path / "runs" / study_name / "checkpoints"
+    assert [p.name for p in checkpoints.iterdir()] == [f"trial-{study.best_trial.number}"]
+
+
+def test_two_workers_on_crashing_trials_both_stop_with_exit_3(
+    write_study: Callable[..., Path],
+    broken_model_dir: Path,
+    study_name: str,
+    tmp_path: Path,
+) -> None:
+    storage_url, n_workers, limit = sqlite_url(tmp_path), 2, 3
+    path = write_study(
+        study_name,
+        **QUICK,
+        model={"name": str(broken_model_dir)},
+        workers={"poll_seconds": 0.5, "max_consecutive_failures": limit},
+        budget={"n_trials": 20},
+    )
+    logs = [tmp_path / f"worker-{index}.log" for index in range(n_workers)]
+    workers = []
+    for log in logs:
+        with log.open("wb") as output:
+            command = [sys.executable, "-m", "sweeper", "worker", str(path)]
+            workers.append(
+                subprocess.Popen(
+                    [*command, "--storage", storage_url, "--no-progress"],
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    codes = [worker.wait(timeout=600) for worker in workers]
+    outputs = [log.read_text() for log in logs]
+    assert codes == [EXIT_TRIALS_FAILING] * n_workers, "\n".join(outputs)
+    for text in outputs:
+        assert f"reaching workers.max_consecutive_failures={limit}" in text, text
+
+    trials = load_existing_study(study_name, storage_url).get_trials()
+    # Each worker starts a trial only while fewer than `limit` have failed in a row, so at
+    # most one trial per other worker can be under way when the limit is reached.
+    assert limit <= len(trials) <= limit + n_workers - 1, [t.state.name for t in trials]
+    for trial in trials:
+        assert_crashed(trial)
+
+
+def test_show_and_the_report_give_the_failure_reason(
+    write_study: Callable[..., Path],
+    broken_model_dir: Path,
+    study_name: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    storage_url = sqlite_url(tmp_path)
+    path = write_study(
+        study_name,
+        **QUICK,
+        model={"name": str(broken_model_dir)},
+        workers={"max_consecutive_failures": 1},
+    )
+    assert main(["sweep", str(path), "--storage", storage_url, "--no-progress"]) == 3
+    capsys.readouterr()
+    assert main(["show", str(path), "--storage", storage_url]) == 0
+    row = capsys.readouterr().out.splitlines()[2]
+    assert row.startswith("0  FAIL") and REASON in row, row
+
+    page = render_report(load_existing_study(study_name, storage_url))
+    failures = page[page.index("<h2>Failed trials</h2>") :]
+    assert "<td>#0</td>" in failures and REASON in failures
+    assert "<summary>traceback</summary>" in failures and "not retried" in failures
+
+
+def ended(
+    number: int,
+    state: TrialState,
+    minute: int,
+    **user_attrs: str,
+) -> FrozenTrial:
+    """A finished trial that ended at ``minute``, as Optuna stores it."""
+    start = datetime.datetime(2026, 1, 1)
+    return FrozenTrial(
+        number=number,
+        state=state,
+        value=0.5 if state == TrialState.COMPLETE else None,
+        datetime_start=start,
+        datetime_complete=start + datetime.timedelta(minutes=minute),
+        params={"learning_rate": 1e-3},
+        distributions={"learning_rate": FloatDistribution(1e-4, 1e-2)},
+        user_attrs=user_attrs,
+        system_attrs={},
+        intermediate_values={},
+        trial_id=number,
+    )
+
+
+def crashed(number: int, minute: int) -> FrozenTrial:
+    return ended(
+        number,
+        TrialState.FAIL,
+        minute,
+        failure=f"RuntimeError: boom {number}",
+        failure_traceback='  File "x.py", line 1, in f\nRuntimeError: boom\n',
+    )
+
+
+def test_the_streak_counts_raised_trials_in_the_order_they_ended() -> None:
+    study = optuna.create_study(study_name="streak")
+    for trial in [
+        crashed(0, minute=1),
+        ended(1, TrialState.COMPLETE, minute=5),  # ended after #2: #2 is not in the streak
+        crashed(2, minute=3),
+        ended(3, TrialState.FAIL, minute=6, failure="interrupted at step 3 (checkpoint saved)"),
+        crashed(4, minute=7),
+        ended(5, TrialState.FAIL, minute=8),  # a dead worker's trial: no reason stored
+        crashed(6, minute=9),
+    ]:
+        study.add_trial(trial)
+    study.ask()  # running: not counted either
+    assert [trial.number for trial in failure_streak(study)] == [4, 6]
+
+    check_failure_streak(study, WorkersConfig(max_consecutive_failures=3))
+    with pytest.raises(
+        TrialsFailingError,
+        match=r"the last 2 trials of study 'streak' \(#4, #6\) all failed, reaching "
+        r"workers\.max_consecutive_failures=2; trial #6 failed with RuntimeError: boom 6\. ",
+    ):
+        check_failure_streak(study, WorkersConfig(max_consecutive_failures=2))
+
+    study.add_trial(ended(8, TrialState.PRUNED, minute=10))
+    assert failure_streak(study) == []
+
+
+def test_max_consecutive_failures_must_be_at_least_one(
+    write_study: Callable[..., Path],
+) -> None:
+    path = write_study(workers={"max_consecutive_failures": 0})
+    with pytest.raises(ConfigError, match=r"workers\.max_consecutive_failures"):
+        load_study_config(path)
