@@ -174,6 +174,16 @@ def eval_steps_for(sizes: dict[str, Any]) -> int:
 # --- taking turns ---------------------------------------------------------------------------------
 
 
+def fresh_accelerate_state() -> None:
+    """Forget accelerate's process-wide state before a side's turn. Its first Trainer fixes
+    the mixed precision for the whole process; on a GPU sweeper trains in bf16 and the
+    documented hyperparameter_search set-up in fp32, and the second side's Trainer would
+    fail ("AcceleratorState has already been initialized and cannot be changed")."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+
+
 class Turns:
     """Lets two threads run one at a time, handing over between trials, and times each side's
     turns. A side that finishes hands over for good; a side alone never waits."""
@@ -205,6 +215,7 @@ class Turns:
             if self._since is None:
                 self._since = time.perf_counter()
             self.turns[side] += 1
+            fresh_accelerate_state()
 
     def hand_over(self, side: str) -> None:
         """Between two trials of ``side``: let the other side run one, then continue."""
@@ -219,6 +230,7 @@ class Turns:
             self._condition.notify_all()
             self._condition.wait_for(lambda: self._holder == side)
             self.turns[side] += 1
+            fresh_accelerate_state()
 
     def finish(self, side: str) -> None:
         with self._condition:
