@@ -1,4 +1,5 @@
-"""The ``sweeper`` command: sweep, worker, check, show, best, report, card, export, dashboard.
+"""The ``sweeper`` command: sweep, worker, check, create, slurm, k8s, show, best, report, card,
+export, dashboard.
 
 Settings resolve as command line, then study file, then defaults. Every SweeperError is
 printed as one readable message with exit status 2 (3 when the study's last trials all
@@ -23,9 +24,19 @@ from sweeper.config import (
 )
 from sweeper.errors import ConfigError, SweeperError, TrialsFailingError
 
+# Exit codes of `sweeper sweep`/`worker` (and the others), defined once: the README's
+# "Exit statuses", the Slurm script and the Kubernetes podFailurePolicy (sweeper.cluster)
+# use these names.
+# The budget is met (or the timeout passed, or nothing was left to do).
+EXIT_OK = 0
+# A problem a restart will not fix: study file, data, model, storage, options (SweeperError).
 EXIT_USER_ERROR = 2
 # The study's last workers.max_consecutive_failures trials all raised (TrialsFailingError).
 EXIT_TRIALS_FAILING = 3
+# Stopped by a signal, cleanly: checkpoint saved, trial re-enqueued (128 + the signal).
+EXIT_STOPPED_SIGINT = 130  # Ctrl-C
+EXIT_STOPPED_SIGUSR1 = 138  # Slurm's time-limit warning: the worker requeued its own task
+EXIT_STOPPED_SIGTERM = 143  # kill, Slurm preemption or scancel, Kubernetes pod deletion
 
 
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,8 +123,131 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(name, help=text)
         _study_arguments(command)
+    _add_cluster_commands(commands)
     _add_view_commands(commands)
     return parser
+
+
+def _trials_per_gpu_argument(parser: argparse.ArgumentParser, holder: str) -> None:
+    parser.add_argument(
+        "--trials-per-gpu",
+        type=int,
+        metavar="N",
+        help=f"N workers share each {holder}'s GPU, each with its own trial (default: the "
+        "study's workers.trials_per_gpu, 1)",
+    )
+
+
+def _add_cluster_commands(commands: Any) -> None:
+    """create, slurm, k8s: a study made ready once, and workers a scheduler runs."""
+    create = commands.add_parser(
+        "create",
+        help="create the study once, before any worker starts: pre-flight check, baselines, "
+        "stored config (idempotent)",
+    )
+    _study_arguments(create)
+    create.add_argument(
+        "--checkpoint-root",
+        help="where trial checkpoints will go (checked for room and writes, not written)",
+    )
+
+    slurm = commands.add_parser(
+        "slurm", help="write (and with --submit, submit) a Slurm job array of workers"
+    )
+    _study_arguments(slurm)
+    slurm.add_argument("--workers", type=int, required=True, help="array tasks, one GPU each")
+    _trials_per_gpu_argument(slurm, "task")
+    slurm.add_argument("--partition", help="the partition (default: the cluster's default)")
+    slurm.add_argument("--account", help="the account to charge (default: your default)")
+    slurm.add_argument(
+        "--time", default="24:00:00", help="each task's time limit (default: 24:00:00)"
+    )
+    slurm.add_argument("--cpus-per-task", type=int, default=8, help="CPUs per task (default: 8)")
+    slurm.add_argument("--mem", default="32G", help="memory per task (default: 32G)")
+    slurm.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="at most N tasks running at once (the array's %%N; default: no limit)",
+    )
+    slurm.add_argument(
+        "--gres", default="gpu:1", help="generic resources per task (default: gpu:1)"
+    )
+    slurm.add_argument(
+        "--signal-seconds",
+        type=int,
+        default=300,
+        help="SIGUSR1 this long before the time limit: the worker stops cleanly and requeues "
+        "its task (default: 300, a training step plus a checkpoint)",
+    )
+    slurm.add_argument(
+        "--checkpoint-root",
+        help="where trial checkpoints go: a filesystem every node mounts at the same path",
+    )
+    slurm.add_argument(
+        "--log-dir",
+        type=Path,
+        help="per-task logs (default: <output_dir>/<study>/slurm/logs)",
+    )
+    slurm.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the Python with sweeper installed, as the nodes see it (default: this one)",
+    )
+    slurm.add_argument(
+        "--sbatch-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="one more #SBATCH line, e.g. --sbatch-option=--qos=high (repeatable)",
+    )
+    slurm.add_argument(
+        "--out", type=Path, help="the script to write (default: <output_dir>/<study>/slurm/)"
+    )
+    slurm.add_argument(
+        "--submit",
+        action="store_true",
+        help="also create the study and sbatch the script; prints the job id",
+    )
+
+    k8s = commands.add_parser(
+        "k8s", help="write Kubernetes manifests: a study-creator Job and a worker Job"
+    )
+    _study_arguments(k8s)
+    k8s.add_argument("--image", required=True, help="the image built from the Dockerfile")
+    k8s.add_argument(
+        "--storage-secret",
+        required=True,
+        help="the Secret holding the storage URL (never written into the manifests)",
+    )
+    k8s.add_argument(
+        "--storage-secret-key", default="url", help="its key holding the URL (default: url)"
+    )
+    k8s.add_argument("--workers", type=int, required=True, help="worker pods, one GPU each")
+    _trials_per_gpu_argument(k8s, "pod")
+    k8s.add_argument("--namespace", help="the namespace (default: kubectl's current one)")
+    k8s.add_argument(
+        "--checkpoint-pvc",
+        default="sweeper-checkpoints",
+        help="a ReadWriteMany PersistentVolumeClaim for checkpoints, shared by every pod "
+        "(default: sweeper-checkpoints)",
+    )
+    k8s.add_argument(
+        "--grace-seconds",
+        type=int,
+        default=300,
+        help="terminationGracePeriodSeconds: a training step plus a checkpoint (default: 300)",
+    )
+    k8s.add_argument("--backoff-limit", type=int, help="pod failures allowed (default: 3 x N)")
+    k8s.add_argument("--cpu", help="CPU request per worker pod, e.g. 8")
+    k8s.add_argument("--memory", help="memory request and limit per worker pod, e.g. 32Gi")
+    k8s.add_argument(
+        "--study-path",
+        help="the study file inside the image, relative to its WORKDIR (default: the "
+        "file's path relative to this directory, as the Dockerfile copies it)",
+    )
+    k8s.add_argument(
+        "--out", type=Path, help="the directory to write (default: <output_dir>/<study>/k8s/)"
+    )
 
 
 def _add_view_commands(commands: Any) -> None:
@@ -195,9 +329,10 @@ def command_sweep(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     # One of several workers sharing a GPU (sweeper worker --trials-per-gpu): keep to its share.
     apply_gpu_memory_fraction()
-    stop = StopRequest()
+    stop = getattr(args, "stop", None) or StopRequest()
     study = run_study(config, show_progress=not args.no_progress, stop=stop)
     if stop.signal_number is not None:
+        _requeue_on_time_limit(stop.signal_number)
         return 128 + stop.signal_number
     print(best_summary(study, config.objective.metric))
     return 0
@@ -228,8 +363,10 @@ def command_worker(args: argparse.Namespace) -> int:
             "pass 1 for one trial per GPU, or more to share each GPU between trials"
         )
     if args.gpus is None:
-        # (A worker that --gpus started gets the flag too, and its memory share: no note.)
-        started_by_gpus = "SWEEPER_GPU_MEMORY_FRACTION" in os.environ
+        from sweeper.workers import SPAWNED_BY_GPUS_ENV
+
+        # (A worker that --gpus started gets the flag too: no note.)
+        started_by_gpus = SPAWNED_BY_GPUS_ENV in os.environ
         if per_gpu_flag is not None and per_gpu_flag > 1 and not started_by_gpus:
             print(
                 f"[sweeper] --trials-per-gpu={per_gpu_flag} applies with --gpus only; "
@@ -249,7 +386,29 @@ def command_worker(args: argparse.Namespace) -> int:
         )
         return command_sweep(args)
     gpus = parse_gpus(args.gpus, available)
-    return spawn_gpu_workers(_without_gpus(args.argv), gpus, config.workers.trials_per_gpu)
+    stop = getattr(args, "stop", None)
+    code = spawn_gpu_workers(
+        _without_gpus(args.argv),
+        gpus,
+        config.workers.trials_per_gpu,
+        stop=stop,
+        sampler_seed=config.sampler.seed,
+    )
+    if stop is not None and stop.signal_number is not None:
+        _requeue_on_time_limit(stop.signal_number)
+    return code
+
+
+def _requeue_on_time_limit(signal_number: int) -> None:
+    """Stopped by Slurm's time-limit warning (SIGUSR1): requeue this task, once per task
+    (by the `--gpus` parent, not by each of its workers)."""
+    import signal
+
+    from sweeper.cluster import requeue_own_slurm_task
+    from sweeper.workers import SPAWNED_BY_GPUS_ENV
+
+    if signal_number == signal.SIGUSR1 and SPAWNED_BY_GPUS_ENV not in os.environ:
+        requeue_own_slurm_task()
 
 
 def _without_gpus(argv: Sequence[str]) -> list[str]:
@@ -347,10 +506,143 @@ def command_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_create(args: argparse.Namespace) -> int:
+    from sweeper.storage import redact
+    from sweeper.study import create_study
+
+    config = resolve_config(args)
+    created = create_study(config)
+    baselines = sum(
+        1 for trial in created.study.get_trials(deepcopy=False) if "baseline" in trial.user_attrs
+    )
+    if created.created:
+        state = "created"
+    elif created.completed:
+        state = "existed without its baselines or config, now completed"
+    else:
+        state = "already exists and is ready"
+    print(
+        f"[sweeper] study {config.name!r} in {redact(config.storage_url)} {state}: "
+        f"{baselines} baseline trial(s), {len(created.study.get_trials(deepcopy=False))} trial(s) "
+        "in all; workers can start"
+    )
+    return EXIT_OK
+
+
+def _cluster_config(args: argparse.Namespace) -> StudyConfig:
+    """The study as a cluster's workers will see it; the storage must be a server."""
+    from sweeper.cluster import require_server_storage
+
+    config = resolve_config(args)
+    require_server_storage(config.storage_url, "--storage" if args.storage else "storage")
+    return config
+
+
+def command_slurm(args: argparse.Namespace) -> int:
+    from sweeper.cluster import (
+        SlurmOptions,
+        render_sbatch,
+        sbatch_path,
+        slurm_next_steps,
+        submit_sbatch,
+        write_private,
+    )
+    from sweeper.study import create_study
+
+    config = _cluster_config(args)
+    slurm_dir = config.study_dir / "slurm"
+    options = SlurmOptions(
+        study_file=find_study_file(args.study, args.studies_dir),
+        study_name=config.name,
+        storage_url=config.storage_url,
+        workers=args.workers,
+        partition=args.partition,
+        account=args.account,
+        time=args.time,
+        cpus_per_task=args.cpus_per_task,
+        mem=args.mem,
+        max_concurrent=args.max_concurrent,
+        gres=args.gres,
+        signal_seconds=args.signal_seconds,
+        log_dir=args.log_dir or slurm_dir / "logs",
+        python=args.python,
+        checkpoint_root=config.checkpoint_root,
+        overrides=[item for item in args.overrides if not item.startswith("storage=")],
+        sbatch_options=args.sbatch_option,
+        trials_per_gpu=config.workers.trials_per_gpu,
+    )
+    text = render_sbatch(options)  # every option is checked before anything is written
+    if args.submit:
+        sbatch_path()  # missing sbatch fails before the study is created
+        create_study(config)
+    script = write_private(args.out or slurm_dir / f"{config.name}.sbatch", text)
+    options.log_dir.absolute().mkdir(parents=True, exist_ok=True)
+    if not args.submit:
+        print(
+            f"[sweeper] wrote {script} ({args.workers} array tasks); on a Slurm login node run\n"
+            f"  sweeper create {args.study} --storage URL   (once)\n  sbatch {script}"
+        )
+        return EXIT_OK
+    job_id = submit_sbatch(script)
+    print(slurm_next_steps(job_id, options, script))
+    return EXIT_OK
+
+
+def command_k8s(args: argparse.Namespace) -> int:
+    from sweeper.cluster import K8sOptions, dump_manifests, render_k8s, require_server_storage
+
+    # The pods take the URL from the Secret; a --storage given here is only checked.
+    config = resolve_config(args)
+    if args.storage:
+        require_server_storage(args.storage)
+    study_file = find_study_file(args.study, args.studies_dir)
+    study_path = args.study_path
+    if study_path is None:
+        try:
+            study_path = str(study_file.absolute().relative_to(Path.cwd()))
+        except ValueError:
+            raise ConfigError(
+                f"study file {str(study_file)!r} is outside this directory, so where the "
+                "Dockerfile puts it in the image is unknown; pass --study-path with its path "
+                "inside the image (e.g. studies/imdb.yaml)"
+            ) from None
+    options = K8sOptions(
+        study_name=config.name,
+        study_path=study_path,
+        image=args.image,
+        storage_secret=args.storage_secret,
+        storage_secret_key=args.storage_secret_key,
+        workers=args.workers,
+        namespace=args.namespace,
+        checkpoint_pvc=args.checkpoint_pvc,
+        grace_seconds=args.grace_seconds,
+        backoff_limit=args.backoff_limit,
+        cpu=args.cpu,
+        memory=args.memory,
+        overrides=[item for item in args.overrides if not item.startswith("storage=")],
+        trials_per_gpu=config.workers.trials_per_gpu,
+    )
+    manifests = render_k8s(options)
+    out = args.out or config.study_dir / "k8s"
+    out.mkdir(parents=True, exist_ok=True)
+    for name, documents in manifests.items():
+        (out / name).write_text(dump_manifests(documents), encoding="utf-8")
+    print(
+        f"[sweeper] wrote {out / 'study-creator.yaml'} and {out / 'workers.yaml'}; then\n"
+        f"  kubectl apply -f {out / 'study-creator.yaml'}\n"
+        f"  kubectl wait --for=condition=complete --timeout=30m job/{manifests['study-creator.yaml'][0]['metadata']['name']}\n"
+        f"  kubectl apply -f {out / 'workers.yaml'}"
+    )
+    return EXIT_OK
+
+
 COMMANDS = {
     "sweep": command_sweep,
     "worker": command_worker,
     "check": command_check,
+    "create": command_create,
+    "slurm": command_slurm,
+    "k8s": command_k8s,
     "show": command_show,
     "best": command_best,
     "report": command_report,
@@ -380,9 +672,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # what --gpus children rerun
-    quiet_libraries()
     try:
-        return COMMANDS[args.command](args)
+        if args.command not in ("sweep", "worker"):
+            quiet_libraries()
+            return COMMANDS[args.command](args)
+        from sweeper.workers import StopRequest
+
+        # The stop signals are handled from the start, so a stop while the model loads or
+        # the data is tokenized is as clean as one during training.
+        args.stop = StopRequest()
+        with args.stop.installed():
+            quiet_libraries()
+            return COMMANDS[args.command](args)
     except SweeperError as exc:
         print(f"sweeper: error: {exc}", file=sys.stderr)
         return EXIT_TRIALS_FAILING if isinstance(exc, TrialsFailingError) else EXIT_USER_ERROR

@@ -164,6 +164,12 @@ def trials_table(study: optuna.Study) -> str:
             notes.append(str(trial.user_attrs["stop_reason"]))
         if trial.user_attrs.get("failure"):
             notes.append(one_line(trial.user_attrs["failure"]))
+        if trial.user_attrs.get("slurm_job_id"):
+            task = trial.user_attrs.get("slurm_array_task_id")
+            notes.append(
+                f"slurm {trial.user_attrs['slurm_job_id']}{'' if task is None else f'_{task}'} "
+                f"run {trial.user_attrs.get('slurm_restart_count', 0)}"
+            )
         rows.append(
             [
                 str(trial.number),

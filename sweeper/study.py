@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper.cluster import slurm_attrs
 from sweeper.config import (
     Choices,
     FloatRange,
@@ -38,7 +39,7 @@ from sweeper.data import PreparedData, prepare_data
 from sweeper.errors import ConfigError, StorageError
 from sweeper.preflight import run_preflight
 from sweeper.reporting import StudyProgress, TrialProgressBar, best_trial
-from sweeper.storage import open_storage, redact
+from sweeper.storage import open_lock, open_storage, redact
 from sweeper.training import TrialOutcome, last_checkpoint, train_trial
 from sweeper.workers import StopRequest, TrialInterrupted, budget_counts, is_crashed, run_trials
 
@@ -147,6 +148,9 @@ class Objective:
         # Which machine, process and GPU ran it: the first thing to ask of a slow or odd trial.
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("cuda_visible_devices", os.environ.get("CUDA_VISIBLE_DEVICES"))
+        # Under Slurm: which job, array task and run of it (SLURM_RESTART_COUNT, 0 at first).
+        for key, value in slurm_attrs().items():
+            trial.set_user_attr(key, value)
         if resume_from is not None:
             trial.set_user_attr("resumed_from_step", resume_from[1])
             trial.set_user_attr("failure", None)
@@ -258,6 +262,62 @@ def enqueue_baselines(study: optuna.Study, config: StudyConfig) -> None:
         study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=True)
 
 
+# Set last by ensure_study: the study has its baselines and its stored config. A study
+# without it (its creator was stopped half-way, or it predates this marker) is completed by
+# the next ensure_study, which writes only what is missing.
+STUDY_READY_ATTR = "sweeper_ready"
+
+
+@dataclass
+class CreatedStudy:
+    study: optuna.Study
+    created: bool  # the study did not exist before
+    completed: bool  # this call enqueued the baselines and stored the config
+
+
+def ensure_study(config: StudyConfig, label_names: list[str]) -> CreatedStudy:
+    """The study in its storage, with its baselines enqueued and its config stored: one
+    step, idempotent, safe to run from any number of processes at once.
+
+    Creating the study, enqueuing the baselines and storing the config are separate writes;
+    they run under a lock shared through the storage (as the trial budget's is), and a
+    marker attribute is set last, so a creator stopped half-way leaves a study the next
+    call completes, never one that workers take as ready without its baselines.
+    ``sweeper create`` runs it before any worker starts; every worker runs it again."""
+    storage = open_storage(config.storage_url, workers=config.workers)
+    lock = open_lock(config.storage_url, f"create/{config.name}")
+    try:
+        lock.acquire()
+        study, created = open_study(config, storage)
+        completed = False
+        if not study.user_attrs.get(STUDY_READY_ATTR):
+            enqueue_baselines(study, config)  # skip_if_exists: never twice
+            existing = study.user_attrs
+            for key, value in (
+                ("config", config.model_dump(mode="json")),
+                ("objective_metric", config.objective.metric),
+                ("label_names", label_names),
+            ):
+                if key not in existing:
+                    study.set_user_attr(key, value)
+            study.set_user_attr(STUDY_READY_ATTR, True)
+            completed = True
+    finally:
+        lock.close()
+    config.study_dir.mkdir(parents=True, exist_ok=True)
+    (config.study_dir / "config.resolved.yaml").write_text(dump_config(config), encoding="utf-8")
+    return CreatedStudy(study, created, completed)
+
+
+def create_study(config: StudyConfig) -> CreatedStudy:
+    """``sweeper create``: the pre-flight check (nothing is written when it fails), then
+    :func:`ensure_study`. What every launcher runs once before its workers start."""
+    checked = run_preflight(config)
+    for notice in checked.notices:
+        print(f"[sweeper] note: {notice}", flush=True)
+    return ensure_study(config, checked.splits.label_names)
+
+
 def run_study(
     config: StudyConfig,
     show_progress: bool = True,
@@ -279,15 +339,7 @@ def run_study(
         Path(config.output_dir) / "cache" / "tokenized",
         splits=checked.splits,
     )
-    storage = open_storage(config.storage_url, workers=config.workers)
-    study, created = open_study(config, storage)
-    if created:
-        enqueue_baselines(study, config)
-        study.set_user_attr("config", config.model_dump(mode="json"))
-        study.set_user_attr("objective_metric", config.objective.metric)
-        study.set_user_attr("label_names", data.label_names)
-    config.study_dir.mkdir(parents=True, exist_ok=True)
-    (config.study_dir / "config.resolved.yaml").write_text(dump_config(config), encoding="utf-8")
+    study = ensure_study(config, data.label_names).study
 
     n_trials = config.budget.n_trials
     done, _ = budget_counts(study)

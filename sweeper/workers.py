@@ -10,9 +10,12 @@ callbacks), with two things Optuna leaves to the caller:
   trials in storage until the new trial is RUNNING, so a study with ``n_trials=20`` ends
   with exactly 20 finished trials however many workers join it. A worker that finds the
   budget taken by running trials waits: one of them may die and come back as a retry.
-- **A clean stop.** The first SIGINT/SIGTERM stops training at the next step boundary,
-  saves a checkpoint, fails the trial and enqueues its retry at once (Optuna would leave
-  it RUNNING until its heartbeat went stale); a second Ctrl-C exits immediately.
+- **A clean stop.** The first SIGINT/SIGTERM/SIGUSR1 stops training at the next step
+  boundary, saves a checkpoint, fails the trial and enqueues its retry at once (Optuna
+  would leave it RUNNING until its heartbeat went stale). Signals within
+  ``STOP_WINDOW_SECONDS`` of it are the same stop arriving again (the process group, a
+  ``--gpus`` parent forwarding it, Slurm signalling every process); a second Ctrl-C after
+  that exits immediately.
 - **A failing trial fails alone.** Anything a trial raises (other than a stop we asked
   for and storage errors) fails that trial with its reason stored on it, and the worker
   goes on. After ``workers.max_consecutive_failures`` such trials in a row (all workers
@@ -39,7 +42,6 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
 import optuna
 import sqlalchemy
@@ -78,17 +80,43 @@ logging.getLogger("optuna.study._optimize").addFilter(_QuietInterruptedTrials())
 # --- stopping on a signal --------------------------------------------------------------------
 
 
-class StopRequest:
-    """SIGINT/SIGTERM handling: the first signal asks for a clean stop, a second one exits.
+# Stop signals: Ctrl-C, SIGTERM (kill, Slurm preemption and scancel, Kubernetes pod
+# deletion), SIGUSR1 (the time-limit warning of the Slurm script `sweeper slurm` writes).
+STOP_SIGNALS: tuple[int, ...] = (signal.SIGINT.value, signal.SIGTERM.value, signal.SIGUSR1.value)
+# Stop signals within this many seconds of the first are the same stop delivered again.
+STOP_WINDOW_SECONDS = 3.0
 
-    The handler only sets a flag: training checks it at each step boundary (see
-    ``training.train_trial``), the worker loop between trials.
+
+class StopRequest:
+    """SIGINT/SIGTERM/SIGUSR1 handling: one clean stop however many signals ask for it.
+
+    The first signal asks for a clean stop: the handler only sets a flag, which training
+    checks at each step boundary (see ``training.train_trial``) and the worker loop between
+    trials. Signals that arrive within ``window_seconds`` of the first are the same stop
+    arriving again (Ctrl-C reaches the whole process group, so a ``--gpus`` worker gets it
+    directly and once more forwarded by its parent; Slurm signals every process of a task)
+    and are ignored. A signal after the window is a second request: exit at once (the
+    heartbeat then retries the trial).
+
+    SIGUSR1 is Slurm's time-limit warning (``--signal=B:USR1@<seconds>``, see
+    :mod:`sweeper.cluster`): the same clean stop, after which the worker requeues its own
+    Slurm task (:func:`sweeper.cluster.requeue_own_slurm_task`).
+
+    ``forward``, when given, is called with the signal instead of stopping this process,
+    once per stop (and again for a second stop after the window): what the ``--gpus`` parent
+    does for its worker processes.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        window_seconds: float = STOP_WINDOW_SECONDS,
+        forward: Callable[[int], None] | None = None,
+    ) -> None:
         self._event = threading.Event()
         self.signal_number: int | None = None
-        self._previous: dict[int, Any] = {}
+        self.window_seconds = window_seconds
+        self.forward = forward
+        self._first_at: float | None = None
 
     @property
     def requested(self) -> bool:
@@ -99,36 +127,57 @@ class StopRequest:
         return self._event.wait(seconds)
 
     def request(self, signal_number: int) -> None:
-        self.signal_number = signal_number
+        if self._first_at is None:
+            self._first_at = time.monotonic()
+        if self.signal_number is None:
+            self.signal_number = signal_number
         self._event.set()
 
     def _handle(self, signal_number: int, frame: FrameType | None) -> None:
         name = signal.Signals(signal_number).name
+        now = time.monotonic()
+        if self._first_at is not None and now - self._first_at < self.window_seconds:
+            return  # the same stop, delivered again (process group, forwarded, every process)
+        if self.forward is not None:
+            # The --gpus parent: pass each distinct stop on once; its workers decide.
+            first = self._first_at is None
+            self._first_at = now
+            if self.signal_number is None:
+                self.signal_number = signal_number
+            self._event.set()
+            word = "stopping every worker cleanly" if first else "telling every worker to exit now"
+            print(f"\n[sweeper] {name}: {word}", file=sys.stderr, flush=True)
+            self.forward(signal_number)
+            return
         if self._event.is_set():
             print(f"\n[sweeper] second {name}: exiting now", file=sys.stderr, flush=True)
             os._exit(128 + signal_number)
         self.request(signal_number)
         print(
             f"\n[sweeper] {name}: stopping at the next training step, saving a checkpoint and "
-            "leaving the trial to be retried (Ctrl-C again exits at once)",
+            f"leaving the trial to be retried (Ctrl-C again, after {self.window_seconds:g} s, "
+            "exits at once)",
             file=sys.stderr,
             flush=True,
         )
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[StopRequest]:
-        """Handle SIGINT/SIGTERM while the block runs (main thread only; a no-op elsewhere)."""
+        """Handle the stop signals while the block runs (main thread only; a no-op
+        elsewhere). ``sweeper`` runs its sweep and worker commands inside it from the start,
+        so a stop during tokenization is as clean as one during training; nested use
+        changes nothing."""
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        for number in (signal.SIGINT.value, signal.SIGTERM.value):
-            self._previous[number] = signal.signal(number, self._handle)
+        previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
         try:
+            for number in STOP_SIGNALS:
+                signal.signal(number, self._handle)
             yield self
         finally:
-            for number, handler in self._previous.items():
+            for number, handler in previous.items():
                 signal.signal(number, handler)
-            self._previous.clear()
 
 
 # --- a failing trial fails alone -------------------------------------------------------------
@@ -435,10 +484,18 @@ def gpu_worker_environments(
             f"trials_per_gpu must be at least 1, but got {trials_per_gpu}; "
             "pass --trials-per-gpu 1 (one trial per GPU) or more"
         )
+    # GPU indices count the devices this process sees: where CUDA_VISIBLE_DEVICES already
+    # narrows them (a Slurm task's --gres, a user's own pinning), index i is its i-th entry.
+    visible = [
+        part.strip()
+        for part in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+        if part.strip()
+    ]
     workers = []
     for gpu in gpus:
+        device = visible[gpu] if gpu < len(visible) else str(gpu)
         for _ in range(trials_per_gpu):
-            extra = {"CUDA_VISIBLE_DEVICES": str(gpu)}
+            extra = {"CUDA_VISIBLE_DEVICES": device}
             if trials_per_gpu > 1:
                 extra[GPU_MEMORY_FRACTION_ENV] = f"{1.0 / trials_per_gpu:.6f}"
             workers.append((gpu, extra))
@@ -471,32 +528,56 @@ def apply_gpu_memory_fraction() -> float | None:
     return fraction
 
 
+# Set in the environment of each worker `sweeper worker --gpus` starts: the parent, not
+# they, speaks for the Slurm task (it requeues the task once, see sweeper.cluster).
+SPAWNED_BY_GPUS_ENV = "SWEEPER_SPAWNED_BY_GPUS"
+
+
 def spawn_gpu_workers(
-    worker_argv: Sequence[str], gpus: Sequence[int], trials_per_gpu: int = 1
+    worker_argv: Sequence[str],
+    gpus: Sequence[int],
+    trials_per_gpu: int = 1,
+    stop: StopRequest | None = None,
+    sampler_seed: int | None = None,
 ) -> int:
     """Start ``python -m sweeper <worker_argv>`` ``trials_per_gpu`` times per GPU, pinned
     with CUDA_VISIBLE_DEVICES (and each held to 1/trials_per_gpu of the GPU's memory);
-    forward SIGINT/SIGTERM to them; return the worst exit code."""
-    processes: list[subprocess.Popen[bytes]] = []
-    for gpu, extra in gpu_worker_environments(gpus, trials_per_gpu):
-        environment = {**os.environ, **extra}
-        processes.append(
-            subprocess.Popen([sys.executable, "-m", "sweeper", *worker_argv], env=environment)
-        )
-        share = f" (1/{trials_per_gpu} of its memory)" if trials_per_gpu > 1 else ""
-        print(f"[sweeper] worker {processes[-1].pid} on GPU {gpu}{share}", flush=True)
+    forward each stop (SIGINT/SIGTERM/SIGUSR1) to them once; return the worst exit code.
 
-    def forward(signal_number: int, frame: FrameType | None) -> None:
+    With a seeded sampler, worker i of several samples with seed ``sampler_seed + i``: each
+    process would otherwise draw the same random sequence, and workers started together
+    would run the same sampled trials.
+
+    Ctrl-C reaches the workers directly as well (one process group), and Slurm signals every
+    process of a task: they take the forwarded copy, which comes within
+    :data:`STOP_WINDOW_SECONDS`, as the same stop. ``stop`` tells the caller which signal
+    stopped them."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def forward(signal_number: int) -> None:
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal_number)
 
-    previous = {
-        number: signal.signal(number, forward) for number in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
+    stop = stop or StopRequest()
+    stop.forward = forward
+    with stop.installed():
+        workers = gpu_worker_environments(gpus, trials_per_gpu)
+        for index, (gpu, extra) in enumerate(workers):
+            if stop.requested:
+                break  # stopped while starting them: start no more
+            environment = {**os.environ, **extra, SPAWNED_BY_GPUS_ENV: "1"}
+            argv = list(worker_argv)
+            seeded = ""
+            if sampler_seed is not None and len(workers) > 1:
+                argv += ["--set", f"sampler.seed={sampler_seed + index}"]
+                seeded = f", sampler seed {sampler_seed + index}"
+            processes.append(
+                subprocess.Popen([sys.executable, "-m", "sweeper", *argv], env=environment)
+            )
+            share = f" (1/{trials_per_gpu} of its memory)" if trials_per_gpu > 1 else ""
+            print(f"[sweeper] worker {processes[-1].pid} on GPU {gpu}{share}{seeded}", flush=True)
         codes = [process.wait() for process in processes]
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+    if not codes and stop.signal_number is not None:
+        return 128 + stop.signal_number
     return max(codes, key=abs, default=0)

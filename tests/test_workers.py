@@ -6,6 +6,7 @@ training the tiny BERT for real.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -19,7 +20,15 @@ from optuna.trial import TrialState
 from sweeper.cli import main
 from sweeper.errors import ConfigError
 from sweeper.study import load_existing_study
-from sweeper.workers import parse_gpus, spawn_gpu_workers
+from sweeper.workers import (
+    FAKE_GPU_COUNT_ENV,
+    GPU_MEMORY_FRACTION_ENV,
+    apply_gpu_memory_fraction,
+    gpu_count,
+    gpu_worker_environments,
+    parse_gpus,
+    spawn_gpu_workers,
+)
 
 # Quick trials for the budget test; long ones (hundreds of steps) for the kill tests.
 QUICK = {
@@ -272,3 +281,152 @@ def test_budget_lock_is_exclusive_and_survives_a_dropped_connection(postgres_url
             assert free()
     finally:
         engine.dispose()
+
+
+def test_trials_per_gpu_share_one_gpu_and_the_budget(
+    write_study: Callable[..., Path],
+    study_name: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--gpus all --trials-per-gpu 2` on a machine with one (fake) GPU: two worker processes,
+    both pinned to GPU 0 and told their half of its memory, share the study's budget, and
+    sample with their own seeds (the same seed would give both the same random trials)."""
+    monkeypatch.setenv(FAKE_GPU_COUNT_ENV, "1")
+    storage_url = f"sqlite:///{tmp_path / 'study.db'}"
+    path = write_study(study_name, **QUICK, budget={"n_trials": 6})
+    argv = ["worker", str(path), "--storage", storage_url, "--no-progress", "--gpus", "all"]
+    assert main([*argv, "--trials-per-gpu", "2"]) == 0
+    output = capfd.readouterr()
+    assert output.out.count("on GPU 0 (1/2 of its memory)") == 2, output.out
+    assert "sampler seed 0" in output.out and "sampler seed 1" in output.out
+    assert "database is locked" not in output.out + output.err
+    assert "applies with --gpus only" not in output.out + output.err
+    trials = load_existing_study(study_name, storage_url).get_trials()
+    states = [trial.state for trial in trials]
+    assert states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED) == 6, states
+    assert len(trials) == 6
+    assert {trial.user_attrs["cuda_visible_devices"] for trial in trials} == {"0"}
+    assert len({trial.user_attrs["worker"] for trial in trials}) == 2
+    assert len({tuple(sorted(trial.params.items())) for trial in trials}) == 6
+
+
+def test_sigterm_to_the_parent_checkpoints_every_trial_sharing_a_gpu(
+    write_study: Callable[..., Path], study_name: str, tmp_path: Path
+) -> None:
+    """SIGTERM to `sweeper worker --gpus all --trials-per-gpu 2` reaches both workers: each
+    saves a checkpoint and re-enqueues its trial, and the next run resumes both."""
+    storage_url = f"sqlite:///{tmp_path / 'study.db'}"
+    path = write_study(study_name, **{**LONG, "budget": {"n_trials": 2}})
+    runs = tmp_path / "runs" / study_name / "checkpoints"
+    log = tmp_path / "parent.log"
+    with log.open("wb") as output:
+        parent = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sweeper",
+                "worker",
+                str(path),
+                "--storage",
+                storage_url,
+                "--no-progress",
+                "--gpus",
+                "all",
+                "--trials-per-gpu",
+                "2",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, FAKE_GPU_COUNT_ENV: "1"},
+        )
+    wait_for_checkpoint(runs / "trial-0", parent, log)
+    wait_for_checkpoint(runs / "trial-1", parent, log)
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()
+    assert log.read_text().count("SIGTERM: stopping at the next training step") == 2
+
+    trials = load_existing_study(study_name, storage_url).get_trials()
+    interrupted = [trial for trial in trials if trial.state == TrialState.FAIL]
+    retries = [trial for trial in trials if trial.state == TrialState.WAITING]
+    assert len(interrupted) == 2 and len(retries) == 2, [t.state.name for t in trials]
+    assert len({trial.user_attrs["worker"] for trial in interrupted}) == 2
+    stopped_at = {}
+    for trial in interrupted:
+        assert trial.user_attrs["failure"].startswith("interrupted at step")
+        stopped_at[trial.number] = int(trial.user_attrs["failure"].split()[3])
+        checkpoint = runs / f"trial-{trial.number}" / f"checkpoint-{stopped_at[trial.number]}"
+        assert (checkpoint / "trainer_state.json").is_file()
+    assert sorted(retry.system_attrs["failed_trial"] for retry in retries) == [0, 1]
+
+    assert main(["sweep", str(path), "--storage", storage_url, "--no-progress"]) == 0
+    trials = load_existing_study(study_name, storage_url).get_trials()
+    finished = [trial for trial in trials if trial.state == TrialState.COMPLETE]
+    assert len(finished) == 2
+    for retry in finished:
+        origin = retry.system_attrs["failed_trial"]
+        assert retry.user_attrs["resumed_from_step"] == stopped_at[origin]
+
+
+def test_trials_per_gpu_zero_is_refused_naming_the_flag_and_the_key(
+    write_study: Callable[..., Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_study("zero")
+    argv = ["worker", str(path), "--no-progress", "--gpus", "all"]
+    assert main([*argv, "--trials-per-gpu", "0"]) == 2
+    error = capsys.readouterr().err
+    assert "--trials-per-gpu must be at least 1, but got --trials-per-gpu=0; pass 1" in error
+    path = write_study("zero-in-file", workers={"trials_per_gpu": 0})
+    assert main(["worker", str(path), "--no-progress", "--gpus", "all"]) == 2
+    error = capsys.readouterr().err
+    assert "workers.trials_per_gpu: must be at least 1" in error and "but got 0" in error
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+def test_gpu_worker_environments_pin_and_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert gpu_worker_environments([0, 2]) == [
+        (0, {"CUDA_VISIBLE_DEVICES": "0"}),
+        (2, {"CUDA_VISIBLE_DEVICES": "2"}),
+    ]
+    shared = gpu_worker_environments([1], trials_per_gpu=4)
+    assert [gpu for gpu, _ in shared] == [1, 1, 1, 1]
+    assert {extra[GPU_MEMORY_FRACTION_ENV] for _, extra in shared} == {"0.250000"}
+    # Index i is the i-th GPU this process sees: a Slurm task given GPU 5 runs its workers
+    # there, not on the machine's GPU 0.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "5,7")
+    assert gpu_worker_environments([0, 1]) == [
+        (0, {"CUDA_VISIBLE_DEVICES": "5"}),
+        (1, {"CUDA_VISIBLE_DEVICES": "7"}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            GPU_MEMORY_FRACTION_ENV,
+            "2",
+            r"SWEEPER_GPU_MEMORY_FRACTION must be a fraction in \(0, 1\]",
+        ),
+        (GPU_MEMORY_FRACTION_ENV, "half", r"but got SWEEPER_GPU_MEMORY_FRACTION='half'"),
+        (FAKE_GPU_COUNT_ENV, "two", r"SWEEPER_FAKE_GPU_COUNT must be a whole number"),
+    ],
+)
+def test_gpu_environment_variables_are_checked(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=message):
+        apply_gpu_memory_fraction() if variable == GPU_MEMORY_FRACTION_ENV else gpu_count()
+
+
+def test_memory_fraction_is_a_no_op_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setenv(GPU_MEMORY_FRACTION_ENV, "0.5")
+    expected = 0.5 if torch.cuda.is_available() else None
+    assert apply_gpu_memory_fraction() == expected
+    monkeypatch.setenv(FAKE_GPU_COUNT_ENV, "3")
+    assert gpu_count() == 3
