@@ -339,19 +339,17 @@ def command_sweep(args: argparse.Namespace) -> int:
 
 
 def command_check(args: argparse.Namespace) -> int:
-    from sweeper.preflight import run_preflight
     from sweeper.storage import redact
+    from sweeper.study import preflight_with_notices
 
     config = resolve_config(args)
-    checked = run_preflight(config)
+    checked = preflight_with_notices(config)
     print(
         f"[sweeper] study {config.name!r} passed the pre-flight check: model {config.model.name!r} "
         f"at max_length {config.model.max_length}, {len(checked.splits.train)} training and "
         f"{len(checked.splits.validation)} validation rows, {len(checked.splits.label_names)} labels, "
         f"storage {redact(config.storage_url)}"
     )
-    for notice in checked.notices:
-        print(f"[sweeper] note: {notice}")
     return 0
 
 

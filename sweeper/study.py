@@ -37,7 +37,7 @@ from sweeper.config import (
 )
 from sweeper.data import PreparedData, prepare_data
 from sweeper.errors import ConfigError, StorageError
-from sweeper.preflight import run_preflight
+from sweeper.preflight import PreflightResult, run_preflight
 from sweeper.reporting import StudyProgress, TrialProgressBar, best_trial
 from sweeper.storage import open_lock, open_storage, redact
 from sweeper.training import TrialOutcome, last_checkpoint, train_trial
@@ -309,12 +309,18 @@ def ensure_study(config: StudyConfig, label_names: list[str]) -> CreatedStudy:
     return CreatedStudy(study, created, completed)
 
 
-def create_study(config: StudyConfig) -> CreatedStudy:
-    """``sweeper create``: the pre-flight check (nothing is written when it fails), then
-    :func:`ensure_study`. What every launcher runs once before its workers start."""
+def preflight_with_notices(config: StudyConfig) -> PreflightResult:
+    """The pre-flight check; what it notices (a re-initialised head) is printed."""
     checked = run_preflight(config)
     for notice in checked.notices:
         print(f"[sweeper] note: {notice}", flush=True)
+    return checked
+
+
+def create_study(config: StudyConfig) -> CreatedStudy:
+    """``sweeper create``: the pre-flight check (nothing is written when it fails), then
+    :func:`ensure_study`. What every launcher runs once before its workers start."""
+    checked = preflight_with_notices(config)
     return ensure_study(config, checked.splits.label_names)
 
 
@@ -329,9 +335,7 @@ def run_study(
     SIGINT/SIGTERM stop it cleanly (see :class:`sweeper.workers.StopRequest`); pass ``stop``
     to learn afterwards whether that happened and which signal it was.
     """
-    checked = run_preflight(config)  # before anything is written
-    for notice in checked.notices:
-        print(f"[sweeper] note: {notice}", flush=True)
+    checked = preflight_with_notices(config)  # before anything is written
     data = prepare_data(
         config.dataset,
         checked.tokenizer,
