@@ -11,7 +11,6 @@ two fake GPUs as generic resources, partitions `batch` (default, preemptable, RE
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -21,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy
+from mid_trial import held_mid_trial, newest_checkpoints
 from optuna.trial import TrialState
 
 from sweeper.cli import main
@@ -95,46 +94,6 @@ def wait_until(
     raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what()}")
 
 
-def newest_checkpoints(runs: Path) -> dict[str, int]:
-    """{trial directory: its newest complete checkpoint's step}."""
-    found: dict[str, int] = {}
-    for state in runs.glob("trial-*/checkpoint-*/trainer_state.json"):
-        step = int(state.parent.name.removeprefix("checkpoint-"))
-        found[state.parent.parent.name] = max(step, found.get(state.parent.parent.name, 0))
-    return found
-
-
-@contextlib.contextmanager
-def held_mid_trial(
-    postgres_url: str,
-    runs: Path,
-    after: dict[str, int],
-    tasks: Callable[[], dict[str, str]],
-    logs: Callable[[], str],
-) -> Iterator[None]:
-    """Once two trial directories have a checkpoint newer than ``after``, hold PostgreSQL's
-    table of reported values locked while the block runs: each worker then waits in its
-    next evaluation's report, mid-trial, and carries on (stopping, if it was told to) when
-    the lock goes."""
-    wait_until(
-        lambda: (
-            sum(step > after.get(name, 0) for name, step in newest_checkpoints(runs).items()) >= 2
-        ),
-        240,
-        lambda: f"checkpoints after {after}; tasks {tasks()}\n{logs()}",
-        step=0.1,
-    )
-    engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.connect() as holder:
-            holder.begin()
-            holder.exec_driver_sql("LOCK TABLE trial_intermediate_values IN EXCLUSIVE MODE")
-            yield
-            time.sleep(0.5)  # the signals are in before the workers go on
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture
 def submitted() -> Iterator[list[str]]:
     """Job ids to cancel whatever the test's outcome."""
@@ -180,12 +139,15 @@ def test_slurm_array_survives_preemption_and_the_time_limit(
     def log_text() -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(logs.glob("*.log")))
 
+    def describe() -> str:
+        return f"tasks {array_tasks(job)}\n{log_text()}"
+
     # Both tasks are training, each on its own fake GPU, and each trial has a checkpoint.
     # Slurm preempts a task only once the preempting job has waited about a minute, longer
     # than a tiny trial takes: to stop them mid-trial whatever this machine's speed, the test
     # holds the workers in their next report (held_mid_trial) until the signal is in.
     checkpoints = tmp_path / "runs" / study_name / "checkpoints"
-    with held_mid_trial(postgres_url, checkpoints, {}, lambda: array_tasks(job), log_text):
+    with held_mid_trial(postgres_url, checkpoints, {}, describe, timeout_seconds=240):
         # Preemption: a job in the high-priority partition needs every CPU of the node.
         cpus = os.cpu_count() or 2
         urgent = slurm(
@@ -211,9 +173,7 @@ def test_slurm_array_survives_preemption_and_the_time_limit(
 
     # The time-limit warning, as `--signal=B:USR1@...` sends it, to task 0 once the retries
     # have checkpointed again: it stops cleanly and requeues itself (scontrol requeue).
-    with held_mid_trial(
-        postgres_url, checkpoints, preempted_at, lambda: array_tasks(job), log_text
-    ):
+    with held_mid_trial(postgres_url, checkpoints, preempted_at, describe, timeout_seconds=240):
         slurm("scancel", "--signal=USR1", "--batch", f"{job}_0")
     wait_until(
         lambda: (

@@ -5,18 +5,17 @@ window ignored, a second signal after it exiting at once, and a stop during toke
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import sqlalchemy
+from mid_trial import held_mid_trial, newest_checkpoints
 from optuna.trial import TrialState
 
 import sweeper.study
@@ -103,46 +102,6 @@ def start_gpus_worker(study_file: Path, storage_url: str, log: Path) -> subproce
         )
 
 
-def newest_checkpoints(runs: Path) -> dict[str, int]:
-    """{trial directory: its newest complete checkpoint's step}."""
-    found: dict[str, int] = {}
-    for state in runs.glob("trial-*/checkpoint-*/trainer_state.json"):
-        step = int(state.parent.name.removeprefix("checkpoint-"))
-        found[state.parent.parent.name] = max(step, found.get(state.parent.parent.name, 0))
-    return found
-
-
-@contextlib.contextmanager
-def held_mid_trial(
-    postgres_url: str,
-    runs: Path,
-    after: dict[str, int],
-    process: subprocess.Popen[bytes],
-    log: Path,
-) -> Iterator[None]:
-    """Once both running trials have a checkpoint newer than ``after``, hold PostgreSQL's
-    table of reported values locked while the block runs: each worker then waits in its
-    next evaluation's report, mid-trial, and carries on when the lock goes."""
-    deadline = time.monotonic() + 300
-    while True:
-        newest = newest_checkpoints(runs)
-        fresh = [name for name, step in newest.items() if step > after.get(name, 0)]
-        if len(fresh) >= 2:
-            break
-        assert process.poll() is None, f"worker exited early:\n{log.read_text()}"
-        assert time.monotonic() < deadline, f"no fresh checkpoints after 300 s:\n{log.read_text()}"
-        time.sleep(0.05)
-    engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.connect() as holder:
-            holder.begin()
-            holder.exec_driver_sql("LOCK TABLE trial_intermediate_values IN EXCLUSIVE MODE")
-            yield
-            time.sleep(0.5)  # the signals are delivered before the workers go on
-    finally:
-        engine.dispose()
-
-
 def stop_and_check(
     how: str, postgres_url: str, study_name: str, path: Path, runs: Path, log: Path
 ) -> dict[int, int]:
@@ -150,7 +109,9 @@ def stop_and_check(
     each worker stopped once and saved its checkpoint; return {stopped trial: its step}."""
     before = newest_checkpoints(runs)
     parent = start_gpus_worker(path, postgres_url, log)
-    with held_mid_trial(postgres_url, runs, before, parent, log):
+    with held_mid_trial(
+        postgres_url, runs, before, log.read_text, alive=lambda: parent.poll() is None
+    ):
         children = [int(pid) for pid in re.findall(r"worker (\d+) on GPU", log.read_text())]
         assert len(children) == 2, log.read_text()
         if how == "SIGINT":  # Ctrl-C in a terminal: the whole foreground process group
