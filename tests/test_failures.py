@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -47,6 +48,21 @@ def broken_model_dir(tmp_path: Path, tiny_model_dir: Path) -> Path:
     return directory
 
 
+@pytest.fixture
+def crashing_study(
+    write_study: Callable[..., Path], broken_model_dir: Path, study_name: str, tmp_path: Path
+) -> Callable[..., tuple[Path, str]]:
+    """Writes a quick study of the broken model (sections as for write_study) and returns
+    its file and its SQLite storage URL."""
+
+    def write(**sections: Any) -> tuple[Path, str]:
+        model = {"name": str(broken_model_dir)}
+        path = write_study(study_name, **QUICK, model=model, **sections)
+        return path, sqlite_url(tmp_path)
+
+    return write
+
+
 def repair(broken: Path, tiny_model_dir: Path) -> None:
     shutil.copyfile(tiny_model_dir / "model.safetensors", broken / "model.safetensors")
 
@@ -66,16 +82,11 @@ def assert_crashed(trial: FrozenTrial) -> None:
 
 
 def test_every_trial_crashing_stops_the_sweep_with_exit_3_after_three_failures(
-    write_study: Callable[..., Path],
-    broken_model_dir: Path,
+    crashing_study: Callable[..., tuple[Path, str]],
     study_name: str,
-    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    storage_url = sqlite_url(tmp_path)
-    path = write_study(
-        study_name, **QUICK, model={"name": str(broken_model_dir)}, budget={"n_trials": 5}
-    )
+    path, storage_url = crashing_study(budget={"n_trials": 5})
     args = ["sweep", str(path), "--storage", storage_url, "--no-progress"]
     assert main(args) == EXIT_TRIALS_FAILING == 3
     captured = capsys.readouterr()
@@ -101,20 +112,14 @@ def test_every_trial_crashing_stops_the_sweep_with_exit_3_after_three_failures(
 
 
 def test_after_the_fix_one_more_allowed_failure_lets_the_study_finish(
-    write_study: Callable[..., Path],
+    crashing_study: Callable[..., tuple[Path, str]],
     broken_model_dir: Path,
     tiny_model_dir: Path,
     study_name: str,
-    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    storage_url = sqlite_url(tmp_path)
-    path = write_study(
-        study_name,
-        **QUICK,
-        model={"name": str(broken_model_dir)},
-        workers={"max_consecutive_failures": 1},
-        budget={"n_trials": 2},
+    path, storage_url = crashing_study(
+        workers={"max_consecutive_failures": 1}, budget={"n_trials": 2}
     )
     args = ["sweep", str(path), "--storage", storage_url, "--no-progress"]
     assert main(args) == EXIT_TRIALS_FAILING
@@ -143,19 +148,14 @@ class BreakAndRepair:
 
 
 def test_a_failed_trial_fails_alone_and_the_worker_finishes_the_budget(
-    write_study: Callable[..., Path],
+    crashing_study: Callable[..., tuple[Path, str]],
     broken_model_dir: Path,
     tiny_model_dir: Path,
     study_name: str,
     tmp_path: Path,
 ) -> None:
-    storage_url = sqlite_url(tmp_path)
-    path = write_study(
-        study_name,
-        **QUICK,
-        model={"name": str(broken_model_dir)},
-        workers={"max_consecutive_failures": 2},
-        budget={"n_trials": 2},
+    path, storage_url = crashing_study(
+        workers={"max_consecutive_failures": 2}, budget={"n_trials": 2}
     )
     config = load_study_config(path, {"storage": storage_url})
     study = run_study(
@@ -180,18 +180,13 @@ def test_a_failed_trial_fails_alone_and_the_worker_finishes_the_budget(
 
 
 def test_two_workers_on_crashing_trials_both_stop_with_exit_3(
-    write_study: Callable[..., Path],
-    broken_model_dir: Path,
+    crashing_study: Callable[..., tuple[Path, str]],
     study_name: str,
     tmp_path: Path,
 ) -> None:
-    storage_url, n_workers, limit = sqlite_url(tmp_path), 2, 3
-    path = write_study(
-        study_name,
-        **QUICK,
-        model={"name": str(broken_model_dir)},
-        workers={"poll_seconds": 0.5, "max_consecutive_failures": limit},
-        budget={"n_trials": 20},
+    n_workers, limit = 2, 3
+    path, storage_url = crashing_study(
+        workers={"poll_seconds": 0.5, "max_consecutive_failures": limit}, budget={"n_trials": 20}
     )
     logs = [tmp_path / f"worker-{index}.log" for index in range(n_workers)]
     workers = []
@@ -220,19 +215,11 @@ def test_two_workers_on_crashing_trials_both_stop_with_exit_3(
 
 
 def test_show_and_the_report_give_the_failure_reason(
-    write_study: Callable[..., Path],
-    broken_model_dir: Path,
+    crashing_study: Callable[..., tuple[Path, str]],
     study_name: str,
-    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    storage_url = sqlite_url(tmp_path)
-    path = write_study(
-        study_name,
-        **QUICK,
-        model={"name": str(broken_model_dir)},
-        workers={"max_consecutive_failures": 1},
-    )
+    path, storage_url = crashing_study(workers={"max_consecutive_failures": 1})
     assert main(["sweep", str(path), "--storage", storage_url, "--no-progress"]) == 3
     capsys.readouterr()
     assert main(["show", str(path), "--storage", storage_url]) == 0
