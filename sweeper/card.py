@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.errors import SweeperError
-from sweeper.report import history, kept_evaluation, objective_metric, summarize
+from sweeper.results import history, kept_evaluation, objective_metric, summarize
 
 CARD_FILE = "README.md"
 RESULTS_HEADER = ("Training Loss", "Epoch", "Step", "Validation Loss", "Accuracy", "F1")
@@ -299,7 +299,7 @@ def _versions() -> list[str]:
 
 
 def best_or_error(study: optuna.Study) -> FrozenTrial:
-    from sweeper.reporting import best_trial
+    from sweeper.results import best_trial
 
     best = best_trial(study)
     if best is None:

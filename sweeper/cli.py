@@ -322,7 +322,7 @@ def _study_name_and_storage(args: argparse.Namespace) -> tuple[str, str, str]:
 
 
 def command_sweep(args: argparse.Namespace) -> int:
-    from sweeper.reporting import best_summary
+    from sweeper.console import best_summary
     from sweeper.study import run_study
     from sweeper.workers import StopRequest, apply_gpu_memory_fraction
 
@@ -423,7 +423,7 @@ def _without_gpus(argv: Sequence[str]) -> list[str]:
 
 
 def command_show(args: argparse.Namespace) -> int:
-    from sweeper.reporting import trials_table
+    from sweeper.console import trials_table
     from sweeper.study import load_existing_study
 
     name, storage, _ = _study_name_and_storage(args)
@@ -432,7 +432,7 @@ def command_show(args: argparse.Namespace) -> int:
 
 
 def command_best(args: argparse.Namespace) -> int:
-    from sweeper.reporting import best_summary
+    from sweeper.console import best_summary
     from sweeper.study import load_existing_study
 
     name, storage, metric = _study_name_and_storage(args)

@@ -35,10 +35,11 @@ from sweeper.config import (
     StudyConfig,
     dump_config,
 )
+from sweeper.console import StudyProgress, TrialProgressBar
 from sweeper.data import PreparedData, prepare_data
 from sweeper.errors import ConfigError, StorageError
 from sweeper.preflight import PreflightResult, run_preflight
-from sweeper.reporting import StudyProgress, TrialProgressBar, best_trial
+from sweeper.results import best_trial
 from sweeper.storage import open_lock, open_storage, redact
 from sweeper.training import TrialOutcome, last_checkpoint, train_trial
 from sweeper.workers import StopRequest, TrialInterrupted, budget_counts, is_crashed, run_trials

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, FinishedStudy
 
-from sweeper.report import figures
+from sweeper.figures import figures
 from sweeper.study import load_existing_study
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "analysis.ipynb"

@@ -16,13 +16,9 @@ from headless_chromium import Rendered, find_chromium, render
 from optuna.trial import TrialState
 
 from sweeper.cli import main
-from sweeper.report import (
-    figures,
-    render_report,
-    steps_run,
-    summarize,
-    write_report,
-)
+from sweeper.figures import figures
+from sweeper.report import render_report, write_report
+from sweeper.results import steps_run, summarize
 from sweeper.study import load_existing_study
 
 FIGURE_KEYS = ["history", "loss-curves", "parallel-coordinates", "importance", "overfitting"]

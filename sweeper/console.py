@@ -7,7 +7,6 @@ and :func:`best_summary` back ``sweeper show`` and ``sweeper best``.
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import Any, TextIO
 
@@ -15,6 +14,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from sweeper.results import best_trial, count_states, format_value
 
 PARAM_LABELS = {
     "learning_rate": "lr",
@@ -24,34 +25,6 @@ PARAM_LABELS = {
     "warmup_ratio": "warmup",
     "weight_decay": "wd",
 }
-
-
-def count_states(study: optuna.Study) -> dict[TrialState, int]:
-    counts = dict.fromkeys(TrialState, 0)
-    for trial in study.get_trials(deepcopy=False):
-        counts[trial.state] += 1
-    return counts
-
-
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:  # no trial has completed yet
-        return None
-
-
-def format_value(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return str(value)
-        return (
-            f"{value:.3g}"
-            if abs(value) < 1e-2 and value != 0
-            else f"{value:.4f}".rstrip("0").rstrip(".")
-        )
-    return str(value)
 
 
 def one_line(text: Any, limit: int = 160) -> str:

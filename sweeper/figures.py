@@ -1,0 +1,591 @@
+"""The study's figures (plotly), shared by the HTML report and ``notebooks/analysis.ipynb``.
+
+:func:`figures` is the entry point: every figure keyed by the id of its place in the page.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import textwrap
+from typing import Any
+
+import optuna
+import plotly.graph_objects as go
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import FrozenTrial, TrialState
+from plotly.subplots import make_subplots
+
+from sweeper.results import (
+    best_trial,
+    format_value,
+    history,
+    kept_evaluation,
+    objective_metric,
+    planned_steps,
+    validation_losses,
+)
+
+# Axis titles carry units. Losses are the Trainer's mean cross-entropy (natural log).
+METRIC_TITLES = {
+    "validation_loss": "validation loss (cross-entropy, nats)",
+    "accuracy": "validation accuracy (fraction correct, 0–1)",
+    "f1": "validation F1 (0–1)",
+}
+STEP_TITLE = "training step (optimizer updates)"
+LOSS_TITLE = "loss (cross-entropy, nats)"
+TRIAL_TITLE = "trial number (in start order)"
+PARAM_TITLES = {
+    "learning_rate": "learning rate",
+    "per_device_train_batch_size": "train batch size (examples/device)",
+    "num_train_epochs": "epochs (planned passes)",
+    "seed": "seed (id)",
+    "warmup_ratio": "warmup (fraction of steps)",
+    "weight_decay": "weight decay (L2 coefficient)",
+}
+BEST_COLOR = "#111111"
+BASELINE_COLORS = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+TRIAL_COLORS = ("#1f77b4", "#2ca02c", "#ff7f0e", "#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a")
+PRUNED_COLOR = "#9a9a9a"
+# Small multiples: the overfitting view gives each finished trial one panel.
+PANEL_COLUMNS = 3
+PANEL_HEIGHT_PX = 270
+# A figure's note (its subtitle) is wrapped at this many characters, each line this tall.
+NOTE_WIDTH_CHARS = 150
+NOTE_LINE_PX = 17
+
+
+def _finite(value: Any) -> float | None:
+    """Plotly draws None as a gap; NaN/inf from a diverged trial would break the axis range."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def _label(trial: FrozenTrial) -> str:
+    baseline = trial.user_attrs.get("baseline")
+    return f"#{trial.number} {baseline}" if baseline else f"#{trial.number}"
+
+
+def _params_text(trial: FrozenTrial) -> str:
+    return "<br>".join(f"{name}={format_value(value)}" for name, value in trial.params.items())
+
+
+def _layout(figure: go.Figure, title: str, note: str | None = None, height: int = 460) -> None:
+    # Plotly never wraps a subtitle: long notes are broken into lines here, and the top
+    # margin grows with them.
+    lines = textwrap.wrap(note or "", NOTE_WIDTH_CHARS) or [""]
+    figure.update_layout(
+        title={
+            "text": title,
+            "subtitle": {"text": "<br>".join(html.escape(line, quote=False) for line in lines)},
+            "x": 0.01,
+            "xanchor": "left",
+        },
+        template="plotly_white",
+        height=height + NOTE_LINE_PX * (len(lines) - 1),
+        margin={"l": 80, "r": 30, "t": 90 + NOTE_LINE_PX * (len(lines) - 1), "b": 70},
+        font={"family": "system-ui, -apple-system, Segoe UI, sans-serif", "size": 13},
+        legend={"title": {"text": "trial"}},
+    )
+
+
+def _note_figure(title: str, message: str) -> go.Figure:
+    """Stands in for a figure the study cannot support yet, saying why instead of failing."""
+    figure = go.Figure()
+    figure.add_annotation(
+        text=message,
+        x=0.5,
+        y=0.5,
+        xref="paper",
+        yref="paper",
+        showarrow=False,
+        font={"size": 15, "color": "#555"},
+    )
+    _layout(figure, title, height=240)
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(visible=False)
+    return figure
+
+
+def _trial_styles(trials: list[FrozenTrial], best: FrozenTrial | None) -> dict[int, dict[str, Any]]:
+    """One colour per trial across figures: the best in black, baselines in reds and purples."""
+    styles: dict[int, dict[str, Any]] = {}
+    baseline_index = trial_index = 0
+    for trial in trials:
+        if best is not None and trial.number == best.number:
+            styles[trial.number] = {"color": BEST_COLOR, "width": 3.5}
+        elif "baseline" in trial.user_attrs:
+            color = BASELINE_COLORS[baseline_index % len(BASELINE_COLORS)]
+            styles[trial.number] = {"color": color, "width": 2.5}
+            baseline_index += 1
+        elif trial.state == TrialState.PRUNED:
+            styles[trial.number] = {"color": PRUNED_COLOR, "width": 1.5}
+        else:
+            color = TRIAL_COLORS[trial_index % len(TRIAL_COLORS)]
+            styles[trial.number] = {"color": color, "width": 1.8}
+            trial_index += 1
+    return styles
+
+
+def history_figure(study: optuna.Study) -> go.Figure:
+    metric = objective_metric(study)
+    title = f"Optimization history: {metric} of each complete trial"
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return _note_figure(title, "No trial has completed yet.")
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    figure = go.Figure()
+    best_so_far: list[float] = []
+    for trial in complete:
+        value = float(trial.value) if trial.value is not None else math.nan
+        previous = best_so_far[-1] if best_so_far else value
+        best_so_far.append(max(previous, value) if maximize else min(previous, value))
+    figure.add_trace(
+        go.Scatter(
+            x=[t.number for t in complete],
+            y=best_so_far,
+            mode="lines",
+            line={"shape": "hv", "color": BEST_COLOR, "width": 2},
+            name="best so far",
+            hoverinfo="skip",
+        )
+    )
+    baselines = [t for t in complete if "baseline" in t.user_attrs]
+    searched = [t for t in complete if "baseline" not in t.user_attrs]
+    for group, name, symbol, color in (
+        (searched, "sampled trial", "circle", TRIAL_COLORS[0]),
+        (baselines, "baseline", "diamond", BASELINE_COLORS[0]),
+    ):
+        if not group:
+            continue
+        figure.add_trace(
+            go.Scatter(
+                x=[t.number for t in group],
+                y=[_finite(t.value) for t in group],
+                mode="markers+text" if group is baselines else "markers",
+                text=[str(t.user_attrs.get("baseline", "")) for t in group],
+                textposition="top center",
+                cliponaxis=False,
+                marker={"symbol": symbol, "size": 11, "color": color},
+                name=name,
+                customdata=[_params_text(t) for t in group],
+                hovertemplate="trial %{x}<br>"
+                + metric
+                + "=%{y:.4f}<br>%{customdata}<extra></extra>",
+            )
+        )
+    _layout(
+        figure,
+        title,
+        "Pruned trials are left out: their values are intermediate, not final.",
+    )
+    numbers = [t.number for t in complete]
+    figure.update_xaxes(
+        title_text=TRIAL_TITLE,
+        tickformat="d",
+        tick0=0,
+        dtick=max(1, math.ceil((max(numbers) - min(numbers)) / 12)),
+        range=[min(numbers) - 0.6, max(numbers) + 0.6],  # room for the baselines' labels
+    )
+    figure.update_yaxes(title_text=METRIC_TITLES.get(metric, metric))
+    figure.update_layout(legend={"title": {"text": ""}})
+    return figure
+
+
+def _clipped_range(
+    curves: dict[int, list[float | None]], complete: set[int]
+) -> tuple[list[float] | None, int]:
+    """A y range that keeps the complete trials readable when a diverging trial's loss is far
+    above them; returns (range or None for autoscale, number of trials running off the top)."""
+    inside = [v for n, vs in curves.items() if n in complete for v in vs if v is not None]
+    every = [v for vs in curves.values() for v in vs if v is not None]
+    if not inside or not every:
+        return None, 0
+    low, high = min(inside), max(inside)
+    span = max(high - low, 1e-3 * max(abs(high), 1e-9))
+    ceiling = high + span
+    if max(every) <= high + 3 * span:
+        return None, 0
+    above = sum(1 for vs in curves.values() if any(v is not None and v > ceiling for v in vs))
+    floor = min(min(every), low) - 0.1 * span
+    return [floor, ceiling], above
+
+
+def loss_curves_figure(study: optuna.Study) -> go.Figure:
+    title = "Validation loss of every trial against training step"
+    metric = objective_metric(study)
+    trials = [t for t in study.get_trials(deepcopy=False) if validation_losses(t, metric)]
+    if not trials:
+        return _note_figure(title, "No trial has been evaluated yet.")
+    styles = _trial_styles(trials, best_trial(study))
+    figure = go.Figure()
+    curves: dict[int, list[float | None]] = {}
+    curve_steps: dict[int, list[int]] = {}
+    for trial in trials:
+        points = validation_losses(trial, metric)
+        steps = [step for step, _ in points]
+        losses = [_finite(loss) for _, loss in points]
+        curves[trial.number], curve_steps[trial.number] = losses, steps
+        style = styles[trial.number]
+        pruned = trial.state == TrialState.PRUNED
+        planned = planned_steps(trial)
+        of_planned = f" of {planned}" if planned else ""
+        state = f"pruned at step {steps[-1]}{of_planned}" if pruned else trial.state.name.lower()
+        if trial.state == TrialState.RUNNING:
+            state = f"running, at step {steps[-1]}"
+        is_best = style["color"] == BEST_COLOR
+        figure.add_trace(
+            go.Scatter(
+                x=steps,
+                y=losses,
+                mode="lines+markers",
+                line={
+                    "color": style["color"],
+                    "width": style["width"],
+                    "dash": "dash" if pruned else "solid",
+                },
+                marker={
+                    "size": [
+                        12 if pruned and i == len(steps) - 1 else 4 for i in range(len(steps))
+                    ],
+                    "symbol": [
+                        "x" if pruned and i == len(steps) - 1 else "circle"
+                        for i in range(len(steps))
+                    ],
+                    "color": style["color"],
+                },
+                opacity=0.75 if pruned else 1.0,
+                name=f"{_label(trial)}{' best' if is_best else ''} ({state})",
+                legendgroup=f"trial-{trial.number}",
+                legendrank=0 if is_best else 1000 + trial.number,
+                customdata=[_params_text(trial)] * len(steps),
+                hovertemplate=(
+                    f"{_label(trial)} ({state})<br>step %{{x}}<br>validation loss=%{{y:.4f}}"
+                    "<br>%{customdata}<extra></extra>"
+                ),
+            )
+        )
+    complete = {t.number for t in trials if t.state == TrialState.COMPLETE}
+    y_range, above = _clipped_range(curves, complete)
+    note = "Solid: ran to the end. Dashed, ending in ×: stopped early (pruned or diverged)."
+    if y_range is not None:
+        note += (
+            f" The y axis is cut at {y_range[1]:.4g} to keep complete trials readable: "
+            f"{above} trial(s) run above it, marked ▲ at the top edge "
+            "(double-click the plot to see all)."
+        )
+        _mark_off_scale(figure, trials, curve_steps, curves, styles, y_range[1])
+    _layout(figure, title, note, height=520)
+    figure.update_xaxes(title_text=STEP_TITLE, rangemode="tozero")
+    figure.update_yaxes(title_text=LOSS_TITLE, range=y_range)
+    return figure
+
+
+def _mark_off_scale(
+    figure: go.Figure,
+    trials: list[FrozenTrial],
+    steps: dict[int, list[int]],
+    curves: dict[int, list[float | None]],
+    styles: dict[int, dict[str, Any]],
+    ceiling: float,
+) -> None:
+    """Evaluations above a cut y axis, drawn as ▲ on its top edge so a trial stopped after
+    diverging still shows where it was cut short."""
+    for trial in trials:
+        points = [
+            (step, loss)
+            for step, loss in zip(steps[trial.number], curves[trial.number], strict=True)
+            if loss is not None and loss > ceiling
+        ]
+        if not points:
+            continue
+        figure.add_trace(
+            go.Scatter(
+                x=[step for step, _ in points],
+                y=[ceiling] * len(points),
+                mode="markers",
+                marker={
+                    "symbol": "triangle-up",
+                    "size": 13,
+                    "color": styles[trial.number]["color"],
+                },
+                cliponaxis=False,
+                showlegend=False,
+                legendgroup=f"trial-{trial.number}",
+                customdata=[loss for _, loss in points],
+                hovertemplate=(
+                    f"{_label(trial)}: off the scale<br>step %{{x}}"
+                    "<br>validation loss=%{customdata:.4f}<extra></extra>"
+                ),
+            )
+        )
+
+
+def _dimension(
+    name: str, distribution: BaseDistribution, values: list[Any]
+) -> dict[str, Any] | None:
+    """A parallel-coordinates axis. Its range covers the latest distribution and every value,
+    since a resumed study may have changed a parameter's range between trials."""
+    label = PARAM_TITLES.get(name, name)
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None  # a non-numeric choice cannot lie on an axis (study files only allow numbers)
+    if not numbers or not all(math.isfinite(v) for v in numbers):
+        return None
+    if (
+        isinstance(distribution, FloatDistribution)
+        and distribution.log
+        and all(v > 0 for v in numbers)
+    ):
+        logs = [math.log10(v) for v in numbers]
+        low_tick = math.floor(min([*logs, math.log10(distribution.low)]))
+        high_tick = math.ceil(max([*logs, math.log10(distribution.high)]))
+        ticks = list(range(low_tick, high_tick + 1))
+        return {
+            "label": f"{label} (log10 scale)",
+            "values": logs,
+            "range": [low_tick, high_tick]
+            if high_tick > low_tick
+            else [low_tick - 1, low_tick + 1],
+            "tickvals": ticks,
+            "ticktext": [f"1e{tick}" for tick in ticks],
+        }
+    if isinstance(distribution, CategoricalDistribution):
+        try:
+            choices = sorted(
+                {float(c) for c in distribution.choices if c is not None} | set(numbers)
+            )
+        except (TypeError, ValueError):
+            return None
+        return {
+            "label": label,
+            "values": numbers,
+            "range": [choices[0], choices[-1]] if len(choices) > 1 else None,
+            "tickvals": choices,
+            "ticktext": [format_value(int(c) if c.is_integer() else c) for c in choices],
+        }
+    if isinstance(distribution, (FloatDistribution, IntDistribution)):
+        low = min([*numbers, float(distribution.low)])
+        high = max([*numbers, float(distribution.high)])
+        return {"label": label, "values": numbers, "range": [low, high]}
+    return None
+
+
+def parallel_coordinates_figure(study: optuna.Study) -> go.Figure:
+    metric = objective_metric(study)
+    title = f"Parallel coordinates: searched hyperparameters and {metric} of complete trials"
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return _note_figure(title, "No trial has completed yet.")
+    dimensions = []
+    left_out: list[str] = []
+    distributions: dict[str, BaseDistribution] = {}
+    for trial in complete:  # the latest trial's distribution wins
+        distributions.update(trial.distributions)
+    for name, distribution in distributions.items():
+        if distribution.single():
+            continue
+        if any(name not in t.params for t in complete):
+            left_out.append(name)  # a parameter not every trial has cannot be one axis
+            continue
+        dimension = _dimension(name, distribution, [t.params[name] for t in complete])
+        if dimension is None:
+            left_out.append(name)
+        else:
+            dimensions.append({k: v for k, v in dimension.items() if v is not None})
+    values = [_finite(t.value) for t in complete]
+    objective_label = METRIC_TITLES.get(metric, metric)
+    dimensions.append({"label": objective_label, "values": values})
+    minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
+    figure = go.Figure(
+        go.Parcoords(
+            dimensions=dimensions,
+            line={
+                "color": values,
+                "colorscale": "Viridis",
+                "reversescale": minimize,
+                "showscale": True,
+                "colorbar": {"title": {"text": metric, "side": "right"}},
+            },
+            labelangle=0,
+            labelside="top",
+        )
+    )
+    _layout(
+        figure,
+        title,
+        "One line per complete trial, coloured by the objective (bright = better). "
+        "Drag along an axis to filter."
+        + (f" Not every trial has {', '.join(left_out)}: left out." if left_out else ""),
+        height=480,
+    )
+    figure.update_layout(margin={"l": 90, "r": 60, "t": figure.layout.margin.t + 50, "b": 40})
+    return figure
+
+
+def importance_figure(study: optuna.Study) -> go.Figure:
+    metric = objective_metric(study)
+    title = f"Hyperparameter importance for {metric}"
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2:
+        return _note_figure(
+            title,
+            f"Importance needs at least 2 complete trials; this study has {len(complete)}.",
+        )
+    if len({t.value for t in complete}) < 2:
+        return _note_figure(
+            title,
+            f"All {len(complete)} complete trials scored {format_value(complete[0].value)}: "
+            "there is no difference for a hyperparameter to explain.",
+        )
+    try:
+        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
+    except ImportError:
+        return _note_figure(title, "fANOVA importance needs scikit-learn: pip install scikit-learn")
+    except (ValueError, RuntimeError) as exc:
+        return _note_figure(title, f"Importance could not be computed: {exc}")
+    importances = {
+        name: value for name, value in importances.items() if math.isfinite(float(value))
+    }
+    if not importances or not any(importances.values()):
+        return _note_figure(
+            title,
+            "No hyperparameter searched in every complete trial explains the objective's spread.",
+        )
+    names = list(importances)[::-1]  # plotly draws the first bar at the bottom
+    figure = go.Figure(
+        go.Bar(
+            x=[importances[name] for name in names],
+            y=[PARAM_TITLES.get(name, name) for name in names],
+            orientation="h",
+            marker={"color": TRIAL_COLORS[0]},
+            text=[f"{importances[name]:.2f}" for name in names],
+            textposition="outside",
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        )
+    )
+    _layout(
+        figure,
+        title,
+        f"fANOVA over {len(complete)} complete trials; importances sum to 1. "
+        "Few trials make these rough.",
+        height=max(300, 90 + 55 * len(names)),
+    )
+    figure.update_xaxes(title_text="importance (share of objective variance, 0–1)", range=[0, 1.1])
+    figure.update_yaxes(title_text="hyperparameter", automargin=True)
+    figure.update_layout(showlegend=False)
+    return figure
+
+
+def overfitting_figure(study: optuna.Study) -> go.Figure:
+    title = "Overfitting check: training vs validation loss of each finished trial"
+    finished = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if history(t)
+    ]
+    if not finished:
+        return _note_figure(title, "No trial has finished yet.")
+    rows = math.ceil(len(finished) / PANEL_COLUMNS)
+    height = 150 + rows * PANEL_HEIGHT_PX
+    titles = []
+    for trial in finished:
+        state = "complete" if trial.state == TrialState.COMPLETE else "pruned"
+        titles.append(f"{_label(trial)}: {state}, best step {trial.user_attrs.get('best_step')}")
+    figure = make_subplots(
+        rows=rows,
+        cols=PANEL_COLUMNS,
+        subplot_titles=titles,
+        horizontal_spacing=0.08,
+        vertical_spacing=min(0.3, 110 / height),
+    )
+    for index, trial in enumerate(finished):
+        row, col = divmod(index, PANEL_COLUMNS)
+        rows_ = history(trial)
+        steps = [int(r["step"]) for r in rows_]
+        first = index == 0
+        for key, name, color in (
+            ("training_loss", "training loss", "#1f77b4"),
+            ("validation_loss", "validation loss", "#ff7f0e"),
+        ):
+            figure.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=[_finite(r.get(key)) for r in rows_],
+                    mode="lines+markers",
+                    marker={"size": 4},
+                    line={"color": color, "width": 2},
+                    name=name,
+                    legendgroup=key,
+                    showlegend=first,
+                    hovertemplate=f"{name}=%{{y:.4f}} at step %{{x}}<extra>{_label(trial)}</extra>",
+                ),
+                row=row + 1,
+                col=col + 1,
+            )
+        kept = kept_evaluation(trial)
+        if kept is not None:
+            figure.add_trace(
+                go.Scatter(
+                    x=[kept["step"]],
+                    y=[_finite(kept.get("validation_loss"))],
+                    mode="markers",
+                    marker={"symbol": "star", "size": 15, "color": "#2ca02c"},
+                    name="best step (kept checkpoint)",
+                    legendgroup="best",
+                    showlegend=first,
+                    hovertemplate="best step %{x}<extra>" + _label(trial) + "</extra>",
+                ),
+                row=row + 1,
+                col=col + 1,
+            )
+            figure.add_vline(
+                x=kept["step"],
+                line={"color": "#2ca02c", "dash": "dot", "width": 1},
+                row=row + 1,
+                col=col + 1,
+            )
+        figure.update_xaxes(title_text="step (updates)", row=row + 1, col=col + 1)
+        figure.update_yaxes(title_text="loss (nats)", row=row + 1, col=col + 1)
+    _layout(
+        figure,
+        title,
+        "A validation loss that rises while training loss keeps falling is overfitting; "
+        "the star marks the evaluation each trial kept.",
+        height=height,
+    )
+    figure.update_layout(
+        # Below the panels: above them it would cover the top row's titles.
+        legend={
+            "title": {"text": ""},
+            "orientation": "h",
+            "yref": "container",
+            "y": 0.0,
+            "yanchor": "bottom",
+            "x": 0.0,
+            "xanchor": "left",
+        },
+        margin={"t": figure.layout.margin.t + 40, "b": 110},
+    )
+    figure.update_annotations(font={"size": 12})
+    return figure
+
+
+def figures(study: optuna.Study) -> dict[str, go.Figure]:
+    """Every figure of the report, keyed by the id of its place in the page."""
+    return {
+        "history": history_figure(study),
+        "loss-curves": loss_curves_figure(study),
+        "parallel-coordinates": parallel_coordinates_figure(study),
+        "importance": importance_figure(study),
+        "overfitting": overfitting_figure(study),
+    }
