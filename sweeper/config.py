@@ -9,7 +9,9 @@ key, the value given and what was expected. :func:`load_study_config` is the ent
 from __future__ import annotations
 
 import math
+import sys
 import tomllib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,102 +19,27 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sweeper.errors import ConfigError
+from sweeper.hyperparameters import (
+    BY_NAME,
+    SEARCHABLE_PARAMS,
+    Choices,
+    FloatRange,
+    IntRange,
+    ParamSpec,
+    SearchSpace,
+    is_searched,
+)
+from sweeper.pruners import DEFAULT_PRUNER, PRUNER_TYPES, MedianPrunerConfig, PrunerConfig
+from sweeper.samplers import DEFAULT_SAMPLER, SAMPLER_TYPES, SamplerConfig, TPESamplerConfig
 
 STUDY_SUFFIXES = (".yaml", ".yml", ".toml")
 DEFAULT_STUDIES_DIR = Path("studies")
-
-# The hyperparameters a study may search. Each maps to the TrainingArguments field of the
-# same name, so a newcomer can follow a value from the study file into the Trainer.
-SEARCHABLE_PARAMS = (
-    "learning_rate",
-    "per_device_train_batch_size",
-    "num_train_epochs",
-    "seed",
-    "warmup_ratio",
-    "weight_decay",
-)
 
 OBJECTIVE_DIRECTIONS = {"validation_loss": "minimize", "accuracy": "maximize", "f1": "maximize"}
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FloatRange(_Strict):
-    low: float
-    high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _check(self) -> FloatRange:
-        if not self.low < self.high:
-            raise ValueError(f"low must be below high, but got low={self.low}, high={self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0, but got low={self.low}")
-        return self
-
-
-class IntRange(_Strict):
-    low: int
-    high: int
-    step: int = 1
-
-    @model_validator(mode="after")
-    def _check(self) -> IntRange:
-        if not self.low < self.high:
-            raise ValueError(f"low must be below high, but got low={self.low}, high={self.high}")
-        if self.step < 1:
-            raise ValueError(f"step must be at least 1, but got step={self.step}")
-        return self
-
-
-class Choices(_Strict):
-    choices: list[float | int] = Field(min_length=1)
-
-
-# A parameter is either fixed (a plain value) or searched (a range or a list of choices).
-ParamSpec = FloatRange | IntRange | Choices | float | int
-
-
-class SearchSpace(_Strict):
-    """Defaults sit around the two model cards' baselines (lr 1e-5 and 3e-5, batch 32, seed 42),
-    wide enough that encoders smaller than distilbert find their optimum."""
-
-    learning_rate: FloatRange | float = FloatRange(low=1e-6, high=1e-3, log=True)
-    per_device_train_batch_size: Choices | int = Choices(choices=[8, 16, 32, 64])
-    num_train_epochs: IntRange | int = IntRange(low=1, high=5)
-    seed: Choices | int = Choices(choices=[42, 7, 1234])
-    warmup_ratio: FloatRange | float = FloatRange(low=0.0, high=0.2)
-    weight_decay: FloatRange | float = FloatRange(low=0.0, high=0.1)
-
-    @field_validator("per_device_train_batch_size", "seed", "num_train_epochs")
-    @classmethod
-    def _integers(cls, value: Any) -> Any:
-        values = value.choices if isinstance(value, Choices) else [value]
-        for item in values:
-            if isinstance(item, float) and not item.is_integer():
-                raise ValueError(f"expected whole numbers, but got {item}")
-        if isinstance(value, Choices):
-            return Choices(choices=[int(item) for item in value.choices])
-        return value
-
-    @field_validator("warmup_ratio")
-    @classmethod
-    def _warmup_fraction(cls, value: Any) -> Any:
-        # A share of the training steps (see training.build_training_arguments): [0, 1).
-        low, high = (value.low, value.high) if isinstance(value, FloatRange) else (value, value)
-        if low < 0.0 or high >= 1.0:
-            given = f", but got low={low}, high={high}" if isinstance(value, FloatRange) else ""
-            raise ValueError(f"is a share of the training steps and must lie in [0, 1){given}")
-        return value
-
-    def specs(self) -> dict[str, ParamSpec]:
-        return {name: getattr(self, name) for name in SEARCHABLE_PARAMS}
-
-    def max_epochs(self) -> int:
-        epochs = self.num_train_epochs
-        return epochs.high if isinstance(epochs, IntRange) else int(epochs)
 
 
 class DatasetConfig(_Strict):
@@ -206,39 +133,6 @@ class ObjectiveConfig(_Strict):
         return self.direction or OBJECTIVE_DIRECTIONS[self.metric]  # type: ignore[return-value]
 
 
-class PrunerConfig(_Strict):
-    type: Literal[
-        "none", "median", "percentile", "successive_halving", "hyperband", "threshold"
-    ] = "median"
-    n_startup_trials: int = Field(default=2, ge=0)
-    n_warmup_steps: int = Field(default=0, ge=0)
-    interval_steps: int = Field(default=1, ge=1)
-    percentile: float = Field(default=25.0, ge=0.0, le=100.0)
-    min_resource: int | Literal["auto"] = "auto"
-    max_resource: int | Literal["auto"] = "auto"
-    reduction_factor: int = Field(default=3, ge=2)
-    # threshold pruner: a trial whose reported value leaves [lower, upper] is stopped.
-    lower: float | None = None
-    upper: float | None = None
-    # Wraps the pruner in optuna's PatientPruner: tolerate this many evaluations without
-    # improvement before the wrapped pruner may stop a trial.
-    patience: int | None = Field(default=None, ge=0)
-    min_delta: float = Field(default=0.0, ge=0.0)
-
-    @model_validator(mode="after")
-    def _threshold(self) -> PrunerConfig:
-        if self.type == "threshold" and self.lower is None and self.upper is None:
-            raise ValueError("the threshold pruner needs lower or upper, but got neither")
-        return self
-
-
-class SamplerConfig(_Strict):
-    type: Literal["tpe", "random"] = "tpe"
-    seed: int | None = 42
-    n_startup_trials: int = Field(default=10, ge=0)
-    multivariate: bool = True
-
-
 class BudgetConfig(_Strict):
     n_trials: int | None = Field(default=20, ge=1)
     timeout_seconds: float | None = Field(default=None, gt=0)
@@ -295,8 +189,8 @@ class StudyConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
-    pruner: PrunerConfig = PrunerConfig()
-    sampler: SamplerConfig = SamplerConfig()
+    pruner: PrunerConfig = MedianPrunerConfig(type="median")
+    sampler: SamplerConfig = TPESamplerConfig(type="tpe")
     budget: BudgetConfig = BudgetConfig()
     workers: WorkersConfig = WorkersConfig()
     # An Optuna RDB URL; null means SQLite at <output_dir>/<name>/study.db.
@@ -306,14 +200,24 @@ class StudyConfig(_Strict):
     checkpoint_root: str | None = None
     keep_all_checkpoints: bool = False
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_types(cls, document: Any) -> Any:
+        # pruner.type and sampler.type pick the config model; a section without one is the
+        # default pruner (median) or sampler (TPE), as before they were typed.
+        if isinstance(document, dict):
+            for section, default in (("pruner", DEFAULT_PRUNER), ("sampler", DEFAULT_SAMPLER)):
+                settings = document.get(section)
+                if isinstance(settings, dict) and "type" not in settings:
+                    document = {**document, section: {"type": default, **settings}}
+        return document
+
     @model_validator(mode="after")
     def _baselines_in_space(self) -> StudyConfig:
         specs = self.search_space.specs()
         for index, baseline in enumerate(self.baselines):
             for param, value in baseline.params.items():
-                problem = _out_of_space(
-                    specs[param], value, capped_param=param == "num_train_epochs"
-                )
+                problem = _out_of_space(specs[param], value, capped_param=BY_NAME[param].capped)
                 if problem:
                     raise ValueError(
                         f"baselines[{index}] ({baseline.name}): {param}={value} {problem}"
@@ -345,10 +249,11 @@ class StudyConfig(_Strict):
         for baseline in self.baselines:
             params: dict[str, float | int] = {}
             for name, value in baseline.params.items():
-                if not isinstance(specs[name], (FloatRange, IntRange, Choices)):
+                spec = specs[name]
+                if not is_searched(spec):
                     continue
-                if name == "num_train_epochs":
-                    value = min(int(value), self.search_space.max_epochs())
+                if BY_NAME[name].capped and isinstance(spec, IntRange):
+                    value = min(int(value), spec.high)
                 params[name] = value
             enqueued.append((baseline.name, params))
         return enqueued
@@ -455,30 +360,102 @@ def _read_document(path: Path) -> dict[str, Any]:
     return document
 
 
-def _format_validation_error(path: Path, error: ValidationError) -> str:
+# Pydantic puts the union member in an error's location ("FloatRange", or the "median" of
+# pruner.type); the user's key has none of them.
+_UNION_MEMBERS = {"FloatRange", "IntRange", "Choices", "float", "int"}
+_TYPED_SECTIONS: dict[str, Mapping[str, type[BaseModel]]] = {
+    "pruner": PRUNER_TYPES,
+    "sampler": SAMPLER_TYPES,
+}
+
+
+def _user_key(location: tuple[Any, ...]) -> tuple[str, str | None]:
+    """The dotted key a user wrote, and the pruner/sampler type the error was found under."""
+    parts = [str(part) for part in location if not str(part).startswith("function-")]
+    typed = None
+    if len(parts) > 1 and parts[0] in _TYPED_SECTIONS and parts[1] in _TYPED_SECTIONS[parts[0]]:
+        typed = parts.pop(1)
+    return ".".join(p for p in parts if p not in _UNION_MEMBERS), typed
+
+
+def _spec_shapes(name: str) -> str:
+    if BY_NAME[name].integer:
+        return "a whole number, {low, high, step} of whole numbers, or {choices: [...]}"
+    return "a number, {low, high, log}, or {choices: [...]}"
+
+
+def _format_validation_error(source: str, error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
-        # Pydantic adds the union member to the location (e.g. "FloatRange"); keep the user's key.
-        key = ".".join(
-            p
-            for p in key.split(".")
-            if p not in {"FloatRange", "IntRange", "Choices", "float", "int"}
-        )
+        location = item["loc"]
+        if (
+            len(location) >= 3
+            and location[0] == "search_space"
+            and location[1] in BY_NAME
+            and str(location[2]) in _UNION_MEMBERS
+        ):
+            # A spec that fits none of its shapes: one line, not one per shape tried.
+            name = str(location[1])
+            given = item.get("input")
+            lines.append(f"  search_space.{name}: expected {_spec_shapes(name)}, but got {given!r}")
+            continue
+        key, typed = _user_key(location)
         message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
+        if item["type"] == "extra_forbidden" and typed is not None:
+            section = key.split(".")[0]
+            allowed = sorted(set(_TYPED_SECTIONS[section][typed].model_fields) - {"type"})
+            message = (
+                f"is not a setting of the {typed} {section} ({section}.type={typed}); "
+                f"its settings are {allowed or 'none'}"
+            )
+        elif item["type"] == "extra_forbidden":
             message = "unknown key (check its spelling; see studies/imdb.yaml for every key)"
         elif item["type"] == "missing":
             message = "is required but missing"
+        elif item["type"] == "union_tag_invalid":
+            section = key.split(".")[0]
+            key = f"{section}.type"
+            message = f"expected one of {sorted(_TYPED_SECTIONS[section])}"
         given = item.get("input")
         shown = (
             ""
             if item["type"] in {"missing", "extra_forbidden"} or isinstance(given, dict)
             else f", but got {given!r}"
         )
+        if item["type"] == "union_tag_invalid" and isinstance(given, dict):
+            shown = f", but got {given.get('type')!r}"
         lines.append(f"  {key or '<top level>'}: {message}{shown}")
     unique = list(dict.fromkeys(lines))
-    return f"invalid study file {path}:\n" + "\n".join(unique)
+    return f"invalid {source}:\n" + "\n".join(unique)
+
+
+def _switch_types(
+    document: dict[str, Any], overrides: dict[str, Any], notify: Callable[[str], None]
+) -> None:
+    """``--set pruner.type=none`` on a file that configures the median pruner: the file's
+    median settings that the new type does not have are dropped, with a notice. Settings
+    given on the command line for another type stay, and fail validation with their key."""
+    for section, types in _TYPED_SECTIONS.items():
+        new_type = overrides.get(f"{section}.type")
+        settings = document.get(section)
+        if new_type is None or new_type not in types or not isinstance(settings, dict):
+            continue
+        accepted = set(types[new_type].model_fields)
+        from_cli = {key.split(".", 1)[1] for key in overrides if key.startswith(f"{section}.")}
+        dropped = sorted(key for key in settings if key not in accepted and key not in from_cli)
+        for key in dropped:
+            del settings[key]
+        if dropped:
+            listed = ", ".join(f"{section}.{key}" for key in dropped)
+            notify(
+                f"{section}.type={new_type} from the command line: the study file's {listed} "
+                f"{'does' if len(dropped) == 1 else 'do'} not apply to it and "
+                f"{'is' if len(dropped) == 1 else 'are'} ignored"
+            )
+
+
+def _notice(message: str) -> None:
+    print(f"[sweeper] note: {message}", file=sys.stderr, flush=True)
 
 
 def _resolve_path(value: str, base: Path) -> str:
@@ -493,17 +470,24 @@ def load_study_config(
     study: str | Path,
     overrides: dict[str, Any] | None = None,
     studies_dir: Path = DEFAULT_STUDIES_DIR,
+    notify: Callable[[str], None] = _notice,
 ) -> StudyConfig:
     """Read a study file, apply dotted-key overrides and validate the result."""
     path = find_study_file(study, studies_dir)
     document = _read_document(path)
     document.setdefault("name", path.stem)
-    for key, value in (overrides or {}).items():
+    overrides = overrides or {}
+    for section, default in (("pruner", DEFAULT_PRUNER), ("sampler", DEFAULT_SAMPLER)):
+        if isinstance(document.get(section), dict):
+            document[section].setdefault("type", default)
+    # Before the overrides: the file's own settings of its type are what may be dropped.
+    _switch_types(document, overrides, notify)
+    for key, value in overrides.items():
         _apply_override(document, key, value)
     try:
         config = StudyConfig.model_validate(document)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(path, exc)) from None
+        raise ConfigError(_format_validation_error(f"study file {path}", exc)) from None
     base = path.parent
     dataset = config.dataset.model_copy(update={"path": _resolve_path(config.dataset.path, base)})
     model = config.model.model_copy(update={"name": _resolve_path(config.model.name, base)})
@@ -512,3 +496,59 @@ def load_study_config(
 
 def dump_config(config: StudyConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+# The format of the config a study stores (its "config" user attribute, beside
+# "config_version"). 1: before pruner and sampler were typed, every pruner's settings stored
+# flat with their defaults, and no version stored. 2: typed pruner and sampler.
+CONFIG_VERSION = 2
+CONFIG_ATTR = "config"
+CONFIG_VERSION_ATTR = "config_version"
+
+
+def stored_config(study_name: str, user_attrs: dict[str, Any]) -> StudyConfig:
+    """The study's stored config, validated into :class:`StudyConfig` (migrated from the
+    format of an earlier sweeper). The card and the report read this, never raw dicts."""
+    document = user_attrs.get(CONFIG_ATTR)
+    if not isinstance(document, dict):
+        raise ConfigError(
+            f"study {study_name!r} has no stored sweeper config (user attribute "
+            f"{CONFIG_ATTR!r}); it was not created by sweeper, or its creator stopped early: "
+            f"run `sweeper create` with its study file to complete it"
+        )
+    version = user_attrs.get(CONFIG_VERSION_ATTR, 1)
+    if not isinstance(version, int) or version > CONFIG_VERSION:
+        raise ConfigError(
+            f"study {study_name!r} was written by a newer sweeper ({CONFIG_VERSION_ATTR}="
+            f"{version!r}; this one reads up to {CONFIG_VERSION}): upgrade sweeper to read it"
+        )
+    if version == 1:
+        document = _migrate_v1(document)
+    try:
+        return StudyConfig.model_validate(document)
+    except ValidationError as exc:
+        source = f"config stored in study {study_name!r} ({CONFIG_VERSION_ATTR}={version})"
+        raise ConfigError(
+            _format_validation_error(source, exc)
+            + "\nthe study's stored config no longer validates; open it with the sweeper "
+            "version that wrote it, or run the study again under a new name"
+        ) from None
+
+
+def _migrate_v1(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 stored every pruner setting of the flat PrunerConfig (and the TPE ones on
+    the random sampler); version 2 keeps the settings of the chosen type only."""
+    migrated = dict(document)
+    for section, types, default in (
+        ("pruner", PRUNER_TYPES, DEFAULT_PRUNER),
+        ("sampler", SAMPLER_TYPES, DEFAULT_SAMPLER),
+    ):
+        settings = dict(migrated.get(section) or {})
+        kind = settings.get("type", default)
+        if kind in types:
+            accepted = set(types[kind].model_fields)
+            settings = {key: value for key, value in settings.items() if key in accepted}
+        if section == "pruner" and kind == "hyperband" and settings.get("min_resource") == "auto":
+            settings["min_resource"] = 1  # what version 1 passed to Optuna for "auto"
+        migrated[section] = settings
+    return migrated

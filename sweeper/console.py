@@ -15,16 +15,8 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from sweeper.hyperparameters import label
 from sweeper.results import best_trial, count_states, format_value
-
-PARAM_LABELS = {
-    "learning_rate": "lr",
-    "per_device_train_batch_size": "batch",
-    "num_train_epochs": "epochs",
-    "seed": "seed",
-    "warmup_ratio": "warmup",
-    "weight_decay": "wd",
-}
 
 
 def one_line(text: Any, limit: int = 160) -> str:
@@ -35,9 +27,7 @@ def one_line(text: Any, limit: int = 160) -> str:
 
 
 def format_params(params: dict[str, Any]) -> str:
-    return " ".join(
-        f"{PARAM_LABELS.get(name, name)}={format_value(value)}" for name, value in params.items()
-    )
+    return " ".join(f"{label(name)}={format_value(value)}" for name, value in params.items())
 
 
 class StudyProgress:

@@ -21,6 +21,7 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
+from sweeper.hyperparameters import title as param_title
 from sweeper.results import (
     best_trial,
     format_value,
@@ -40,14 +41,6 @@ METRIC_TITLES = {
 STEP_TITLE = "training step (optimizer updates)"
 LOSS_TITLE = "loss (cross-entropy, nats)"
 TRIAL_TITLE = "trial number (in start order)"
-PARAM_TITLES = {
-    "learning_rate": "learning rate",
-    "per_device_train_batch_size": "train batch size (examples/device)",
-    "num_train_epochs": "epochs (planned passes)",
-    "seed": "seed (id)",
-    "warmup_ratio": "warmup (fraction of steps)",
-    "weight_decay": "weight decay (L2 coefficient)",
-}
 BEST_COLOR = "#111111"
 BASELINE_COLORS = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 TRIAL_COLORS = ("#1f77b4", "#2ca02c", "#ff7f0e", "#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a")
@@ -333,7 +326,7 @@ def _dimension(
 ) -> dict[str, Any] | None:
     """A parallel-coordinates axis. Its range covers the latest distribution and every value,
     since a resumed study may have changed a parameter's range between trials."""
-    label = PARAM_TITLES.get(name, name)
+    label = param_title(name)
     try:
         numbers = [float(v) for v in values]
     except (TypeError, ValueError):
@@ -465,7 +458,7 @@ def importance_figure(study: optuna.Study) -> go.Figure:
     figure = go.Figure(
         go.Bar(
             x=[importances[name] for name in names],
-            y=[PARAM_TITLES.get(name, name) for name in names],
+            y=[param_title(name) for name in names],
             orientation="h",
             marker={"color": TRIAL_COLORS[0]},
             text=[f"{importances[name]:.2f}" for name in names],

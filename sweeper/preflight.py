@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeper.config import Choices, StudyConfig
+from sweeper.config import StudyConfig
 from sweeper.data import DataSplits, load_splits
 from sweeper.errors import PreflightError, SweeperError
+from sweeper.hyperparameters import candidate_values
 from sweeper.models import (
     head_label_count,
     load_model_config,
@@ -91,8 +92,7 @@ def head_notice(config: StudyConfig, model_config: Any, label_names: list[str]) 
 
 def check_batch_sizes(config: StudyConfig, train_rows: int) -> list[str]:
     """Every batch the space can draw must fit the training split at least once."""
-    spec = config.search_space.per_device_train_batch_size
-    sizes = spec.choices if isinstance(spec, Choices) else [spec]
+    sizes = candidate_values(config.search_space.spec("per_device_train_batch_size"))
     accumulation = config.training.gradient_accumulation_steps
     too_large = sorted(int(size) for size in sizes if int(size) * accumulation > train_rows)
     if not too_large:

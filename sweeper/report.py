@@ -18,7 +18,8 @@ import plotly.io as pio
 from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
-from sweeper.figures import PARAM_TITLES, figures
+from sweeper.figures import figures
+from sweeper.hyperparameters import title as param_title
 from sweeper.results import (
     StudySummary,
     format_duration,
@@ -89,7 +90,7 @@ def _comparison_table(summary: StudySummary) -> str:
     param_names = sorted({name for _, trial in rows for name in trial.params})
     header = ["", "trial", "state", summary.metric, "best step", "accuracy", "F1"]
     lines = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)]
-    lines[0] += "".join(f"<th>{html.escape(PARAM_TITLES.get(p, p))}</th>" for p in param_names)
+    lines[0] += "".join(f"<th>{html.escape(param_title(p))}</th>" for p in param_names)
     lines[0] += "</tr>"
     for role, trial in rows:
         kept = kept_evaluation(trial) or {}

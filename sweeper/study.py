@@ -1,10 +1,11 @@
-"""The Optuna study: samplers, pruners, baselines, the objective, and checkpoints.
+"""The Optuna study: baselines, the objective, and checkpoints.
 
 :func:`run_study` is the entry point: it checks the config and the data before anything
 is written, opens (or resumes) the study in its storage, enqueues the baselines once, and
 runs trials (through :func:`sweeper.workers.run_trials`) until the study's budget, counted
 in storage across every run and worker, is met. Samplers and pruners are not stored in
-the database, so every worker builds them here from the same study file.
+the database, so every worker builds them (:mod:`sweeper.samplers`,
+:mod:`sweeper.pruners`) from the same study file.
 
 A trial's checkpoints live in ``<checkpoint_dir>/trial-<N>``, where N is the number of the
 first trial of its retry chain: a retry resumes from the newest complete checkpoint there.
@@ -15,104 +16,32 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.cluster import slurm_attrs
 from sweeper.config import (
-    Choices,
-    FloatRange,
-    IntRange,
-    PrunerConfig,
-    SamplerConfig,
-    SearchSpace,
+    CONFIG_ATTR,
+    CONFIG_VERSION,
+    CONFIG_VERSION_ATTR,
     StudyConfig,
     dump_config,
 )
 from sweeper.console import StudyProgress, TrialProgressBar
 from sweeper.data import PreparedData, prepare_data
 from sweeper.errors import ConfigError, StorageError
+from sweeper.hyperparameters import suggest_params
 from sweeper.preflight import PreflightResult, run_preflight
+from sweeper.pruners import build_pruner
 from sweeper.results import best_trial
+from sweeper.samplers import build_sampler
 from sweeper.storage import open_lock, open_storage, redact
 from sweeper.training import TrialOutcome, last_checkpoint, train_trial
 from sweeper.workers import StopRequest, TrialInterrupted, budget_counts, is_crashed, run_trials
-
-
-def build_sampler(config: SamplerConfig) -> optuna.samplers.BaseSampler:
-    if config.type == "random":
-        return optuna.samplers.RandomSampler(seed=config.seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            seed=config.seed,
-            n_startup_trials=config.n_startup_trials,
-            multivariate=config.multivariate,
-        )
-
-
-def build_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
-    pruner: optuna.pruners.BasePruner
-    if config.type == "none":
-        return optuna.pruners.NopPruner()
-    if config.type == "median":
-        pruner = optuna.pruners.MedianPruner(
-            n_startup_trials=config.n_startup_trials,
-            n_warmup_steps=config.n_warmup_steps,
-            interval_steps=config.interval_steps,
-        )
-    elif config.type == "percentile":
-        pruner = optuna.pruners.PercentilePruner(
-            config.percentile,
-            n_startup_trials=config.n_startup_trials,
-            n_warmup_steps=config.n_warmup_steps,
-            interval_steps=config.interval_steps,
-        )
-    elif config.type == "successive_halving":
-        pruner = optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=config.min_resource, reduction_factor=config.reduction_factor
-        )
-    elif config.type == "hyperband":
-        pruner = optuna.pruners.HyperbandPruner(
-            min_resource=1 if config.min_resource == "auto" else config.min_resource,
-            max_resource=config.max_resource,
-            reduction_factor=config.reduction_factor,
-        )
-    else:
-        pruner = optuna.pruners.ThresholdPruner(
-            lower=config.lower,
-            upper=config.upper,
-            n_warmup_steps=config.n_warmup_steps,
-            interval_steps=config.interval_steps,
-        )
-    if config.patience is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            pruner = optuna.pruners.PatientPruner(
-                pruner, patience=config.patience, min_delta=config.min_delta
-            )
-    return pruner
-
-
-def suggest_params(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
-    """Searched parameters come from the sampler (or an enqueued trial), fixed ones as given."""
-    params: dict[str, Any] = {}
-    for name, spec in space.specs().items():
-        if isinstance(spec, FloatRange):
-            params[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
-        elif isinstance(spec, IntRange):
-            params[name] = trial.suggest_int(name, spec.low, spec.high, step=spec.step)
-        elif isinstance(spec, Choices):
-            params[name] = trial.suggest_categorical(name, spec.choices)
-        else:
-            params[name] = spec
-    return params
 
 
 @dataclass
@@ -291,11 +220,15 @@ def ensure_study(config: StudyConfig, label_names: list[str]) -> CreatedStudy:
         lock.acquire()
         study, created = open_study(config, storage)
         completed = False
+        if study.metric_names is None:
+            # optuna-dashboard and Optuna's plots say "validation_loss", not "Objective 0".
+            study.set_metric_names([config.objective.metric])
         if not study.user_attrs.get(STUDY_READY_ATTR):
             enqueue_baselines(study, config)  # skip_if_exists: never twice
             existing = study.user_attrs
             for key, value in (
-                ("config", config.model_dump(mode="json")),
+                (CONFIG_ATTR, config.model_dump(mode="json")),
+                (CONFIG_VERSION_ATTR, CONFIG_VERSION),
                 ("objective_metric", config.objective.metric),
                 ("label_names", label_names),
             ):

@@ -34,6 +34,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from sweeper.config import StudyConfig
 from sweeper.data import PreparedData
+from sweeper.hyperparameters import training_arguments
 from sweeper.metrics import build_compute_metrics
 from sweeper.models import load_classifier
 
@@ -89,16 +90,9 @@ def build_training_arguments(
     on_gpu = torch.cuda.is_available()
     arguments: dict[str, Any] = {
         "output_dir": str(output_dir),
-        "learning_rate": float(params["learning_rate"]),
-        "per_device_train_batch_size": int(params["per_device_train_batch_size"]),
+        # The trial's hyperparameters, each as its entry in sweeper.hyperparameters says.
+        **training_arguments(params),
         "per_device_eval_batch_size": training.eval_batch_size,
-        "num_train_epochs": float(params["num_train_epochs"]),
-        "seed": int(params["seed"]),
-        "data_seed": int(params["seed"]),
-        # transformers 5 dropped `warmup_ratio` and reads a `warmup_steps` below 1 as that
-        # share of the training steps; the study's warmup_ratio lies in [0, 1) (config.py).
-        "warmup_steps": float(params["warmup_ratio"]),
-        "weight_decay": float(params["weight_decay"]),
         "adam_beta1": training.adam_beta1,
         "adam_beta2": training.adam_beta2,
         "adam_epsilon": training.adam_epsilon,

@@ -1,0 +1,196 @@
+"""Pruners: one typed config per Optuna pruner, and :func:`build_pruner`.
+
+``pruner.type`` picks the model (a discriminated union), so a setting that belongs to
+another pruner is an error, not silently ignored. Optuna does not store pruners in the
+database: every worker builds its own from the study file. Each config also says in one
+line what it does (:meth:`describe`), for the model card.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Annotated, Any, ClassVar, Literal
+
+import optuna
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+
+class _PrunerBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    title: ClassVar[str] = ""
+
+    def build(self) -> optuna.pruners.BasePruner:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that shape this pruner, for one line of text."""
+        return {
+            key: value
+            for key, value in self.model_dump().items()
+            if key != "type" and value is not None
+        }
+
+    def describe(self) -> str:
+        settings = ", ".join(f"{key}={value}" for key, value in self.settings().items())
+        return f"{self.title} ({settings})" if settings else self.title
+
+
+class _Wrappable(_PrunerBase):
+    # Wraps the pruner in Optuna's PatientPruner, which asks the wrapped pruner only after
+    # this many evaluations without improvement: a slowly improving bad trial is never
+    # pruned, so it is off by default.
+    patience: int | None = Field(default=None, ge=0)
+    min_delta: float = Field(default=0.0, ge=0.0)
+
+    def _inner(self) -> optuna.pruners.BasePruner:
+        raise NotImplementedError
+
+    def build(self) -> optuna.pruners.BasePruner:
+        pruner = self._inner()
+        if self.patience is None:
+            return pruner
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.pruners.PatientPruner(
+                pruner, patience=self.patience, min_delta=self.min_delta
+            )
+
+    def settings(self) -> dict[str, Any]:
+        settings = super().settings()
+        if self.patience is None:
+            settings.pop("min_delta", None)
+        else:
+            settings["patience"] = f"{self.patience} (wrapped in PatientPruner)"
+        return settings
+
+
+class _StepWindow(_Wrappable):
+    n_startup_trials: int = Field(default=2, ge=0)
+    n_warmup_steps: int = Field(default=0, ge=0)
+    interval_steps: int = Field(default=1, ge=1)
+
+
+class NoPrunerConfig(_PrunerBase):
+    type: Literal["none"]
+    title: ClassVar[str] = "none"
+
+    def build(self) -> optuna.pruners.BasePruner:
+        return optuna.pruners.NopPruner()
+
+    def describe(self) -> str:
+        return "none (every trial ran to its planned end unless it diverged)"
+
+
+class MedianPrunerConfig(_StepWindow):
+    type: Literal["median"]
+    title: ClassVar[str] = "median"
+
+    def _inner(self) -> optuna.pruners.BasePruner:
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=self.n_startup_trials,
+            n_warmup_steps=self.n_warmup_steps,
+            interval_steps=self.interval_steps,
+        )
+
+
+class PercentilePrunerConfig(_StepWindow):
+    type: Literal["percentile"]
+    title: ClassVar[str] = "percentile"
+    percentile: float = Field(default=25.0, ge=0.0, le=100.0)
+
+    def _inner(self) -> optuna.pruners.BasePruner:
+        return optuna.pruners.PercentilePruner(
+            self.percentile,
+            n_startup_trials=self.n_startup_trials,
+            n_warmup_steps=self.n_warmup_steps,
+            interval_steps=self.interval_steps,
+        )
+
+
+class SuccessiveHalvingPrunerConfig(_Wrappable):
+    type: Literal["successive_halving"]
+    title: ClassVar[str] = "successive_halving"
+    min_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(default=3, ge=2)
+    min_early_stopping_rate: int = Field(default=0, ge=0)
+
+    def _inner(self) -> optuna.pruners.BasePruner:
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=self.min_resource,
+            reduction_factor=self.reduction_factor,
+            min_early_stopping_rate=self.min_early_stopping_rate,
+        )
+
+
+class HyperbandPrunerConfig(_Wrappable):
+    type: Literal["hyperband"]
+    title: ClassVar[str] = "hyperband"
+    min_resource: int = Field(default=1, ge=1)
+    max_resource: int | Literal["auto"] = "auto"
+    reduction_factor: int = Field(default=3, ge=2)
+
+    def _inner(self) -> optuna.pruners.BasePruner:
+        return optuna.pruners.HyperbandPruner(
+            min_resource=self.min_resource,
+            max_resource=self.max_resource,
+            reduction_factor=self.reduction_factor,
+        )
+
+
+class ThresholdPrunerConfig(_Wrappable):
+    type: Literal["threshold"]
+    title: ClassVar[str] = "threshold"
+    # A trial whose reported value leaves [lower, upper] is stopped.
+    lower: float | None = None
+    upper: float | None = None
+    n_warmup_steps: int = Field(default=0, ge=0)
+    interval_steps: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ThresholdPrunerConfig:
+        if self.lower is None and self.upper is None:
+            raise ValueError(
+                "the threshold pruner needs lower or upper, but got neither; set "
+                "pruner.lower and/or pruner.upper"
+            )
+        return self
+
+    def _inner(self) -> optuna.pruners.BasePruner:
+        return optuna.pruners.ThresholdPruner(
+            lower=self.lower,
+            upper=self.upper,
+            n_warmup_steps=self.n_warmup_steps,
+            interval_steps=self.interval_steps,
+        )
+
+
+PrunerConfig = Annotated[
+    NoPrunerConfig
+    | MedianPrunerConfig
+    | PercentilePrunerConfig
+    | SuccessiveHalvingPrunerConfig
+    | HyperbandPrunerConfig
+    | ThresholdPrunerConfig,
+    Field(discriminator="type"),
+]
+# pruner.type -> its config model; a study file without pruner.type gets the median pruner.
+PRUNER_TYPES: dict[str, type[_PrunerBase]] = {
+    "none": NoPrunerConfig,
+    "median": MedianPrunerConfig,
+    "percentile": PercentilePrunerConfig,
+    "successive_halving": SuccessiveHalvingPrunerConfig,
+    "hyperband": HyperbandPrunerConfig,
+    "threshold": ThresholdPrunerConfig,
+}
+DEFAULT_PRUNER = "median"
+
+_ADAPTER: TypeAdapter[PrunerConfig] = TypeAdapter(PrunerConfig)
+
+
+def pruner_config(settings: dict[str, Any]) -> PrunerConfig:
+    """A pruner config from plain settings (``type`` defaults to the median pruner)."""
+    return _ADAPTER.validate_python({"type": DEFAULT_PRUNER, **settings})
+
+
+def build_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
+    return config.build()
