@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sweeper import __version__
 from sweeper.config import (
     DEFAULT_STUDIES_DIR,
     StudyConfig,
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sweeper", description=__doc__.splitlines()[0] if __doc__ else None
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     sweep = commands.add_parser("sweep", help="run or resume a study until its budget is met")
@@ -388,7 +390,7 @@ def command_worker(args: argparse.Namespace) -> int:
     code = spawn_gpu_workers(
         _without_gpus(args.argv),
         gpus,
-        config.workers.trials_per_gpu,
+        trials_per_gpu=config.workers.trials_per_gpu,
         stop=stop,
         sampler_seed=config.sampler.seed,
     )
@@ -443,8 +445,9 @@ def command_best(args: argparse.Namespace) -> int:
 
 def _study_output_dir(study: Any) -> Path:
     """Where the sweep wrote its files: <output_dir>/<study> from the stored config."""
-    config = study.user_attrs.get("config") or {}
-    return Path(str(config.get("output_dir") or "runs")) / study.study_name
+    from sweeper.config import stored_config
+
+    return stored_config(study.study_name, study.user_attrs).study_dir
 
 
 def _open_existing_study(args: argparse.Namespace) -> tuple[str, Any]:

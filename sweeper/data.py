@@ -404,6 +404,7 @@ def prepare_data(
     tokenizer: Any,
     max_length: int,
     cache_root: Path,
+    *,
     splits: DataSplits | None = None,
 ) -> PreparedData:
     """Load, check, split and tokenize the study's dataset (from the on-disk cache when it

@@ -190,10 +190,8 @@ def _failures_html(study: optuna.Study) -> str:
 
 def _setup_line(summary: StudySummary) -> str:
     config = summary.config
-    model = (config.get("model") or {}).get("name", "?")
-    dataset = (config.get("dataset") or {}).get("path", "?")
-    pruner = (config.get("pruner") or {}).get("type", "?")
-    sampler = (config.get("sampler") or {}).get("type", "?")
+    model, dataset = config.model.name, config.dataset.path
+    pruner, sampler = config.pruner.type, config.sampler.type
     return (
         f"model {Path(str(model)).name or model} · data {Path(str(dataset)).name or dataset} · "
         f"objective: {summary.direction} {summary.metric} · pruner {pruner} · sampler {sampler}"

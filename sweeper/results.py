@@ -15,6 +15,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper.config import StudyConfig, stored_config
+
 
 def count_states(study: optuna.Study) -> dict[TrialState, int]:
     counts = dict.fromkeys(TrialState, 0)
@@ -61,7 +63,7 @@ class StudySummary:
     # Steps the stopped trials did not run, out of the steps they planned.
     saved_steps: int
     planned_steps_stopped: int
-    config: dict[str, Any]
+    config: StudyConfig  # as stored when the study was created, validated again
 
 
 def objective_metric(study: optuna.Study) -> str:
@@ -143,7 +145,7 @@ def summarize(study: optuna.Study) -> StudySummary:
         saved_trials=sum(1 for trial in pruned if steps_saved(trial) > 0),
         saved_steps=sum(steps_saved(trial) for trial in pruned),
         planned_steps_stopped=sum(planned_steps(trial) for trial in pruned),
-        config=dict(study.user_attrs.get("config") or {}),
+        config=stored_config(study.study_name, study.user_attrs),
     )
 
 

@@ -260,6 +260,7 @@ def create_study(config: StudyConfig) -> CreatedStudy:
 
 def run_study(
     config: StudyConfig,
+    *,
     show_progress: bool = True,
     extra_callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
     stop: StopRequest | None = None,

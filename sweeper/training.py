@@ -144,6 +144,7 @@ def build_trainer(
     data: PreparedData,
     model: Any,
     output_dir: Path,
+    *,
     callbacks: Sequence[TrainerCallback] = (),
 ) -> Trainer:
     """The Trainer of one trial: dynamic padding, length-grouped training batches and
@@ -350,7 +351,7 @@ def train_trial(
     set_seed(int(params["seed"]))  # the classification head is initialised from this seed
     model = load_classifier(config.model.name, data.label_names)
     trainer = build_trainer(
-        config, params, data, model, output_dir, [recorder, *stoppers, *callbacks]
+        config, params, data, model, output_dir, callbacks=[recorder, *stoppers, *callbacks]
     )
     started = time.perf_counter()
     completed = False

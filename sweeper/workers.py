@@ -536,6 +536,7 @@ SPAWNED_BY_GPUS_ENV = "SWEEPER_SPAWNED_BY_GPUS"
 def spawn_gpu_workers(
     worker_argv: Sequence[str],
     gpus: Sequence[int],
+    *,
     trials_per_gpu: int = 1,
     stop: StopRequest | None = None,
     sampler_seed: int | None = None,
