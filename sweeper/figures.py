@@ -12,12 +12,6 @@ from typing import Any
 
 import optuna
 import plotly.graph_objects as go
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
@@ -321,103 +315,46 @@ def _mark_off_scale(
         )
 
 
-def _dimension(
-    name: str, distribution: BaseDistribution, values: list[Any]
-) -> dict[str, Any] | None:
-    """A parallel-coordinates axis. Its range covers the latest distribution and every value,
-    since a resumed study may have changed a parameter's range between trials."""
-    label = param_title(name)
-    try:
-        numbers = [float(v) for v in values]
-    except (TypeError, ValueError):
-        return None  # a non-numeric choice cannot lie on an axis (study files only allow numbers)
-    if not numbers or not all(math.isfinite(v) for v in numbers):
-        return None
-    if (
-        isinstance(distribution, FloatDistribution)
-        and distribution.log
-        and all(v > 0 for v in numbers)
-    ):
-        logs = [math.log10(v) for v in numbers]
-        low_tick = math.floor(min([*logs, math.log10(distribution.low)]))
-        high_tick = math.ceil(max([*logs, math.log10(distribution.high)]))
-        ticks = list(range(low_tick, high_tick + 1))
-        return {
-            "label": f"{label} (log10 scale)",
-            "values": logs,
-            "range": [low_tick, high_tick]
-            if high_tick > low_tick
-            else [low_tick - 1, low_tick + 1],
-            "tickvals": ticks,
-            "ticktext": [f"1e{tick}" for tick in ticks],
+def _searched_params(trials: list[FrozenTrial]) -> list[str]:
+    return sorted(
+        {
+            name
+            for trial in trials
+            for name, distribution in trial.distributions.items()
+            if not distribution.single()
         }
-    if isinstance(distribution, CategoricalDistribution):
-        try:
-            choices = sorted(
-                {float(c) for c in distribution.choices if c is not None} | set(numbers)
-            )
-        except (TypeError, ValueError):
-            return None
-        return {
-            "label": label,
-            "values": numbers,
-            "range": [choices[0], choices[-1]] if len(choices) > 1 else None,
-            "tickvals": choices,
-            "ticktext": [format_value(int(c) if c.is_integer() else c) for c in choices],
-        }
-    if isinstance(distribution, (FloatDistribution, IntDistribution)):
-        low = min([*numbers, float(distribution.low)])
-        high = max([*numbers, float(distribution.high)])
-        return {"label": label, "values": numbers, "range": [low, high]}
-    return None
+    )
+
+
+def _relabel_params(labels: list[str], names: list[str]) -> list[str]:
+    """Optuna's labels are parameter names, long ones cut to "per_device_train_..."."""
+    titles = []
+    for text in labels:
+        stem = text.removesuffix("...")
+        name = next((n for n in names if n == text or n.startswith(stem)), None)
+        titles.append(param_title(name) if name and stem else text)
+    return titles
 
 
 def parallel_coordinates_figure(study: optuna.Study) -> go.Figure:
+    """Optuna's parallel-coordinates plot, with sweeper's axis titles and note."""
     metric = objective_metric(study)
     title = f"Parallel coordinates: searched hyperparameters and {metric} of complete trials"
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return _note_figure(title, "No trial has completed yet.")
-    dimensions = []
-    left_out: list[str] = []
-    distributions: dict[str, BaseDistribution] = {}
-    for trial in complete:  # the latest trial's distribution wins
-        distributions.update(trial.distributions)
-    for name, distribution in distributions.items():
-        if distribution.single():
-            continue
-        if any(name not in t.params for t in complete):
-            left_out.append(name)  # a parameter not every trial has cannot be one axis
-            continue
-        dimension = _dimension(name, distribution, [t.params[name] for t in complete])
-        if dimension is None:
-            left_out.append(name)
-        else:
-            dimensions.append({k: v for k, v in dimension.items() if v is not None})
-    values = [_finite(t.value) for t in complete]
-    objective_label = METRIC_TITLES.get(metric, metric)
-    dimensions.append({"label": objective_label, "values": values})
-    minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
-    figure = go.Figure(
-        go.Parcoords(
-            dimensions=dimensions,
-            line={
-                "color": values,
-                "colorscale": "Viridis",
-                "reversescale": minimize,
-                "showscale": True,
-                "colorbar": {"title": {"text": metric, "side": "right"}},
-            },
-            labelangle=0,
-            labelside="top",
-        )
+    searched = _searched_params(complete)
+    figure = optuna.visualization.plot_parallel_coordinate(
+        study, params=searched or None, target_name=METRIC_TITLES.get(metric, metric)
     )
+    # Optuna 5 draws the axes as x-axis ticks; name them as the rest of the report does.
+    ticks = list(figure.layout.xaxis.ticktext or ())
+    figure.update_xaxes(ticktext=_relabel_params(ticks, searched))
     _layout(
         figure,
         title,
-        "One line per complete trial, coloured by the objective (bright = better). "
-        "Drag along an axis to filter."
-        + (f" Not every trial has {', '.join(left_out)}: left out." if left_out else ""),
+        "One line per complete trial, coloured by the objective. Log-scale parameters have "
+        "log axes.",
         height=480,
     )
     figure.update_layout(margin={"l": 90, "r": 60, "t": figure.layout.margin.t + 50, "b": 40})
@@ -425,6 +362,7 @@ def parallel_coordinates_figure(study: optuna.Study) -> go.Figure:
 
 
 def importance_figure(study: optuna.Study) -> go.Figure:
+    """Optuna's hyperparameter-importance plot (fANOVA), or a note saying why there is none."""
     metric = objective_metric(study)
     title = f"Hyperparameter importance for {metric}"
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -440,40 +378,29 @@ def importance_figure(study: optuna.Study) -> go.Figure:
             "there is no difference for a hyperparameter to explain.",
         )
     try:
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        importances = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    except ImportError:
-        return _note_figure(title, "fANOVA importance needs scikit-learn: pip install scikit-learn")
+        figure = optuna.visualization.plot_param_importances(
+            study,
+            evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
+            params=_searched_params(complete) or None,
+            target_name=metric,
+        )
     except (ValueError, RuntimeError) as exc:
         return _note_figure(title, f"Importance could not be computed: {exc}")
-    importances = {
-        name: value for name, value in importances.items() if math.isfinite(float(value))
-    }
-    if not importances or not any(importances.values()):
+    bars = [trace for trace in figure.data if isinstance(trace, go.Bar)]
+    if not bars or not any(float(x) > 0 for x in bars[0].x):
         return _note_figure(
             title,
             "No hyperparameter searched in every complete trial explains the objective's spread.",
         )
-    names = list(importances)[::-1]  # plotly draws the first bar at the bottom
-    figure = go.Figure(
-        go.Bar(
-            x=[importances[name] for name in names],
-            y=[param_title(name) for name in names],
-            orientation="h",
-            marker={"color": TRIAL_COLORS[0]},
-            text=[f"{importances[name]:.2f}" for name in names],
-            textposition="outside",
-            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
-        )
-    )
+    bars[0].y = _relabel_params(list(bars[0].y), _searched_params(complete))
     _layout(
         figure,
         title,
         f"fANOVA over {len(complete)} complete trials; importances sum to 1. "
         "Few trials make these rough.",
-        height=max(300, 90 + 55 * len(names)),
+        height=max(300, 90 + 55 * len(bars[0].y)),
     )
-    figure.update_xaxes(title_text="importance (share of objective variance, 0–1)", range=[0, 1.1])
+    figure.update_xaxes(title_text="importance (share of objective variance, 0–1)")
     figure.update_yaxes(title_text="hyperparameter", automargin=True)
     figure.update_layout(showlegend=False)
     return figure
