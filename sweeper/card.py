@@ -5,7 +5,15 @@ DEVELOPERS.md: the base model and dataset, the kept evaluation's metrics, the tr
 hyperparameters, the training-results table (one row per evaluation, from the trial's
 stored history) and the framework versions. Then what those cards lack: how many trials
 the sweep ran, with which sampler and pruner, the baselines' scores beside the best, and
-which evaluation was kept and why. :func:`render_card` is the entry point.
+which evaluation was kept and why. :func:`model_card` builds it as a
+``huggingface_hub.ModelCard``; :func:`render_card` gives its text and :func:`write_card`
+saves it.
+
+The YAML metadata is ``huggingface_hub``'s own ``ModelCardData``: ``base_model`` and
+``datasets`` (hub ids only), ``pipeline_tag``, ``library_name``, ``license`` (where the study
+names one), tags, and a ``model-index`` of ``EvalResult`` entries with every metric of the
+kept evaluation (validation loss, accuracy, F1 with its averaging), so the Hub shows the
+scores.
 """
 
 from __future__ import annotations
@@ -16,10 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.errors import SweeperError
-from sweeper.report import history, kept_evaluation, objective_metric, summarize
+from sweeper.report import (
+    StudySummary,
+    history,
+    kept_evaluation,
+    objective_metric,
+    summarize,
+)
 
 CARD_FILE = "README.md"
 RESULTS_HEADER = ("Training Loss", "Epoch", "Step", "Validation Loss", "Accuracy", "F1")
@@ -32,10 +48,25 @@ FRAMEWORKS = (
     ("Tokenizers", "tokenizers"),
     ("Optuna", "optuna"),
 )
+TASK_TYPE = "text-classification"
+TASK_NAME = "Text Classification"
+TAGS = ("sweeper", "optuna", "generated_from_trainer")
+# The model-index's dataset ``type`` is a Hub dataset id (what ``load_dataset`` takes). A local
+# file or directory has none, and a builder name such as "csv" would read as a Hub dataset
+# and not cover a saved ``datasets`` directory, so every local source gets the one type
+# "local", and its file (or directory) name is the dataset's name.
+LOCAL_DATASET_TYPE = "local"
+# (history key, model-index metric type, metric name shown on the Hub); F1's name and
+# arguments add its averaging (:func:`f1_average`).
+CARD_METRICS = (
+    ("validation_loss", "loss", "Validation Loss"),
+    ("accuracy", "accuracy", "Accuracy"),
+    ("f1", "f1", "F1"),
+)
 
 
 class CardError(SweeperError):
-    """The study cannot give a model card (no complete trial yet)."""
+    """The study cannot give a model card (no complete trial yet, an invalid license)."""
 
 
 def _number(value: Any) -> str:
@@ -59,7 +90,22 @@ def _hyper(value: Any) -> str:
 
 
 def _is_local(name: str) -> bool:
-    return name.startswith(("package:", "/", ".", "~")) or Path(name).exists()
+    """Whether a model or dataset name is a local path rather than a Hub id. As in
+    :func:`sweeper.models.resolve_local_path`, a path that exists is local; so is one that
+    looks like a path (``/``, ``.``, ``~``, ``package:``), a data file's name (``reviews.csv``:
+    written on another machine, it need not exist here) and anything that is not a valid
+    Hub repo id (``runs/x/model``)."""
+    from sweeper.data import READABLE_SUFFIXES, data_suffix
+
+    if name.startswith(("package:", "/", ".", "~")) or Path(name).exists():
+        return True
+    if data_suffix(Path(name)) in READABLE_SUFFIXES:
+        return True
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return True
+    return False
 
 
 def _model_reference(name: str) -> str:
@@ -75,24 +121,111 @@ def _dataset_reference(dataset: dict[str, Any]) -> str:
     return f"the [{path}](https://huggingface.co/datasets/{path}) dataset"
 
 
-def _front_matter(model: str, study_name: str, trial: FrozenTrial) -> list[str]:
-    lines = ["---", "library_name: transformers"]
-    if not _is_local(model):
-        lines.append(f"base_model: {model}")
-    lines += [
-        "tags:",
-        "- generated_from_trainer",
-        "- text-classification",
-        "- optuna",
-        "metrics:",
-        "- accuracy",
-        "- f1",
-        "model-index:",
-        f"- name: {study_name}-trial-{trial.number}",
-        "  results: []",
-        "---",
-    ]
-    return lines
+def f1_average(num_labels: int | None) -> str | None:
+    """The F1 averaging the sweep computed (sweeper.metrics): ``binary`` (the F1 of label 1)
+    for two labels, ``macro`` for more; None when the study stored no label names."""
+    if num_labels is None or num_labels < 2:
+        return None
+    return "binary" if num_labels == 2 else "macro"
+
+
+def _label_names(study: optuna.Study, config: dict[str, Any]) -> list[str]:
+    names = study.user_attrs.get("label_names") or (config.get("dataset") or {}).get("label_names")
+    return [str(name) for name in names or []]
+
+
+def _split_name(dataset: dict[str, Any]) -> str:
+    """The evaluation split: its name, or the share of the training split held out."""
+    if dataset.get("validation_split"):
+        return str(dataset["validation_split"])
+    fraction = float(dataset.get("validation_fraction", 0.2))
+    return f"{dataset.get('train_split', 'train')} ({fraction:.0%} held out)"
+
+
+def _split_args(dataset: dict[str, Any]) -> dict[str, Any] | None:
+    """How a held-out or capped evaluation split was drawn (the model-index dataset args)."""
+    args: dict[str, Any] = {}
+    if not dataset.get("validation_split"):
+        args["validation_fraction"] = float(dataset.get("validation_fraction", 0.2))
+        args["split_seed"] = int(dataset.get("split_seed", 42))
+    if dataset.get("max_validation_rows"):
+        args["max_validation_rows"] = int(dataset["max_validation_rows"])
+    return args or None
+
+
+def eval_results(
+    kept: dict[str, Any] | None, dataset: dict[str, Any], average: str | None
+) -> list[EvalResult]:
+    """The model-index entries: each finite metric of the kept evaluation, unrounded."""
+    path = str(dataset.get("path") or "")
+    local = not path or _is_local(path)
+    results = []
+    for key, metric_type, metric_name in CARD_METRICS:
+        value = _float_or_none((kept or {}).get(key))
+        if value is None or not math.isfinite(value):
+            continue
+        metric_args = None
+        if key == "f1" and average is not None:
+            metric_name = f"F1 ({average})"
+            metric_args = {"average": average}
+        results.append(
+            EvalResult(
+                task_type=TASK_TYPE,
+                task_name=TASK_NAME,
+                dataset_type=LOCAL_DATASET_TYPE if local else path,
+                dataset_name=(Path(path).name or path or "unknown") if local else path,
+                dataset_split=_split_name(dataset),
+                dataset_args=_split_args(dataset),
+                metric_type=metric_type,
+                metric_name=metric_name,
+                metric_value=value,
+                metric_args=metric_args,
+            )
+        )
+    return results
+
+
+def _license(study: optuna.Study, config: dict[str, Any]) -> str | None:
+    """The license the study names, if any: a ``license`` study user attribute, or a
+    ``license`` key of the stored config or of its ``model`` section."""
+    sources = (
+        ("study user attribute 'license'", study.user_attrs.get("license")),
+        ("config key 'license'", config.get("license")),
+        ("config key 'model.license'", (config.get("model") or {}).get("license")),
+    )
+    for where, value in sources:
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+            raise CardError(
+                f"license={value!r} (the {where} of study {study.study_name!r}) is not a Hub "
+                "license identifier; set it to one such as 'apache-2.0', 'mit' or 'other' "
+                "(https://huggingface.co/docs/hub/repositories-licenses), e.g. "
+                "study.set_user_attr('license', 'apache-2.0'), or remove it to omit the license"
+            )
+        return value
+    return None
+
+
+def card_data(study: optuna.Study, trial: FrozenTrial, config: dict[str, Any]) -> ModelCardData:
+    """The card's YAML metadata for ``trial`` of ``study``."""
+    model = str((config.get("model") or {}).get("name", ""))
+    dataset = config.get("dataset") or {}
+    path = str(dataset.get("path", ""))
+    average = f1_average(len(_label_names(study, config)) or None)
+    results = eval_results(kept_evaluation(trial), dataset, average)
+    return ModelCardData(
+        base_model=model if model and not _is_local(model) else None,
+        datasets=[path] if path and not _is_local(path) else None,
+        library_name="transformers",
+        license=_license(study, config),
+        metrics=["accuracy", "f1"],
+        pipeline_tag=TASK_TYPE,
+        tags=list(TAGS),
+        # Without results there is no model-index: an empty one shows nothing on the Hub.
+        model_name=f"{study.study_name}-trial-{trial.number}" if results else None,
+        eval_results=results or None,
+    )
 
 
 def _hyperparameters(trial: FrozenTrial, config: dict[str, Any]) -> list[str]:
@@ -312,22 +445,35 @@ def best_or_error(study: optuna.Study) -> FrozenTrial:
     return best
 
 
-def render_card(study: optuna.Study, trial: FrozenTrial | None = None) -> str:
-    """The README.md of ``trial`` (default: the study's best trial)."""
-    summary = summarize(study)
+def model_card(study: optuna.Study, trial: FrozenTrial | None = None) -> ModelCard:
+    """The model card of ``trial`` (default: the study's best trial): ``huggingface_hub``'s
+    metadata (:func:`card_data`) over the Trainer-style body."""
     best = trial or best_or_error(study)
+    summary = summarize(study)
+    data = card_data(study, best, summary.config)
+    # The content is put together here rather than by ModelCard.from_template: that renders
+    # the body as a Jinja2 template (jinja2 is not a dependency of huggingface_hub), and a
+    # label name or path holding "{{" would be taken for template syntax.
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_body(study, summary, best)}")
+
+
+def render_card(study: optuna.Study, trial: FrozenTrial | None = None) -> str:
+    """The README.md text of ``trial`` (default: the study's best trial)."""
+    return str(model_card(study, trial))
+
+
+def _body(study: optuna.Study, summary: StudySummary, best: FrozenTrial) -> str:
     config = summary.config
     metric = objective_metric(study)
     model = str((config.get("model") or {}).get("name", "an unknown model"))
     dataset = config.get("dataset") or {}
-    label_names = list(study.user_attrs.get("label_names") or [])
+    label_names = _label_names(study, config)
+    average = f1_average(len(label_names) or None)
     kept = kept_evaluation(best) or {}
     counts = summary.counts
     total = sum(counts.values())
     direction = summary.direction
     lines = [
-        *_front_matter(model, summary.name, best),
-        "",
         "<!-- This model card was written by `sweeper card` from the Optuna study's stored "
         "trials. Proofread and complete it before publishing. -->",
         "",
@@ -356,6 +502,8 @@ def render_card(study: optuna.Study, trial: FrozenTrial | None = None) -> str:
         "## Training and evaluation data",
         "",
         _data_text(dataset),
+        "",
+        _f1_text(average, label_names),
         "",
         "## Training procedure",
         "",
@@ -417,11 +565,24 @@ def _data_text(dataset: dict[str, Any]) -> str:
     )
 
 
+def _f1_text(average: str | None, label_names: list[str]) -> str:
+    if average == "binary":
+        return (
+            f"F1 is binary: the F1 of label 1 (`{label_names[1]}`), as `evaluate`'s f1 with "
+            'average="binary".'
+        )
+    if average == "macro":
+        return (
+            f"F1 is macro-averaged: the mean of the {len(label_names)} labels' F1, as "
+            '`evaluate`\'s f1 with average="macro".'
+        )
+    return "The study stored no label names, so F1's averaging (binary or macro) is not known."
+
+
 def write_card(study: optuna.Study, path: Path, trial: FrozenTrial | None = None) -> Path:
     """Write the card to ``path`` (a file, or a directory that gets README.md)."""
     path = Path(path)
     if path.is_dir() or not path.suffix:
         path = path / CARD_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_card(study, trial), encoding="utf-8")
+    model_card(study, trial).save(path)
     return path
