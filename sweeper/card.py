@@ -5,7 +5,15 @@ DEVELOPERS.md: the base model and dataset, the kept evaluation's metrics, the tr
 hyperparameters, the training-results table (one row per evaluation, from the trial's
 stored history) and the framework versions. Then what those cards lack: how many trials
 the sweep ran, with which sampler and pruner, the baselines' scores beside the best, and
-which evaluation was kept and why. :func:`render_card` is the entry point.
+which evaluation was kept and why. :func:`model_card` builds it as a
+``huggingface_hub.ModelCard``; :func:`render_card` gives its text and :func:`write_card`
+saves it.
+
+The YAML metadata is ``huggingface_hub``'s own ``ModelCardData``: ``base_model`` and
+``datasets`` (hub ids only), ``pipeline_tag``, ``library_name``, ``license`` (where the study
+names one), tags, and a ``model-index`` of ``EvalResult`` entries with every metric of the
+kept evaluation (validation loss, accuracy, F1 with its averaging), so the Hub shows the
+scores.
 """
 
 from __future__ import annotations
@@ -16,10 +24,27 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper.config import DatasetConfig, StudyConfig
 from sweeper.errors import SweeperError
-from sweeper.results import history, kept_evaluation, objective_metric, summarize
+from sweeper.hyperparameters import (
+    HYPERPARAMETERS,
+    Choices,
+    FloatRange,
+    IntRange,
+    fixed_params,
+    is_searched,
+)
+from sweeper.results import (
+    StudySummary,
+    history,
+    kept_evaluation,
+    objective_metric,
+    summarize,
+)
 
 CARD_FILE = "README.md"
 RESULTS_HEADER = ("Training Loss", "Epoch", "Step", "Validation Loss", "Accuracy", "F1")
@@ -32,10 +57,25 @@ FRAMEWORKS = (
     ("Tokenizers", "tokenizers"),
     ("Optuna", "optuna"),
 )
+TASK_TYPE = "text-classification"
+TASK_NAME = "Text Classification"
+TAGS = ("sweeper", "optuna", "generated_from_trainer")
+# The model-index's dataset ``type`` is a Hub dataset id (what ``load_dataset`` takes). A local
+# file or directory has none, and a builder name such as "csv" would read as a Hub dataset
+# and not cover a saved ``datasets`` directory, so every local source gets the one type
+# "local", and its file (or directory) name is the dataset's name.
+LOCAL_DATASET_TYPE = "local"
+# (history key, model-index metric type, metric name shown on the Hub); F1's name and
+# arguments add its averaging (:func:`f1_average`).
+CARD_METRICS = (
+    ("validation_loss", "loss", "Validation Loss"),
+    ("accuracy", "accuracy", "Accuracy"),
+    ("f1", "f1", "F1"),
+)
 
 
 class CardError(SweeperError):
-    """The study cannot give a model card (no complete trial yet)."""
+    """The study cannot give a model card (no complete trial yet, an invalid license)."""
 
 
 def _number(value: Any) -> str:
@@ -59,7 +99,22 @@ def _hyper(value: Any) -> str:
 
 
 def _is_local(name: str) -> bool:
-    return name.startswith(("package:", "/", ".", "~")) or Path(name).exists()
+    """Whether a model or dataset name is a local path rather than a Hub id. As in
+    :func:`sweeper.models.resolve_local_path`, a path that exists is local; so is one that
+    looks like a path (``/``, ``.``, ``~``, ``package:``), a data file's name (``reviews.csv``:
+    written on another machine, it need not exist here) and anything that is not a valid
+    Hub repo id (``runs/x/model``)."""
+    from sweeper.data import READABLE_SUFFIXES, data_suffix
+
+    if name.startswith(("package:", "/", ".", "~")) or Path(name).exists():
+        return True
+    if data_suffix(Path(name)) in READABLE_SUFFIXES:
+        return True
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return True
+    return False
 
 
 def _model_reference(name: str) -> str:
@@ -68,72 +123,146 @@ def _model_reference(name: str) -> str:
     return f"[{name}](https://huggingface.co/{name})"
 
 
-def _dataset_reference(dataset: dict[str, Any]) -> str:
-    path = str(dataset.get("path", "an unknown dataset"))
+def _dataset_reference(dataset: DatasetConfig) -> str:
+    path = dataset.path
     if _is_local(path):
         return f"the {Path(path).name} dataset (`{path}`)"
     return f"the [{path}](https://huggingface.co/datasets/{path}) dataset"
 
 
-def _front_matter(model: str, study_name: str, trial: FrozenTrial) -> list[str]:
-    lines = ["---", "library_name: transformers"]
-    if not _is_local(model):
-        lines.append(f"base_model: {model}")
-    lines += [
-        "tags:",
-        "- generated_from_trainer",
-        "- text-classification",
-        "- optuna",
-        "metrics:",
-        "- accuracy",
-        "- f1",
-        "model-index:",
-        f"- name: {study_name}-trial-{trial.number}",
-        "  results: []",
-        "---",
+def f1_average(num_labels: int | None) -> str | None:
+    """The F1 averaging the sweep computed (sweeper.metrics): ``binary`` (the F1 of label 1)
+    for two labels, ``macro`` for more; None when the study stored no label names."""
+    if num_labels is None or num_labels < 2:
+        return None
+    return "binary" if num_labels == 2 else "macro"
+
+
+def _label_names(study: optuna.Study, config: StudyConfig) -> list[str]:
+    names = study.user_attrs.get("label_names") or config.dataset.label_names
+    return [str(name) for name in names or []]
+
+
+def _split_name(dataset: DatasetConfig) -> str:
+    """The evaluation split: its name, or the share of the training split held out."""
+    if dataset.validation_split:
+        return dataset.validation_split
+    return f"{dataset.train_split} ({dataset.validation_fraction:.0%} held out)"
+
+
+def _split_args(dataset: DatasetConfig) -> dict[str, Any] | None:
+    """How a held-out or capped evaluation split was drawn (the model-index dataset args)."""
+    args: dict[str, Any] = {}
+    if not dataset.validation_split:
+        args["validation_fraction"] = dataset.validation_fraction
+        args["split_seed"] = dataset.split_seed
+    if dataset.max_validation_rows:
+        args["max_validation_rows"] = dataset.max_validation_rows
+    return args or None
+
+
+def eval_results(
+    kept: dict[str, Any] | None, dataset: DatasetConfig, average: str | None
+) -> list[EvalResult]:
+    """The model-index entries: each finite metric of the kept evaluation, unrounded."""
+    path = dataset.path
+    local = not path or _is_local(path)
+    results = []
+    for key, metric_type, metric_name in CARD_METRICS:
+        value = _float_or_none((kept or {}).get(key))
+        if value is None or not math.isfinite(value):
+            continue
+        metric_args = None
+        if key == "f1" and average is not None:
+            metric_name = f"F1 ({average})"
+            metric_args = {"average": average}
+        results.append(
+            EvalResult(
+                task_type=TASK_TYPE,
+                task_name=TASK_NAME,
+                dataset_type=LOCAL_DATASET_TYPE if local else path,
+                dataset_name=(Path(path).name or path or "unknown") if local else path,
+                dataset_split=_split_name(dataset),
+                dataset_args=_split_args(dataset),
+                metric_type=metric_type,
+                metric_name=metric_name,
+                metric_value=value,
+                metric_args=metric_args,
+            )
+        )
+    return results
+
+
+def _license(study: optuna.Study, config: StudyConfig) -> str | None:
+    """The license the study names, if any: a ``license`` study user attribute, or the
+    study file's ``model.license``."""
+    sources = (
+        ("study user attribute 'license'", study.user_attrs.get("license")),
+        ("study file key 'model.license'", config.model.license),
+    )
+    for where, value in sources:
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+            raise CardError(
+                f"license={value!r} (the {where} of study {study.study_name!r}) is not a Hub "
+                "license identifier; set it to one such as 'apache-2.0', 'mit' or 'other' "
+                "(https://huggingface.co/docs/hub/repositories-licenses), e.g. "
+                "study.set_user_attr('license', 'apache-2.0'), or remove it to omit the license"
+            )
+        return value
+    return None
+
+
+def card_data(study: optuna.Study, trial: FrozenTrial, config: StudyConfig) -> ModelCardData:
+    """The card's YAML metadata for ``trial`` of ``study``."""
+    model = config.model.name
+    dataset = config.dataset
+    path = dataset.path
+    average = f1_average(len(_label_names(study, config)) or None)
+    results = eval_results(kept_evaluation(trial), dataset, average)
+    return ModelCardData(
+        base_model=model if model and not _is_local(model) else None,
+        datasets=[path] if path and not _is_local(path) else None,
+        library_name="transformers",
+        license=_license(study, config),
+        metrics=["accuracy", "f1"],
+        pipeline_tag=TASK_TYPE,
+        tags=list(TAGS),
+        # Without results there is no model-index: an empty one shows nothing on the Hub.
+        model_name=f"{study.study_name}-trial-{trial.number}" if results else None,
+        eval_results=results or None,
+    )
+
+
+def _hyperparameters(trial: FrozenTrial, config: StudyConfig) -> list[str]:
+    """The Trainer card's hyperparameter list, each searchable one named as its entry in
+    :data:`sweeper.hyperparameters.HYPERPARAMETERS` says."""
+    training = config.training
+    params = {**fixed_params(config.search_space), **trial.params}
+    searched = [
+        f"- {entry.card_name}: {_hyper(params[entry.name])}"
+        for entry in HYPERPARAMETERS
+        if entry.name in params and params[entry.name] != entry.card_omits
     ]
-    return lines
-
-
-def _hyperparameters(trial: FrozenTrial, config: dict[str, Any]) -> list[str]:
-    training = config.get("training") or {}
-    params = {**_fixed_params(config), **trial.params}
     lines = [
         "The following hyperparameters were used during training:",
-        f"- learning_rate: {_hyper(params.get('learning_rate'))}",
-        f"- train_batch_size: {_hyper(params.get('per_device_train_batch_size'))}",
-        f"- eval_batch_size: {_hyper(training.get('eval_batch_size', 32))}",
-        f"- seed: {_hyper(params.get('seed'))}",
+        *searched,
+        f"- eval_batch_size: {_hyper(training.eval_batch_size)}",
     ]
-    accumulation = int(training.get("gradient_accumulation_steps", 1))
+    accumulation = training.gradient_accumulation_steps
     if accumulation > 1:
         batch = int(params.get("per_device_train_batch_size") or 0)
         lines += [
             f"- gradient_accumulation_steps: {accumulation}",
             f"- total_train_batch_size: {batch * accumulation}",
         ]
-    beta1 = training.get("adam_beta1", 0.9)
-    beta2 = training.get("adam_beta2", 0.999)
-    epsilon = training.get("adam_epsilon", 1e-8)
     lines += [
-        f"- optimizer: Adam with betas=({_hyper(beta1)},{_hyper(beta2)}) and "
-        f"epsilon={_hyper(epsilon)}",
-        f"- lr_scheduler_type: {training.get('lr_scheduler_type', 'linear')}",
+        f"- optimizer: Adam with betas=({_hyper(training.adam_beta1)},"
+        f"{_hyper(training.adam_beta2)}) and epsilon={_hyper(training.adam_epsilon)}",
+        f"- lr_scheduler_type: {training.lr_scheduler_type}",
     ]
-    warmup = float(params.get("warmup_ratio") or 0.0)
-    if warmup > 0:
-        lines.append(f"- lr_scheduler_warmup_ratio: {_hyper(warmup)}")
-    decay = float(params.get("weight_decay") or 0.0)
-    if decay > 0:
-        lines.append(f"- weight_decay: {_hyper(decay)}")
-    lines.append(f"- num_epochs: {_hyper(params.get('num_train_epochs'))}")
     return lines
-
-
-def _fixed_params(config: dict[str, Any]) -> dict[str, Any]:
-    """The study file's fixed (not searched) hyperparameters: a plain number in the space."""
-    space = config.get("search_space") or {}
-    return {name: value for name, value in space.items() if isinstance(value, (int, float))}
 
 
 def results_table(trial: FrozenTrial) -> list[str]:
@@ -148,47 +277,17 @@ def results_table(trial: FrozenTrial) -> list[str]:
     return lines
 
 
-def _search_space(config: dict[str, Any]) -> str:
+def _search_space(config: StudyConfig) -> str:
     parts = []
-    for name, spec in (config.get("search_space") or {}).items():
-        if isinstance(spec, dict) and "choices" in spec:
-            parts.append(f"{name} in {spec['choices']}")
-        elif isinstance(spec, dict):
-            scale = ", log scale" if spec.get("log") else ""
-            parts.append(
-                f"{name} from {_hyper(spec.get('low'))} to {_hyper(spec.get('high'))}{scale}"
-            )
+    for name, spec in config.search_space.specs().items():
+        if isinstance(spec, Choices):
+            parts.append(f"{name} in {spec.choices}")
+        elif isinstance(spec, (FloatRange, IntRange)):
+            scale = ", log scale" if isinstance(spec, FloatRange) and spec.log else ""
+            parts.append(f"{name} from {_hyper(spec.low)} to {_hyper(spec.high)}{scale}")
         else:
             parts.append(f"{name} fixed at {_hyper(spec)}")
     return "; ".join(parts)
-
-
-def _pruner_text(config: dict[str, Any]) -> str:
-    pruner = dict(config.get("pruner") or {})
-    kind = pruner.pop("type", "median")
-    if kind == "none":
-        return "none (every trial ran to its planned end unless it diverged)"
-    relevant = {
-        "median": ("n_startup_trials", "n_warmup_steps", "interval_steps"),
-        "percentile": ("percentile", "n_startup_trials", "n_warmup_steps", "interval_steps"),
-        "successive_halving": ("min_resource", "reduction_factor"),
-        "hyperband": ("min_resource", "max_resource", "reduction_factor"),
-        "threshold": ("lower", "upper", "n_warmup_steps", "interval_steps"),
-    }.get(str(kind), ())
-    settings = [f"{key}={pruner[key]}" for key in relevant if pruner.get(key) is not None]
-    if pruner.get("patience") is not None:
-        settings.append(f"patience={pruner['patience']} (wrapped in PatientPruner)")
-    return f"{kind} ({', '.join(settings)})" if settings else str(kind)
-
-
-def _sampler_text(config: dict[str, Any]) -> str:
-    sampler = config.get("sampler") or {}
-    kind = str(sampler.get("type", "tpe"))
-    text = {"tpe": "TPE", "random": "random"}.get(kind, kind)
-    details = [f"seed={sampler.get('seed')}"]
-    if kind == "tpe":
-        details.append(f"n_startup_trials={sampler.get('n_startup_trials')}")
-    return f"{text} ({', '.join(details)})"
 
 
 def _score(trial: FrozenTrial) -> dict[str, str]:
@@ -196,19 +295,26 @@ def _score(trial: FrozenTrial) -> dict[str, str]:
     return {key: _number(kept.get(key)) if kept else "-" for key in RESULT_KEYS}
 
 
-def _baselines_table(summary: Any, best: FrozenTrial) -> list[str]:
+def _baselines_table(summary: StudySummary, best: FrozenTrial) -> list[str]:
     rows = [("best (this model)", best)] + [
         (f"baseline {trial.user_attrs['baseline']}", trial)
         for trial in summary.baselines
         if trial.number != best.number
     ]
-    lines = [
-        "| Run | Trial | State | Step kept | Validation Loss | Accuracy | F1 | "
-        "learning_rate | train_batch_size | num_epochs | seed |",
-        "|:----|:-----:|:------|:---------:|:---------------:|:--------:|:--:|"
-        ":-------------:|:----------------:|:----------:|:----:|",
+    # One column per hyperparameter the study searched, named as the Trainer's card does.
+    searched = [
+        entry
+        for entry in HYPERPARAMETERS
+        if is_searched(summary.config.search_space.spec(entry.name))
     ]
-    fixed = _fixed_params(summary.config)
+    header = ["Run", "Trial", "State", "Step kept", "Validation Loss", "Accuracy", "F1"]
+    header += [entry.card_name for entry in searched]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|:----|:-----:|:------|:---------:|:---------------:|:--------:|:--:|"
+        + "".join(f":{'-' * len(entry.card_name)}:|" for entry in searched),
+    ]
+    fixed = fixed_params(summary.config.search_space)
     for role, trial in rows:
         if "baseline" in trial.user_attrs and trial.number == best.number:
             role = f"best (this model; baseline {trial.user_attrs['baseline']})"
@@ -228,10 +334,7 @@ def _baselines_table(summary: Any, best: FrozenTrial) -> list[str]:
                     score["validation_loss"],
                     score["accuracy"],
                     score["f1"],
-                    _hyper(params.get("learning_rate", "-")),
-                    _hyper(params.get("per_device_train_batch_size", "-")),
-                    _hyper(params.get("num_train_epochs", "-")),
-                    _hyper(params.get("seed", "-")),
+                    *[_hyper(params.get(entry.name, "-")) for entry in searched],
                 ]
             )
             + " |"
@@ -312,22 +415,35 @@ def best_or_error(study: optuna.Study) -> FrozenTrial:
     return best
 
 
-def render_card(study: optuna.Study, trial: FrozenTrial | None = None) -> str:
-    """The README.md of ``trial`` (default: the study's best trial)."""
-    summary = summarize(study)
+def model_card(study: optuna.Study, trial: FrozenTrial | None = None) -> ModelCard:
+    """The model card of ``trial`` (default: the study's best trial): ``huggingface_hub``'s
+    metadata (:func:`card_data`) over the Trainer-style body."""
     best = trial or best_or_error(study)
+    summary = summarize(study)
+    data = card_data(study, best, summary.config)
+    # The content is put together here rather than by ModelCard.from_template: that renders
+    # the body as a Jinja2 template (jinja2 is not a dependency of huggingface_hub), and a
+    # label name or path holding "{{" would be taken for template syntax.
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_body(study, summary, best)}")
+
+
+def render_card(study: optuna.Study, trial: FrozenTrial | None = None) -> str:
+    """The README.md text of ``trial`` (default: the study's best trial)."""
+    return str(model_card(study, trial))
+
+
+def _body(study: optuna.Study, summary: StudySummary, best: FrozenTrial) -> str:
     config = summary.config
     metric = objective_metric(study)
-    model = str((config.get("model") or {}).get("name", "an unknown model"))
-    dataset = config.get("dataset") or {}
-    label_names = list(study.user_attrs.get("label_names") or [])
+    model = config.model.name
+    dataset = config.dataset
+    label_names = _label_names(study, config)
+    average = f1_average(len(label_names) or None)
     kept = kept_evaluation(best) or {}
     counts = summary.counts
     total = sum(counts.values())
     direction = summary.direction
     lines = [
-        *_front_matter(model, summary.name, best),
-        "",
         "<!-- This model card was written by `sweeper card` from the Optuna study's stored "
         "trials. Proofread and complete it before publishing. -->",
         "",
@@ -357,6 +473,8 @@ def render_card(study: optuna.Study, trial: FrozenTrial | None = None) -> str:
         "",
         _data_text(dataset),
         "",
+        _f1_text(average, label_names),
+        "",
         "## Training procedure",
         "",
         "### Training hyperparameters",
@@ -373,8 +491,8 @@ def render_card(study: optuna.Study, trial: FrozenTrial | None = None) -> str:
         f"pruned, {counts['failed']} failed, {counts['running']} running.",
         f"- Objective: {direction} {METRIC_NAMES.get(metric, metric)}, each trial scored by "
         "its best evaluation.",
-        f"- Sampler: {_sampler_text(config)}.",
-        f"- Pruner: {_pruner_text(config)}; it stopped trials that fell behind at the same "
+        f"- Sampler: {config.sampler.describe()}.",
+        f"- Pruner: {config.pruner.describe()}; it stopped trials that fell behind at the same "
         f"step, saving {summary.saved_steps} of the {summary.planned_steps_stopped} steps the "
         "stopped trials had planned.",
         f"- Search space: {_search_space(config)}.",
@@ -395,26 +513,40 @@ def render_card(study: optuna.Study, trial: FrozenTrial | None = None) -> str:
     return "\n".join(lines)
 
 
-def _data_text(dataset: dict[str, Any]) -> str:
-    path = dataset.get("path", "?")
+def _data_text(dataset: DatasetConfig) -> str:
     validation = (
-        f"its `{dataset['validation_split']}` split"
-        if dataset.get("validation_split")
-        else f"a stratified {float(dataset.get('validation_fraction', 0.2)):.0%} of "
-        f"`{dataset.get('train_split', 'train')}` (split seed {dataset.get('split_seed', 42)})"
+        f"its `{dataset.validation_split}` split"
+        if dataset.validation_split
+        else f"a stratified {dataset.validation_fraction:.0%} of `{dataset.train_split}` "
+        f"(split seed {dataset.split_seed})"
     )
     limits = [
-        f"at most {dataset[key]} {what} rows"
-        for key, what in (("max_train_rows", "training"), ("max_validation_rows", "validation"))
-        if dataset.get(key)
+        f"at most {rows} {what} rows"
+        for rows, what in (
+            (dataset.max_train_rows, "training"),
+            (dataset.max_validation_rows, "validation"),
+        )
+        if rows
     ]
     return (
-        f"Trained on the `{dataset.get('train_split', 'train')}` split of `{path}` "
-        f"(text column `{dataset.get('text_column', '?')}`, label column "
-        f"`{dataset.get('label_column', '?')}`), evaluated on {validation}"
-        + (f", {' and '.join(limits)}" if limits else "")
-        + "."
+        f"Trained on the `{dataset.train_split}` split of `{dataset.path}` "
+        f"(text column `{dataset.text_column}`, label column `{dataset.label_column}`), "
+        f"evaluated on {validation}" + (f", {' and '.join(limits)}" if limits else "") + "."
     )
+
+
+def _f1_text(average: str | None, label_names: list[str]) -> str:
+    if average == "binary":
+        return (
+            f"F1 is binary: the F1 of label 1 (`{label_names[1]}`), as `evaluate`'s f1 with "
+            'average="binary".'
+        )
+    if average == "macro":
+        return (
+            f"F1 is macro-averaged: the mean of the {len(label_names)} labels' F1, as "
+            '`evaluate`\'s f1 with average="macro".'
+        )
+    return "The study stored no label names, so F1's averaging (binary or macro) is not known."
 
 
 def write_card(study: optuna.Study, path: Path, trial: FrozenTrial | None = None) -> Path:
@@ -422,6 +554,5 @@ def write_card(study: optuna.Study, path: Path, trial: FrozenTrial | None = None
     path = Path(path)
     if path.is_dir() or not path.suffix:
         path = path / CARD_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_card(study, trial), encoding="utf-8")
+    model_card(study, trial).save(path)
     return path

@@ -77,6 +77,9 @@ class DatasetConfig(_Strict):
 class ModelConfig(_Strict):
     name: str = Field(description="hub model id or a local directory")
     max_length: int = Field(ge=8, le=8192)
+    # The fine-tuned model's license for its model card (a Hub identifier such as
+    # "apache-2.0"); the card leaves it out when unset.
+    license: str | None = None
 
 
 class EvaluationConfig(_Strict):
