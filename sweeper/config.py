@@ -37,6 +37,27 @@ DEFAULT_STUDIES_DIR = Path("studies")
 
 OBJECTIVE_DIRECTIONS = {"validation_loss": "minimize", "accuracy": "maximize", "f1": "maximize"}
 
+# What TrainingArguments.report_to accepts in transformers 5: the keys of
+# transformers.integrations.INTEGRATION_TO_CALLBACK (tests/test_tracking.py checks that this
+# list matches it), plus "none" and "all" (every installed one). Listed here so that reading
+# a study file does not import transformers.
+REPORT_TO_INTEGRATIONS = (
+    "azure_ml",
+    "clearml",
+    "codecarbon",
+    "comet_ml",
+    "dagshub",
+    "dvclive",
+    "flyte",
+    "kubeflow",
+    "mlflow",
+    "neptune",
+    "swanlab",
+    "tensorboard",
+    "trackio",
+    "wandb",
+)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -100,6 +121,26 @@ class TrainingConfig(_Strict):
     # auto: bf16 where the GPU supports it, fp16 on older GPUs, full precision on a CPU.
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     group_by_length: bool = True
+    # Experiment tracking through the Trainer's own integrations, one run per retry chain
+    # named <study>-trial-<N> (see training.build_trainer): "none", an integration name or a
+    # list of them. TensorBoard runs go to <output_dir>/<study>/tensorboard/<run name>.
+    report_to: str | list[str] = "none"
+
+    @field_validator("report_to")
+    @classmethod
+    def _report_to(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError("is an empty list; use 'none' for no experiment tracking")
+        for name in names:
+            if name in {"none", "all"} and len(names) > 1:
+                raise ValueError(f"{name!r} stands alone, not in a list with other names")
+            if name not in {"none", "all", *REPORT_TO_INTEGRATIONS}:
+                raise ValueError(
+                    f"unknown integration {name!r}; expected 'none', 'all', or one or a list "
+                    f"of {', '.join(REPORT_TO_INTEGRATIONS)}"
+                )
+        return value
 
 
 class Baseline(_Strict):

@@ -95,10 +95,13 @@ class Objective:
             params,
             self.context.data,
             output_dir,
-            on_evaluation,
-            callbacks,
+            on_evaluation=on_evaluation,
+            callbacks=callbacks,
             resume_from_checkpoint=resume_from[0] if resume_from else None,
             stop_requested=lambda: stop.requested,
+            # <study>-trial-<N>, N the first trial of the retry chain (as the checkpoint
+            # directory): a retry continues its first trial's run in training.report_to.
+            run_name=f"{config.name}-{output_dir.name}",
         )
         record_outcome(trial, outcome)
         if outcome.interrupted_at_step is not None:

@@ -10,6 +10,7 @@ the best checkpoint is, and why it stopped early if it did.
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import math
 import shutil
@@ -30,6 +31,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from sweeper.config import StudyConfig
@@ -71,14 +73,20 @@ def build_training_arguments(
     config: StudyConfig,
     params: dict[str, Any],
     output_dir: Path,
+    *,
     extra: dict[str, Any] | None = None,
+    run_name: str | None = None,
 ) -> TrainingArguments:
-    """Searched params from the trial, fixed ones from the study file, as the model cards used."""
+    """Searched params from the trial, fixed ones from the study file, as the model cards used.
+
+    ``run_name`` names the trial's run in the tracking tools of ``training.report_to``."""
     training, evaluation = config.training, config.evaluation
     interval: dict[str, Any] = {
         "eval_strategy": evaluation.strategy,
         "save_strategy": evaluation.strategy,
-        # One training-loss log per evaluation gives the cards' "Training Loss" column.
+        # One training-loss log per evaluation gives the cards' "Training Loss" column; it
+        # is also what reaches training.report_to: train/loss (with learning_rate and
+        # grad_norm) at every evaluation, next to its eval/* scalars.
         "logging_strategy": evaluation.strategy,
     }
     if evaluation.strategy == "steps":
@@ -109,7 +117,8 @@ def build_training_arguments(
         "length_column_name": "length",
         # NaN must reach our callback; the default filter would hide it behind an average.
         "logging_nan_inf_filter": False,
-        "report_to": "none",
+        "report_to": training.report_to,
+        "run_name": run_name,
         "disable_tqdm": True,
         "dataloader_pin_memory": on_gpu,
         "dataloader_num_workers": 2 if on_gpu else 0,
@@ -138,6 +147,51 @@ class _SortedEvaluationTrainer(Trainer):
         return SequentialSampler(eval_dataset)
 
 
+def _tensorboard() -> Any:
+    """torch's TensorBoard writer module, else tensorboardX's, as transformers' own
+    TensorBoardCallback picks them."""
+    try:
+        return importlib.import_module("torch.utils.tensorboard")
+    except ImportError:
+        return importlib.import_module("tensorboardX")
+
+
+def tensorboard_dir(config: StudyConfig, run_name: str) -> Path:
+    """Where a trial's TensorBoard run goes: ``tensorboard --logdir`` this folder's parent
+    shows every trial of the study side by side."""
+    return config.study_dir / "tensorboard" / run_name
+
+
+class TensorBoardRun(TrainerCallback):
+    """The trial's TensorBoard run in the study's folder, with its hyperparameters.
+
+    transformers 5 has no ``logging_dir`` argument any more: its TensorBoardCallback writes
+    to ``$TENSORBOARD_LOGGING_DIR`` or a dated folder under the checkpoint directory, or to
+    the ``tb_writer`` it is given. :func:`build_trainer` gives it this run's writer. A retry
+    writes to the same folder (TensorBoard reads every event file in it as one run), from
+    ``purge_step``: scalars the dead run logged after the checkpoint the retry resumed from
+    are dropped, not shown twice. The callback logs the trial's parameters, as the study
+    names them, with TensorBoard's hparams summaries (the HParams tab); the Trainer itself
+    logs the TrainingArguments as text ("args") and the scalars.
+    """
+
+    def __init__(self, log_dir: Path, params: dict[str, Any], resumed_from_step: int = 0):
+        self.params = dict(params)
+        self.writer = _tensorboard().SummaryWriter(
+            log_dir=str(log_dir), purge_step=resumed_from_step + 1 if resumed_from_step else None
+        )
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        # The metrics the HParams tab shows next to the parameters: the Trainer's scalars
+        # (only their names are written here; the values are the run's eval/* scalars).
+        metrics = {f"eval/{key.removeprefix('eval_')}": 0.0 for key in METRIC_KEYS.values()}
+        for summary in _tensorboard().summary.hparams(self.params, metrics):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.flush()
+
+
 def build_trainer(
     config: StudyConfig,
     params: dict[str, Any],
@@ -146,13 +200,20 @@ def build_trainer(
     output_dir: Path,
     *,
     callbacks: Sequence[TrainerCallback] = (),
+    run_name: str | None = None,
+    resumed_from_step: int = 0,
 ) -> Trainer:
     """The Trainer of one trial: dynamic padding, length-grouped training batches and
-    length-sorted evaluation, the study's metrics, and no console output of its own."""
+    length-sorted evaluation, the study's metrics, and no console output of its own.
+
+    ``run_name`` (default: the checkpoint directory's name) names the trial's run in the
+    tracking tools of ``training.report_to``; ``resumed_from_step`` is the step a retry
+    resumes from (see :class:`TensorBoardRun`)."""
     on_gpu = torch.cuda.is_available()
+    run_name = run_name or output_dir.name
     trainer = _SortedEvaluationTrainer(
         model=model,
-        args=build_training_arguments(config, params, output_dir),
+        args=build_training_arguments(config, params, output_dir, run_name=run_name),
         train_dataset=data.train,
         eval_dataset=data.validation,
         processing_class=data.tokenizer,
@@ -164,6 +225,11 @@ def build_trainer(
     )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
+    if any(isinstance(c, TensorBoardCallback) for c in trainer.callback_handler.callbacks):
+        run = TensorBoardRun(tensorboard_dir(config, run_name), params, resumed_from_step)
+        trainer.remove_callback(TensorBoardCallback)
+        trainer.add_callback(TensorBoardCallback(tb_writer=run.writer))
+        trainer.add_callback(run)
     return trainer
 
 
@@ -328,17 +394,20 @@ def train_trial(
     params: dict[str, Any],
     data: PreparedData,
     output_dir: Path,
+    *,
     on_evaluation: EvaluationHook | None = None,
     callbacks: Sequence[TrainerCallback] = (),
     resume_from_checkpoint: Path | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    run_name: str | None = None,
 ) -> TrialOutcome:
     """Fine-tune the study's model with ``params`` and report every evaluation.
 
     With ``resume_from_checkpoint`` (a retried trial) training continues from that
     checkpoint's model, optimizer, scheduler, RNG and step, and the history carries on.
     When ``stop_requested()`` turns true, training stops at the next step with a checkpoint
-    and ``interrupted_at_step`` set.
+    and ``interrupted_at_step`` set. ``run_name`` names the run in the tracking tools of
+    ``training.report_to`` (a retry passes its first trial's, and continues that run).
     """
     maximize = config.objective.study_direction == "maximize"
     recorder = EvaluationRecorder(METRIC_KEYS[config.objective.metric], maximize, on_evaluation)
@@ -351,7 +420,14 @@ def train_trial(
     set_seed(int(params["seed"]))  # the classification head is initialised from this seed
     model = load_classifier(config.model.name, data.label_names)
     trainer = build_trainer(
-        config, params, data, model, output_dir, callbacks=[recorder, *stoppers, *callbacks]
+        config,
+        params,
+        data,
+        model,
+        output_dir,
+        callbacks=[recorder, *stoppers, *callbacks],
+        run_name=run_name,
+        resumed_from_step=outcome.resumed_from_step,
     )
     started = time.perf_counter()
     completed = False
@@ -372,6 +448,9 @@ def train_trial(
         outcome.train_seconds = max(time.perf_counter() - started - outcome.eval_seconds, 0.0)
         if completed and not config.keep_all_checkpoints:
             remove_stale_checkpoints(output_dir, outcome.best_checkpoint)
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardRun):
+                callback.writer.close()  # training that raised never reached on_train_end
         del trainer, model
         release_memory()
     return outcome
