@@ -100,8 +100,15 @@ def base_study(data_path: Path, model_dir: Path, runs_dir: Path, **sections: Any
         "output_dir": str(runs_dir),
     }
     for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(study.get(key), dict):
-            study[key] = {**study[key], **value}
+        base = study.get(key)
+        # A pruner or sampler of another type has none of the default one's settings.
+        switches_type = (
+            isinstance(base, dict) and value.get("type", base.get("type")) != base.get("type")
+            if isinstance(value, dict)
+            else False
+        )
+        if isinstance(value, dict) and isinstance(base, dict) and not switches_type:
+            study[key] = {**base, **value}
         else:
             study[key] = value
     return study
