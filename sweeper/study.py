@@ -181,6 +181,14 @@ def open_study(
         study = optuna.load_study(
             study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
         )
+    seed = config.sampler.seed
+    if seed is not None:
+        # A seeded sampler rebuilt on resume would draw its first samples again (a random
+        # sampler repeats trial 0's parameters as the next trial): offset the seed by the
+        # trials the study already has, so a resumed run continues the search.
+        offset = len(study.get_trials(deepcopy=False))
+        if offset:
+            study.sampler = build_sampler(config.sampler.model_copy(update={"seed": seed + offset}))
     existing = study.direction.name.lower()
     if existing != direction:
         raise ConfigError(
