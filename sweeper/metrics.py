@@ -74,7 +74,7 @@ class Computation:
 @dataclass(frozen=True)
 class Metric:
     name: str  # in the config (objective.metric) and in a trial's history rows
-    trainer_key: str  # its key in the metrics of ``Trainer.evaluate`` ("eval_" + the name)
+    trainer_key: str  # its key in the metrics of ``Trainer.evaluate``: "eval_loss", "eval_f1"
     direction: Direction  # the study's direction when this metric is the objective
     title: str  # axis title, with units
     card_column: str  # column in the results table of the Trainer's model card
