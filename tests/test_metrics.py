@@ -1,4 +1,5 @@
-"""Metrics: evaluate's real accuracy and F1 scripts and scikit-learn agree, and the registry."""
+"""Metrics: evaluate (modules loaded through evaluate.load) and scikit-learn agree, binary and
+multi-class, and the metric registry."""
 
 from __future__ import annotations
 
@@ -22,13 +23,15 @@ from sweeper.metrics import (
     metric,
 )
 
-# evaluate's own scripts (see tests/evaluate_metrics/README.md), loaded by local path: offline.
+# evaluate metric modules written for the tests (tests/evaluate_metrics/README.md), loaded by
+# local path: offline.
 SCRIPTS = Path(__file__).parent / "evaluate_metrics"
 
 
 @pytest.fixture(scope="module")
 def evaluate_modules() -> dict[str, Any]:
-    evaluate = pytest.importorskip("evaluate")
+    import evaluate
+
     return {
         name: evaluate.load(str(SCRIPTS / name), keep_in_memory=True) for name in ("accuracy", "f1")
     }
@@ -108,7 +111,7 @@ def test_build_compute_metrics_from_logits(
 
 def test_evaluate_not_tried_when_only_the_hub_is_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """HF_HUB_OFFLINE alone: evaluate would still wait on the network, so it is not loaded."""
-    evaluate = pytest.importorskip("evaluate")
+    import evaluate
     from huggingface_hub import constants
 
     def no_load(*args: Any, **kwargs: Any) -> None:
@@ -131,7 +134,7 @@ def test_evaluate_not_tried_when_only_the_hub_is_offline(monkeypatch: pytest.Mon
 
 
 def test_a_failing_evaluate_load_falls_back_to_sklearn(monkeypatch: pytest.MonkeyPatch) -> None:
-    evaluate = pytest.importorskip("evaluate")
+    import evaluate
 
     def missing(*args: Any, **kwargs: Any) -> None:
         raise FileNotFoundError("no script")
