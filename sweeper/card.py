@@ -38,6 +38,8 @@ from sweeper.hyperparameters import (
     fixed_params,
     is_searched,
 )
+from sweeper.metrics import METRICS, OBJECTIVE_NAMES, metric
+from sweeper.metrics import f1_average as metrics_f1_average
 from sweeper.results import (
     StudySummary,
     history,
@@ -47,9 +49,9 @@ from sweeper.results import (
 )
 
 CARD_FILE = "README.md"
-RESULTS_HEADER = ("Training Loss", "Epoch", "Step", "Validation Loss", "Accuracy", "F1")
-RESULT_KEYS = ("training_loss", "epoch", "step", "validation_loss", "accuracy", "f1")
-METRIC_NAMES = {"validation_loss": "validation loss", "accuracy": "accuracy", "f1": "F1"}
+# The Trainer card's results table: its fixed columns, then one per metric in METRICS.
+RESULTS_HEADER = ("Training Loss", "Epoch", "Step", *(m.card_column for m in METRICS))
+RESULT_KEYS = ("training_loss", "epoch", "step", *(m.name for m in METRICS))
 FRAMEWORKS = (
     ("Transformers", "transformers"),
     ("Pytorch", "torch"),
@@ -65,13 +67,6 @@ TAGS = ("sweeper", "optuna", "generated_from_trainer")
 # and not cover a saved ``datasets`` directory, so every local source gets the one type
 # "local", and its file (or directory) name is the dataset's name.
 LOCAL_DATASET_TYPE = "local"
-# (history key, model-index metric type, metric name shown on the Hub); F1's name and
-# arguments add its averaging (:func:`f1_average`).
-CARD_METRICS = (
-    ("validation_loss", "loss", "Validation Loss"),
-    ("accuracy", "accuracy", "Accuracy"),
-    ("f1", "f1", "F1"),
-)
 
 
 class CardError(SweeperError):
@@ -131,11 +126,11 @@ def _dataset_reference(dataset: DatasetConfig) -> str:
 
 
 def f1_average(num_labels: int | None) -> str | None:
-    """The F1 averaging the sweep computed (sweeper.metrics): ``binary`` (the F1 of label 1)
-    for two labels, ``macro`` for more; None when the study stored no label names."""
+    """The F1 averaging the sweep computed (:func:`sweeper.metrics.f1_average`); None when
+    the study stored no label names."""
     if num_labels is None or num_labels < 2:
         return None
-    return "binary" if num_labels == 2 else "macro"
+    return metrics_f1_average(num_labels)
 
 
 def _label_names(study: optuna.Study, config: StudyConfig) -> list[str]:
@@ -168,7 +163,8 @@ def eval_results(
     path = dataset.path
     local = not path or _is_local(path)
     results = []
-    for key, metric_type, metric_name in CARD_METRICS:
+    for entry in METRICS:
+        key, metric_type, metric_name = entry.name, entry.hub_type, entry.card_column
         value = _float_or_none((kept or {}).get(key))
         if value is None or not math.isfinite(value):
             continue
@@ -226,7 +222,7 @@ def card_data(study: optuna.Study, trial: FrozenTrial, config: StudyConfig) -> M
         datasets=[path] if path and not _is_local(path) else None,
         library_name="transformers",
         license=_license(study, config),
-        metrics=["accuracy", "f1"],
+        metrics=[m.hub_type for m in METRICS if m.computation is not None],
         pipeline_tag=TASK_TYPE,
         tags=list(TAGS),
         # Without results there is no model-index: an empty one shows nothing on the Hub.
@@ -307,12 +303,12 @@ def _baselines_table(summary: StudySummary, best: FrozenTrial) -> list[str]:
         for entry in HYPERPARAMETERS
         if is_searched(summary.config.search_space.spec(entry.name))
     ]
-    header = ["Run", "Trial", "State", "Step kept", "Validation Loss", "Accuracy", "F1"]
+    header = ["Run", "Trial", "State", "Step kept", *(m.card_column for m in METRICS)]
     header += [entry.card_name for entry in searched]
     lines = [
         "| " + " | ".join(header) + " |",
-        "|:----|:-----:|:------|:---------:|:---------------:|:--------:|:--:|"
-        + "".join(f":{'-' * len(entry.card_name)}:|" for entry in searched),
+        "|:----|:-----:|:------|:---------:|"
+        + "".join(f":{'-' * len(column)}:|" for column in header[4:]),
     ]
     fixed = fixed_params(summary.config.search_space)
     for role, trial in rows:
@@ -331,9 +327,7 @@ def _baselines_table(summary: StudySummary, best: FrozenTrial) -> list[str]:
                     f"#{trial.number}",
                     state.replace("|", "/"),
                     str(trial.user_attrs.get("best_step") or "-"),
-                    score["validation_loss"],
-                    score["accuracy"],
-                    score["f1"],
+                    *(score[m.name] for m in METRICS),
                     *[_hyper(params.get(entry.name, "-")) for entry in searched],
                 ]
             )
@@ -346,7 +340,7 @@ def kept_evaluation_text(trial: FrozenTrial, metric: str, direction: str) -> str
     """Which evaluation's checkpoint is this model, and why that one and not the last."""
     rows = history(trial)
     kept = kept_evaluation(trial)
-    name = METRIC_NAMES.get(metric, metric)
+    name = _prose(metric)
     extreme = "lowest" if direction == "minimize" else "highest"
     if kept is None or not rows:
         return "The trial stored no evaluation history, so the kept evaluation is unknown."
@@ -385,6 +379,10 @@ def kept_evaluation_text(trial: FrozenTrial, metric: str, direction: str) -> str
     else:
         text += "."
     return text
+
+
+def _prose(name: str) -> str:
+    return metric(name).prose if name in OBJECTIVE_NAMES else name
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -462,7 +460,7 @@ def _body(study: optuna.Study, summary: StudySummary, best: FrozenTrial) -> str:
         f"A {len(label_names)}-class text classifier"
         + (f" (labels: {', '.join(f'`{name}`' for name in label_names)})" if label_names else "")
         + f", trial #{best.number} of the Optuna study `{summary.name}`: the best of "
-        f"{counts['complete']} complete trials by {METRIC_NAMES.get(metric, metric)} "
+        f"{counts['complete']} complete trials by {_prose(metric)} "
         f"({'lower' if direction == 'minimize' else 'higher'} is better).",
         "",
         "## Intended uses & limitations",
@@ -489,8 +487,7 @@ def _body(study: optuna.Study, summary: StudySummary, best: FrozenTrial) -> str:
         "",
         f"- Trials: {total} in the study: {counts['complete']} complete, {counts['pruned']} "
         f"pruned, {counts['failed']} failed, {counts['running']} running.",
-        f"- Objective: {direction} {METRIC_NAMES.get(metric, metric)}, each trial scored by "
-        "its best evaluation.",
+        f"- Objective: {direction} {_prose(metric)}, each trial scored by its best evaluation.",
         f"- Sampler: {config.sampler.describe()}.",
         f"- Pruner: {config.pruner.describe()}; it stopped trials that fell behind at the same "
         f"step, saving {summary.saved_steps} of the {summary.planned_steps_stopped} steps the "

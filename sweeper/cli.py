@@ -142,6 +142,12 @@ def _trials_per_gpu_argument(parser: argparse.ArgumentParser, holder: str) -> No
 
 def _add_cluster_commands(commands: Any) -> None:
     """create, slurm, k8s: a study made ready once, and workers a scheduler runs."""
+    _add_create_command(commands)
+    _add_slurm_command(commands)
+    _add_k8s_command(commands)
+
+
+def _add_create_command(commands: Any) -> None:
     create = commands.add_parser(
         "create",
         help="create the study once, before any worker starts: pre-flight check, baselines, "
@@ -153,6 +159,8 @@ def _add_cluster_commands(commands: Any) -> None:
         help="where trial checkpoints will go (checked for room and writes, not written)",
     )
 
+
+def _add_slurm_command(commands: Any) -> None:
     slurm = commands.add_parser(
         "slurm", help="write (and with --submit, submit) a Slurm job array of workers"
     )
@@ -211,6 +219,8 @@ def _add_cluster_commands(commands: Any) -> None:
         help="also create the study and sbatch the script; prints the job id",
     )
 
+
+def _add_k8s_command(commands: Any) -> None:
     k8s = commands.add_parser(
         "k8s", help="write Kubernetes manifests: a study-creator Job and a worker Job"
     )

@@ -444,13 +444,8 @@ def _pod_failure_policy(container: str, codes: Sequence[int]) -> dict[str, Any]:
     }
 
 
-def render_k8s(options: K8sOptions) -> dict[str, list[dict[str, Any]]]:
-    """``{"study-creator.yaml": [Job], "workers.yaml": [Job]}``: the Optuna Kubernetes
-    example's two Jobs, plus what preemption needs."""
-    options.check()
-    base = f"sweeper-{k8s_name(options.study_name)}"
-    labels = {"app.kubernetes.io/name": "sweeper", "sweeper.study": k8s_name(options.study_name)}
-    env = [
+def _k8s_env(options: K8sOptions) -> list[dict[str, Any]]:
+    return [
         {
             "name": "SWEEPER_STORAGE",
             "valueFrom": {
@@ -461,24 +456,9 @@ def render_k8s(options: K8sOptions) -> dict[str, list[dict[str, Any]]]:
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
-    volumes = [
-        {"name": "checkpoints", "persistentVolumeClaim": {"claimName": options.checkpoint_pvc}}
-    ]
-    mounts = [{"name": "checkpoints", "mountPath": options.checkpoint_mount}]
-    # $(SWEEPER_STORAGE) is expanded by Kubernetes from the container's env: the URL stays
-    # in the Secret, never in the manifest.
-    study_args = [options.study_path, "--storage", "$(SWEEPER_STORAGE)"]
-    study_args += ["--checkpoint-root", options.checkpoint_mount]
-    worker_args = _shared_gpu_args(options.trials_per_gpu)
-    for override in options.overrides:
-        study_args += ["--set", override]
 
-    def metadata(name: str) -> dict[str, Any]:
-        meta: dict[str, Any] = {"name": name, "labels": labels}
-        if options.namespace:
-            meta["namespace"] = options.namespace
-        return meta
 
+def _k8s_resources(options: K8sOptions) -> dict[str, Any]:
     resources: dict[str, Any] = {"limits": {"nvidia.com/gpu": options.gpus_per_pod}}
     requests = {
         key: value for key, value in (("cpu", options.cpu), ("memory", options.memory)) if value
@@ -487,37 +467,76 @@ def render_k8s(options: K8sOptions) -> dict[str, list[dict[str, Any]]]:
         resources["requests"] = requests
         if options.memory:
             resources["limits"]["memory"] = options.memory
+    return resources
 
-    creator = {
+
+def _k8s_job(
+    options: K8sOptions,
+    name: str,
+    job_spec: dict[str, Any],
+    pod_spec: dict[str, Any],
+    container: dict[str, Any],
+) -> dict[str, Any]:
+    """A batch/v1 Job of one container with the study's env and checkpoint volume."""
+    labels = {"app.kubernetes.io/name": "sweeper", "sweeper.study": k8s_name(options.study_name)}
+    metadata: dict[str, Any] = {"name": name, "labels": labels}
+    if options.namespace:
+        metadata["namespace"] = options.namespace
+    container = {
+        "name": container["name"],
+        "image": options.image,
+        "command": container["command"],
+        "env": _k8s_env(options),
+        **{key: value for key, value in container.items() if key not in {"name", "command"}},
+        "volumeMounts": [{"name": "checkpoints", "mountPath": options.checkpoint_mount}],
+    }
+    volumes = [
+        {"name": "checkpoints", "persistentVolumeClaim": {"claimName": options.checkpoint_pvc}}
+    ]
+    return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": metadata(f"{base}-create"),
+        "metadata": metadata,
         "spec": {
-            "backoffLimit": 4,
-            "podFailurePolicy": _pod_failure_policy("create", [EXIT_USER_ERROR]),
+            **job_spec,
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
                     "restartPolicy": "Never",
-                    "containers": [
-                        {
-                            "name": "create",
-                            "image": options.image,
-                            "command": ["sweeper", "create", *study_args],
-                            "env": env,
-                            "volumeMounts": mounts,
-                        }
-                    ],
+                    **pod_spec,
+                    "containers": [container],
                     "volumes": volumes,
                 },
             },
         },
     }
-    workers = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": metadata(f"{base}-workers"),
-        "spec": {
+
+
+def render_k8s(options: K8sOptions) -> dict[str, list[dict[str, Any]]]:
+    """``{"study-creator.yaml": [Job], "workers.yaml": [Job]}``: the Optuna Kubernetes
+    example's two Jobs, plus what preemption needs."""
+    options.check()
+    base = f"sweeper-{k8s_name(options.study_name)}"
+    # $(SWEEPER_STORAGE) is expanded by Kubernetes from the container's env: the URL stays
+    # in the Secret, never in the manifest.
+    study_args = [options.study_path, "--storage", "$(SWEEPER_STORAGE)"]
+    study_args += ["--checkpoint-root", options.checkpoint_mount]
+    for override in options.overrides:
+        study_args += ["--set", override]
+    creator = _k8s_job(
+        options,
+        f"{base}-create",
+        job_spec={
+            "backoffLimit": 4,
+            "podFailurePolicy": _pod_failure_policy("create", [EXIT_USER_ERROR]),
+        },
+        pod_spec={},
+        container={"name": "create", "command": ["sweeper", "create", *study_args]},
+    )
+    workers = _k8s_job(
+        options,
+        f"{base}-workers",
+        job_spec={
             # No completions: a work queue. Pods exit 0 once the shared budget is met; the
             # Job is complete when one has and the others have finished.
             "parallelism": options.workers,
@@ -527,34 +546,22 @@ def render_k8s(options: K8sOptions) -> dict[str, list[dict[str, Any]]]:
             "podFailurePolicy": _pod_failure_policy(
                 "worker", [EXIT_USER_ERROR, EXIT_TRIALS_FAILING]
             ),
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    # SIGTERM, then SIGKILL after this: a training step plus a checkpoint.
-                    "terminationGracePeriodSeconds": options.grace_seconds,
-                    "containers": [
-                        {
-                            "name": "worker",
-                            "image": options.image,
-                            # Exec form: the worker is PID 1 and gets SIGTERM itself.
-                            "command": [
-                                "sweeper",
-                                "worker",
-                                *study_args,
-                                *worker_args,
-                                "--no-progress",
-                            ],
-                            "env": env,
-                            "resources": resources,
-                            "volumeMounts": mounts,
-                        }
-                    ],
-                    "volumes": volumes,
-                },
-            },
         },
-    }
+        # SIGTERM, then SIGKILL after this: a training step plus a checkpoint.
+        pod_spec={"terminationGracePeriodSeconds": options.grace_seconds},
+        container={
+            "name": "worker",
+            # Exec form: the worker is PID 1 and gets SIGTERM itself.
+            "command": [
+                "sweeper",
+                "worker",
+                *study_args,
+                *_shared_gpu_args(options.trials_per_gpu),
+                "--no-progress",
+            ],
+            "resources": _k8s_resources(options),
+        },
+    )
     return {"study-creator.yaml": [creator], "workers.yaml": [workers]}
 
 

@@ -29,13 +29,13 @@ from sweeper.hyperparameters import (
     SearchSpace,
     is_searched,
 )
+from sweeper.metrics import OBJECTIVE_NAMES, metric
 from sweeper.pruners import DEFAULT_PRUNER, PRUNER_TYPES, MedianPrunerConfig, PrunerConfig
 from sweeper.samplers import DEFAULT_SAMPLER, SAMPLER_TYPES, SamplerConfig, TPESamplerConfig
 
 STUDY_SUFFIXES = (".yaml", ".yml", ".toml")
 DEFAULT_STUDIES_DIR = Path("studies")
 
-OBJECTIVE_DIRECTIONS = {"validation_loss": "minimize", "accuracy": "maximize", "f1": "maximize"}
 
 # What TrainingArguments.report_to accepts in transformers 5: the keys of
 # transformers.integrations.INTEGRATION_TO_CALLBACK (tests/test_tracking.py checks that this
@@ -159,12 +159,18 @@ class Baseline(_Strict):
 
 
 class ObjectiveConfig(_Strict):
-    metric: Literal["validation_loss", "accuracy", "f1"] = "validation_loss"
+    # A name in sweeper.metrics.METRICS, which also says its direction.
+    metric: str = "validation_loss"
     direction: Literal["minimize", "maximize"] | None = None
 
     @model_validator(mode="after")
     def _direction(self) -> ObjectiveConfig:
-        expected = OBJECTIVE_DIRECTIONS[self.metric]
+        if self.metric not in OBJECTIVE_NAMES:
+            raise ValueError(
+                f"metric={self.metric!r} is not a metric sweeper records; expected one of "
+                f"{list(OBJECTIVE_NAMES)}"
+            )
+        expected = metric(self.metric).direction
         if self.direction is not None and self.direction != expected:
             raise ValueError(
                 f"{self.metric} is to {expected}, but got direction={self.direction!r}; "
@@ -174,7 +180,7 @@ class ObjectiveConfig(_Strict):
 
     @property
     def study_direction(self) -> Literal["minimize", "maximize"]:
-        return self.direction or OBJECTIVE_DIRECTIONS[self.metric]  # type: ignore[return-value]
+        return self.direction or metric(self.metric).direction
 
 
 class BudgetConfig(_Strict):

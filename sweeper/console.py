@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from sweeper.hyperparameters import label
+from sweeper.metrics import METRICS
 from sweeper.results import best_trial, count_states, format_value
 
 
@@ -98,8 +99,7 @@ class TrialProgressBar(TrainerCallback):
     ) -> None:
         if self.bar is not None and metrics:
             self.bar.set_postfix(
-                val_loss=format_value(metrics.get("eval_loss")),
-                acc=format_value(metrics.get("eval_accuracy")),
+                **{m.short: format_value(metrics.get(m.trainer_key)) for m in METRICS},
             )
 
     def on_train_end(

@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
 from sweeper.hyperparameters import title as param_title
+from sweeper.metrics import title as metric_title
 from sweeper.results import (
     best_trial,
     format_value,
@@ -26,12 +27,8 @@ from sweeper.results import (
     validation_losses,
 )
 
-# Axis titles carry units. Losses are the Trainer's mean cross-entropy (natural log).
-METRIC_TITLES = {
-    "validation_loss": "validation loss (cross-entropy, nats)",
-    "accuracy": "validation accuracy (fraction correct, 0–1)",
-    "f1": "validation F1 (0–1)",
-}
+# Axis titles carry units (a metric's come from sweeper.metrics). Losses are the Trainer's
+# mean cross-entropy (natural log).
 STEP_TITLE = "training step (optimizer updates)"
 LOSS_TITLE = "loss (cross-entropy, nats)"
 TRIAL_TITLE = "trial number (in start order)"
@@ -181,7 +178,7 @@ def history_figure(study: optuna.Study) -> go.Figure:
         dtick=max(1, math.ceil((max(numbers) - min(numbers)) / 12)),
         range=[min(numbers) - 0.6, max(numbers) + 0.6],  # room for the baselines' labels
     )
-    figure.update_yaxes(title_text=METRIC_TITLES.get(metric, metric))
+    figure.update_yaxes(title_text=metric_title(metric))
     figure.update_layout(legend={"title": {"text": ""}})
     return figure
 
@@ -345,7 +342,7 @@ def parallel_coordinates_figure(study: optuna.Study) -> go.Figure:
         return _note_figure(title, "No trial has completed yet.")
     searched = _searched_params(complete)
     figure = optuna.visualization.plot_parallel_coordinate(
-        study, params=searched or None, target_name=METRIC_TITLES.get(metric, metric)
+        study, params=searched or None, target_name=metric_title(metric)
     )
     # Optuna 5 draws the axes as x-axis ticks; name them as the rest of the report does.
     ticks = list(figure.layout.xaxis.ticktext or ())

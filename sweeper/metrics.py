@@ -81,6 +81,8 @@ class Metric:
     title: str  # axis title, with units
     card_column: str  # column in the results table of the Trainer's model card
     prose: str  # in sentences: "the lowest validation loss"
+    hub_type: str  # the metric ``type`` of a model card's model-index on the Hub
+    short: str  # on a progress bar
     computation: Computation | None  # None: the Trainer computes it (the loss)
 
     @property
@@ -107,6 +109,8 @@ METRICS: tuple[Metric, ...] = (
         title="validation loss (cross-entropy, nats)",
         card_column="Validation Loss",
         prose="validation loss",
+        hub_type="loss",
+        short="val_loss",
         computation=None,
     ),
     Metric(
@@ -116,6 +120,8 @@ METRICS: tuple[Metric, ...] = (
         title="validation accuracy (fraction correct, 0–1)",
         card_column="Accuracy",
         prose="accuracy",
+        hub_type="accuracy",
+        short="acc",
         computation=Computation("accuracy", accuracy_score, lambda num_labels: {}),
     ),
     Metric(
@@ -125,6 +131,8 @@ METRICS: tuple[Metric, ...] = (
         title="validation F1 (0–1)",
         card_column="F1",
         prose="F1",
+        hub_type="f1",
+        short="f1",
         computation=Computation(
             "f1", f1_score, lambda num_labels: {"average": f1_average(num_labels)}
         ),
@@ -145,6 +153,12 @@ def metric(name: str) -> Metric:
         return _BY_NAME[name]
     except KeyError:
         raise ValueError(f"unknown metric {name!r}; expected one of {list(_BY_NAME)}") from None
+
+
+def title(name: str) -> str:
+    """An axis title for the metric ``name`` (the name itself for one not in the table)."""
+    entry = _BY_NAME.get(name)
+    return entry.title if entry else name
 
 
 def compute(

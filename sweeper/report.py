@@ -20,6 +20,7 @@ from plotly.offline import get_plotlyjs
 
 from sweeper.figures import figures
 from sweeper.hyperparameters import title as param_title
+from sweeper.metrics import METRICS
 from sweeper.results import (
     StudySummary,
     format_duration,
@@ -88,7 +89,9 @@ def _comparison_table(summary: StudySummary) -> str:
     if not rows:
         return '<p class="note">No trial has completed and the study has no baselines.</p>'
     param_names = sorted({name for _, trial in rows for name in trial.params})
-    header = ["", "trial", "state", summary.metric, "best step", "accuracy", "F1"]
+    # The objective, then every other metric the kept evaluation has.
+    others = [m for m in METRICS if m.name != summary.metric]
+    header = ["", "trial", "state", summary.metric, "best step", *(m.prose for m in others)]
     lines = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)]
     lines[0] += "".join(f"<th>{html.escape(param_title(p))}</th>" for p in param_names)
     lines[0] += "</tr>"
@@ -104,8 +107,7 @@ def _comparison_table(summary: StudySummary) -> str:
             _cell(state),
             _cell(trial.value if trial.state == TrialState.COMPLETE else None, numeric=True),
             _cell(trial.user_attrs.get("best_step"), numeric=True),
-            _cell(kept.get("accuracy"), numeric=True),
-            _cell(kept.get("f1"), numeric=True),
+            *[_cell(kept.get(m.name), numeric=True) for m in others],
             *[_cell(trial.params.get(p), numeric=True) for p in param_names],
         ]
         lines.append(f"<tr{css}>" + "".join(cells) + "</tr>")

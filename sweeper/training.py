@@ -37,13 +37,12 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from sweeper.config import StudyConfig
 from sweeper.data import PreparedData
 from sweeper.hyperparameters import training_arguments
-from sweeper.metrics import build_compute_metrics
+from sweeper.metrics import METRICS, build_compute_metrics, metric
 from sweeper.models import load_classifier
 
 EvaluationHook = Callable[[int, float], bool]
 
 # The Trainer's metric keys for each objective a study may choose.
-METRIC_KEYS = {"validation_loss": "eval_loss", "accuracy": "eval_accuracy", "f1": "eval_f1"}
 
 
 @dataclass
@@ -107,7 +106,7 @@ def build_training_arguments(
         "lr_scheduler_type": training.lr_scheduler_type,
         "gradient_accumulation_steps": training.gradient_accumulation_steps,
         "max_grad_norm": training.max_grad_norm,
-        "metric_for_best_model": METRIC_KEYS[config.objective.metric],
+        "metric_for_best_model": metric(config.objective.metric).trainer_key,
         "greater_is_better": config.objective.study_direction == "maximize",
         # Rotation keeps the best checkpoint and the latest one (to resume from) and deletes
         # older ones as training goes. Not 1: at the end of training the Trainer then deletes
@@ -186,7 +185,7 @@ class TensorBoardRun(TrainerCallback):
     ) -> None:
         # The metrics the HParams tab shows next to the parameters: the Trainer's scalars
         # (only their names are written here; the values are the run's eval/* scalars).
-        metrics = {f"eval/{key.removeprefix('eval_')}": 0.0 for key in METRIC_KEYS.values()}
+        metrics = {f"eval/{m.trainer_key.removeprefix('eval_')}": 0.0 for m in METRICS}
         for summary in _tensorboard().summary.hparams(self.params, metrics):
             self.writer.file_writer.add_summary(summary)
         self.writer.flush()
@@ -262,9 +261,7 @@ class EvaluationRecorder(TrainerCallback):
                 "step": step,
                 "epoch": round(epoch, 4),
                 "training_loss": self._training_loss,
-                "validation_loss": metrics.get("eval_loss"),
-                "accuracy": metrics.get("eval_accuracy"),
-                "f1": metrics.get("eval_f1"),
+                **{m.name: metrics.get(m.trainer_key) for m in METRICS},
             }
         )
         # A row's training loss is the one logged since the previous row: an evaluation with
@@ -410,7 +407,9 @@ def train_trial(
     ``training.report_to`` (a retry passes its first trial's, and continues that run).
     """
     maximize = config.objective.study_direction == "maximize"
-    recorder = EvaluationRecorder(METRIC_KEYS[config.objective.metric], maximize, on_evaluation)
+    recorder = EvaluationRecorder(
+        metric(config.objective.metric).trainer_key, maximize, on_evaluation
+    )
     outcome = recorder.outcome
     if resume_from_checkpoint is not None:
         state = json.loads((resume_from_checkpoint / "trainer_state.json").read_text())
