@@ -202,6 +202,44 @@ def _clipped_range(
     return [floor, ceiling], above
 
 
+def _loss_curve(
+    trial: FrozenTrial, steps: list[int], losses: list[float | None], style: dict[str, Any]
+) -> go.Scatter:
+    """A trial's validation losses: dashed and ending in × where it was stopped early."""
+    pruned = trial.state == TrialState.PRUNED
+    planned = planned_steps(trial)
+    of_planned = f" of {planned}" if planned else ""
+    state = f"pruned at step {steps[-1]}{of_planned}" if pruned else trial.state.name.lower()
+    if trial.state == TrialState.RUNNING:
+        state = f"running, at step {steps[-1]}"
+    is_best = style["color"] == BEST_COLOR
+    last = len(steps) - 1
+    return go.Scatter(
+        x=steps,
+        y=losses,
+        mode="lines+markers",
+        line={
+            "color": style["color"],
+            "width": style["width"],
+            "dash": "dash" if pruned else "solid",
+        },
+        marker={
+            "size": [12 if pruned and i == last else 4 for i in range(len(steps))],
+            "symbol": ["x" if pruned and i == last else "circle" for i in range(len(steps))],
+            "color": style["color"],
+        },
+        opacity=0.75 if pruned else 1.0,
+        name=f"{_label(trial)}{' best' if is_best else ''} ({state})",
+        legendgroup=f"trial-{trial.number}",
+        legendrank=0 if is_best else 1000 + trial.number,
+        customdata=[_params_text(trial)] * len(steps),
+        hovertemplate=(
+            f"{_label(trial)} ({state})<br>step %{{x}}<br>validation loss=%{{y:.4f}}"
+            "<br>%{customdata}<extra></extra>"
+        ),
+    )
+
+
 def loss_curves_figure(study: optuna.Study) -> go.Figure:
     title = "Validation loss of every trial against training step"
     metric = objective_metric(study)
@@ -217,45 +255,7 @@ def loss_curves_figure(study: optuna.Study) -> go.Figure:
         steps = [step for step, _ in points]
         losses = [_finite(loss) for _, loss in points]
         curves[trial.number], curve_steps[trial.number] = losses, steps
-        style = styles[trial.number]
-        pruned = trial.state == TrialState.PRUNED
-        planned = planned_steps(trial)
-        of_planned = f" of {planned}" if planned else ""
-        state = f"pruned at step {steps[-1]}{of_planned}" if pruned else trial.state.name.lower()
-        if trial.state == TrialState.RUNNING:
-            state = f"running, at step {steps[-1]}"
-        is_best = style["color"] == BEST_COLOR
-        figure.add_trace(
-            go.Scatter(
-                x=steps,
-                y=losses,
-                mode="lines+markers",
-                line={
-                    "color": style["color"],
-                    "width": style["width"],
-                    "dash": "dash" if pruned else "solid",
-                },
-                marker={
-                    "size": [
-                        12 if pruned and i == len(steps) - 1 else 4 for i in range(len(steps))
-                    ],
-                    "symbol": [
-                        "x" if pruned and i == len(steps) - 1 else "circle"
-                        for i in range(len(steps))
-                    ],
-                    "color": style["color"],
-                },
-                opacity=0.75 if pruned else 1.0,
-                name=f"{_label(trial)}{' best' if is_best else ''} ({state})",
-                legendgroup=f"trial-{trial.number}",
-                legendrank=0 if is_best else 1000 + trial.number,
-                customdata=[_params_text(trial)] * len(steps),
-                hovertemplate=(
-                    f"{_label(trial)} ({state})<br>step %{{x}}<br>validation loss=%{{y:.4f}}"
-                    "<br>%{customdata}<extra></extra>"
-                ),
-            )
-        )
+        figure.add_trace(_loss_curve(trial, steps, losses, styles[trial.number]))
     complete = {t.number for t in trials if t.state == TrialState.COMPLETE}
     y_range, above = _clipped_range(curves, complete)
     note = "Solid: ran to the end. Dashed, ending in ×: stopped early (pruned or diverged)."
@@ -403,6 +403,54 @@ def importance_figure(study: optuna.Study) -> go.Figure:
     return figure
 
 
+def _overfitting_panel(
+    figure: go.Figure, trial: FrozenTrial, row: int, col: int, show_legend: bool
+) -> None:
+    """One trial's training and validation loss, with a star at the evaluation it kept."""
+    rows = history(trial)
+    steps = [int(r["step"]) for r in rows]
+    for key, name, color in (
+        ("training_loss", "training loss", "#1f77b4"),
+        ("validation_loss", "validation loss", "#ff7f0e"),
+    ):
+        figure.add_trace(
+            go.Scatter(
+                x=steps,
+                y=[_finite(r.get(key)) for r in rows],
+                mode="lines+markers",
+                marker={"size": 4},
+                line={"color": color, "width": 2},
+                name=name,
+                legendgroup=key,
+                showlegend=show_legend,
+                hovertemplate=f"{name}=%{{y:.4f}} at step %{{x}}<extra>{_label(trial)}</extra>",
+            ),
+            row=row,
+            col=col,
+        )
+    kept = kept_evaluation(trial)
+    if kept is not None:
+        figure.add_trace(
+            go.Scatter(
+                x=[kept["step"]],
+                y=[_finite(kept.get("validation_loss"))],
+                mode="markers",
+                marker={"symbol": "star", "size": 15, "color": "#2ca02c"},
+                name="best step (kept checkpoint)",
+                legendgroup="best",
+                showlegend=show_legend,
+                hovertemplate="best step %{x}<extra>" + _label(trial) + "</extra>",
+            ),
+            row=row,
+            col=col,
+        )
+        figure.add_vline(
+            x=kept["step"], line={"color": "#2ca02c", "dash": "dot", "width": 1}, row=row, col=col
+        )
+    figure.update_xaxes(title_text="step (updates)", row=row, col=col)
+    figure.update_yaxes(title_text="loss (nats)", row=row, col=col)
+
+
 def overfitting_figure(study: optuna.Study) -> go.Figure:
     title = "Overfitting check: training vs validation loss of each finished trial"
     finished = [
@@ -427,52 +475,7 @@ def overfitting_figure(study: optuna.Study) -> go.Figure:
     )
     for index, trial in enumerate(finished):
         row, col = divmod(index, PANEL_COLUMNS)
-        rows_ = history(trial)
-        steps = [int(r["step"]) for r in rows_]
-        first = index == 0
-        for key, name, color in (
-            ("training_loss", "training loss", "#1f77b4"),
-            ("validation_loss", "validation loss", "#ff7f0e"),
-        ):
-            figure.add_trace(
-                go.Scatter(
-                    x=steps,
-                    y=[_finite(r.get(key)) for r in rows_],
-                    mode="lines+markers",
-                    marker={"size": 4},
-                    line={"color": color, "width": 2},
-                    name=name,
-                    legendgroup=key,
-                    showlegend=first,
-                    hovertemplate=f"{name}=%{{y:.4f}} at step %{{x}}<extra>{_label(trial)}</extra>",
-                ),
-                row=row + 1,
-                col=col + 1,
-            )
-        kept = kept_evaluation(trial)
-        if kept is not None:
-            figure.add_trace(
-                go.Scatter(
-                    x=[kept["step"]],
-                    y=[_finite(kept.get("validation_loss"))],
-                    mode="markers",
-                    marker={"symbol": "star", "size": 15, "color": "#2ca02c"},
-                    name="best step (kept checkpoint)",
-                    legendgroup="best",
-                    showlegend=first,
-                    hovertemplate="best step %{x}<extra>" + _label(trial) + "</extra>",
-                ),
-                row=row + 1,
-                col=col + 1,
-            )
-            figure.add_vline(
-                x=kept["step"],
-                line={"color": "#2ca02c", "dash": "dot", "width": 1},
-                row=row + 1,
-                col=col + 1,
-            )
-        figure.update_xaxes(title_text="step (updates)", row=row + 1, col=col + 1)
-        figure.update_yaxes(title_text="loss (nats)", row=row + 1, col=col + 1)
+        _overfitting_panel(figure, trial, row + 1, col + 1, show_legend=index == 0)
     _layout(
         figure,
         title,
