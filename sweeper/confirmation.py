@@ -1,0 +1,132 @@
+"""What ``sweeper confirm`` found, as stored in the study's companion study.
+
+``sweeper confirm STUDY`` re-trains the sweep's best configurations and its baselines with
+fresh seeds, as trials of a companion study ``<study>.confirm`` in the same storage (not of
+the sweep's own study, where they would count against its budget, steer its sampler and
+pruner, and let a lucky seed become its best trial). When every re-run has finished and
+the test split has been evaluated, the result is stored on the companion study as the user
+attribute ``confirmation`` in the form of :class:`Confirmation`. :func:`load_confirmation`
+is the one way the views (``best``, ``report``, ``card``, ``export``) read it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import optuna
+from pydantic import BaseModel, ConfigDict
+
+CONFIRM_SUFFIX = ".confirm"
+CONFIRMATION_ATTR = "confirmation"
+# Written when confirmation first starts, so a rerun re-trains the same configurations.
+CANDIDATES_ATTR = "candidates"
+
+
+def companion_name(study_name: str) -> str:
+    return f"{study_name}{CONFIRM_SUFFIX}"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitScores(_Frozen):
+    """One run's scores on one split, at the evaluation it kept (its best validation)."""
+
+    loss: float | None = None
+    accuracy: float | None = None
+    f1: float | None = None
+
+
+class Run(_Frozen):
+    """One re-run of a configuration with one seed: a trial of the companion study."""
+
+    seed: int
+    trial: int  # its number in the companion study
+    objective: float  # the study's objective at the kept evaluation (validation)
+    validation: SplitScores
+    test: SplitScores | None = None  # None without a test split, or not evaluated yet
+    best_checkpoint: str | None = None
+
+
+class Spread(_Frozen):
+    """Mean and standard deviation over seeds (std: sample, n - 1; None for one seed)."""
+
+    mean: float
+    std: float | None
+    n: int
+
+
+class ConfirmedConfig(_Frozen):
+    """A configuration (every hyperparameter but the seed) and its re-runs."""
+
+    id: str  # "c1", "c2", ... for candidates; "baseline:<name>" for baselines
+    role: Literal["candidate", "baseline"]
+    name: str  # "trial #7" or the baseline's name
+    params: dict[str, Any]  # without the seed
+    source_trials: list[int]  # sweep trials with these params (any seed)
+    selected_value: float | None  # the sweep's single-seed value that selected it
+    runs: list[Run]
+    objective: Spread  # validation objective over seeds
+    accuracy: Spread | None = None  # validation accuracy over seeds
+    test_loss: Spread | None = None
+    test_accuracy: Spread | None = None
+    test_f1: Spread | None = None
+
+    @property
+    def optimism(self) -> float | None:
+        """Selected minus confirmed mean: how much luck the selection picked up."""
+        if self.selected_value is None:
+            return None
+        return self.selected_value - self.objective.mean
+
+
+class Comparison(_Frozen):
+    """The winner against one baseline, paired by seed (same seeds on both sides)."""
+
+    baseline: str  # the baseline's name
+    quantity: str  # what was compared: "validation_loss", "test_accuracy", ...
+    mean_difference: float  # winner minus baseline
+    ci95: tuple[float, float]  # t interval of the paired differences
+    n: int
+    verdict: str  # one sentence: "better than card-B", "not distinguishable from card-A"
+
+
+class Confirmation(_Frozen):
+    study: str
+    metric: str
+    direction: Literal["minimize", "maximize"]
+    seeds: list[int]
+    top_k: int
+    configs: list[ConfirmedConfig]
+    winner: str  # the id of the config with the best mean objective
+    # The winner's seed whose validation objective is the median of its seeds: what
+    # ``sweeper export`` exports.
+    export_seed: int
+    comparisons: list[Comparison]
+    notes: list[str] = []  # e.g. "only 2 finished configurations, not the 3 asked for"
+
+    def config(self, config_id: str) -> ConfirmedConfig:
+        return next(config for config in self.configs if config.id == config_id)
+
+    @property
+    def winning(self) -> ConfirmedConfig:
+        return self.config(self.winner)
+
+    @property
+    def export_run(self) -> Run:
+        return next(run for run in self.winning.runs if run.seed == self.export_seed)
+
+
+def load_confirmation(study: optuna.Study) -> Confirmation | None:
+    """The stored confirmation of ``study`` (the sweep's study), or None when confirmation
+    has not run or not finished."""
+    storage = study._storage
+    try:
+        companion = optuna.load_study(study_name=companion_name(study.study_name), storage=storage)
+    except KeyError:
+        return None
+    stored = companion.user_attrs.get(CONFIRMATION_ATTR)
+    if stored is None:
+        return None
+    return Confirmation.model_validate(stored)
