@@ -14,6 +14,7 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "analysis.ipynb"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
+@pytest.mark.timeout(300)
 def test_analysis_notebook_runs_on_a_study(
     finished_study: FinishedStudy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
