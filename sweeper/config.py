@@ -509,7 +509,10 @@ def _notice(message: str) -> None:
 
 
 def _resolve_path(value: str, base: Path) -> str:
-    """Local paths are relative to the study file; anything not on disk is left as a hub id."""
+    """dataset.path and model.name: a path that exists relative to the study file's folder
+    is made absolute; anything else is left as given (a hub id, an absolute path, or a path
+    relative to the current directory). output_dir, checkpoint_root and storage are never
+    resolved here: they are relative to the current directory."""
     candidate = (base / value).expanduser()
     if candidate.exists():
         return str(candidate.resolve())

@@ -234,6 +234,8 @@ class SearchSpaceBase(_Strict):
 
     if TYPE_CHECKING:  # the fields are made from the table; to a type checker, any name
 
+        def __init__(self, **specs: ParamSpec) -> None: ...
+
         def __getattr__(self, name: str) -> ParamSpec: ...
 
     def specs(self) -> dict[str, ParamSpec]:

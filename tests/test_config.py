@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +306,16 @@ def test_fixed_epochs_cap_the_baselines_epochs_too() -> None:
             },
             studies_dir=REPO_ROOT / "studies",
         )
+
+
+@pytest.mark.parametrize("document", ["Makefile", "README.md"])
+def test_set_examples_in_the_docs_name_keys_the_study_file_has(document: str) -> None:
+    """Every `SET="k=v ..."` example applies to the default study (an unknown key fails)."""
+    examples = [
+        pairs
+        for pairs in re.findall(r'SET="([^"]+)"', (REPO_ROOT / document).read_text("utf-8"))
+        if pairs != "k=v k=v" and "..." not in pairs
+    ]
+    assert examples, f"no SET example found in {document}"
+    for pairs in examples:
+        load_study_config("imdb", parse_overrides(pairs.split()), studies_dir=REPO_ROOT / "studies")

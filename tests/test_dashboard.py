@@ -14,7 +14,8 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -75,25 +76,75 @@ def test_dashboard_serves_the_study_on_loopback(finished_study: FinishedStudy) -
         assert len(detail["trials"]) == 4
         with urllib.request.urlopen(url, timeout=10) as page:  # the SPA the URL opens
             assert page.status == 200 and b"<html" in page.read().lower()
-        # Bound to loopback only: no other local address answers.
-        outside = _non_loopback_address()
-        if outside is not None:
-            with pytest.raises(OSError):
-                socket.create_connection((outside, port), timeout=2).close()
+        assert_listens_on_loopback_only(port)
     assert process.returncode == 0  # Ctrl-C is a normal way to stop it
     assert process.stdout is not None and "dashboard stopped" in process.stdout.read()
 
 
-def _non_loopback_address() -> str | None:
+def assert_listens_on_loopback_only(port: int) -> None:
+    """Bound to 127.0.0.1, not to a wildcard address (0.0.0.0 or ::), which would answer on
+    every address of the machine. Checked twice: what the kernel lists as listening on the
+    port (on Linux), and, never skipped, that other addresses of this machine refuse a
+    connection there, where a wildcard-bound socket is shown to be reached (or the test
+    fails: it cannot tell the two bindings apart there). 127.0.0.2 is one of them
+    on any Linux machine, however few network interfaces it has (127.0.0.0/8 is all
+    loopback), so the check does not depend on the machine having a network address."""
+    if Path("/proc/net/tcp").exists():
+        assert listening_addresses(port) == ["127.0.0.1"]
+    others = ["127.0.0.2", *non_loopback_addresses()]
+    with socket.socket() as wildcard:
+        wildcard.bind(("0.0.0.0", 0))
+        wildcard.listen()
+        control_port = wildcard.getsockname()[1]
+        for address in others:
+            try:
+                socket.create_connection((address, control_port), timeout=2).close()
+            except OSError as exc:
+                pytest.fail(
+                    f"cannot check the dashboard's binding: a socket on 0.0.0.0 is not reached "
+                    f"at {address} either ({exc})"
+                )
+    for address in others:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((address, port), timeout=2).close()
+
+
+def listening_addresses(port: int) -> list[str]:
+    """The local addresses of the sockets listening on ``port`` (Linux: /proc/net/tcp[6])."""
+    found = []
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        path = Path(table)
+        if not path.exists():
+            continue
+        for line in path.read_text(encoding="ascii").splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address_hex, port_hex = local.split(":")
+            if state == "0A" and int(port_hex, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address_hex)  # 32-bit words in host byte order
+                if sys.byteorder == "little":
+                    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                found.append(socket.inet_ntop(family, raw))
+    return found
+
+
+def non_loopback_addresses() -> list[str]:
+    """This machine's IPv4 addresses outside 127.0.0.0/8: the one its default route leaves
+    from, and those its host name resolves to."""
+    found: set[str] = set()
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         probe.connect(("10.255.255.255", 1))  # no packet is sent for UDP connect
-        address = str(probe.getsockname()[0])
+        found.add(str(probe.getsockname()[0]))
     except OSError:
-        return None
+        pass  # no route: no network interface besides loopback
     finally:
         probe.close()
-    return None if address.startswith("127.") else address
+    with suppress(OSError):
+        found.update(
+            str(info[4][0])
+            for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+        )
+    return sorted(address for address in found if not address.startswith(("127.", "0.")))
 
 
 def test_dashboard_on_postgresql_never_prints_the_password(

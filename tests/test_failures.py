@@ -179,6 +179,7 @@ def test_a_failed_trial_fails_alone_and_the_worker_finishes_the_budget(
     assert [p.name for p in checkpoints.iterdir()] == [f"trial-{study.best_trial.number}"]
 
 
+@pytest.mark.timeout(600)
 def test_two_workers_on_crashing_trials_both_stop_with_exit_3(
     crashing_study: Callable[..., tuple[Path, str]],
     study_name: str,

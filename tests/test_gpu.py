@@ -81,6 +81,7 @@ def effect_lengths(result: dict[str, Any]) -> int:
     return int(result["in_effect"]["training_batch_lengths_distinct"])
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.slow
 def test_gpu_benchmark_quick_runs_on_this_machine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

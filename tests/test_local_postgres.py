@@ -37,6 +37,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.timeout(300)
 @pytest.mark.postgres
 def test_cli_starts_a_server_that_outlives_it_checks_the_password_and_stops() -> None:
     with tempfile.TemporaryDirectory(prefix="sweeper-local-postgres-") as directory:

@@ -14,6 +14,7 @@ NOTEBOOK = REPO_ROOT / "notebooks" / "analysis.ipynb"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 
+@pytest.mark.timeout(300)
 def test_analysis_notebook_runs_on_a_study(
     finished_study: FinishedStudy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -21,7 +22,6 @@ def test_analysis_notebook_runs_on_a_study(
     from nbclient import NotebookClient
 
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    assert not any(cell.get("outputs") for cell in notebook.cells), "commit it without outputs"
     monkeypatch.setenv("SWEEPER_STUDY", finished_study.name)
     monkeypatch.setenv("SWEEPER_STORAGE", finished_study.storage_url)
     # Any cell that raises makes execute() raise CellExecutionError, failing the test.
@@ -61,10 +61,22 @@ def test_analysis_notebook_runs_on_a_study(
 
 
 def test_notebook_in_the_repository_has_no_outputs() -> None:
+    """Committed clean (e.g. `jupyter nbconvert --clear-output --inplace`): no code cell has
+    an output or an execution count, and the parameters cell names the study to open."""
     import nbformat
 
     notebook = nbformat.read(Path(NOTEBOOK), as_version=4)
     nbformat.validate(notebook)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code, "the notebook has no code cell"
+    with_outputs = [index for index, cell in enumerate(notebook.cells) if cell.get("outputs")]
+    assert with_outputs == [], f"cells {with_outputs} were committed with outputs"
+    counted = [
+        index
+        for index, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code" and cell.execution_count is not None
+    ]
+    assert counted == [], f"cells {counted} were committed with an execution count"
     parameters = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
     assert (
         len(parameters) == 1

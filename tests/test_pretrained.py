@@ -25,6 +25,7 @@ TRAIN_ROWS, VALIDATION_ROWS, BATCH = 800, 200, 8
 CHANCE_LOSS = math.log(2.0)  # cross-entropy of a classifier that says 50/50 to everything
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.slow
 def test_pretrained_minilm_learns_imdb_sentiment(
     write_study: Callable[..., Path], imdb_csv: Path, capsys: pytest.CaptureFixture[str]

@@ -186,13 +186,31 @@ def test_report_of_an_awkward_study(
         assert any("running, at step 6" in name for name in loss_names)
     else:
         assert "3 complete" in page
-        assert notes == {} or set(notes) == {"importance"}
+        # No hyperparameter is in every trial with one range: nothing to rank.
+        assert set(notes) == {"importance"}
+        assert notes["importance"].startswith("No hyperparameter searched in every complete")
         parcoords = built["parallel-coordinates"]
         labels = [dimension["label"] for dimension in parcoords.data[0].dimensions]
         # learning_rate is in every trial (with two ranges); the others are left out.
         assert labels[0].startswith("learning rate") and len(labels) == 2
         subtitle = parcoords.layout.title.subtitle.text
         assert "per_device_train_batch_size" in subtitle and "num_train_epochs" in subtitle
+
+
+def test_importance_ranks_the_hyperparameter_that_moves_the_objective(
+    awkward_study: Callable[[str], tuple[str, str]],
+) -> None:
+    """Eight complete trials whose loss follows the learning rate alone: the figure has a
+    bar per hyperparameter (no note), the importances sum to 1 and the learning rate's is
+    the larger (fANOVA over eight trials gives it about 0.76)."""
+    name, url = awkward_study("importances")
+    figure = figures(load_existing_study(name, url))["importance"]
+    assert [trace.type for trace in figure.data] == ["bar"]  # bars, not a note
+    (bars,) = figure.data
+    importance = dict(zip(bars.y, bars.x, strict=True))
+    assert set(importance) == {"learning rate", "train batch size (examples/device)"}
+    assert sum(importance.values()) == pytest.approx(1.0)
+    assert importance["learning rate"] > 0.5 > importance["train batch size (examples/device)"]
 
 
 def test_report_with_no_complete_trial_renders_in_chromium(

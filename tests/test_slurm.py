@@ -103,6 +103,7 @@ def submitted() -> Iterator[list[str]]:
         subprocess.run(["scancel", job], capture_output=True, timeout=30, check=False)
 
 
+@pytest.mark.timeout(600)
 def test_slurm_array_survives_preemption_and_the_time_limit(
     slurm_cluster: str,
     write_study: Callable[..., Path],

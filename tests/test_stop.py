@@ -141,6 +141,7 @@ def stop_and_check(
     return stopped_at
 
 
+@pytest.mark.timeout(600)
 def test_gpus_workers_stop_once_however_the_signal_arrives_and_resume(
     write_study: Callable[..., Path], postgres_url: str, study_name: str, tmp_path: Path
 ) -> None:

@@ -78,6 +78,7 @@ def wait_for_checkpoint(directory: Path, process: subprocess.Popen[bytes], log: 
     raise AssertionError(f"no checkpoint in {directory} after 240 s:\n{log.read_text()}")
 
 
+@pytest.mark.timeout(600)
 def test_four_workers_on_postgresql_finish_exactly_the_budget(
     write_study: Callable[..., Path], postgres_url: str, study_name: str, tmp_path: Path
 ) -> None:
@@ -100,6 +101,7 @@ def test_four_workers_on_postgresql_finish_exactly_the_budget(
     assert len({trial.user_attrs["worker"] for trial in trials}) >= 2
 
 
+@pytest.mark.timeout(600)
 def test_sigkilled_worker_trial_is_retried_from_its_checkpoint(
     write_study: Callable[..., Path], postgres_url: str, study_name: str, tmp_path: Path
 ) -> None:
@@ -130,6 +132,7 @@ def test_sigkilled_worker_trial_is_retried_from_its_checkpoint(
     assert retry.user_attrs["worker"] != original.user_attrs["worker"]
 
 
+@pytest.mark.timeout(600)
 def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(
     write_study: Callable[..., Path],
     study_name: str,
@@ -165,6 +168,7 @@ def test_sigterm_saves_a_checkpoint_and_the_rerun_finishes(
     assert "retry of #0" in table and f"resumed at step {stopped_at}" in table
 
 
+@pytest.mark.timeout(600)
 def test_gpus_on_a_machine_without_one_runs_on_the_cpu(
     write_study: Callable[..., Path],
     study_name: str,
@@ -181,6 +185,7 @@ def test_gpus_on_a_machine_without_one_runs_on_the_cpu(
     assert len(load_existing_study(study_name, storage_url).get_trials()) == 2
 
 
+@pytest.mark.timeout(600)
 def test_one_worker_per_gpu_each_pinned_to_its_device(
     write_study: Callable[..., Path],
     study_name: str,
@@ -283,6 +288,7 @@ def test_budget_lock_is_exclusive_and_survives_a_dropped_connection(postgres_url
         engine.dispose()
 
 
+@pytest.mark.timeout(600)
 def test_trials_per_gpu_share_one_gpu_and_the_budget(
     write_study: Callable[..., Path],
     study_name: str,
@@ -312,6 +318,7 @@ def test_trials_per_gpu_share_one_gpu_and_the_budget(
     assert len({tuple(sorted(trial.params.items())) for trial in trials}) == 6
 
 
+@pytest.mark.timeout(600)
 def test_sigterm_to_the_parent_checkpoints_every_trial_sharing_a_gpu(
     write_study: Callable[..., Path], study_name: str, tmp_path: Path
 ) -> None:
