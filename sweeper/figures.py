@@ -378,7 +378,7 @@ def importance_figure(study: optuna.Study) -> go.Figure:
         figure = optuna.visualization.plot_param_importances(
             study,
             evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0),
-            params=_searched_params(complete) or None,
+            # No params: Optuna ranks the search space every complete trial shares.
             target_name=metric,
         )
     except (ValueError, RuntimeError) as exc:

@@ -291,13 +291,19 @@ def awkward_study(tmp_path: Path) -> Callable[[str], tuple[str, str]]:
         study.set_user_attr(
             "config",
             {
-                "model": {"name": "tiny-bert"},
-                "dataset": {"path": "reviews.csv", "text_column": "review"},
+                "name": kind,
+                "model": {"name": "tiny-bert", "max_length": 64},
+                "dataset": {
+                    "path": "reviews.csv",
+                    "text_column": "review",
+                    "label_column": "sentiment",
+                },
                 "pruner": {"type": "median", "n_startup_trials": 2},
                 "sampler": {"type": "tpe", "seed": 0},
                 "output_dir": str(tmp_path / "runs"),
             },
         )
+        study.set_user_attr("config_version", 2)
         lr = FloatDistribution(1e-4, 1.0, log=True)
         batch = CategoricalDistribution([16, 32])
 
