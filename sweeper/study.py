@@ -19,6 +19,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -70,10 +71,16 @@ class Objective:
     def __init__(self, context: SweepContext, show_progress: bool = True):
         self.context = context
         self.show_progress = show_progress
+        # Runs in training.report_to are named <run_prefix>-trial-<N>.
+        self.run_prefix = context.config.name
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The trial's hyperparameters: sampled from the study's search space (or enqueued)."""
+        return suggest_params(trial, self.context.config.search_space)
 
     def __call__(self, trial: optuna.Trial) -> float:
         config, stop = self.context.config, self.context.stop
-        params = suggest_params(trial, config.search_space)
+        params = self.suggest(trial)
         output_dir, resume_from = self._checkpoints(trial)
         # Which machine, process and GPU ran it: the first thing to ask of a slow or odd trial.
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -101,7 +108,7 @@ class Objective:
             stop_requested=lambda: stop.requested,
             # <study>-trial-<N>, N the first trial of the retry chain (as the checkpoint
             # directory): a retry continues its first trial's run in training.report_to.
-            run_name=f"{config.name}-{output_dir.name}",
+            run_name=f"{self.run_prefix}-{output_dir.name}",
         )
         record_outcome(trial, outcome)
         if outcome.interrupted_at_step is not None:
@@ -320,8 +327,13 @@ def run_study(
             callbacks=callbacks,
             stop=stop,
         )
-    if result.reason == "budget met" and result.trials_run == 0:
-        print(f"[sweeper] study {config.name!r} already has its {n_trials} finished trials")
+        if result.reason == "budget met" and result.trials_run == 0:
+            print(f"[sweeper] study {config.name!r} already has its {n_trials} finished trials")
+        if result.reason == "budget met":
+            # A worker whose sweep is done helps with a confirmation `sweeper confirm` started.
+            from sweeper.confirm import run_pending_confirmation
+
+            run_pending_confirmation(config, data, study, stop=stop, show_progress=show_progress)
     return study
 
 
