@@ -33,7 +33,7 @@ from sweeper.config import (
     dump_config,
 )
 from sweeper.console import StudyProgress, TrialProgressBar
-from sweeper.data import PreparedData, prepare_data
+from sweeper.data import DataSplits, PreparedData, check_unchanged, prepare_data, split_attrs
 from sweeper.errors import ConfigError, StorageError
 from sweeper.hyperparameters import suggest_params
 from sweeper.preflight import PreflightResult, run_preflight
@@ -223,7 +223,9 @@ class CreatedStudy:
     completed: bool  # this call enqueued the baselines and stored the config
 
 
-def ensure_study(config: StudyConfig, label_names: list[str]) -> CreatedStudy:
+def ensure_study(
+    config: StudyConfig, label_names: list[str], splits: DataSplits | None = None
+) -> CreatedStudy:
     """The study in its storage, with its baselines enqueued and its config stored: one
     step, idempotent, safe to run from any number of processes at once.
 
@@ -231,12 +233,18 @@ def ensure_study(config: StudyConfig, label_names: list[str]) -> CreatedStudy:
     they run under a lock shared through the storage (as the trial budget's is), and a
     marker attribute is set last, so a creator stopped half-way leaves a study the next
     call completes, never one that workers take as ready without its baselines.
-    ``sweeper create`` runs it before any worker starts; every worker runs it again."""
+    ``sweeper create`` runs it before any worker starts; every worker runs it again.
+
+    With ``splits``, the study stores their sizes and fingerprints when it is created, and
+    an existing study whose stored fingerprints differ from them is refused (DataError)
+    before anything else is written."""
     storage = open_storage(config.storage_url, workers=config.workers)
     lock = open_lock(config.storage_url, f"create/{config.name}")
     try:
         lock.acquire()
         study, created = open_study(config, storage)
+        if splits is not None:
+            check_unchanged(study.user_attrs, splits, config.name)
         completed = False
         if study.metric_names is None:
             # optuna-dashboard and Optuna's plots say "validation_loss", not "Objective 0".
@@ -249,6 +257,7 @@ def ensure_study(config: StudyConfig, label_names: list[str]) -> CreatedStudy:
                 (CONFIG_VERSION_ATTR, CONFIG_VERSION),
                 ("objective_metric", config.objective.metric),
                 ("label_names", label_names),
+                *(split_attrs(splits).items() if splits is not None else ()),
             ):
                 if key not in existing:
                     study.set_user_attr(key, value)
@@ -273,7 +282,7 @@ def create_study(config: StudyConfig) -> CreatedStudy:
     """``sweeper create``: the pre-flight check (nothing is written when it fails), then
     :func:`ensure_study`. What every launcher runs once before its workers start."""
     checked = preflight_with_notices(config)
-    return ensure_study(config, checked.splits.label_names)
+    return ensure_study(config, checked.splits.label_names, checked.splits)
 
 
 def run_study(
@@ -296,7 +305,7 @@ def run_study(
         Path(config.output_dir) / "cache" / "tokenized",
         splits=checked.splits,
     )
-    study = ensure_study(config, data.label_names).study
+    study = ensure_study(config, data.label_names, checked.splits).study
 
     n_trials = config.budget.n_trials
     done, _ = budget_counts(study)
