@@ -574,17 +574,6 @@ def export_seed(runs: Sequence[Run], maximize: bool) -> int:
     return ordered[(len(ordered) - 1) // 2].seed
 
 
-def _test_split_text(config: StudyConfig) -> str:
-    dataset = config.dataset
-    split = getattr(dataset, "test_split", None)
-    if split:
-        return f"the {split!r} split"
-    fraction = getattr(dataset, "test_fraction", None)
-    if fraction:
-        return f"a {fraction:.0%} test share held out of {dataset.train_split!r}"
-    return "the test split"
-
-
 def finalize(
     config: StudyConfig,
     data: PreparedData,
@@ -646,7 +635,7 @@ def _finalize_locked(
         return statistics.fmean(values) * (-1 if maximize else 1)
 
     winner_plan = min(present, key=mean_objective)
-    test_data = getattr(data, "test", None)
+    test_data = data.test
     if test_data is None:
         notes.append(
             "the study has no test split (dataset.test_split / dataset.test_fraction), so no "
@@ -814,11 +803,16 @@ def confirmation_table(confirmation: Confirmation, test_split: str | None = None
 
 
 def test_split_text(config: StudyConfig) -> str | None:
-    """How the report, card and table name the test split; None without one."""
+    """How the table, the report and the card name the test split; None without one."""
     dataset = config.dataset
-    if not (getattr(dataset, "test_split", None) or getattr(dataset, "test_fraction", None)):
-        return None
-    return _test_split_text(config)
+    if dataset.test_split:
+        return f"the {dataset.test_split!r} split"
+    if dataset.test_fraction:
+        return (
+            f"a stratified {dataset.test_fraction:.0%} of {dataset.train_split!r} held out "
+            f"(split seed {dataset.split_seed})"
+        )
+    return None
 
 
 # --- the entry points --------------------------------------------------------------------------
@@ -836,7 +830,7 @@ def run_confirmation(
     """Confirm study ``config.name`` (see the module's docstring): plan (frozen on first
     run), re-run, finalize. Returns the confirmation, or None when stopped before the last
     re-run finished (run it again to carry on). Bad input fails before anything is written."""
-    from sweeper.data import prepare_data
+    from sweeper.data import check_unchanged, prepare_data
     from sweeper.study import load_existing_study, preflight_with_notices
 
     check_arguments(top_k, seeds)
@@ -858,6 +852,8 @@ def run_confirmation(
             study, config, top_k or DEFAULT_TOP_K, seeds or DEFAULT_SEEDS
         )  # no finished trial: an error, nothing written
     checked = preflight_with_notices(config)
+    # The data the sweep ran on, or an error before anything is written.
+    check_unchanged(study.user_attrs, checked.splits, config.name)
     data = prepare_data(
         config.dataset,
         checked.tokenizer,
