@@ -130,7 +130,7 @@ class DatasetConfig(_Strict):
             )
         validation = info.data.get("validation_fraction")
         carved = info.data.get("validation_split") is None and validation is not None
-        if carved and value + validation >= 1.0:
+        if carved and validation is not None and value + validation >= 1.0:
             raise ValueError(
                 f"and dataset.validation_fraction={validation} leave no training rows "
                 "(both are shares of dataset.train_split and must sum to less than 1); "
