@@ -543,12 +543,16 @@ def command_card(args: argparse.Namespace) -> int:
 
 
 def command_export(args: argparse.Namespace) -> int:
-    from sweeper.export import export_best
+    from sweeper.export import confirmed_export, export_best
 
     name, study = _open_existing_study(args)
     target = export_best(study, args.to, force=args.force)
+    which = confirmed_export(study) or (
+        f"the sweep's best trial #{study.best_trial.number} (a single-seed validation score; "
+        f"`sweeper confirm {name}` re-trains the best configurations with fresh seeds)"
+    )
     print(
-        f"[sweeper] best model of study {name!r} exported to {target}; load it with "
+        f"[sweeper] {which}, of study {name!r}, exported to {target}; load it with "
         f'transformers.pipeline("text-classification", model="{target}")'
     )
     return 0
