@@ -210,6 +210,16 @@ def test_without_a_test_split_the_default_study_keeps_its_rows_and_cache_key(
     )
 
 
+def test_the_default_study_keeps_its_training_and_validation_counts() -> None:
+    """studies/imdb.yaml carves a 20% test split: its capped splits keep their sizes."""
+    config = load_study_config("imdb", studies_dir=REPO_ROOT / "studies")
+    assert split_sizes(load_splits(config.dataset)) == {
+        "train": 640,
+        "validation": 160,
+        "test": 636,
+    }
+
+
 def test_a_named_test_split_leaves_train_and_validation_as_they_were(split_folder: Path) -> None:
     fields = {"text_column": "review", "label_column": "sentiment", "max_train_rows": 100}
     without = load_splits(DatasetConfig(path=str(split_folder), **fields))
