@@ -169,6 +169,34 @@ def test_a_named_test_split_a_single_file_lacks_lists_its_splits(small_csv: Path
         load_splits(config)
 
 
+@pytest.mark.parametrize(
+    ("counts", "fields", "message"),
+    [
+        pytest.param(
+            {"a": 5, "b": 5},
+            {"test_fraction": 0.45, "validation_fraction": 0.5},
+            r"dataset\.test_fraction=0\.45 and dataset\.validation_fraction=0\.5 leave no "
+            r"training rows of the 10 in the train split; lower them",
+            id="rounding-leaves-no-training-rows",
+        ),
+        pytest.param(
+            {"a": 20, "b": 1},
+            {"test_fraction": 0.2},
+            r"labels \['b'\] have fewer than 2 rows, so no stratified test split can hold "
+            r"them; add rows or set dataset\.test_split to a named split",
+            id="label-too-rare-for-a-test-split",
+        ),
+    ],
+)
+def test_carving_that_cannot_work_names_the_settings(
+    tmp_path: Path, counts: dict[str, int], fields: dict[str, Any], message: str
+) -> None:
+    path = tmp_path / "rows.csv"
+    marked_rows(counts).to_csv(path, index=False)
+    with pytest.raises(DataError, match=message):
+        load_splits(config_for(path, **fields))
+
+
 # --- without a test split nothing changes ---------------------------------------------------
 
 
