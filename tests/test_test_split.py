@@ -249,7 +249,11 @@ def test_the_default_study_keeps_its_training_and_validation_counts() -> None:
 
 
 def test_a_named_test_split_leaves_train_and_validation_as_they_were(split_folder: Path) -> None:
-    fields = {"text_column": "review", "label_column": "sentiment", "max_train_rows": 100}
+    fields: dict[str, Any] = {
+        "text_column": "review",
+        "label_column": "sentiment",
+        "max_train_rows": 100,
+    }
     without = load_splits(DatasetConfig(path=str(split_folder), **fields))
     named = load_splits(DatasetConfig(path=str(split_folder), test_split="test", **fields))
     assert without.test is None and named.test is not None
