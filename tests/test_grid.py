@@ -357,3 +357,22 @@ def test_steps_with_a_searched_batch_size_gets_a_notice(
     fixed = {"per_device_train_batch_size": 16}
     assert grid_notice(_load(write_study, search_space=fixed)) is None
     assert grid_notice(_load(write_study, evaluation={"strategy": "epoch"})) is None
+
+
+@pytest.mark.parametrize(
+    ("strategy", "step", "epoch", "index"),
+    [
+        ("examples", 12, 0.5, 2),  # 12 batch-16 steps = 192 examples = 2 x 96
+        ("examples", 13, 0.54, None),  # the extra evaluation at a last step off the grid
+        ("epoch", 24, 1.0, 1),
+        ("epoch", 30, 1.25, None),
+        ("steps", 13, 0.54, 13),  # every evaluation is reported at its step
+    ],
+)
+def test_the_grid_point_each_strategy_reports(
+    strategy: str, step: int, epoch: float, index: int | None
+) -> None:
+    from sweeper.training import EvaluationGrid
+
+    grid = EvaluationGrid(strategy, examples_per_step=16, examples_per_point=96)
+    assert grid.index(step, epoch) == index
