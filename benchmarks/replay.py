@@ -36,9 +36,12 @@ Outcome = Literal["complete", "pruned", "early_stopped", "diverged"]
 
 @dataclass(frozen=True)
 class Point:
-    """One evaluation: its grid index, the training examples seen by then, its value."""
+    """One evaluation: its grid index, the training examples seen by then, its value. The
+    extra evaluation at a last step between two grid points is off the grid (``grid`` None):
+    it counts for the trial's best value and its examples, but is never reported to the
+    pruner, as sweeper does live."""
 
-    grid: int
+    grid: int | None
     examples: int
     value: float
 
@@ -89,7 +92,7 @@ class Strategy:
 class TrialReplay:
     trial: int
     outcome: Outcome
-    stopped_at_grid: int | None  # None when it ran its whole curve
+    stopped_at_grid: int | None  # None when it ran its whole curve (or stopped off the grid)
     examples: int  # training examples it spent under this strategy
     full_examples: int  # what it spent unpruned
     value: float | None  # what the study keeps: its best evaluation; None when pruned
@@ -222,8 +225,11 @@ def replay(
 
     Per trial and per curve point, as sweeper's objective does live: the value is reported
     to Optuna at its grid index and ``should_prune`` is asked (a pruned trial ends PRUNED
-    there); then the early-stopping rule sees it (a stopped trial ends COMPLETE with its
-    best value so far). A trial that runs its whole curve completes with its best value.
+    there; a point off the grid is not reported); then the early-stopping rule sees it (a
+    stopped trial ends COMPLETE with its best value so far; at the curve's last point the
+    trial has ended anyway). A trial that runs its whole curve completes with its best
+    value. A non-finite value ends the trial there under every strategy ("diverged"), as
+    sweeper stops a diverged trial before asking the pruner.
     ``noise`` is the tolerance of "within seed noise of the unpruned best". ``study_name``
     matters to Hyperband only, which assigns trials to brackets by a hash of the study name
     and trial number.
@@ -256,13 +262,16 @@ def replay(
             if diverged is not None and index == diverged:
                 outcome, stop_index = "diverged", index
                 break
-            trial.report(point.value, point.grid)
             if kept is None or better(point.value, kept):
                 kept = point.value
-            if trial.should_prune():
-                outcome, stop_index = "pruned", index
-                break
-            if stopper is not None and stopper.should_stop(point.value):
+            if point.grid is not None:
+                trial.report(point.value, point.grid)
+                if trial.should_prune():
+                    outcome, stop_index = "pruned", index
+                    break
+            # At the planned end nothing is stopped early, whatever the rule says.
+            last_point = index == len(curve.points) - 1
+            if stopper is not None and stopper.should_stop(point.value) and not last_point:
                 outcome, stop_index = "early_stopped", index
                 break
         if outcome in ("pruned", "diverged"):
@@ -336,9 +345,10 @@ def replay_all(
 def curve_from_history(
     number: int, rows: Iterable[dict[str, Any]], metric: str, examples_per_step: int | None = None
 ) -> Curve | None:
-    """A trial's curve from its stored ``history`` rows. Rows on the examples grid carry
-    ``examples`` and ``grid``; older rows only ``step`` (then ``examples_per_step``, the
-    batch size, turns steps into examples and the step is the grid index)."""
+    """A trial's curve from its stored ``history`` rows. Rows of ``evaluation.strategy:
+    examples`` carry ``examples`` and ``grid`` (None off the grid); older rows only ``step``
+    (then ``examples_per_step``, the batch size, turns steps into examples and the step is
+    the grid index)."""
     points: list[Point] = []
     for row in rows:
         value = row.get(metric)
@@ -349,9 +359,13 @@ def curve_from_history(
                 continue
             examples = int(row["step"]) * examples_per_step
             grid = int(row["step"])
-        if grid is None:
-            continue
-        points.append(Point(int(grid), int(examples), math.nan if value is None else float(value)))
+        points.append(
+            Point(
+                None if grid is None else int(grid),
+                int(examples),
+                math.nan if value is None else float(value),
+            )
+        )
     return Curve(number, tuple(points)) if points else None
 
 
@@ -365,12 +379,15 @@ def curves_from_trials(trials: Iterable[FrozenTrial], metric: str) -> list[Curve
     finished.sort(key=lambda t: (t.datetime_start is None, t.datetime_start, t.number))
     curves = []
     for trial in finished:
-        batch = trial.params.get("per_device_train_batch_size")
+        # Rows without examples (evaluation by steps or epochs, or stored before the grid).
+        per_step = trial.user_attrs.get("examples_per_step") or trial.params.get(
+            "per_device_train_batch_size"
+        )
         curve = curve_from_history(
             trial.number,
             trial.user_attrs["history"],
             metric,
-            int(batch) if isinstance(batch, int | float) else None,
+            int(per_step) if isinstance(per_step, int | float) else None,
         )
         if curve is not None:
             curves.append(curve)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 from datetime import datetime
+from typing import Any
 
 import optuna
 import pytest
@@ -154,6 +155,23 @@ def test_early_stopping_min_delta_follows_transformers() -> None:
     assert (up.trials[0].stopped_at_grid, up.trials[0].value) == (4, 0.7)
 
 
+def test_early_stopping_at_the_planned_end_stops_nothing() -> None:
+    # The rule fires at the last evaluation: the trial had ended anyway (as sweeper counts it).
+    result = replay([curve(0, [0.5, 0.6, 0.7])], Strategy("es", early_stopping=EarlyStopping(2)))
+    assert (result.trials[0].outcome, result.trials[0].examples) == ("complete", 300)
+
+
+def test_an_off_grid_last_evaluation_counts_but_is_never_reported() -> None:
+    # 250 examples: the extra evaluation at a last step between grid points 2 and 3. Had it
+    # been reported, the threshold pruner (upper 1.0) would stop the trial at it.
+    tail = Curve(0, (Point(1, 100, 0.6), Point(2, 200, 0.5), Point(None, 250, 2.0)))
+    strict = Strategy("threshold", lambda: optuna.pruners.ThresholdPruner(upper=1.0))
+    trial = replay([tail], strict).trials[0]
+    assert (trial.outcome, trial.examples, trial.value) == ("complete", 250, 0.5)
+    better_at_the_end = Curve(0, (Point(1, 100, 0.6), Point(None, 150, 0.4)))
+    assert replay([better_at_the_end], strict).trials[0].value == 0.4
+
+
 def test_pruner_is_asked_before_early_stopping() -> None:
     dead = curve(2, [0.7, 0.8, 0.9, 1.0])
     both = Strategy("both", median().pruner, EarlyStopping(patience=1))
@@ -191,7 +209,7 @@ def test_a_diverged_curve_stops_under_every_strategy() -> None:
 
 def test_curves_from_stored_trials_in_start_order() -> None:
     def stored(
-        number: int, batch: int, started: datetime, rows: list[dict[str, float | int]]
+        number: int, batch: int, started: datetime, rows: list[dict[str, Any]]
     ) -> FrozenTrial:
         trial = optuna.trial.create_trial(
             state=optuna.trial.TrialState.COMPLETE,
@@ -203,17 +221,21 @@ def test_curves_from_stored_trials_in_start_order() -> None:
         trial.number, trial.datetime_start = number, started
         return trial
 
-    on_grid = [
+    on_grid: list[dict[str, Any]] = [
         {"step": 4, "examples": 128, "grid": 1, "validation_loss": 0.6},
         {"step": 8, "examples": 256, "grid": 2, "validation_loss": 0.5},
+        {"step": 9, "examples": 288, "grid": None, "validation_loss": 0.55},
     ]
-    by_steps = [{"step": 2, "validation_loss": 0.7}, {"step": 3, "validation_loss": 0.65}]
+    by_steps: list[dict[str, Any]] = [
+        {"step": 2, "validation_loss": 0.7},
+        {"step": 3, "validation_loss": 0.65},
+    ]
     early, late = datetime(2025, 1, 1, 10), datetime(2025, 1, 1, 11)
     # Trial 1 started first (as a retry's number may come after a later trial's).
     trials = [stored(0, 16, late, by_steps), stored(1, 32, early, on_grid)]
     curves = curves_from_trials(trials, "validation_loss")
     assert [c.trial for c in curves] == [1, 0]
-    assert curves[0].points == (Point(1, 128, 0.6), Point(2, 256, 0.5))
+    assert curves[0].points == (Point(1, 128, 0.6), Point(2, 256, 0.5), Point(None, 288, 0.55))
     # Rows without examples/grid (evaluation by steps): steps x batch size, the step as grid.
     assert curves[1].points == (Point(2, 32, 0.7), Point(3, 48, 0.65))
     assert curve_from_history(5, [{"step": 1, "validation_loss": 0.5}], "validation_loss") is None
