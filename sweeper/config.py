@@ -27,6 +27,7 @@ from sweeper.hyperparameters import (
     IntRange,
     ParamSpec,
     SearchSpace,
+    candidate_values,
     is_searched,
 )
 from sweeper.metrics import OBJECTIVE_NAMES, metric
@@ -104,8 +105,37 @@ class ModelConfig(_Strict):
 
 
 class EvaluationConfig(_Strict):
-    strategy: Literal["steps", "epoch"] = "epoch"
+    """When a trial is evaluated (and checkpointed), and so where the pruner may compare it.
+
+    ``examples``: every ``examples`` training examples, the same grid for every batch size
+    and gradient accumulation (each trial evaluates every examples / (batch x accumulation)
+    steps), reported to Optuna as grid point 1, 2, 3, ...; ``epoch``: every epoch, reported as
+    the epoch number; ``steps``: every ``steps`` optimizer steps, reported as the step, so
+    trials of different batch sizes never share a step the pruner could compare them at."""
+
+    strategy: Literal["steps", "epoch", "examples"] = "epoch"
     steps: int = Field(default=100, ge=1)
+    examples: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _examples_given(self) -> EvaluationConfig:
+        if self.strategy == "examples" and self.examples is None:
+            raise ValueError(
+                "strategy=examples needs evaluation.examples (evaluate every that many "
+                "training examples), but got none; set evaluation.examples, e.g. 160"
+            )
+        return self
+
+
+class EarlyStoppingConfig(_Strict):
+    """ "Stopped improving": transformers' EarlyStoppingCallback ends a trial whose objective
+    has not improved on its best by more than ``min_delta`` for ``patience`` evaluations in a
+    row. The trial is COMPLETE with its best evaluation's value and checkpoint (an
+    overfitting trial can still be the study's best); null patience turns it off. Unlike the
+    pruner it compares a trial with itself, never with other trials."""
+
+    patience: int | None = Field(default=None, ge=1)
+    min_delta: float = Field(default=0.0, ge=0.0)
 
 
 class TrainingConfig(_Strict):
@@ -238,6 +268,7 @@ class StudyConfig(_Strict):
     baselines: list[Baseline] = []
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
     pruner: PrunerConfig = MedianPrunerConfig(type="median")
     sampler: SamplerConfig = TPESamplerConfig(type="tpe")
@@ -274,6 +305,36 @@ class StudyConfig(_Strict):
                     )
         return self
 
+    @model_validator(mode="after")
+    def _examples_on_every_batch(self) -> StudyConfig:
+        # An exact grid: every batch size the space can draw must reach each grid point at a
+        # whole step, or trials of different batch sizes would drift apart between points.
+        if self.evaluation.strategy != "examples" or self.evaluation.examples is None:
+            return self
+        examples = self.evaluation.examples
+        accumulation = self.training.gradient_accumulation_steps
+        sizes = batch_sizes(self)
+        per_step = sorted({size * accumulation for size in sizes})
+        if all(examples % size == 0 for size in per_step):
+            return self
+        unit = math.lcm(*per_step)
+        suggestion = max(unit, unit * round(examples / unit))
+        times = (
+            f" x training.gradient_accumulation_steps={accumulation} = {per_step} examples a step"
+            if accumulation > 1
+            else ""
+        )
+        raise ValueError(
+            f"evaluation.examples={examples} is not a whole number of steps for every batch "
+            f"size the search space can draw (per_device_train_batch_size {sizes}{times}), so "
+            f"their evaluations would not fall on one grid; use a multiple of {unit}, such as "
+            f"{suggestion}"
+        )
+
+    def examples_per_step(self, batch_size: int) -> int:
+        """Training examples one optimizer step consumes (one device per trial)."""
+        return int(batch_size) * self.training.gradient_accumulation_steps
+
     @property
     def study_dir(self) -> Path:
         return Path(self.output_dir) / self.name
@@ -307,6 +368,12 @@ class StudyConfig(_Strict):
                 params[name] = value
             enqueued.append((baseline.name, params))
         return enqueued
+
+
+def batch_sizes(config: StudyConfig) -> list[int]:
+    """Every per_device_train_batch_size the search space can draw, ascending."""
+    spec = config.search_space.spec("per_device_train_batch_size")
+    return sorted({int(size) for size in candidate_values(spec)})
 
 
 def _out_of_space(spec: ParamSpec, value: float | int, capped_param: bool) -> str | None:
@@ -474,7 +541,8 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
         )
         if item["type"] == "union_tag_invalid" and isinstance(given, dict):
             shown = f", but got {given.get('type')!r}"
-        lines.append(f"  {key or '<top level>'}: {message}{shown}")
+        # A check across sections (StudyConfig's own) names its keys in its message.
+        lines.append(f"  {key}: {message}{shown}" if key else f"  {message}{shown}")
     unique = list(dict.fromkeys(lines))
     return f"invalid {source}:\n" + "\n".join(unique)
 
@@ -553,8 +621,9 @@ def dump_config(config: StudyConfig) -> str:
 
 # The format of the config a study stores (its "config" user attribute, beside
 # "config_version"). 1: before pruner and sampler were typed, every pruner's settings stored
-# flat with their defaults, and no version stored. 2: typed pruner and sampler.
-CONFIG_VERSION = 2
+# flat with their defaults, and no version stored. 2: typed pruner and sampler. 3: the
+# early_stopping section and evaluation.strategy examples.
+CONFIG_VERSION = 3
 CONFIG_ATTR = "config"
 CONFIG_VERSION_ATTR = "config_version"
 
@@ -575,8 +644,11 @@ def stored_config(study_name: str, user_attrs: dict[str, Any]) -> StudyConfig:
             f"study {study_name!r} was written by a newer sweeper ({CONFIG_VERSION_ATTR}="
             f"{version!r}; this one reads up to {CONFIG_VERSION}): upgrade sweeper to read it"
         )
-    if version == 1:
+    # Each step takes a document one version further.
+    if version <= 1:
         document = _migrate_v1(document)
+    if version <= 2:
+        document = _migrate_v2(document)
     try:
         return StudyConfig.model_validate(document)
     except ValidationError as exc:
@@ -605,3 +677,10 @@ def _migrate_v1(document: dict[str, Any]) -> dict[str, Any]:
             settings["min_resource"] = 1  # what version 1 passed to Optuna for "auto"
         migrated[section] = settings
     return migrated
+
+
+def _migrate_v2(document: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 had no early stopping: its trials ran until the pruner stopped them or to
+    their planned end. Stated explicitly (patience null, off), so the card and the report
+    never claim a rule those trials did not run under, whatever the default becomes."""
+    return {**document, "early_stopping": {"patience": None, "min_delta": 0.0}}

@@ -11,13 +11,16 @@ tokenizer, the dataset's splits (nothing is tokenized or cached yet), and checks
   head is re-initialised (``ignore_mismatched_sizes``), which is reported, not refused;
 - that the storage can be reached, and the output and checkpoint directories can be
   written and have room for at least one checkpoint;
-- the search space's batch sizes against the training rows.
+- the search space's batch sizes against the training rows;
+- ``evaluation.strategy: steps`` with a searched batch size: noticed, since the pruner then
+  compares no two trials of different batch sizes (``examples`` puts them on one grid).
 
 Every failure is one line; all of them are reported together as one :class:`PreflightError`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeper.config import StudyConfig
+from sweeper.config import StudyConfig, batch_sizes
 from sweeper.data import DataSplits, load_splits
 from sweeper.errors import PreflightError, SweeperError
 from sweeper.hyperparameters import candidate_values
@@ -110,6 +113,25 @@ def check_batch_sizes(config: StudyConfig, train_rows: int) -> list[str]:
     ]
 
 
+def grid_notice(config: StudyConfig) -> str | None:
+    """Evaluating every N steps while the batch size is searched: Optuna's pruners compare
+    trials that reported at the same step, and a batch-16 trial reaches step 40 after twice
+    the training of a batch-32 trial, so no two trials of different batch sizes meet."""
+    sizes = batch_sizes(config)
+    if config.evaluation.strategy != "steps" or len(sizes) < 2:
+        return None
+    accumulation = config.training.gradient_accumulation_steps
+    unit = math.lcm(*(size * accumulation for size in sizes))
+    return (
+        f"evaluation.strategy=steps with per_device_train_batch_size searched over {sizes}: "
+        "trials with different batch sizes are not compared by the pruner (it compares "
+        "trials at the same step, which is another amount of training at another batch "
+        f"size); set evaluation.strategy: examples and evaluation.examples to a multiple of "
+        f"{unit} (e.g. {unit * max(1, round(config.evaluation.steps * sizes[-1] * accumulation / unit))}) "
+        "to compare them on one grid"
+    )
+
+
 def checkpoint_bytes(model_config: Any) -> int | None:
     """About how large one checkpoint (weights and optimizer state) of this model is."""
     try:
@@ -181,7 +203,7 @@ def run_preflight(config: StudyConfig) -> PreflightResult:
     if model_config is not None:
         problems += check_directories(config, model_config)
     splits = _collect(problems, lambda: load_splits(config.dataset))
-    notices: list[str] = []
+    notices: list[str] = [notice for notice in (grid_notice(config),) if notice]
     if splits is not None:
         problems += check_batch_sizes(config, len(splits.train))
         if model_config is not None:

@@ -60,8 +60,13 @@ def record_outcome(trial: optuna.Trial, outcome: TrialOutcome) -> None:
     trial.set_user_attr("planned_steps", outcome.planned_steps)
     trial.set_user_attr("train_seconds", round(outcome.train_seconds, 3))
     trial.set_user_attr("eval_seconds", round(outcome.eval_seconds, 3))
+    trial.set_user_attr("examples_per_step", outcome.examples_per_step)
     if outcome.stop_reason:
         trial.set_user_attr("stop_reason", outcome.stop_reason)
+    if outcome.early_stopped_at is not None:
+        # Not stop_reason: that one means pruned (or diverged), and this trial is complete.
+        trial.set_user_attr("early_stopped_at", outcome.early_stopped_at)
+        trial.set_user_attr("early_stop_note", outcome.early_stop_note)
 
 
 class Objective:
@@ -85,8 +90,10 @@ class Objective:
             trial.set_user_attr("resumed_from_step", resume_from[1])
             trial.set_user_attr("failure", None)
 
-        def on_evaluation(step: int, value: float) -> bool:
-            trial.report(value, step)
+        def on_evaluation(grid_point: int, value: float) -> bool:
+            # The grid point, not the step: trials of every batch size report the same
+            # indices for the same amount of training, so the pruner compares them.
+            trial.report(value, grid_point)
             return trial.should_prune()
 
         callbacks = [TrialProgressBar(trial.number)] if self.show_progress else []
@@ -109,6 +116,8 @@ class Objective:
             reason = f"interrupted at step {outcome.interrupted_at_step} (checkpoint saved)"
             trial.set_user_attr("failure", reason)
             raise TrialInterrupted(f"trial #{trial.number} {reason}", signal_number)
+        # Pruned or diverged only: a trial early_stopping ended is complete, scored by its
+        # best evaluation like one that ran to its planned end.
         if outcome.stop_reason:
             raise optuna.TrialPruned(outcome.stop_reason)
         if outcome.best_value is None:

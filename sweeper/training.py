@@ -1,10 +1,12 @@
 """One trial: a seeded ``transformers.Trainer`` fine-tuning with given hyperparameters.
 
 :func:`train_trial` is the entry point. It knows nothing of Optuna: it calls
-``on_evaluation(step, value)`` after every evaluation and stops when that returns True,
-which is how the study's pruner reaches in. It returns the trial's evaluation history in
-the model cards' form, its best evaluation (not its last: the cards peaked early), where
-the best checkpoint is, and why it stopped early if it did.
+``on_evaluation(grid_point, value)`` after every evaluation that falls on the study's
+evaluation grid (:class:`EvaluationGrid`) and stops when that returns True, which is how the
+study's pruner reaches in ("worse than the others"). The study's ``early_stopping`` rule
+("stopped improving") is transformers' own ``EarlyStoppingCallback``. It returns the trial's
+evaluation history in the model cards' form, its best evaluation (not its last: the cards
+peaked early), where the best checkpoint is, and why it stopped early if it did.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from transformers import (
     set_seed,
 )
 from transformers.integrations import TensorBoardCallback
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_callback import EarlyStoppingCallback, PrinterCallback, ProgressCallback
 
 from sweeper.config import StudyConfig
 from sweeper.data import PreparedData
@@ -41,8 +43,62 @@ from sweeper.metrics import METRICS, build_compute_metrics, metric
 from sweeper.models import load_classifier
 
 EvaluationHook = Callable[[int, float], bool]
+# An epoch counts as ended when state.epoch is this close to a whole number.
+EPOCH_TOLERANCE = 1e-4
 
-# The Trainer's metric keys for each objective a study may choose.
+
+@dataclass(frozen=True)
+class EvaluationGrid:
+    """Where a trial's evaluations fall on the study's common evaluation grid: the index a
+    trial reports to the pruner, the same amount of training whatever its batch size.
+
+    ``examples``: grid point k after k x ``evaluation.examples`` training examples (each step
+    counted as a full batch x accumulation: an epoch's partial last batch counts as full);
+    ``epoch``: the epoch number; ``steps``: the step itself. The extra evaluation at a last
+    step between two grid points is off the grid (None): it counts for the trial's best
+    value but is not reported, so the pruner never compares it with another trial's."""
+
+    strategy: str
+    examples_per_step: int
+    examples_per_point: int | None = None
+
+    @classmethod
+    def of(cls, config: StudyConfig, params: dict[str, Any]) -> EvaluationGrid:
+        return cls(
+            strategy=config.evaluation.strategy,
+            examples_per_step=config.examples_per_step(int(params["per_device_train_batch_size"])),
+            examples_per_point=config.evaluation.examples,
+        )
+
+    @property
+    def eval_steps(self) -> int | None:
+        """The Trainer's eval_steps for this trial under ``examples`` (exact: the config
+        checks that evaluation.examples is a multiple of every batch x accumulation)."""
+        if self.strategy != "examples" or self.examples_per_point is None:
+            return None
+        return self.examples_per_point // self.examples_per_step
+
+    def examples(self, step: int) -> int:
+        return step * self.examples_per_step
+
+    def index(self, step: int, epoch: float) -> int | None:
+        if self.strategy == "examples" and self.examples_per_point:
+            seen = self.examples(step)
+            return seen // self.examples_per_point if seen % self.examples_per_point == 0 else None
+        if self.strategy == "epoch":
+            whole = round(epoch)
+            return whole if whole >= 1 and abs(epoch - whole) < EPOCH_TOLERANCE else None
+        return step
+
+    def where(self, step: int, epoch: float) -> str:
+        """A place in training in the cards' terms: "step 30 (480 examples, grid point 3)"."""
+        point = self.index(step, epoch)
+        if self.strategy == "examples":
+            grid = f", grid point {point}" if point is not None else ", off the grid"
+            return f"step {step} ({self.examples(step)} examples{grid})"
+        if self.strategy == "epoch":
+            return f"step {step} (epoch {round(epoch, 2):g}, {self.examples(step)} examples)"
+        return f"step {step}"
 
 
 @dataclass
@@ -58,6 +114,11 @@ class TrialOutcome:
     resumed_from_step: int = 0
     # Set when the worker was asked to stop: a checkpoint was saved at this step.
     interrupted_at_step: int | None = None
+    # Set when early_stopping ended the trial ("stopped improving"): it is complete, not
+    # pruned, and scored by its best evaluation like any other complete trial.
+    early_stopped_at: int | None = None
+    early_stop_note: str | None = None
+    examples_per_step: int = 0
 
 
 def precision_flags(mode: str) -> dict[str, bool]:
@@ -80,20 +141,19 @@ def build_training_arguments(
 
     ``run_name`` names the trial's run in the tracking tools of ``training.report_to``."""
     training, evaluation = config.training, config.evaluation
+    # examples is the Trainer's steps strategy at this trial's own step count.
+    strategy = "steps" if evaluation.strategy == "examples" else evaluation.strategy
     interval: dict[str, Any] = {
-        "eval_strategy": evaluation.strategy,
-        "save_strategy": evaluation.strategy,
+        "eval_strategy": strategy,
+        "save_strategy": strategy,
         # One training-loss log per evaluation gives the cards' "Training Loss" column; it
         # is also what reaches training.report_to: train/loss (with learning_rate and
         # grad_norm) at every evaluation, next to its eval/* scalars.
-        "logging_strategy": evaluation.strategy,
+        "logging_strategy": strategy,
     }
-    if evaluation.strategy == "steps":
-        interval |= {
-            "eval_steps": evaluation.steps,
-            "save_steps": evaluation.steps,
-            "logging_steps": evaluation.steps,
-        }
+    if strategy == "steps":
+        every = EvaluationGrid.of(config, params).eval_steps or evaluation.steps
+        interval |= {"eval_steps": every, "save_steps": every, "logging_steps": every}
     on_gpu = torch.cuda.is_available()
     arguments: dict[str, Any] = {
         "output_dir": str(output_dir),
@@ -235,11 +295,18 @@ def build_trainer(
 class EvaluationRecorder(TrainerCallback):
     """Keeps the evaluation history, watches for NaN/inf and asks the study whether to stop."""
 
-    def __init__(self, objective_key: str, maximize: bool, on_evaluation: EvaluationHook | None):
+    def __init__(
+        self,
+        objective_key: str,
+        maximize: bool,
+        on_evaluation: EvaluationHook | None,
+        grid: EvaluationGrid,
+    ):
         self.objective_key = objective_key
         self.maximize = maximize
         self.on_evaluation = on_evaluation
-        self.outcome = TrialOutcome()
+        self.grid = grid
+        self.outcome = TrialOutcome(examples_per_step=grid.examples_per_step)
         self._training_loss: float | None = None
 
     def restore(self, log_history: list[dict[str, Any]]) -> None:
@@ -255,11 +322,14 @@ class EvaluationRecorder(TrainerCallback):
                     self._keep_if_best(float(value), step)
 
     def _record(self, step: int, epoch: float, metrics: dict[str, Any]) -> None:
-        """One row of the cards' training-results table."""
+        """One row of the cards' training-results table, with where it lies on the study's
+        grid: the training examples seen and the grid point reported to the pruner."""
         self.outcome.history.append(
             {
                 "step": step,
                 "epoch": round(epoch, 4),
+                "examples": self.grid.examples(step),
+                "grid": self.grid.index(step, epoch),
                 "training_loss": self._training_loss,
                 **{m.name: metrics.get(m.trainer_key) for m in METRICS},
             }
@@ -334,10 +404,74 @@ class EvaluationRecorder(TrainerCallback):
             )
             return
         self._keep_if_best(float(value), state.global_step)
-        if self.on_evaluation is not None and self.on_evaluation(state.global_step, float(value)):
-            self._stop(
-                control, f"pruned at step {state.global_step} ({self.objective_key}={value:.4f})"
-            )
+        epoch = float(state.epoch or 0.0)
+        point = self.grid.index(state.global_step, epoch)
+        # Off the grid (the extra evaluation at a last step between grid points): no other
+        # trial reports there, so the pruner is not asked.
+        if point is None or self.on_evaluation is None:
+            return
+        if self.on_evaluation(point, float(value)):
+            where = self.grid.where(state.global_step, epoch)
+            self._stop(control, f"pruned at {where} ({self.objective_key}={value:.4f})")
+
+
+class EarlyStopping(EarlyStoppingCallback):
+    """transformers' early stopping, which also says where and why it stopped the trial.
+
+    It compares each evaluation with ``state.best_metric`` (the Trainer's best so far, by
+    ``metric_for_best_model``, which :func:`build_training_arguments` sets). The best model
+    is not loaded at the end (``load_best_model_at_end``): the trial keeps its best
+    checkpoint and is scored by its best evaluation anyway, so the stock warning is not
+    given. A trial the pruner or a divergence stopped at the same evaluation stays pruned.
+    """
+
+    def __init__(self, early_stopping_patience: int = 1, early_stopping_threshold: float = 0.0):
+        super().__init__(early_stopping_patience, early_stopping_threshold)
+        self.recorder: EvaluationRecorder | None = None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if args.metric_for_best_model is None:
+            raise ValueError("early stopping needs metric_for_best_model")
+
+    def on_evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        metrics: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        best_before = state.best_metric
+        super().on_evaluate(args, state, control, metrics, **kwargs)
+        outcome = self.recorder.outcome if self.recorder is not None else None
+        if (
+            outcome is None
+            or outcome.stop_reason is not None
+            or outcome.early_stopped_at is not None
+            or self.early_stopping_patience_counter < self.early_stopping_patience
+            # At the planned end the trial finished anyway: nothing was stopped early.
+            or state.global_step >= state.max_steps
+        ):
+            return
+        grid = self.recorder.grid if self.recorder is not None else None
+        where = (
+            grid.where(state.global_step, float(state.epoch or 0.0))
+            if grid
+            else f"step {state.global_step}"
+        )
+        outcome.early_stopped_at = state.global_step
+        threshold = (
+            f" by more than {self.early_stopping_threshold:g}"
+            if self.early_stopping_threshold
+            else ""
+        )
+        outcome.early_stop_note = (
+            f"early-stopped at {where} of {state.max_steps} planned: "
+            f"{args.metric_for_best_model} did not improve on its best "
+            f"({best_before:.4f}){threshold} for {self.early_stopping_patience} evaluations"
+        )
 
 
 class StopOnRequest(TrainerCallback):
@@ -408,14 +542,33 @@ def train_trial(
     """
     maximize = config.objective.study_direction == "maximize"
     recorder = EvaluationRecorder(
-        metric(config.objective.metric).trainer_key, maximize, on_evaluation
+        metric(config.objective.metric).trainer_key,
+        maximize,
+        on_evaluation,
+        EvaluationGrid.of(config, params),
     )
     outcome = recorder.outcome
+    stoppers: list[TrainerCallback] = (
+        [StopOnRequest(stop_requested, outcome)] if stop_requested else []
+    )
+    rule = config.early_stopping
+    if rule.patience is not None:
+        early = EarlyStopping(rule.patience, rule.min_delta)
+        early.recorder = recorder
+        stoppers.append(early)
     if resume_from_checkpoint is not None:
         state = json.loads((resume_from_checkpoint / "trainer_state.json").read_text())
         recorder.restore(state.get("log_history", []))
         outcome.resumed_from_step = int(state.get("global_step", 0))
-    stoppers = [StopOnRequest(stop_requested, outcome)] if stop_requested else []
+        # A retry carries on counting evaluations without improvement where its checkpoint
+        # left off. Not restore_callback_states_from_checkpoint: it replaces each stateful
+        # callback (and the TrainerControl) with a new one built from its saved args, which
+        # would lose this callback's link to the recorder.
+        saved = (state.get("stateful_callbacks") or {}).get(EarlyStopping.__name__)
+        for callback in stoppers:
+            if isinstance(callback, EarlyStopping) and isinstance(saved, dict):
+                counter = (saved.get("attributes") or {}).get("early_stopping_patience_counter")
+                callback.early_stopping_patience_counter = int(counter or 0)
     set_seed(int(params["seed"]))  # the classification head is initialised from this seed
     model = load_classifier(config.model.name, data.label_names)
     trainer = build_trainer(
