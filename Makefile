@@ -34,11 +34,11 @@ RUN_ARGS       = $(STORAGE_ARG) \
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv sweep worker check show best report card dashboard test test-fast lint bench \
+.PHONY: help venv sweep worker check confirm show best report card dashboard test test-fast lint bench \
         bench-gpu postgres postgres-embedded postgres-embedded-stop slurm clean clean-results
 
 help:
-	@echo "targets: venv sweep worker check show best report card dashboard test test-fast lint bench bench-gpu postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
+	@echo "targets: venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
 	@echo "vars:    STUDY=$(STUDY) N_TRIALS STORAGE CHECKPOINT_ROOT SET=\"k=v ...\" GPUS HOST PORT PYTEST_ARGS BENCH_ARGS"
 
 # --- environment ---------------------------------------------------------------------------------
@@ -61,6 +61,11 @@ check: $(STAMP)
 
 worker: $(STAMP)
 	$(SWEEPER) worker $(STUDY) $(RUN_ARGS) $(if $(GPUS),--gpus '$(GPUS)')
+
+# Re-train the sweep's best configurations and the baselines with fresh seeds: TOP=K SEEDS=N.
+confirm: $(STAMP)
+	$(SWEEPER) confirm $(STUDY) $(STORAGE_ARG) $(if $(TOP),--top $(TOP)) $(if $(SEEDS),--seeds $(SEEDS)) \
+		$(if $(CHECKPOINT_ROOT),--checkpoint-root '$(CHECKPOINT_ROOT)') $(foreach kv,$(SET),--set '$(kv)')
 
 show best report card: $(STAMP)
 	$(SWEEPER) $@ $(STUDY) $(STORAGE_ARG)

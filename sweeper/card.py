@@ -29,6 +29,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.config import DatasetConfig, StudyConfig
+from sweeper.confirmation import Confirmation, load_confirmed_run, spread_text
 from sweeper.errors import SweeperError
 from sweeper.hyperparameters import (
     HYPERPARAMETERS,
@@ -157,9 +158,13 @@ def _split_args(dataset: DatasetConfig) -> dict[str, Any] | None:
 
 
 def eval_results(
-    kept: dict[str, Any] | None, dataset: DatasetConfig, average: str | None
+    kept: dict[str, Any] | None,
+    dataset: DatasetConfig,
+    average: str | None,
+    split: str | None = None,
 ) -> list[EvalResult]:
-    """The model-index entries: each finite metric of the kept evaluation, unrounded."""
+    """The model-index entries: each finite metric of the kept evaluation, unrounded, on the
+    validation split (or on ``split``, named as given: the test split's scores)."""
     path = dataset.path
     local = not path or _is_local(path)
     results = []
@@ -178,8 +183,8 @@ def eval_results(
                 task_name=TASK_NAME,
                 dataset_type=LOCAL_DATASET_TYPE if local else path,
                 dataset_name=(Path(path).name or path or "unknown") if local else path,
-                dataset_split=_split_name(dataset),
-                dataset_args=_split_args(dataset),
+                dataset_split=split or _split_name(dataset),
+                dataset_args=None if split else _split_args(dataset),
                 metric_type=metric_type,
                 metric_name=metric_name,
                 metric_value=value,
@@ -210,13 +215,28 @@ def _license(study: optuna.Study, config: StudyConfig) -> str | None:
     return None
 
 
-def card_data(study: optuna.Study, trial: FrozenTrial, config: StudyConfig) -> ModelCardData:
-    """The card's YAML metadata for ``trial`` of ``study``."""
+def card_data(
+    study: optuna.Study,
+    trial: FrozenTrial,
+    config: StudyConfig,
+    confirmation: Confirmation | None = None,
+) -> ModelCardData:
+    """The card's YAML metadata for ``trial`` of ``study`` (with ``confirmation``: the
+    exported run of the confirmed winner, with its test scores where there are any)."""
     model = config.model.name
     dataset = config.dataset
     path = dataset.path
     average = f1_average(len(_label_names(study, config)) or None)
     results = eval_results(kept_evaluation(trial), dataset, average)
+    test = confirmation.export_run.test if confirmation is not None else None
+    if test is not None:
+        scores = {"validation_loss": test.loss, "accuracy": test.accuracy, "f1": test.f1}
+        results += eval_results(scores, dataset, average, split=_test_split_name(dataset))
+    name = (
+        f"{study.study_name}-{confirmation.winner}-seed-{confirmation.export_seed}"
+        if confirmation is not None
+        else f"{study.study_name}-trial-{trial.number}"
+    )
     return ModelCardData(
         base_model=model if model and not _is_local(model) else None,
         datasets=[path] if path and not _is_local(path) else None,
@@ -226,7 +246,7 @@ def card_data(study: optuna.Study, trial: FrozenTrial, config: StudyConfig) -> M
         pipeline_tag=TASK_TYPE,
         tags=list(TAGS),
         # Without results there is no model-index: an empty one shows nothing on the Hub.
-        model_name=f"{study.study_name}-trial-{trial.number}" if results else None,
+        model_name=name if results else None,
         eval_results=results or None,
     )
 
@@ -414,23 +434,129 @@ def best_or_error(study: optuna.Study) -> FrozenTrial:
 
 
 def model_card(study: optuna.Study, trial: FrozenTrial | None = None) -> ModelCard:
-    """The model card of ``trial`` (default: the study's best trial): ``huggingface_hub``'s
+    """The model card of ``trial`` (default: the confirmed winner's exported run when
+    ``sweeper confirm`` has run, else the study's best trial): ``huggingface_hub``'s
     metadata (:func:`card_data`) over the Trainer-style body."""
-    best = trial or best_or_error(study)
+    confirmed = load_confirmed_run(study) if trial is None else None
+    confirmation = confirmed[0] if confirmed is not None else None
+    best = trial or (confirmed[1] if confirmed is not None else best_or_error(study))
     summary = summarize(study)
-    data = card_data(study, best, summary.config)
+    data = card_data(study, best, summary.config, confirmation)
+    body = _body(study, summary, best, confirmation)
     # The content is put together here rather than by ModelCard.from_template: that renders
     # the body as a Jinja2 template (jinja2 is not a dependency of huggingface_hub), and a
     # label name or path holding "{{" would be taken for template syntax.
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_body(study, summary, best)}")
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
 def render_card(study: optuna.Study, trial: FrozenTrial | None = None) -> str:
-    """The README.md text of ``trial`` (default: the study's best trial)."""
+    """The README.md text of ``trial`` (default: as :func:`model_card` picks it)."""
     return str(model_card(study, trial))
 
 
-def _body(study: optuna.Study, summary: StudySummary, best: FrozenTrial) -> str:
+def _test_split_name(dataset: DatasetConfig) -> str:
+    """The test split: its name, or the share of the training split held out."""
+    if dataset.test_split:
+        return dataset.test_split
+    return f"{dataset.train_split} ({(dataset.test_fraction or 0):.0%} held out as test)"
+
+
+def _scores_lines(loss: Any, accuracy: Any, f1: Any) -> list[str]:
+    return [f"- Loss: {_number(loss)}", f"- Accuracy: {_number(accuracy)}", f"- F1: {_number(f1)}"]
+
+
+def _results_intro(
+    kept: dict[str, Any], dataset: DatasetConfig, confirmation: Confirmation | None
+) -> list[str]:
+    """The card's first numbers, each named with its split."""
+    lines = [
+        f"It achieves the following results on the validation split "
+        f"(`{_split_name(dataset)}`, the evaluation kept, at step {kept.get('step', '-')}):",
+        *_scores_lines(kept.get("validation_loss"), kept.get("accuracy"), kept.get("f1")),
+    ]
+    if confirmation is None:
+        return [
+            *lines,
+            "",
+            "These are single-seed validation numbers: the sweep selected this trial on them, "
+            "so they flatter it (`sweeper confirm` re-trains the best configurations with fresh "
+            "seeds and scores the winner on a test split).",
+        ]
+    test = confirmation.export_run.test
+    if test is not None:
+        lines += [
+            "",
+            f"On the test split (`{_test_split_name(dataset)}`), never used to select it, from "
+            "the same checkpoint:",
+            *_scores_lines(test.loss, test.accuracy, test.f1),
+        ]
+    else:
+        lines += ["", "The study has no test split, so there is no test score."]
+    return lines
+
+
+def _confirmation_section(confirmation: Confirmation, dataset: DatasetConfig) -> list[str]:
+    """Every confirmed configuration over seeds, and the verdicts against the baselines."""
+    metric = confirmation.metric
+    seeds = len(confirmation.seeds)
+    header = [
+        "Configuration",
+        "Role",
+        f"Selected {metric} (validation, 1 seed)",
+        f"{metric} (validation, mean ± std)",
+        "Accuracy (validation)",
+        "Accuracy (test)",
+        "F1 (test)",
+        "Loss (test)",
+    ]
+    lines = [
+        f"The sweep picked its best trial by one seed's validation score. `sweeper confirm` "
+        f"re-trained its {confirmation.top_k} best configurations (distinct in everything but "
+        f"the seed) and the baselines with the same {seeds} fresh seeds "
+        f"({', '.join(str(s) for s in confirmation.seeds)}), pruning off. Mean ± standard "
+        f"deviation over seeds; validation is `{_split_name(dataset)}`"
+        + (
+            f", test is `{_test_split_name(dataset)}` (the winner and the baselines only)."
+            if dataset.test_split or dataset.test_fraction
+            else "; the study has no test split."
+        ),
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join([":----"] * 2 + [":---:"] * (len(header) - 2)) + "|",
+    ]
+    for config in confirmation.configs:
+        name = f"{config.id}: {config.name}" + (
+            " (winner, this model)" if config.id == confirmation.winner else ""
+        )
+        cells = [
+            name,
+            config.role,
+            _number(config.selected_value),
+            spread_text(config.objective),
+            spread_text(config.accuracy),
+            spread_text(config.test_accuracy),
+            spread_text(config.test_f1),
+            spread_text(config.test_loss),
+        ]
+        lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
+    lines.append("")
+    for comparison in confirmation.comparisons:
+        low, high = comparison.ci95
+        lines.append(
+            f"- Against {comparison.baseline} on {comparison.quantity} (winner minus baseline, "
+            f"paired by seed, n={comparison.n}): {comparison.mean_difference:+.4f}, 95% CI "
+            f"[{low:+.4f}, {high:+.4f}]: **{comparison.verdict}**."
+        )
+    lines += [f"- Note: {note}" for note in confirmation.notes]
+    return lines
+
+
+def _body(
+    study: optuna.Study,
+    summary: StudySummary,
+    best: FrozenTrial,
+    confirmation: Confirmation | None = None,
+) -> str:
     config = summary.config
     metric = objective_metric(study)
     model = config.model.name
@@ -445,23 +571,30 @@ def _body(study: optuna.Study, summary: StudySummary, best: FrozenTrial) -> str:
         "<!-- This model card was written by `sweeper card` from the Optuna study's stored "
         "trials. Proofread and complete it before publishing. -->",
         "",
-        f"# {summary.name}-trial-{best.number}",
+        f"# {summary.name}-{confirmation.winner}-seed-{confirmation.export_seed}"
+        if confirmation is not None
+        else f"# {summary.name}-trial-{best.number}",
         "",
         f"This model is a fine-tuned version of {_model_reference(model)} on "
         f"{_dataset_reference(dataset)}.",
-        f"It achieves the following results on the evaluation set (the evaluation kept, "
-        f"at step {kept.get('step', '-')}):",
-        f"- Loss: {_number(kept.get('validation_loss'))}",
-        f"- Accuracy: {_number(kept.get('accuracy'))}",
-        f"- F1: {_number(kept.get('f1'))}",
+        *_results_intro(kept, dataset, confirmation),
         "",
         "## Model description",
         "",
         f"A {len(label_names)}-class text classifier"
         + (f" (labels: {', '.join(f'`{name}`' for name in label_names)})" if label_names else "")
-        + f", trial #{best.number} of the Optuna study `{summary.name}`: the best of "
-        f"{counts['complete']} complete trials by {_prose(metric)} "
-        f"({'lower' if direction == 'minimize' else 'higher'} is better).",
+        + (
+            f", the confirmed winner of the Optuna study `{summary.name}`: configuration "
+            f"{confirmation.winner} ({confirmation.winning.name}'s), the best mean "
+            f"{_prose(metric)} over {len(confirmation.seeds)} fresh seeds "
+            f"({'lower' if direction == 'minimize' else 'higher'} is better); these weights are "
+            f"its seed {confirmation.export_seed} (trial #{best.number} of "
+            f"`{summary.name}.confirm`), the median of its seeds."
+            if confirmation is not None
+            else f", trial #{best.number} of the Optuna study `{summary.name}`: the best of "
+            f"{counts['complete']} complete trials by {_prose(metric)} "
+            f"({'lower' if direction == 'minimize' else 'higher'} is better)."
+        ),
         "",
         "## Intended uses & limitations",
         "",
@@ -502,6 +635,11 @@ def _body(study: optuna.Study, summary: StudySummary, best: FrozenTrial) -> str:
         "",
         kept_evaluation_text(best, metric, direction),
         "",
+        *(
+            ["### Confirmation over seeds", "", *_confirmation_section(confirmation, dataset), ""]
+            if confirmation is not None
+            else []
+        ),
         "### Framework versions",
         "",
         *_versions(),

@@ -1,5 +1,5 @@
-"""The ``sweeper`` command: sweep, worker, check, create, slurm, k8s, show, best, report, card,
-export, dashboard.
+"""The ``sweeper`` command: sweep, worker, check, create, slurm, k8s, confirm, show, best,
+report, card, export, dashboard.
 
 Settings resolve as command line, then study file, then defaults. Every SweeperError is
 printed as one readable message with exit status 2 (3 when the study's last trials all
@@ -18,6 +18,7 @@ from typing import Any
 from sweeper import __version__
 from sweeper.config import (
     DEFAULT_STUDIES_DIR,
+    STUDY_SUFFIXES,
     StudyConfig,
     find_study_file,
     load_study_config,
@@ -117,6 +118,33 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--checkpoint-root",
         help="where trial checkpoints would go (a shared filesystem for several machines)",
+    )
+
+    confirm = commands.add_parser(
+        "confirm",
+        help="re-train the sweep's best configurations and its baselines with fresh seeds, and "
+        "say which is best as mean ± std over seeds, with paired 95%% intervals",
+    )
+    _study_arguments(confirm)
+    confirm.add_argument(
+        "--top",
+        type=int,
+        metavar="K",
+        help="the sweep's K best configurations (distinct in everything but the seed) to "
+        "re-train, beside the baselines (default 3; frozen when confirmation first starts)",
+    )
+    confirm.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="fresh seeds per configuration, at least 2 (default 3; frozen at the first run)",
+    )
+    confirm.add_argument(
+        "--checkpoint-root",
+        help="where the re-runs' checkpoints go (a shared filesystem for several machines)",
+    )
+    confirm.add_argument(
+        "--no-progress", action="store_true", help="no progress bars, only one line per trial"
     )
 
     for name, text in (
@@ -327,7 +355,10 @@ def _study_name_and_storage(args: argparse.Namespace) -> tuple[str, str, str]:
         find_study_file(args.study, args.studies_dir)
     except ConfigError:
         if args.storage:
-            return Path(args.study).stem, args.storage, "validation_loss"
+            # A name, or a study file's stem; a companion study's name keeps its ".confirm".
+            path = Path(args.study)
+            name = path.stem if path.suffix in STUDY_SUFFIXES else path.name
+            return name, args.storage, "validation_loss"
         raise
     config = resolve_config(args)
     return config.name, config.storage_url, config.objective.metric
@@ -348,6 +379,32 @@ def command_sweep(args: argparse.Namespace) -> int:
         return 128 + stop.signal_number
     print(best_summary(study, config.objective.metric))
     return 0
+
+
+def command_confirm(args: argparse.Namespace) -> int:
+    from sweeper.confirm import (
+        check_arguments,
+        confirmation_table,
+        run_confirmation,
+        test_split_text,
+    )
+
+    check_arguments(args.top, args.seeds)  # before the study file is even read
+    config = resolve_config(args)
+    stop = getattr(args, "stop", None)
+    confirmation = run_confirmation(
+        config, top_k=args.top, seeds=args.seeds, show_progress=not args.no_progress, stop=stop
+    )
+    if confirmation is None:
+        signal_number = stop.signal_number if stop is not None else None
+        print(
+            f"[sweeper] confirmation of study {config.name!r} stopped before its last re-run "
+            "finished; run the same command again to carry on",
+            flush=True,
+        )
+        return 128 + signal_number if signal_number is not None else EXIT_OK
+    print(confirmation_table(confirmation, test_split_text(config)))
+    return EXIT_OK
 
 
 def command_check(args: argparse.Namespace) -> int:
@@ -486,12 +543,16 @@ def command_card(args: argparse.Namespace) -> int:
 
 
 def command_export(args: argparse.Namespace) -> int:
-    from sweeper.export import export_best
+    from sweeper.export import confirmed_export, export_best
 
     name, study = _open_existing_study(args)
     target = export_best(study, args.to, force=args.force)
+    which = confirmed_export(study) or (
+        f"the sweep's best trial #{study.best_trial.number} (a single-seed validation score; "
+        f"`sweeper confirm {name}` re-trains the best configurations with fresh seeds)"
+    )
     print(
-        f"[sweeper] best model of study {name!r} exported to {target}; load it with "
+        f"[sweeper] {which}, of study {name!r}, exported to {target}; load it with "
         f'transformers.pipeline("text-classification", model="{target}")'
     )
     return 0
@@ -654,6 +715,7 @@ COMMANDS = {
     "create": command_create,
     "slurm": command_slurm,
     "k8s": command_k8s,
+    "confirm": command_confirm,
     "show": command_show,
     "best": command_best,
     "report": command_report,
@@ -684,7 +746,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # what --gpus children rerun
     try:
-        if args.command not in ("sweep", "worker"):
+        if args.command not in ("sweep", "worker", "confirm"):
             quiet_libraries()
             return COMMANDS[args.command](args)
         from sweeper.workers import StopRequest

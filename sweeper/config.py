@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sweeper.errors import ConfigError
 from sweeper.hyperparameters import (
@@ -77,12 +85,57 @@ class DatasetConfig(_Strict):
     split_seed: int = 42
     max_train_rows: int | None = Field(default=None, ge=1)
     max_validation_rows: int | None = Field(default=None, ge=1)
+    # The study's test split: never seen by a trial of the sweep (its Trainers get train and
+    # validation only), kept for `sweeper confirm`. A named split, or a stratified, seeded
+    # share of train_split carved before the validation split is; none by default.
+    test_split: str | None = None
+    test_fraction: float | None = None
+    max_test_rows: int | None = Field(default=None, ge=1)
 
     @field_validator("validation_fraction")
     @classmethod
     def _fraction(cls, value: float) -> float:
         if not 0.0 < value < 1.0:
             raise ValueError(f"must lie strictly between 0 and 1, but got {value}")
+        return value
+
+    @field_validator("test_split")
+    @classmethod
+    def _test_split(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if value == info.data.get("validation_split"):
+            raise ValueError(
+                "is dataset.validation_split too, so test rows would select trials; name "
+                "another split, or set dataset.test_fraction to carve one from train"
+            )
+        if value == info.data.get("train_split"):
+            raise ValueError(
+                "is dataset.train_split too, so test rows would be trained on; name another "
+                "split, or set dataset.test_fraction to carve one from train"
+            )
+        return value
+
+    @field_validator("test_fraction")
+    @classmethod
+    def _test_fraction(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is None:
+            return value
+        if not 0.0 < value < 1.0:
+            raise ValueError("must lie strictly between 0 and 1")
+        if info.data.get("test_split") is not None:
+            raise ValueError(
+                f"is set together with dataset.test_split={info.data['test_split']!r}; a "
+                "study has one test split: keep one of the two"
+            )
+        validation = info.data.get("validation_fraction")
+        carved = info.data.get("validation_split") is None and validation is not None
+        if carved and validation is not None and value + validation >= 1.0:
+            raise ValueError(
+                f"and dataset.validation_fraction={validation} leave no training rows "
+                "(both are shares of dataset.train_split and must sum to less than 1); "
+                "lower one of them"
+            )
         return value
 
     @field_validator("label_names")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import optuna
+from optuna.trial import FrozenTrial
 from pydantic import BaseModel, ConfigDict
 
 CONFIRM_SUFFIX = ".confirm"
@@ -130,3 +131,30 @@ def load_confirmation(study: optuna.Study) -> Confirmation | None:
     if stored is None:
         return None
     return Confirmation.model_validate(stored)
+
+
+def load_confirmed_run(study: optuna.Study) -> tuple[Confirmation, FrozenTrial] | None:
+    """The stored confirmation of ``study`` and the companion trial of its exported run
+    (the winner's median seed), or None when there is no confirmation."""
+    confirmation = load_confirmation(study)
+    if confirmation is None:
+        return None
+    companion = optuna.load_study(
+        study_name=companion_name(study.study_name), storage=study._storage
+    )
+    number = confirmation.export_run.trial
+    trial = next(t for t in companion.get_trials(deepcopy=False) if t.number == number)
+    return confirmation, trial
+
+
+def spread_text(value: Spread | None, digits: int = 4) -> str:
+    """``0.6912 ± 0.0031`` (``± -`` for one seed; ``-`` for none)."""
+    if value is None:
+        return "-"
+    std = f"{value.std:.{digits}f}" if value.std is not None else "-"
+    return f"{value.mean:.{digits}f} ± {std}"
+
+
+def on_validation(metric: str) -> str:
+    """``validation_loss``, ``validation accuracy``: the metric, named with its split."""
+    return metric if metric.startswith("validation") else f"validation {metric}"

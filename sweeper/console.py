@@ -153,6 +153,39 @@ def trials_table(study: optuna.Study) -> str:
 
 
 def best_summary(study: optuna.Study, metric: str) -> str:
+    """``sweeper best``: the confirmed winner when ``sweeper confirm`` has run, else the
+    sweep's best trial, said to be a single-seed validation score."""
+    from sweeper.confirmation import (
+        companion_name,
+        load_confirmed_run,
+        on_validation,
+        spread_text,
+    )
+
+    confirmed = load_confirmed_run(study)
+    if confirmed is not None:
+        confirmation, trial = confirmed
+        winner, run = confirmation.winning, confirmation.export_run
+        lines = [
+            f"confirmed winner: {winner.id} ({winner.name}'s configuration)  {metric}="
+            f"{spread_text(winner.objective)} (validation, mean ± std over "
+            f"{winner.objective.n} seeds; `sweeper confirm`, study {companion_name(study.study_name)!r})",
+        ]
+        if winner.test_accuracy is not None:
+            lines.append(
+                f"test accuracy={spread_text(winner.test_accuracy)}, test F1="
+                f"{spread_text(winner.test_f1)}, test loss={spread_text(winner.test_loss)}"
+            )
+        lines += [
+            "params:",
+            *[f"  {name}: {format_value(value)}" for name, value in trial.params.items()],
+            f"seed {run.seed}: the median {on_validation(metric)} of the winner's seeds "
+            f"(trial #{run.trial} of {companion_name(study.study_name)}), what `sweeper export` "
+            "exports",
+            f"checkpoint: {run.best_checkpoint or '(none saved)'}",
+            *[f"{c.verdict} on {c.quantity}" for c in confirmation.comparisons],
+        ]
+        return "\n".join(lines)
     best = best_trial(study)
     if best is None:
         return f"study {study.study_name!r} has no completed trial yet"
@@ -161,5 +194,7 @@ def best_summary(study: optuna.Study, metric: str) -> str:
         "params:",
         *[f"  {name}: {format_value(value)}" for name, value in best.params.items()],
         f"checkpoint: {best.user_attrs.get('best_checkpoint') or '(none saved)'}",
+        f"(a single-seed validation score, not confirmed: `sweeper confirm {study.study_name}` "
+        "re-trains the best configurations with fresh seeds)",
     ]
     return "\n".join(lines)

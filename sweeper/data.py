@@ -3,8 +3,9 @@
 :func:`prepare_data` is the entry point. It reads a hub dataset, a local file (CSV, TSV,
 JSON lines, JSON, Parquet), a folder of such files named by split, or a folder written by
 ``datasets.save_to_disk``; checks the text and label columns; encodes labels with the
-study's label names; carves a stratified, seeded validation split when the data has none;
-and tokenizes both splits once. Tokenized splits are cached on disk under a key made of the
+study's label names; carves a stratified, seeded test split when the study asks for one
+(``dataset.test_fraction``), then a validation split when the data has none; and tokenizes
+the splits once. Tokenized splits are cached on disk under a key made of the
 data, the tokenizer and the max length, so later trials, later runs and other workers on
 the same machine load them memory-mapped instead of tokenizing again.
 """
@@ -18,6 +19,7 @@ import os
 import shutil
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,9 @@ class PreparedData:
     label_names: list[str]
     cache_path: Path
     tokenizer: Any
+    # The study's test split (None when it has none), tokenized and sorted as validation.
+    # No trial of the sweep sees it: its Trainers get train and validation only.
+    test: Dataset | None = None
 
     @property
     def num_labels(self) -> int:
@@ -291,7 +296,31 @@ def _cap(split: Dataset, limit: int | None, seed: int) -> Dataset:
         return split.shuffle(seed=seed).select(range(limit)).flatten_indices()
 
 
-def _split(config: DatasetConfig, splits: DatasetDict) -> tuple[Dataset, Dataset, list[str]]:
+def _carve(
+    train: Dataset, size: float | int, key: str, value: float, names: list[str], seed: int
+) -> tuple[Dataset, Dataset]:
+    """A stratified, seeded share of ``train``: (the rest, the share). ``size`` is a
+    fraction of ``train`` or a number of rows; ``key=value`` is the setting it comes from."""
+    split_kind = key.removeprefix("dataset.").removesuffix("_fraction")
+    counts = Counter(train[LABEL])
+    rare = [names[label] for label, count in counts.items() if count < 2]
+    if rare:
+        raise DataError(
+            f"labels {rare} have fewer than 2 rows, so no stratified {split_kind} split can hold "
+            f"them; add rows or set dataset.{split_kind}_split to a named split"
+        )
+    try:
+        parts = train.train_test_split(test_size=size, seed=seed, stratify_by_column=LABEL)
+    except ValueError as exc:
+        raise DataError(
+            f"{key}={value} cannot split {len(train)} rows with {len(names)} labels: {exc}"
+        ) from exc
+    return parts["train"], parts["test"]
+
+
+def _split(
+    config: DatasetConfig, splits: DatasetDict
+) -> tuple[Dataset, Dataset, Dataset | None, list[str]]:
     source = config.path
     train = _pick_split(splits, config.train_split, "dataset.train_split", source)
     named_validation = (
@@ -299,41 +328,61 @@ def _split(config: DatasetConfig, splits: DatasetDict) -> tuple[Dataset, Dataset
         if config.validation_split
         else None
     )
+    named_test = (
+        _pick_split(splits, config.test_split, "dataset.test_split", source)
+        if config.test_split
+        else None
+    )
     present = [("train", train)] + ([("validation", named_validation)] if named_validation else [])
-    for split_name, split in present:
+    for split_name, split in present + ([("test", named_test)] if named_test else []):
         _check_columns(split, config, split_name)
+    # Label names come from train and validation only: a study with a test split has the
+    # same labels as without one (a test label they lack is an unknown label).
     names = _label_names(present, config)
     train = _encode_labels(train, "train", config, names)
+    test = _encode_labels(named_test, "test", config, names) if named_test is not None else None
+    rows = len(train)
+    if config.test_fraction is not None:
+        # Carved first, so validation_fraction keeps meaning a share of the whole train split.
+        train, test = _carve(
+            train,
+            config.test_fraction,
+            "dataset.test_fraction",
+            config.test_fraction,
+            names,
+            config.split_seed,
+        )
     if named_validation is not None:
         validation = _encode_labels(named_validation, "validation", config, names)
     else:
-        counts = Counter(train[LABEL])
-        rare = [names[label] for label, count in counts.items() if count < 2]
-        if rare:
-            raise DataError(
-                f"labels {rare} have fewer than 2 rows, so no stratified validation split can hold "
-                f"them; add rows or set dataset.validation_split to a named split"
-            )
-        try:
-            parts = train.train_test_split(
-                test_size=config.validation_fraction,
-                seed=config.split_seed,
-                stratify_by_column=LABEL,
-            )
-        except ValueError as exc:
-            raise DataError(
-                f"dataset.validation_fraction={config.validation_fraction} cannot split "
-                f"{len(train)} rows with {len(names)} labels: {exc}"
-            ) from exc
-        train, validation = parts["train"], parts["test"]
+        size: float | int = config.validation_fraction
+        if config.test_fraction is not None:
+            # As many rows as without a test split (datasets rounds a fraction up).
+            size = math.ceil(config.validation_fraction * rows)
+            if size >= len(train):
+                raise DataError(
+                    f"dataset.test_fraction={config.test_fraction} and "
+                    f"dataset.validation_fraction={config.validation_fraction} leave no "
+                    f"training rows of the {rows} in the {config.train_split} split; lower them"
+                )
+        train, validation = _carve(
+            train,
+            size,
+            "dataset.validation_fraction",
+            config.validation_fraction,
+            names,
+            config.split_seed,
+        )
     train = _cap(train, config.max_train_rows, config.split_seed)
     validation = _cap(validation, config.max_validation_rows, config.split_seed)
+    if test is not None:
+        test = _cap(test, config.max_test_rows, config.split_seed)
     if len(set(train[LABEL])) < 2:
         raise DataError(
             f"the train split holds a single label ({names[train[0][LABEL]]!r}); "
             f"a classifier needs at least 2 (check dataset.max_train_rows and the label column)"
         )
-    return train, validation, names
+    return train, validation, test, names
 
 
 def _tokenizer_digest(tokenizer: Any) -> str:
@@ -350,8 +399,14 @@ def _tokenizer_digest(tokenizer: Any) -> str:
     return hashlib.sha256(f"{type(tokenizer).__name__}|{identity}".encode()).hexdigest()
 
 
+# Settings that enter the cache key only when set: a study without a test split keeps the
+# cache key it had before test splits existed.
+_KEYED_WHEN_SET = ("test_split", "test_fraction", "max_test_rows")
+
+
 def _cache_key(config: DatasetConfig, raw_digest: str, tokenizer: Any, max_length: int) -> str:
-    settings = config.model_dump(exclude={"path"})
+    unset = {key for key in _KEYED_WHEN_SET if getattr(config, key) is None}
+    settings = config.model_dump(exclude={"path", *unset})
     parts = [
         str(CACHE_FORMAT_VERSION),
         raw_digest,
@@ -382,12 +437,19 @@ def _sorted_longest_first(dataset: Dataset) -> Dataset:
 
 @dataclass
 class DataSplits:
-    """The checked, label-encoded train and validation splits, before tokenization."""
+    """The checked, label-encoded train, validation and test splits, before tokenization
+    (``test`` is None when the study has no test split)."""
 
     train: Dataset
     validation: Dataset
     label_names: list[str]
     raw_digest: str
+    test: Dataset | None = None
+
+    def named(self) -> dict[str, Dataset]:
+        """The study's splits by name: train, validation and, when it has one, test."""
+        present = {"train": self.train, "validation": self.validation}
+        return present | ({"test": self.test} if self.test is not None else {})
 
 
 def load_splits(config: DatasetConfig) -> DataSplits:
@@ -395,8 +457,82 @@ def load_splits(config: DatasetConfig) -> DataSplits:
     splits, raw_digest = _load_raw(config)
     if all(len(split) == 0 for split in splits.values()):
         raise DataError(f"dataset.path={config.path!r} has no rows")
-    train, validation, names = _split(config, splits)
-    return DataSplits(train, validation, names, raw_digest)
+    train, validation, test, names = _split(config, splits)
+    return DataSplits(train, validation, names, raw_digest, test)
+
+
+# The study user attributes that record the data a study was created on (beside
+# label_names): each split's rows, and a fingerprint of each split's content.
+SPLIT_SIZES_ATTR = "split_sizes"
+SPLIT_FINGERPRINTS_ATTR = "split_fingerprints"
+
+
+def _fingerprint(split: Dataset) -> str:
+    """sha256 over the split's (label name, text) rows, whatever their order."""
+    names = split.features[LABEL].names
+    rows = sorted(
+        hashlib.sha256(f"{names[label]}\x1f{text}".encode()).digest()
+        for text, label in zip(split["text"], split[LABEL], strict=True)
+    )
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(row)
+    return digest.hexdigest()
+
+
+def split_sizes(splits: DataSplits) -> dict[str, int]:
+    """Rows in each of the study's splits: ``{"train": ..., "validation": ..., "test": ...}``."""
+    return {name: len(split) for name, split in splits.named().items()}
+
+
+def split_fingerprints(splits: DataSplits) -> dict[str, str]:
+    """A fingerprint of each split's rows (text and label, in any order): equal exactly
+    when the split holds the same rows."""
+    return {name: _fingerprint(split) for name, split in splits.named().items()}
+
+
+def split_attrs(splits: DataSplits) -> dict[str, Any]:
+    """The user attributes a study stores when it is created (see :func:`check_unchanged`)."""
+    return {
+        SPLIT_SIZES_ATTR: split_sizes(splits),
+        SPLIT_FINGERPRINTS_ATTR: split_fingerprints(splits),
+    }
+
+
+def check_unchanged(
+    study_attrs: Mapping[str, Any], splits: DataSplits, study_name: str | None = None
+) -> None:
+    """Raise :class:`DataError` when ``splits`` are not the data the study was created on
+    (its ``split_fingerprints`` user attribute), naming each split that changed with its
+    stored and current rows. A study created before sweeper recorded its splits has nothing
+    to compare: it passes."""
+    stored = study_attrs.get(SPLIT_FINGERPRINTS_ATTR)
+    if not isinstance(stored, dict):
+        return
+    stored_sizes = study_attrs.get(SPLIT_SIZES_ATTR) or {}
+    current, sizes = split_fingerprints(splits), split_sizes(splits)
+    changed = []
+    for name in [*stored, *(name for name in current if name not in stored)]:
+        if stored.get(name) == current.get(name):
+            continue
+        before = (
+            f"had {stored_sizes.get(name, '?')} rows (fingerprint {str(stored[name])[:12]})"
+            if name in stored
+            else "did not exist"
+        )
+        now = (
+            f"{sizes[name]} rows (fingerprint {current[name][:12]})"
+            if name in current
+            else "no such split"
+        )
+        changed.append(f"its {name} split {before}, the data now gives {now}")
+    if changed:
+        study = f"study {study_name!r}" if study_name else "the study"
+        raise DataError(
+            f"the data changed under {study}: " + "; ".join(changed) + ". Restore the data "
+            "(and dataset settings) the study was created with, or use a new study name "
+            "(--set name=NEW_NAME)"
+        )
 
 
 def prepare_data(
@@ -410,9 +546,10 @@ def prepare_data(
     """Load, check, split and tokenize the study's dataset (from the on-disk cache when it
     can). ``splits`` are the already loaded splits of :func:`load_splits`, if any."""
     splits = splits or load_splits(config)
-    train, validation, names, raw_digest = (
+    train, validation, test, names, raw_digest = (
         splits.train,
         splits.validation,
+        splits.test,
         splits.label_names,
         splits.raw_digest,
     )
@@ -427,6 +564,8 @@ def prepare_data(
                 "validation": _sorted_longest_first(_tokenize(validation, tokenizer, max_length)),
             }
         )
+        if test is not None:
+            tokenized["test"] = _sorted_longest_first(_tokenize(test, tokenizer, max_length))
         staging = cache_root / f".{key}.{os.getpid()}.tmp"
         tokenized.save_to_disk(str(staging))
         try:
@@ -441,4 +580,5 @@ def prepare_data(
         label_names=names,
         cache_path=cache_path,
         tokenizer=tokenizer,
+        test=cached.get("test"),
     )

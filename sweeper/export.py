@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 
 from sweeper.card import CARD_FILE, best_or_error, render_card
+from sweeper.confirmation import load_confirmation, load_confirmed_run, on_validation
 from sweeper.errors import SweeperError
 
 
@@ -21,8 +22,11 @@ class ExportError(SweeperError):
 
 
 def checkpoint_of(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, Path]:
-    """The best trial and its kept checkpoint directory, or an error that says what to do."""
-    best = best_or_error(study)
+    """The trial to export and its kept checkpoint directory, or an error that says what to
+    do: with a confirmation, the confirmed winner's median seed (a trial of the companion
+    study, :attr:`Confirmation.export_run`), else the sweep's best trial."""
+    confirmed = load_confirmed_run(study)
+    best = confirmed[1] if confirmed is not None else best_or_error(study)
     stored = best.user_attrs.get("best_checkpoint")
     if not stored:
         raise ExportError(
@@ -73,5 +77,21 @@ def export_best(study: optuna.Study, target: Path, force: bool = False) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
-    (target / CARD_FILE).write_text(render_card(study, best), encoding="utf-8")
+    # The card of what was exported (render_card picks the confirmed winner's run itself).
+    card = render_card(study) if confirmed_export(study) else render_card(study, best)
+    (target / CARD_FILE).write_text(card, encoding="utf-8")
     return target
+
+
+def confirmed_export(study: optuna.Study) -> str | None:
+    """What ``sweeper export`` says it exported when the study is confirmed; None otherwise."""
+    confirmation = load_confirmation(study)
+    if confirmation is None:
+        return None
+    winner, run = confirmation.winning, confirmation.export_run
+    return (
+        f"the confirmed winner {winner.id} ({winner.name}'s configuration, best mean "
+        f"{confirmation.metric} over {len(confirmation.seeds)} seeds), seed {run.seed}: the "
+        f"median {on_validation(confirmation.metric)} of its seeds (trial #{run.trial} of "
+        f"{study.study_name}.confirm)"
+    )

@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
+from sweeper.confirmation import Confirmation, load_confirmation
 from sweeper.hyperparameters import title as param_title
 from sweeper.metrics import title as metric_title
 from sweeper.results import (
@@ -390,11 +391,18 @@ def importance_figure(study: optuna.Study) -> go.Figure:
             "No hyperparameter searched in every complete trial explains the objective's spread.",
         )
     bars[0].y = _relabel_params(list(bars[0].y), _searched_params(complete))
+    seed = seed_importance(study)
+    seed_note = (
+        f" The seed explains {seed[0]:.0%}: the sweep's noise floor, what no hyperparameter "
+        "below it can be told apart from."
+        if seed is not None
+        else ""
+    )
     _layout(
         figure,
         title,
         f"fANOVA over {len(complete)} complete trials; importances sum to 1. "
-        "Few trials make these rough.",
+        "Few trials make these rough." + seed_note,
         height=max(300, 90 + 55 * len(bars[0].y)),
     )
     figure.update_xaxes(title_text="importance (share of objective variance, 0–1)")
@@ -500,12 +508,99 @@ def overfitting_figure(study: optuna.Study) -> go.Figure:
     return figure
 
 
+def seed_importance(study: optuna.Study) -> tuple[float, int] | None:
+    """The seed's share of the objective's variance (fANOVA over the sweep's complete
+    trials, with every hyperparameter they share, the seed among them) and the number of
+    trials: the sweep's noise floor. None when the seed is not searched or there are too
+    few trials to tell."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) < 2 or len({t.value for t in complete}) < 2:
+        return None
+    if not all("seed" in t.params for t in complete):
+        return None
+    try:
+        importances = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+        )
+    except (ValueError, RuntimeError):
+        return None
+    if "seed" not in importances:
+        return None
+    return float(importances["seed"]), len(complete)
+
+
+def confirmation_figure(study: optuna.Study, confirmation: Confirmation) -> go.Figure:
+    """Each confirmed configuration's seeds (dots), their mean ± std (a bar with whiskers),
+    and the single-seed value the sweep selected it by (an open diamond), baselines beside."""
+    metric = confirmation.metric
+    title = f"Confirmation: {metric} of each configuration over {len(confirmation.seeds)} seeds"
+    figure = go.Figure()
+    baseline_index = 0
+    for config in confirmation.configs:
+        winner = config.id == confirmation.winner
+        label = f"{config.id}: {config.name}" + (" (winner)" if winner else "")
+        if config.role == "baseline":
+            color = BASELINE_COLORS[baseline_index % len(BASELINE_COLORS)]
+            baseline_index += 1
+        else:
+            color = BEST_COLOR if winner else TRIAL_COLORS[0]
+        figure.add_trace(
+            go.Scatter(
+                x=[label] * len(config.runs),
+                y=[_finite(run.objective) for run in config.runs],
+                mode="markers",
+                marker={"color": color, "size": 9, "opacity": 0.7},
+                name=f"{label}: each seed",
+                text=[f"seed {run.seed}, trial #{run.trial}" for run in config.runs],
+                hovertemplate=f"{metric}=%{{y:.4f}}<br>%{{text}}<extra></extra>",
+            )
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=[label],
+                y=[config.objective.mean],
+                error_y={"type": "data", "array": [config.objective.std or 0.0], "width": 10},
+                mode="markers",
+                marker={"color": color, "size": 16, "symbol": "line-ew-open", "line": {"width": 3}},
+                name=f"{label}: mean ± std",
+                hovertemplate=f"mean {metric}=%{{y:.4f}}<extra>{html.escape(label)}</extra>",
+            )
+        )
+        if config.selected_value is not None:
+            figure.add_trace(
+                go.Scatter(
+                    x=[label],
+                    y=[_finite(config.selected_value)],
+                    mode="markers",
+                    marker={"color": color, "size": 12, "symbol": "diamond-open"},
+                    name=f"{label}: sweep (1 seed)",
+                    hovertemplate=f"selected by the sweep: {metric}=%{{y:.4f}}<extra></extra>",
+                )
+            )
+    _layout(
+        figure,
+        title,
+        "Dots: one re-run each, validation at its kept evaluation; bar: mean ± std over seeds; "
+        "open diamond: the single-seed value that selected the configuration in the sweep "
+        "(the gap to the mean is the selection's optimism).",
+    )
+    figure.update_xaxes(title_text="configuration (c = sweep candidate)")
+    figure.update_yaxes(title_text=metric_title(metric))
+    figure.update_layout(legend={"title": {"text": ""}})
+    return figure
+
+
 def figures(study: optuna.Study) -> dict[str, go.Figure]:
-    """Every figure of the report, keyed by the id of its place in the page."""
-    return {
+    """Every figure of the report, keyed by the id of its place in the page (the
+    confirmation's only when ``sweeper confirm`` has run)."""
+    built = {
         "history": history_figure(study),
         "loss-curves": loss_curves_figure(study),
         "parallel-coordinates": parallel_coordinates_figure(study),
         "importance": importance_figure(study),
         "overfitting": overfitting_figure(study),
     }
+    confirmation = load_confirmation(study)
+    if confirmation is not None:
+        built["confirmation"] = confirmation_figure(study, confirmation)
+    return built

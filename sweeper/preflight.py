@@ -11,7 +11,10 @@ tokenizer, the dataset's splits (nothing is tokenized or cached yet), and checks
   head is re-initialised (``ignore_mismatched_sizes``), which is reported, not refused;
 - that the storage can be reached, and the output and checkpoint directories can be
   written and have room for at least one checkpoint;
-- the search space's batch sizes against the training rows;
+- the search space's batch sizes against the training rows (what ``dataset.test_fraction``
+  and ``dataset.validation_fraction`` leave of the train split);
+- the test split: it exists, differs from train and validation, and its fraction leaves
+  rows to train on (:func:`sweeper.data.load_splits` and the study file's validation);
 - ``evaluation.strategy: steps`` with a searched batch size: noticed, since the pruner then
   compares no two trials of different batch sizes (``examples`` puts them on one grid).
 
@@ -102,13 +105,29 @@ def check_batch_sizes(config: StudyConfig, train_rows: int) -> list[str]:
         return []
     fit = [int(size) for size in sizes if int(size) * accumulation <= train_rows]
     per_step = f" x training.gradient_accumulation_steps={accumulation}" if accumulation > 1 else ""
+    dataset = config.dataset
+    carved = dataset.test_fraction is not None
+    fractions = (
+        f"dataset.test_fraction={dataset.test_fraction}"
+        + (
+            f" and dataset.validation_fraction={dataset.validation_fraction}"
+            if dataset.validation_split is None
+            else ""
+        )
+        if carved
+        else ""
+    )
     return [
         f"search_space.per_device_train_batch_size: {too_large}{per_step} exceed the "
-        f"{train_rows} training rows, so such a trial would not make one full step; "
+        f"{train_rows} training rows"
+        + (f" that {fractions} leave" if carved else "")
+        + ", so such a trial would not make one full step; "
         + (
             f"keep the choices {fit}"
             if fit
-            else "lower the batch sizes or raise dataset.max_train_rows"
+            else "lower the batch sizes"
+            + (f", lower {fractions}" if carved else "")
+            + " or raise dataset.max_train_rows"
         )
     ]
 

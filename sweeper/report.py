@@ -18,7 +18,8 @@ import plotly.io as pio
 from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
-from sweeper.figures import figures
+from sweeper.confirmation import companion_name, load_confirmation, spread_text
+from sweeper.figures import figures, seed_importance
 from sweeper.hyperparameters import title as param_title
 from sweeper.metrics import METRICS
 from sweeper.results import (
@@ -35,6 +36,8 @@ CAPTIONS = {
     "parallel-coordinates": "Which combinations of hyperparameters led to the better runs.",
     "importance": "How much of the objective's variation each hyperparameter explains.",
     "overfitting": "Per trial: training loss (blue) and validation loss (orange).",
+    "confirmation": "The confirmed configurations' seeds beside the baselines': how far apart "
+    "they are, and how much the sweep's single-seed value flattered each.",
 }
 
 STYLE = """
@@ -159,6 +162,87 @@ def _summary_html(summary: StudySummary) -> str:
     return "\n".join(parts)
 
 
+def _seed_share_html(study: optuna.Study) -> str:
+    share = seed_importance(study)
+    if share is None:
+        return (
+            "<p class=\"note\">The seed's share of the objective's variance is unknown (the seed "
+            "is not searched, or too few complete trials).</p>"
+        )
+    return (
+        f"<p>The seed explains <b>{share[0]:.0%}</b> of the objective's variance across the "
+        f"sweep's {share[1]} complete trials (fANOVA importance, beside the hyperparameters' in "
+        "the importance figure): the sweep's noise floor.</p>"
+    )
+
+
+def _confirmation_html(study: optuna.Study) -> str:
+    """The confirmed configurations over seeds, the verdicts, or a note that there are none."""
+    confirmation = load_confirmation(study)
+    seed_share = _seed_share_html(study)
+    if confirmation is None:
+        return (
+            '<h2>Confirmation</h2><p class="note">Not confirmed: every number above is a '
+            "single-seed validation score, and the best trial was selected on it. "
+            f"<code>sweeper confirm {html.escape(study.study_name)}</code> re-trains the best "
+            "configurations and the baselines with fresh seeds.</p>" + seed_share
+        )
+    metric = confirmation.metric
+    header = [
+        "config",
+        "name",
+        f"selected {metric} (validation, 1 seed)",
+        f"{metric} (validation, mean ± std)",
+        "accuracy (validation)",
+        "accuracy (test)",
+        "F1 (test)",
+        "loss (test)",
+        "optimism",
+    ]
+    lines = [
+        "<h2>Confirmation</h2>",
+        f"<p>The {len(confirmation.configs)} configurations below were re-trained with "
+        f"{len(confirmation.seeds)} fresh seeds ({', '.join(map(str, confirmation.seeds))}) in "
+        f"study <code>{html.escape(companion_name(study.study_name))}</code>; the best, "
+        "report and card use the confirmed winner. Validation is each run's kept evaluation; "
+        "test is the test split, from the same checkpoint.</p>",
+        "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>",
+    ]
+    for config in confirmation.configs:
+        winner = config.id == confirmation.winner
+        cells = [
+            f"<td>{html.escape(config.id + (' (winner)' if winner else ''))}</td>",
+            _cell(config.name),
+            _cell(config.selected_value, numeric=True),
+            *(
+                f'<td class="num">{html.escape(spread_text(value))}</td>'
+                for value in (
+                    config.objective,
+                    config.accuracy,
+                    config.test_accuracy,
+                    config.test_f1,
+                    config.test_loss,
+                )
+            ),
+            _cell(config.optimism, numeric=True),
+        ]
+        row = '<tr class="best">' if winner else "<tr>"
+        lines.append(row + "".join(cells) + "</tr>")
+    lines.append("</table><ul>")
+    for comparison in confirmation.comparisons:
+        low, high = comparison.ci95
+        lines.append(
+            f"<li>{html.escape(confirmation.winner)} minus {html.escape(comparison.baseline)} on "
+            f"{html.escape(comparison.quantity)}: {comparison.mean_difference:+.4f} (95% CI "
+            f"{low:+.4f} to {high:+.4f}, {comparison.n} paired seeds): "
+            f"<b>{html.escape(comparison.verdict)}</b></li>"
+        )
+    lines += [f'<li class="note">{html.escape(note)}</li>' for note in confirmation.notes]
+    lines.append("</ul>")
+    lines.append(seed_share)
+    return "\n".join(lines)
+
+
 def _failures_html(study: optuna.Study) -> str:
     """Failed trials with their stored reason (and the last frames of a raised one)."""
     trials = study.get_trials(deepcopy=False)
@@ -230,6 +314,7 @@ def render_report(study: optuna.Study) -> str:
             f"<h1>{html.escape(title)}</h1>",
             f'<p class="meta">{html.escape(_setup_line(summary))} · generated {generated}</p>',
             _summary_html(summary),
+            _confirmation_html(study),
             _failures_html(study),
             "<h2>Figures</h2>",
             *body,

@@ -19,6 +19,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -32,7 +33,7 @@ from sweeper.config import (
     dump_config,
 )
 from sweeper.console import StudyProgress, TrialProgressBar
-from sweeper.data import PreparedData, prepare_data
+from sweeper.data import DataSplits, PreparedData, check_unchanged, prepare_data, split_attrs
 from sweeper.errors import ConfigError, StorageError
 from sweeper.hyperparameters import suggest_params
 from sweeper.preflight import PreflightResult, run_preflight
@@ -75,10 +76,16 @@ class Objective:
     def __init__(self, context: SweepContext, show_progress: bool = True):
         self.context = context
         self.show_progress = show_progress
+        # Runs in training.report_to are named <run_prefix>-trial-<N>.
+        self.run_prefix = context.config.name
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The trial's hyperparameters: sampled from the study's search space (or enqueued)."""
+        return suggest_params(trial, self.context.config.search_space)
 
     def __call__(self, trial: optuna.Trial) -> float:
         config, stop = self.context.config, self.context.stop
-        params = suggest_params(trial, config.search_space)
+        params = self.suggest(trial)
         output_dir, resume_from = self._checkpoints(trial)
         # Which machine, process and GPU ran it: the first thing to ask of a slow or odd trial.
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -108,7 +115,7 @@ class Objective:
             stop_requested=lambda: stop.requested,
             # <study>-trial-<N>, N the first trial of the retry chain (as the checkpoint
             # directory): a retry continues its first trial's run in training.report_to.
-            run_name=f"{config.name}-{output_dir.name}",
+            run_name=f"{self.run_prefix}-{output_dir.name}",
         )
         record_outcome(trial, outcome)
         if outcome.interrupted_at_step is not None:
@@ -225,7 +232,9 @@ class CreatedStudy:
     completed: bool  # this call enqueued the baselines and stored the config
 
 
-def ensure_study(config: StudyConfig, label_names: list[str]) -> CreatedStudy:
+def ensure_study(
+    config: StudyConfig, label_names: list[str], splits: DataSplits | None = None
+) -> CreatedStudy:
     """The study in its storage, with its baselines enqueued and its config stored: one
     step, idempotent, safe to run from any number of processes at once.
 
@@ -233,12 +242,18 @@ def ensure_study(config: StudyConfig, label_names: list[str]) -> CreatedStudy:
     they run under a lock shared through the storage (as the trial budget's is), and a
     marker attribute is set last, so a creator stopped half-way leaves a study the next
     call completes, never one that workers take as ready without its baselines.
-    ``sweeper create`` runs it before any worker starts; every worker runs it again."""
+    ``sweeper create`` runs it before any worker starts; every worker runs it again.
+
+    With ``splits``, the study stores their sizes and fingerprints when it is created, and
+    an existing study whose stored fingerprints differ from them is refused (DataError)
+    before anything else is written."""
     storage = open_storage(config.storage_url, workers=config.workers)
     lock = open_lock(config.storage_url, f"create/{config.name}")
     try:
         lock.acquire()
         study, created = open_study(config, storage)
+        if splits is not None:
+            check_unchanged(study.user_attrs, splits, config.name)
         completed = False
         if study.metric_names is None:
             # optuna-dashboard and Optuna's plots say "validation_loss", not "Objective 0".
@@ -251,6 +266,7 @@ def ensure_study(config: StudyConfig, label_names: list[str]) -> CreatedStudy:
                 (CONFIG_VERSION_ATTR, CONFIG_VERSION),
                 ("objective_metric", config.objective.metric),
                 ("label_names", label_names),
+                *(split_attrs(splits).items() if splits is not None else ()),
             ):
                 if key not in existing:
                     study.set_user_attr(key, value)
@@ -275,7 +291,7 @@ def create_study(config: StudyConfig) -> CreatedStudy:
     """``sweeper create``: the pre-flight check (nothing is written when it fails), then
     :func:`ensure_study`. What every launcher runs once before its workers start."""
     checked = preflight_with_notices(config)
-    return ensure_study(config, checked.splits.label_names)
+    return ensure_study(config, checked.splits.label_names, checked.splits)
 
 
 def run_study(
@@ -298,7 +314,7 @@ def run_study(
         Path(config.output_dir) / "cache" / "tokenized",
         splits=checked.splits,
     )
-    study = ensure_study(config, data.label_names).study
+    study = ensure_study(config, data.label_names, checked.splits).study
 
     n_trials = config.budget.n_trials
     done, _ = budget_counts(study)
@@ -329,8 +345,13 @@ def run_study(
             callbacks=callbacks,
             stop=stop,
         )
-    if result.reason == "budget met" and result.trials_run == 0:
-        print(f"[sweeper] study {config.name!r} already has its {n_trials} finished trials")
+        if result.reason == "budget met" and result.trials_run == 0:
+            print(f"[sweeper] study {config.name!r} already has its {n_trials} finished trials")
+        if result.reason == "budget met":
+            # A worker whose sweep is done helps with a confirmation `sweeper confirm` started.
+            from sweeper.confirm import run_pending_confirmation
+
+            run_pending_confirmation(config, data, study, stop=stop, show_progress=show_progress)
     return study
 
 

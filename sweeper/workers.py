@@ -310,6 +310,11 @@ def budget_counts(study: optuna.Study) -> tuple[int, int]:
     return finished, running
 
 
+def waiting_count(study: optuna.Study) -> int:
+    """Enqueued trials no worker has started yet (retries of dead trials among them)."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
 def fail_stale_trials(study: optuna.Study) -> None:
     """Optuna's own check: RUNNING trials whose heartbeat stopped are failed and retried."""
     with warnings.catch_warnings():
@@ -328,11 +333,17 @@ def run_trials(
     callbacks: Sequence[StudyCallback] = (),
     stop: StopRequest | None = None,
     log: Callable[[str], None] = print,
+    queue_only: bool = False,
 ) -> WorkerResult:
     """Run trials of ``study`` until ``n_trials`` have finished in storage (all workers
     counted), ``timeout_seconds`` have passed, or a stop is requested. A trial that raises
     fails alone; ``workers.max_consecutive_failures`` of them in a row raise
-    :class:`~sweeper.errors.TrialsFailingError`."""
+    :class:`~sweeper.errors.TrialsFailingError`.
+
+    With ``queue_only`` the budget is the study's queue of enqueued (WAITING) trials, as
+    ``sweeper confirm`` enqueues them: the worker never samples a trial of its own, ends
+    when no trial is waiting or running, and waits while some run elsewhere (one may die
+    and come back as a retry)."""
     stop = stop or StopRequest()
     lock = open_lock(storage_url, f"budget/{study.study_name}")
     started = time.monotonic()
@@ -356,16 +367,21 @@ def run_trials(
             try:
                 fail_stale_trials(study)
                 finished, running = budget_counts(study)
+                waiting = waiting_count(study) if queue_only else 0
                 if n_trials is not None and finished >= n_trials:
+                    return WorkerResult(trials_run, "budget met")
+                if queue_only and waiting == 0 and running == 0:
                     return WorkerResult(trials_run, "budget met")
                 # Before a trial is started (a worker on a study whose last trials failed
                 # stops at once) and while waiting (so every worker stops).
                 check_failure_streak(study, workers)
-                if n_trials is not None and finished + running >= n_trials:
+                full = n_trials is not None and finished + running >= n_trials
+                if full or (queue_only and waiting == 0):
                     lock.release()
                     if not waiting_logged:
+                        done = f"{finished}/{n_trials}" if n_trials is not None else f"{finished}"
                         log(
-                            f"[sweeper] {finished}/{n_trials} finished and {running} running "
+                            f"[sweeper] {done} finished and {running} running "
                             "elsewhere: waiting in case one of them dies and is retried"
                         )
                         waiting_logged = True

@@ -1,0 +1,905 @@
+"""``sweeper confirm``: re-train the sweep's best configurations and its baselines with fresh
+seeds, so the winner is a configuration, not a lucky seed.
+
+:func:`run_confirmation` is the entry point. The seed stays a sampled hyperparameter of the
+sweep, but a sweep that picks a seed picks luck, so here configurations are distinct in
+everything but the seed. The first time it runs it freezes the plan (stored on the
+companion study as ``candidates``, so a rerun never picks again):
+
+- the ``top_k`` best configurations among the sweep's COMPLETE trials (each scored by its
+  best single-seed value; the baselines' own configurations are not counted among them),
+- plus every baseline of the study (``config.baseline_params()``),
+- each re-trained with ``seeds`` fresh seeds, derived from the study's name (a hash) and
+  never one the sweep could choose itself.
+
+The re-runs are trials of the companion study ``<study>.confirm``
+(:func:`sweeper.confirmation.companion_name`) in the same storage, enqueued with fixed
+params and run by :func:`sweeper.workers.run_trials` in its queue-only mode: the budget,
+heartbeats and retries of a killed trial (which resumes from its checkpoint) work as for
+sweep trials, any number of ``sweeper confirm`` (or ``sweeper worker``) processes share the
+queue, and a rerun resumes it. The schedule and rules are the sweep's (``train_trial``),
+with pruning off (the companion study has Optuna's ``NopPruner``); each trial keeps its
+best-validation checkpoint.
+
+When no re-run is left, one process (under a lock shared through the storage) finalizes:
+per configuration the validation objective and accuracy as mean ± std over seeds; the
+winner is the best mean; every seed of the winner and of each baseline is evaluated once on
+the test split from its kept checkpoint (none without a test split, and the notes say so);
+the winner is compared to each baseline paired by seed, with a 95% t interval. The result is
+stored as :class:`sweeper.confirmation.Confirmation` (user attribute ``confirmation`` of the
+companion study); then every checkpoint but the exported one (the winner's median seed) is
+deleted, unless ``keep_all_checkpoints``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import statistics
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    distribution_to_json,
+    json_to_distribution,
+)
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import BaseModel, ConfigDict
+
+from sweeper.config import StudyConfig
+from sweeper.confirmation import (
+    CANDIDATES_ATTR,
+    CONFIRMATION_ATTR,
+    Comparison,
+    Confirmation,
+    ConfirmedConfig,
+    Run,
+    SplitScores,
+    Spread,
+    companion_name,
+    load_confirmation,
+)
+from sweeper.data import PreparedData
+from sweeper.errors import ConfigError, SweeperError
+from sweeper.hyperparameters import (
+    Choices,
+    FloatRange,
+    IntRange,
+    SearchSpaceBase,
+    fixed_params,
+)
+from sweeper.metrics import METRICS
+from sweeper.results import format_value, kept_evaluation
+from sweeper.storage import open_lock, open_storage, redact
+from sweeper.study import Objective, SweepContext
+from sweeper.workers import StopRequest, WorkerResult, run_trials
+
+DEFAULT_TOP_K = 3
+DEFAULT_SEEDS = 3
+# Fresh seeds lie in [0, SEED_HIGH]: the companion study's seed distribution.
+SEED_HIGH = 2**31 - 1
+# On each companion trial: which planned configuration and seed it runs.
+TRIAL_CONFIG_ATTR = "confirm_config"
+TRIAL_SEED_ATTR = "confirm_seed"
+# On each companion trial that was evaluated on the test split: its scores there.
+TRIAL_TEST_ATTR = "test"
+# Set on the companion study last, once its plan is stored and every re-run enqueued.
+READY_ATTR = "confirm_ready"
+# A 95% confidence interval of a paired difference.
+CONFIDENCE = 0.95
+
+
+class ConfirmError(SweeperError):
+    """Confirmation cannot start or go on: no finished trial, a plan that differs, no seeds."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlannedConfig(_Frozen):
+    """A configuration to re-train, as frozen when confirmation first started."""
+
+    id: str  # "c1", "c2", ... or "baseline:<name>"
+    role: Literal["candidate", "baseline"]
+    name: str  # "trial #7" or the baseline's name
+    params: dict[str, Any]  # the searched hyperparameters without the seed
+    distributions: dict[str, str]  # each param's Optuna distribution (JSON), as in the sweep
+    source_trials: list[int]  # sweep trials with these params (any seed)
+    selected_value: float | None  # the best single-seed value of those trials
+
+
+class Plan(_Frozen):
+    """The companion study's ``candidates``: what is re-trained, with which seeds."""
+
+    top_k: int
+    seeds: list[int]
+    configs: list[PlannedConfig]
+    notes: list[str] = []
+
+    def config(self, config_id: str) -> PlannedConfig:
+        return next(config for config in self.configs if config.id == config_id)
+
+
+# --- the plan ----------------------------------------------------------------------------------
+
+
+def check_arguments(top_k: int | None, seeds: int | None) -> None:
+    """``--top`` and ``--seeds`` before anything is read or written."""
+    if top_k is not None and top_k < 1:
+        raise ConfigError(
+            f"--top must be at least 1, but got --top={top_k}; pass the number of the sweep's "
+            f"best configurations to re-train (default {DEFAULT_TOP_K})"
+        )
+    if seeds is not None and seeds < 2:
+        raise ConfigError(
+            f"--seeds must be at least 2, but got --seeds={seeds}: one seed has no spread and "
+            f"no confidence interval; pass 2 or more (default {DEFAULT_SEEDS})"
+        )
+
+
+def space_distributions(space: SearchSpaceBase) -> dict[str, BaseDistribution]:
+    """The Optuna distribution of each searched hyperparameter, as ``suggest_params`` asks."""
+    distributions: dict[str, BaseDistribution] = {}
+    for name, spec in space.specs().items():
+        if isinstance(spec, FloatRange):
+            distributions[name] = FloatDistribution(spec.low, spec.high, log=spec.log)
+        elif isinstance(spec, IntRange):
+            distributions[name] = IntDistribution(spec.low, spec.high, step=spec.step)
+        elif isinstance(spec, Choices):
+            distributions[name] = CategoricalDistribution(spec.choices)
+    return distributions
+
+
+def config_key(params: dict[str, Any]) -> str:
+    """What makes two configurations the same: every parameter but the seed."""
+    return json.dumps({k: v for k, v in params.items() if k != "seed"}, sort_keys=True)
+
+
+def _is_sweep_seed(space: SearchSpaceBase, seen: set[int], seed: int) -> bool:
+    spec = space.spec("seed")
+    if seed in seen:
+        return True
+    if isinstance(spec, Choices):
+        return seed in spec.choices
+    if isinstance(spec, IntRange):
+        return spec.low <= seed <= spec.high and (seed - spec.low) % spec.step == 0
+    return seed == spec
+
+
+def derive_seeds(study_name: str, count: int, taken: Callable[[int], bool]) -> list[int]:
+    """``count`` seeds from a hash of the study's name: the same for every worker and rerun,
+    none that ``taken`` (the sweep's own seed choices) admits."""
+    seeds: list[int] = []
+    for index in range(100_000):
+        digest = hashlib.sha256(f"{study_name}/confirm/{index}".encode()).digest()
+        seed = int.from_bytes(digest[:8], "big") % (SEED_HIGH + 1)
+        if not taken(seed) and seed not in seeds:
+            seeds.append(seed)
+            if len(seeds) == count:
+                return seeds
+    raise ConfirmError(
+        f"search_space.seed of study {study_name!r} admits nearly every seed, so no fresh seed "
+        "is left for confirmation; narrow search_space.seed (e.g. choices: [42, 7, 1234])"
+    )
+
+
+def plan_confirmation(study: optuna.Study, config: StudyConfig, top_k: int, n_seeds: int) -> Plan:
+    """The configurations to re-train and the fresh seeds; an error when the sweep has no
+    finished trial. Reads only."""
+    trials = study.get_trials(deepcopy=False)
+    complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
+    if not complete:
+        states = ", ".join(
+            f"{sum(1 for t in trials if t.state == state)} {state.name.lower()}"
+            for state in TrialState
+            if any(t.state == state for t in trials)
+        )
+        raise ConfirmError(
+            f"study {study.study_name!r} has no finished (COMPLETE) trial ({states or 'no trials'}), "
+            f"so there is no configuration to confirm; run `sweeper sweep {study.study_name}` "
+            "until a trial completes, then `sweeper confirm` again"
+        )
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    space = config.search_space
+    space_dists = space_distributions(space)
+    notes: list[str] = []
+
+    def best_of(group: Sequence[FrozenTrial]) -> FrozenTrial:
+        key = (lambda t: -float(t.value or 0.0)) if maximize else (lambda t: float(t.value or 0.0))
+        return min(group, key=key)
+
+    baselines: list[PlannedConfig] = []
+    baseline_keys: dict[str, str] = {}
+    for name, params in config.baseline_params():
+        params = {k: v for k, v in params.items() if k != "seed"}
+        key = config_key(params)
+        baseline_keys[key] = name
+        sources = [t for t in trials if t.user_attrs.get("baseline") == name]
+        finished = [t for t in sources if t.state == TrialState.COMPLETE]
+        baselines.append(
+            PlannedConfig(
+                id=f"baseline:{name}",
+                role="baseline",
+                name=name,
+                params=params,
+                distributions={k: distribution_to_json(space_dists[k]) for k in params},
+                source_trials=[t.number for t in sources],
+                selected_value=float(best_of(finished).value or 0.0) if finished else None,
+            )
+        )
+    groups: dict[str, list[FrozenTrial]] = {}
+    for trial in complete:
+        groups.setdefault(config_key(trial.params), []).append(trial)
+    ranked = sorted(
+        groups.values(), key=lambda g: float(best_of(g).value or 0.0) * (-1 if maximize else 1)
+    )
+    candidates: list[PlannedConfig] = []
+    for group in ranked:
+        best = best_of(group)
+        key = config_key(best.params)
+        if key in baseline_keys:
+            if len(candidates) < top_k:
+                notes.append(
+                    f"trial #{best.number}'s configuration is baseline {baseline_keys[key]}'s; it "
+                    "is confirmed as that baseline"
+                )
+            continue
+        if len(candidates) == top_k:
+            break
+        params = {k: v for k, v in best.params.items() if k != "seed"}
+        candidates.append(
+            PlannedConfig(
+                id=f"c{len(candidates) + 1}",
+                role="candidate",
+                name=f"trial #{best.number}",
+                params=params,
+                distributions={k: distribution_to_json(best.distributions[k]) for k in params},
+                source_trials=sorted(t.number for t in group),
+                selected_value=float(best.value or 0.0),
+            )
+        )
+    if len(candidates) < top_k:
+        notes.append(
+            f"only {len(candidates)} finished configuration(s) besides the baselines, not the "
+            f"{top_k} asked for (--top {top_k}): confirming {len(candidates)}"
+        )
+    seen = {int(t.params["seed"]) for t in trials if "seed" in t.params}
+    seeds = derive_seeds(study.study_name, n_seeds, lambda s: _is_sweep_seed(space, seen, s))
+    return Plan(top_k=top_k, seeds=seeds, configs=[*candidates, *baselines], notes=notes)
+
+
+# --- the companion study -------------------------------------------------------------------
+
+
+def _open_companion(
+    storage: optuna.storages.BaseStorage, study: optuna.Study, create: bool
+) -> optuna.Study | None:
+    """The companion study (created when ``create``), pruning off: None when absent."""
+    name = companion_name(study.study_name)
+    sampler, pruner = optuna.samplers.RandomSampler(seed=0), optuna.pruners.NopPruner()
+    try:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    except KeyError:
+        if not create:
+            return None
+    try:
+        companion = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            direction=study.direction,
+            sampler=sampler,
+            pruner=pruner,
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    if study.metric_names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            companion.set_metric_names(list(study.metric_names))
+    return companion
+
+
+def _stored_plan(companion: optuna.Study | None) -> Plan | None:
+    stored = companion.user_attrs.get(CANDIDATES_ATTR) if companion is not None else None
+    return Plan.model_validate(stored) if stored is not None else None
+
+
+def _check_same_plan(plan: Plan, top_k: int | None, seeds: int | None, name: str) -> None:
+    for flag, asked, stored in (("--top", top_k, plan.top_k), ("--seeds", seeds, len(plan.seeds))):
+        if asked is not None and asked != stored:
+            raise ConfirmError(
+                f"{flag}={asked}, but the confirmation of study {name!r} was started with "
+                f"{flag} {stored} and its plan is frozen; run `sweeper confirm` with {flag} "
+                f"{stored} (or without it), or delete study {companion_name(name)!r} to start over"
+            )
+
+
+def ensure_companion(
+    config: StudyConfig,
+    study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
+    plan: Plan,
+) -> optuna.Study:
+    """The companion study with ``plan`` stored and every re-run enqueued, once: idempotent
+    and safe from any number of processes (a lock shared through the storage; a marker set
+    last, so a creator stopped half-way leaves a study the next call completes)."""
+    lock = open_lock(config.storage_url, f"confirm/{config.name}")
+    try:
+        lock.acquire()
+        companion = _open_companion(storage, study, create=True)
+        assert companion is not None
+        if companion.user_attrs.get(READY_ATTR):
+            return companion
+        plan = _stored_plan(companion) or plan
+        if CANDIDATES_ATTR not in companion.user_attrs:
+            companion.set_user_attr(CANDIDATES_ATTR, plan.model_dump(mode="json"))
+        for planned in plan.configs:
+            for seed in plan.seeds:
+                companion.enqueue_trial(
+                    {**planned.params, "seed": seed},
+                    user_attrs={
+                        TRIAL_CONFIG_ATTR: planned.id,
+                        TRIAL_SEED_ATTR: seed,
+                        "confirm_name": planned.name,
+                        **({"baseline": planned.name} if planned.role == "baseline" else {}),
+                    },
+                    skip_if_exists=True,
+                )
+        companion.set_user_attr(READY_ATTR, True)
+        return companion
+    finally:
+        lock.close()
+
+
+def _suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(
+            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
+        )
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(distribution.choices))
+    raise TypeError(f"unsupported distribution {distribution!r} for {name!r}")
+
+
+class ConfirmObjective(Objective):
+    """A re-run: the sweep's objective (same training, checkpoints and retries) on the params
+    enqueued for it. Each is suggested with the sweep's own distribution (the seed with one
+    that admits every fresh seed), so the enqueued value comes back and Optuna and
+    optuna-dashboard show it as the trial's param."""
+
+    def __init__(self, context: SweepContext, plan: Plan, show_progress: bool = True):
+        super().__init__(context, show_progress)
+        self.plan = plan
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        config_id = trial.user_attrs.get(TRIAL_CONFIG_ATTR)
+        if config_id is None:
+            raise ConfirmError(
+                f"trial #{trial.number} of study {trial.study.study_name!r} was not enqueued by "
+                "`sweeper confirm` (it has no confirm_config user attribute); only enqueued "
+                "re-runs belong in a companion study"
+            )
+        planned = self.plan.config(str(config_id))
+        params = {
+            name: _suggest(trial, name, json_to_distribution(planned.distributions[name]))
+            for name in planned.params
+        }
+        params["seed"] = trial.suggest_int("seed", 0, SEED_HIGH)
+        return {**fixed_params(self.context.config.search_space), **params}
+
+
+def run_pending(
+    config: StudyConfig,
+    data: PreparedData,
+    companion: optuna.Study,
+    plan: Plan,
+    *,
+    stop: StopRequest,
+    show_progress: bool = True,
+) -> WorkerResult:
+    """Run the companion study's waiting re-runs until none is waiting or running."""
+    from sweeper.console import StudyProgress
+
+    context = SweepContext(
+        config=config, data=data, checkpoint_dir=config.checkpoint_dir / "confirm", stop=stop
+    )
+    objective = ConfirmObjective(context, plan, show_progress)
+    objective.run_prefix = companion.study_name
+    callbacks = [StudyProgress(config.objective.metric)] if show_progress else []
+    return run_trials(
+        companion,
+        objective,
+        storage_url=config.storage_url,
+        workers=config.workers,
+        n_trials=None,
+        callbacks=callbacks,
+        stop=stop,
+        queue_only=True,
+    )
+
+
+# --- the result ----------------------------------------------------------------------------
+
+
+def spread(values: Sequence[float]) -> Spread:
+    return Spread(
+        mean=statistics.fmean(values),
+        std=statistics.stdev(values) if len(values) > 1 else None,
+        n=len(values),
+    )
+
+
+def _spread_or_none(values: Sequence[float | None]) -> Spread | None:
+    present = [float(v) for v in values if v is not None]
+    return spread(present) if present and len(present) == len(values) else None
+
+
+def paired_interval(differences: Sequence[float]) -> tuple[float, float]:
+    """The 95% t interval of the mean of paired differences (n - 1 degrees of freedom)."""
+    from scipy import stats
+
+    n = len(differences)
+    mean = statistics.fmean(differences)
+    half = (
+        float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1))
+        * statistics.stdev(differences)
+        / math.sqrt(n)
+    )
+    return mean - half, mean + half
+
+
+def verdict(baseline: str, ci95: tuple[float, float], higher_is_better: bool) -> str:
+    low, high = ci95
+    if low > 0 or high < 0:
+        better = (low > 0) == higher_is_better
+        return f"{'better' if better else 'worse'} than {baseline} (CI excludes 0)"
+    return f"not distinguishable from {baseline} (CI includes 0)"
+
+
+def compare(
+    winner: ConfirmedConfig,
+    baseline: ConfirmedConfig,
+    quantity: str,
+    value: Callable[[Run], float | None],
+    higher_is_better: bool,
+) -> Comparison | None:
+    """The winner minus the baseline on ``quantity``, paired by seed; None with fewer than
+    2 seeds both finished."""
+    theirs = {run.seed: value(run) for run in baseline.runs}
+    differences = [
+        float(mine) - float(theirs[run.seed])  # type: ignore[arg-type]
+        for run in winner.runs
+        if (mine := value(run)) is not None and theirs.get(run.seed) is not None
+    ]
+    if len(differences) < 2:
+        return None
+    ci95 = paired_interval(differences)
+    return Comparison(
+        baseline=baseline.name,
+        quantity=quantity,
+        mean_difference=statistics.fmean(differences),
+        ci95=ci95,
+        n=len(differences),
+        verdict=verdict(baseline.name, ci95, higher_is_better),
+    )
+
+
+def validation_quantity(metric: str) -> str:
+    """The objective on the validation split: ``validation_loss``, ``validation_accuracy``."""
+    return metric if metric.startswith("validation_") else f"validation_{metric}"
+
+
+def evaluate_test(
+    config: StudyConfig,
+    data: PreparedData,
+    test: Any,
+    checkpoint: Path,
+    params: dict[str, Any],
+) -> SplitScores:
+    """One kept checkpoint on the test split: ``Trainer.evaluate`` with the study's metrics."""
+    from transformers import AutoModelForSequenceClassification
+
+    from sweeper.training import build_trainer, release_memory
+
+    quiet = config.model_copy(
+        update={"training": config.training.model_copy(update={"report_to": "none"})}
+    )
+    model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint))
+    trainer = build_trainer(quiet, params, data, model, checkpoint.parent / "test-evaluation")
+    try:
+        metrics = trainer.evaluate(eval_dataset=test)
+    finally:
+        del trainer, model
+        release_memory()
+    scores = {m.name: metrics.get(m.trainer_key) for m in METRICS}
+    return SplitScores(
+        loss=scores.get("validation_loss"), accuracy=scores.get("accuracy"), f1=scores.get("f1")
+    )
+
+
+def _run(trial: FrozenTrial) -> Run:
+    kept = kept_evaluation(trial) or {}
+    test = trial.user_attrs.get(TRIAL_TEST_ATTR)
+    return Run(
+        seed=int(trial.user_attrs[TRIAL_SEED_ATTR]),
+        trial=trial.number,
+        objective=float(trial.value or 0.0),
+        validation=SplitScores(
+            loss=kept.get("validation_loss"), accuracy=kept.get("accuracy"), f1=kept.get("f1")
+        ),
+        test=SplitScores.model_validate(test) if test else None,
+        best_checkpoint=trial.user_attrs.get("best_checkpoint"),
+    )
+
+
+def _confirmed(planned: PlannedConfig, runs: list[Run]) -> ConfirmedConfig:
+    tested = [run.test for run in runs]
+    with_test = all(test is not None for test in tested)
+    return ConfirmedConfig(
+        id=planned.id,
+        role=planned.role,
+        name=planned.name,
+        params=planned.params,
+        source_trials=planned.source_trials,
+        selected_value=planned.selected_value,
+        runs=runs,
+        objective=spread([run.objective for run in runs]),
+        accuracy=_spread_or_none([run.validation.accuracy for run in runs]),
+        test_loss=_spread_or_none([t.loss if t else None for t in tested]) if with_test else None,
+        test_accuracy=_spread_or_none([t.accuracy if t else None for t in tested])
+        if with_test
+        else None,
+        test_f1=_spread_or_none([t.f1 if t else None for t in tested]) if with_test else None,
+    )
+
+
+def export_seed(runs: Sequence[Run], maximize: bool) -> int:
+    """The seed whose validation objective is the median of the runs' (for an even number,
+    the better of the two middle ones)."""
+    ordered = sorted(runs, key=lambda run: -run.objective if maximize else run.objective)
+    return ordered[(len(ordered) - 1) // 2].seed
+
+
+def finalize(
+    config: StudyConfig,
+    data: PreparedData,
+    study: optuna.Study,
+    companion: optuna.Study,
+    plan: Plan,
+    log: Callable[[str], None] = print,
+) -> Confirmation:
+    """Spreads, winner, test evaluation, paired comparisons; stored once on the companion
+    study, then the checkpoints no one needs are deleted."""
+    lock = open_lock(config.storage_url, f"confirm/{config.name}")
+    try:
+        lock.acquire()
+        stored = companion.user_attrs.get(CONFIRMATION_ATTR)
+        if stored is not None:
+            return Confirmation.model_validate(stored)
+        confirmation = _finalize_locked(config, data, study, companion, plan, log)
+        companion.set_user_attr(CONFIRMATION_ATTR, confirmation.model_dump(mode="json"))
+    finally:
+        lock.close()
+    if not config.keep_all_checkpoints:
+        _remove_checkpoints(companion, keep=confirmation.export_run.trial)
+    return confirmation
+
+
+def _finalize_locked(
+    config: StudyConfig,
+    data: PreparedData,
+    study: optuna.Study,
+    companion: optuna.Study,
+    plan: Plan,
+    log: Callable[[str], None],
+) -> Confirmation:
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    metric = config.objective.metric
+    notes = list(plan.notes)
+    by_config: dict[str, dict[int, FrozenTrial]] = {}
+    for trial in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        seeds = by_config.setdefault(str(trial.user_attrs.get(TRIAL_CONFIG_ATTR)), {})
+        seeds.setdefault(int(trial.user_attrs[TRIAL_SEED_ATTR]), trial)
+    present = [planned for planned in plan.configs if by_config.get(planned.id)]
+    for planned in plan.configs:
+        missing = len(plan.seeds) - len(by_config.get(planned.id, {}))
+        if missing:
+            notes.append(
+                f"{planned.id} ({planned.name}): {missing} of {len(plan.seeds)} seed(s) did not "
+                "finish (pruned as diverged, or failed); its spread is over the others"
+                if planned in present
+                else f"{planned.id} ({planned.name}): no seed finished; left out"
+            )
+    if not present:
+        raise ConfirmError(
+            f"no re-run of study {companion.study_name!r} finished, so nothing is confirmed; "
+            f"`sweeper show {companion.study_name} --storage URL` lists why each one stopped"
+        )
+
+    def mean_objective(planned: PlannedConfig) -> float:
+        values = [float(t.value or 0.0) for t in by_config[planned.id].values()]
+        return statistics.fmean(values) * (-1 if maximize else 1)
+
+    winner_plan = min(present, key=mean_objective)
+    test_data = data.test
+    if test_data is None:
+        notes.append(
+            "the study has no test split (dataset.test_split / dataset.test_fraction), so no "
+            "test score: every number here is validation"
+        )
+    else:
+        fixed = fixed_params(config.search_space)
+        for planned in present:
+            if planned is not winner_plan and planned.role != "baseline":
+                continue
+            for seed, trial in sorted(by_config[planned.id].items()):
+                if trial.user_attrs.get(TRIAL_TEST_ATTR):
+                    continue
+                checkpoint = trial.user_attrs.get("best_checkpoint")
+                if not checkpoint or not (Path(checkpoint) / "config.json").is_file():
+                    notes.append(
+                        f"{planned.id} seed {seed} (trial #{trial.number}): best_checkpoint="
+                        f"{checkpoint!r} holds no model, so it has no test score"
+                    )
+                    continue
+                log(
+                    f"[sweeper] {planned.id} ({planned.name}) seed {seed}: evaluating on the test split"
+                )
+                params = {**fixed, **planned.params, "seed": seed}
+                scores = evaluate_test(config, data, test_data, Path(checkpoint), params)
+                companion._storage.set_trial_user_attr(
+                    trial._trial_id, TRIAL_TEST_ATTR, scores.model_dump(mode="json")
+                )
+        for planned in present:
+            by_config[planned.id] = {
+                trial.user_attrs[TRIAL_SEED_ATTR]: trial
+                for trial in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if trial.user_attrs.get(TRIAL_CONFIG_ATTR) == planned.id
+            }
+    configs = [
+        _confirmed(planned, [_run(t) for _, t in sorted(by_config[planned.id].items())])
+        for planned in present
+    ]
+    winner = next(c for c in configs if c.id == winner_plan.id)
+    comparisons: list[Comparison] = []
+    quantity = validation_quantity(metric)
+    for baseline in (c for c in configs if c.role == "baseline" and c.id != winner.id):
+        for name, value, higher in (
+            (quantity, lambda run: run.objective, maximize),
+            ("test_accuracy", lambda run: run.test.accuracy if run.test else None, True),
+        ):
+            compared = compare(winner, baseline, name, value, higher)
+            if compared is not None:
+                comparisons.append(compared)
+            elif name == quantity:
+                notes.append(
+                    f"{winner.id} and baseline {baseline.name} share fewer than 2 finished "
+                    "seeds: no paired comparison"
+                )
+    if not any(c.role == "baseline" for c in configs):
+        notes.append("the study has no baselines, so there is no paired comparison")
+    return Confirmation(
+        study=study.study_name,
+        metric=metric,
+        direction="maximize" if maximize else "minimize",
+        seeds=plan.seeds,
+        top_k=plan.top_k,
+        configs=configs,
+        winner=winner.id,
+        export_seed=export_seed(winner.runs, maximize),
+        comparisons=comparisons,
+        notes=notes,
+    )
+
+
+def _remove_checkpoints(companion: optuna.Study, keep: int) -> None:
+    """Every re-run's checkpoints but those of trial ``keep`` (the exported one)."""
+    kept = next(
+        (
+            t.user_attrs.get("checkpoint_dir")
+            for t in companion.get_trials(deepcopy=False)
+            if t.number == keep
+        ),
+        None,
+    )
+    for trial in companion.get_trials(deepcopy=False):
+        directory = trial.user_attrs.get("checkpoint_dir")
+        if directory and directory != kept and trial.state != TrialState.RUNNING:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- the table -------------------------------------------------------------------------------
+
+
+def _spread_text(value: Spread | None) -> str:
+    if value is None:
+        return "-"
+    std = format_value(value.std) if value.std is not None else "-"
+    return f"{format_value(value.mean)} ± {std}"
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def confirmation_table(confirmation: Confirmation, test_split: str | None = None) -> str:
+    """What ``sweeper confirm`` prints: one row per configuration, then the verdicts."""
+    metric = confirmation.metric
+    header = [
+        "config",
+        "name",
+        f"selected {metric} (1 seed)",
+        f"{validation_quantity(metric)} mean ± std",
+        "validation accuracy",
+        "test accuracy",
+        "test F1",
+        "test loss",
+        "optimism",
+    ]
+    rows = [header]
+    for config in confirmation.configs:
+        mark = " (winner)" if config.id == confirmation.winner else ""
+        rows.append(
+            [
+                config.id + mark,
+                config.name,
+                format_value(config.selected_value),
+                _spread_text(config.objective),
+                _spread_text(config.accuracy),
+                _spread_text(config.test_accuracy),
+                _spread_text(config.test_f1),
+                _spread_text(config.test_loss),
+                format_value(config.optimism),
+            ]
+        )
+    seeds = ", ".join(str(seed) for seed in confirmation.seeds)
+    lines = [
+        f"confirmation of study {confirmation.study!r}: {len(confirmation.configs)} "
+        f"configuration(s) x {len(confirmation.seeds)} seeds ({seeds}); {confirmation.direction} "
+        f"{metric}, mean ± std over seeds (sample std); validation = the kept (best) evaluation "
+        f"of each run; test = {test_split or 'the test split'}, from the same checkpoint",
+        *_table(rows),
+        "optimism = the sweep's single-seed value that selected it minus its confirmed mean",
+        "",
+    ]
+    for config in confirmation.configs:
+        params = " ".join(f"{k}={format_value(v)}" for k, v in config.params.items())
+        lines.append(f"{config.id}: {params}  (sweep trials {config.source_trials or '-'})")
+    winner = confirmation.winning
+    lines += [
+        "",
+        f"winner: {winner.id} ({winner.name}), the best mean {metric}; export uses its seed "
+        f"{confirmation.export_seed} (trial #{confirmation.export_run.trial} of "
+        f"{companion_name(confirmation.study)}), the median of its seeds",
+    ]
+    for comparison in confirmation.comparisons:
+        low, high = comparison.ci95
+        lines.append(
+            f"  {winner.id} - {comparison.baseline} on {comparison.quantity}: "
+            f"{comparison.mean_difference:+.4f} (95% CI {low:+.4f} to {high:+.4f}, "
+            f"{comparison.n} paired seeds): {comparison.verdict}"
+        )
+    lines += [f"note: {note}" for note in confirmation.notes]
+    return "\n".join(lines)
+
+
+def test_split_text(config: StudyConfig) -> str | None:
+    """How the table, the report and the card name the test split; None without one."""
+    dataset = config.dataset
+    if dataset.test_split:
+        return f"the {dataset.test_split!r} split"
+    if dataset.test_fraction:
+        return (
+            f"a stratified {dataset.test_fraction:.0%} of {dataset.train_split!r} held out "
+            f"(split seed {dataset.split_seed})"
+        )
+    return None
+
+
+# --- the entry points --------------------------------------------------------------------------
+
+
+def run_confirmation(
+    config: StudyConfig,
+    *,
+    top_k: int | None = None,
+    seeds: int | None = None,
+    show_progress: bool = True,
+    stop: StopRequest | None = None,
+    log: Callable[[str], None] = print,
+) -> Confirmation | None:
+    """Confirm study ``config.name`` (see the module's docstring): plan (frozen on first
+    run), re-run, finalize. Returns the confirmation, or None when stopped before the last
+    re-run finished (run it again to carry on). Bad input fails before anything is written."""
+    from sweeper.data import check_unchanged, prepare_data
+    from sweeper.study import load_existing_study, preflight_with_notices
+
+    check_arguments(top_k, seeds)
+    load_existing_study(config.name, config.storage_url)  # an unknown study: nothing written
+    storage = open_storage(config.storage_url, workers=config.workers)
+    study = optuna.load_study(study_name=config.name, storage=storage)
+    existing = load_confirmation(study)
+    companion = _open_companion(storage, study, create=False)
+    plan = _stored_plan(companion)
+    if plan is not None:
+        _check_same_plan(plan, top_k, seeds, config.name)
+    if existing is not None:
+        log(
+            f"[sweeper] study {config.name!r} is already confirmed (study {companion_name(config.name)!r})"
+        )
+        return existing
+    if plan is None:
+        plan = plan_confirmation(
+            study, config, top_k or DEFAULT_TOP_K, seeds or DEFAULT_SEEDS
+        )  # no finished trial: an error, nothing written
+    checked = preflight_with_notices(config)
+    # The data the sweep ran on, or an error before anything is written.
+    check_unchanged(study.user_attrs, checked.splits, config.name)
+    data = prepare_data(
+        config.dataset,
+        checked.tokenizer,
+        config.model.max_length,
+        Path(config.output_dir) / "cache" / "tokenized",
+        splits=checked.splits,
+    )
+    stop = stop or StopRequest()
+    with stop.installed():
+        companion = ensure_companion(config, study, storage, plan)
+        plan = _stored_plan(companion) or plan
+        for note in plan.notes:
+            log(f"[sweeper] note: {note}")
+        total = len(plan.configs) * len(plan.seeds)
+        log(
+            f"[sweeper] confirming study {config.name!r} in {redact(config.storage_url)}: "
+            f"{len(plan.configs)} configuration(s) x {len(plan.seeds)} seeds = {total} re-runs "
+            f"in study {companion.study_name!r}, pruning off"
+        )
+        result = run_pending(config, data, companion, plan, stop=stop, show_progress=show_progress)
+        if result.reason != "budget met":
+            return None
+        return finalize(config, data, study, companion, plan, log)
+
+
+def run_pending_confirmation(
+    config: StudyConfig,
+    data: PreparedData,
+    study: optuna.Study,
+    *,
+    stop: StopRequest,
+    show_progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Confirmation | None:
+    """What ``sweeper worker`` does once the sweep's budget is met: the waiting re-runs of a
+    confirmation some ``sweeper confirm`` started (none: nothing), then its result."""
+    companion = _open_companion(study._storage, study, create=False)
+    plan = _stored_plan(companion)
+    if companion is None or plan is None or not companion.user_attrs.get(READY_ATTR):
+        return None
+    if companion.user_attrs.get(CONFIRMATION_ATTR) is not None:
+        return None
+    log(
+        f"[sweeper] the sweep's budget is met; running the waiting re-runs of {companion.study_name!r}"
+    )
+    result = run_pending(config, data, companion, plan, stop=stop, show_progress=show_progress)
+    if result.reason != "budget met":
+        return None
+    return finalize(config, data, study, companion, plan, log)
