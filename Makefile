@@ -18,7 +18,7 @@ TORCH_VERSION ?= 2.13.0
 
 STUDY         ?= imdb
 # Optional pass-throughs (empty = the CLI's own default):
-#   N_TRIALS, STORAGE, CHECKPOINT_ROOT, SET="k=v k=v", GPUS, HOST, PORT
+#   N_TRIALS, STORAGE, CHECKPOINT_ROOT, SET="k=v k=v", GPUS, HOST, PORT, TOP, SEEDS (confirm)
 PYTEST_ARGS   ?=
 BENCH_ARGS    ?=
 
@@ -39,7 +39,7 @@ RUN_ARGS       = $(STORAGE_ARG) \
 
 help:
 	@echo "targets: venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
-	@echo "vars:    STUDY=$(STUDY) N_TRIALS STORAGE CHECKPOINT_ROOT SET=\"k=v ...\" GPUS HOST PORT PYTEST_ARGS BENCH_ARGS"
+	@echo "vars:    STUDY=$(STUDY) N_TRIALS STORAGE CHECKPOINT_ROOT SET=\"k=v ...\" GPUS HOST PORT TOP SEEDS PYTEST_ARGS BENCH_ARGS"
 
 # --- environment ---------------------------------------------------------------------------------
 venv: $(STAMP)

@@ -90,8 +90,9 @@ SEED_HIGH = 2**31 - 1
 # On each companion trial: which planned configuration and seed it runs.
 TRIAL_CONFIG_ATTR = "confirm_config"
 TRIAL_SEED_ATTR = "confirm_seed"
-# On each companion trial that was evaluated on the test split: its scores there.
-TRIAL_TEST_ATTR = "test"
+# On the companion study, per re-run evaluated on the test split: its scores there, as
+# "test:<trial number>" (a finished trial's own attributes can no longer be written).
+TEST_ATTR_PREFIX = "test:"
 # Set on the companion study last, once its plan is stored and every re-run enqueued.
 READY_ATTR = "confirm_ready"
 # A 95% confidence interval of a paired difference.
@@ -531,9 +532,9 @@ def evaluate_test(
     )
 
 
-def _run(trial: FrozenTrial) -> Run:
+def _run(trial: FrozenTrial, tests: dict[str, Any]) -> Run:
     kept = kept_evaluation(trial) or {}
-    test = trial.user_attrs.get(TRIAL_TEST_ATTR)
+    test = tests.get(f"{TEST_ATTR_PREFIX}{trial.number}")
     return Run(
         seed=int(trial.user_attrs[TRIAL_SEED_ATTR]),
         trial=trial.number,
@@ -647,7 +648,7 @@ def _finalize_locked(
             if planned is not winner_plan and planned.role != "baseline":
                 continue
             for seed, trial in sorted(by_config[planned.id].items()):
-                if trial.user_attrs.get(TRIAL_TEST_ATTR):
+                if f"{TEST_ATTR_PREFIX}{trial.number}" in companion.user_attrs:
                     continue
                 checkpoint = trial.user_attrs.get("best_checkpoint")
                 if not checkpoint or not (Path(checkpoint) / "config.json").is_file():
@@ -661,17 +662,12 @@ def _finalize_locked(
                 )
                 params = {**fixed, **planned.params, "seed": seed}
                 scores = evaluate_test(config, data, test_data, Path(checkpoint), params)
-                companion._storage.set_trial_user_attr(
-                    trial._trial_id, TRIAL_TEST_ATTR, scores.model_dump(mode="json")
+                companion.set_user_attr(
+                    f"{TEST_ATTR_PREFIX}{trial.number}", scores.model_dump(mode="json")
                 )
-        for planned in present:
-            by_config[planned.id] = {
-                trial.user_attrs[TRIAL_SEED_ATTR]: trial
-                for trial in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if trial.user_attrs.get(TRIAL_CONFIG_ATTR) == planned.id
-            }
+    tests = companion.user_attrs
     configs = [
-        _confirmed(planned, [_run(t) for _, t in sorted(by_config[planned.id].items())])
+        _confirmed(planned, [_run(t, tests) for _, t in sorted(by_config[planned.id].items())])
         for planned in present
     ]
     winner = next(c for c in configs if c.id == winner_plan.id)
