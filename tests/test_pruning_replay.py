@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import random
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -239,3 +240,79 @@ def test_curves_from_stored_trials_in_start_order() -> None:
     # Rows without examples/grid (evaluation by steps): steps x batch size, the step as grid.
     assert curves[1].points == (Point(2, 32, 0.7), Point(3, 48, 0.65))
     assert curve_from_history(5, [{"step": 1, "validation_loss": 0.5}], "validation_loss") is None
+
+
+# --- the benchmark around the engine (no training) --------------------------------------------
+
+
+def test_pruning_benchmark_is_registered_and_builds_both_studies(tmp_path: Path) -> None:
+    import argparse
+
+    from benchmarks import available
+    from benchmarks.pruning import add_arguments, resolve_sizes, strategies, study_config
+    from sweeper.config import load_study_config
+
+    assert "pruning" in available()
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--quick", "--trials", "4"])
+    sizes = resolve_sizes(args)
+    assert sizes["trials"] == 4 and sizes["train_rows"] == 128 and sizes["quick"]
+    none = study_config(args, sizes, "model-dir", tmp_path, "none", unpruned=True)
+    default = study_config(args, sizes, "model-dir", tmp_path, "default", unpruned=False)
+    study = load_study_config(args.study)
+    for config in (none, default):
+        assert config.evaluation.strategy == "examples"
+        assert config.evaluation.examples == sizes["eval_examples"]
+        assert config.budget.n_trials == 4 and config.baselines == []
+        assert config.sampler == study.sampler  # the same search
+        assert config.search_space.learning_rate == study.search_space.learning_rate
+    assert none.pruner.type == "none" and none.early_stopping.patience is None
+    # The default rules are the study file's, untouched.
+    assert default.pruner == study.pruner and default.early_stopping == study.early_stopping
+    names = [strategy.name for strategy in strategies(default)]
+    assert names[:3] == ["none", "default", "default pruner only"]
+    assert names[-2:] == ["successive_halving", "hyperband"]
+
+
+def test_summary_and_replay_against_live() -> None:
+    from benchmarks.pruning import summarize
+
+    def trial(number: int, lr: float, outcome: str, examples: int) -> dict[str, Any]:
+        return {"number": number, "params": {"lr": lr}, "outcome": outcome, "examples": examples}
+
+    payload: dict[str, Any] = {
+        "unpruned": {
+            "examples": 1000,
+            "trials": [trial(0, 1e-5, "complete", 500), trial(1, 2e-5, "complete", 500)],
+        },
+        "default_live": {
+            "examples": 400,
+            "trials": [trial(0, 1e-5, "complete", 300), trial(1, 3e-5, "pruned", 100)],
+        },
+        "replay": {
+            "direction": "minimize",
+            "strategies": {
+                "default": {
+                    "ratio": 0.5,
+                    "winner_lost": False,
+                    "trials": [
+                        {"trial": 0, "outcome": "early_stopped", "examples": 300},
+                        {"trial": 1, "outcome": "pruned", "examples": 200},
+                    ],
+                }
+            },
+        },
+        "unpruned_confirmation": {"objective": {"mean": 0.40, "std": 0.02, "n": 3}},
+        "default_confirmation": {"objective": {"mean": 0.41, "std": 0.01, "n": 3}},
+    }
+    summary = summarize(payload)
+    assert summary["live_ratio"] == 0.4 and summary["ratio_met"]
+    assert summary["quality_met"] and summary["target_met"]  # 0.41 <= 0.40 + 0.02
+    check = summary["replay_vs_live"]
+    # Trial 1 drew other parameters live: only trial 0 is compared, and it disagrees.
+    assert check["same_params_trials"] == 1 and check["agree"] == 0
+    payload["default_confirmation"] = {"objective": {"mean": 0.43, "std": 0.01, "n": 3}}
+    assert not summarize(payload)["target_met"]
+    payload["default_confirmation"] = "not run"
+    assert "target_met" not in summarize(payload)
