@@ -623,8 +623,9 @@ def _body(
         f"- Objective: {direction} {_prose(metric)}, each trial scored by its best evaluation.",
         f"- Sampler: {config.sampler.describe()}.",
         f"- Pruner: {config.pruner.describe()}; it stopped trials that fell behind at the same "
-        f"step, saving {summary.saved_steps} of the {summary.planned_steps_stopped} steps the "
-        "stopped trials had planned.",
+        f"{_grid_unit(config)}, saving {summary.saved_steps} of the "
+        f"{summary.planned_steps_stopped} steps the stopped trials had planned.",
+        f"- Early stopping: {_early_stopping_text(config, summary)}",
         f"- Search space: {_search_space(config)}.",
         "",
         "Scores of this model and of the baselines (each at the evaluation it kept):",
@@ -646,6 +647,25 @@ def _body(
         "",
     ]
     return "\n".join(lines)
+
+
+def _grid_unit(config: StudyConfig) -> str:
+    evaluation = config.evaluation
+    if evaluation.strategy == "examples":
+        return f"number of training examples (an evaluation every {evaluation.examples})"
+    return "epoch" if evaluation.strategy == "epoch" else "step"
+
+
+def _early_stopping_text(config: StudyConfig, summary: StudySummary) -> str:
+    rule = config.early_stopping
+    if rule.patience is None:
+        return "none (no trial was ended for not improving)."
+    delta = f" by more than {rule.min_delta:g}" if rule.min_delta else ""
+    return (
+        f"a trial ended, complete and scored by its best evaluation, once {rule.patience} "
+        f"evaluations in a row did not beat its best{delta}; {summary.early_stopped} trial(s) "
+        "ended so."
+    )
 
 
 def _data_text(dataset: DatasetConfig) -> str:

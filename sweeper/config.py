@@ -129,7 +129,7 @@ class DatasetConfig(_Strict):
                 "study has one test split: keep one of the two"
             )
         validation = info.data.get("validation_fraction")
-        carved = info.data.get("validation_split") is None and validation is not None
+        carved = info.data.get("validation_split") is None
         if carved and validation is not None and value + validation >= 1.0:
             raise ValueError(
                 f"and dataset.validation_fraction={validation} leave no training rows "

@@ -48,6 +48,8 @@ class StudyProgress:
             if trial.value is not None
             else (reason or "")
         )
+        if trial.user_attrs.get("early_stopped_at") is not None:
+            detail += f" (early-stopped at step {trial.user_attrs['early_stopped_at']})"
         best_text = (
             f"best {self.metric}={format_value(best.value)} (trial {best.number})"
             if best
@@ -125,6 +127,14 @@ def trials_table(study: optuna.Study) -> str:
             notes.append(f"resumed at step {trial.user_attrs['resumed_from_step']}")
         if trial.user_attrs.get("stop_reason"):
             notes.append(str(trial.user_attrs["stop_reason"]))
+        if trial.user_attrs.get("early_stopped_at") is not None:
+            # Complete, not pruned: it stopped improving, and is scored by its best evaluation.
+            notes.append(
+                one_line(
+                    trial.user_attrs.get("early_stop_note")
+                    or f"early-stopped at step {trial.user_attrs['early_stopped_at']}"
+                )
+            )
         if trial.user_attrs.get("failure"):
             notes.append(one_line(trial.user_attrs["failure"]))
         if trial.user_attrs.get("slurm_job_id"):

@@ -15,11 +15,14 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
+from sweeper.config import stored_config
 from sweeper.confirmation import Confirmation, load_confirmation
+from sweeper.errors import ConfigError
 from sweeper.hyperparameters import title as param_title
 from sweeper.metrics import title as metric_title
 from sweeper.results import (
     best_trial,
+    early_stopped_at,
     format_value,
     history,
     kept_evaluation,
@@ -31,6 +34,7 @@ from sweeper.results import (
 # Axis titles carry units (a metric's come from sweeper.metrics). Losses are the Trainer's
 # mean cross-entropy (natural log).
 STEP_TITLE = "training step (optimizer updates)"
+EXAMPLES_TITLE = "training examples seen"
 LOSS_TITLE = "loss (cross-entropy, nats)"
 TRIAL_TITLE = "trial number (in start order)"
 BEST_COLOR = "#111111"
@@ -204,17 +208,28 @@ def _clipped_range(
 
 
 def _loss_curve(
-    trial: FrozenTrial, steps: list[int], losses: list[float | None], style: dict[str, Any]
+    trial: FrozenTrial,
+    steps: list[int],
+    losses: list[float | None],
+    style: dict[str, Any],
+    unit: str = "step",
 ) -> go.Scatter:
-    """A trial's validation losses: dashed and ending in × where it was stopped early."""
+    """A trial's validation losses: dashed and ending in × where it was pruned, solid and
+    ending in a square where early stopping ended it (complete, but before its plan).
+    ``steps`` are the x values, in ``unit`` ("step" or "examples")."""
     pruned = trial.state == TrialState.PRUNED
+    early = early_stopped_at(trial) is not None and trial.state == TrialState.COMPLETE
+    at = f"step {steps[-1]}" if unit == "step" else f"{steps[-1]} examples"
     planned = planned_steps(trial)
-    of_planned = f" of {planned}" if planned else ""
-    state = f"pruned at step {steps[-1]}{of_planned}" if pruned else trial.state.name.lower()
+    of_planned = f" of {planned}" if planned and unit == "step" else ""
+    state = f"pruned at {at}{of_planned}" if pruned else trial.state.name.lower()
+    if early:
+        state = f"early-stopped at {at}"
     if trial.state == TrialState.RUNNING:
-        state = f"running, at step {steps[-1]}"
+        state = f"running, at {at}"
     is_best = style["color"] == BEST_COLOR
     last = len(steps) - 1
+    end_symbol = "x" if pruned else "square" if early else "circle"
     return go.Scatter(
         x=steps,
         y=losses,
@@ -225,8 +240,8 @@ def _loss_curve(
             "dash": "dash" if pruned else "solid",
         },
         marker={
-            "size": [12 if pruned and i == last else 4 for i in range(len(steps))],
-            "symbol": ["x" if pruned and i == last else "circle" for i in range(len(steps))],
+            "size": [12 if (pruned or early) and i == last else 4 for i in range(len(steps))],
+            "symbol": [end_symbol if i == last else "circle" for i in range(len(steps))],
             "color": style["color"],
         },
         opacity=0.75 if pruned else 1.0,
@@ -235,16 +250,47 @@ def _loss_curve(
         legendrank=0 if is_best else 1000 + trial.number,
         customdata=[_params_text(trial)] * len(steps),
         hovertemplate=(
-            f"{_label(trial)} ({state})<br>step %{{x}}<br>validation loss=%{{y:.4f}}"
+            f"{_label(trial)} ({state})<br>{unit} %{{x}}<br>validation loss=%{{y:.4f}}"
             "<br>%{customdata}<extra></extra>"
         ),
     )
 
 
+def _examples_per_point(study: optuna.Study) -> int | None:
+    """evaluation.examples of a study evaluated on the examples grid, else None."""
+    try:
+        evaluation = stored_config(study.study_name, study.user_attrs).evaluation
+    except ConfigError:
+        return None
+    return evaluation.examples if evaluation.strategy == "examples" else None
+
+
+def _examples_curve(
+    trial: FrozenTrial, metric: str, per_point: int | None
+) -> list[tuple[int, float | None]]:
+    """(training examples seen, validation loss) of each evaluation, [] when unknown. A
+    running trial has only its reported values, keyed by grid point."""
+    rows = history(trial)
+    if rows:
+        if any(row.get("examples") is None for row in rows):
+            return []
+        return [(int(row["examples"]), row.get("validation_loss")) for row in rows]
+    if trial.state == TrialState.RUNNING and metric == "validation_loss" and per_point:
+        return sorted((int(k) * per_point, v) for k, v in trial.intermediate_values.items())
+    return []
+
+
 def loss_curves_figure(study: optuna.Study) -> go.Figure:
-    title = "Validation loss of every trial against training step"
     metric = objective_metric(study)
     trials = [t for t in study.get_trials(deepcopy=False) if validation_losses(t, metric)]
+    # Against training examples when every curve has them, so that trials of different
+    # batch sizes line up; against steps for histories stored before they had examples.
+    per_point = _examples_per_point(study)
+    by_examples = bool(trials) and all(_examples_curve(t, metric, per_point) for t in trials)
+    unit = "examples" if by_examples else "step"
+    title = "Validation loss of every trial against " + (
+        "training examples seen" if by_examples else "training step"
+    )
     if not trials:
         return _note_figure(title, "No trial has been evaluated yet.")
     styles = _trial_styles(trials, best_trial(study))
@@ -252,14 +298,22 @@ def loss_curves_figure(study: optuna.Study) -> go.Figure:
     curves: dict[int, list[float | None]] = {}
     curve_steps: dict[int, list[int]] = {}
     for trial in trials:
-        points = validation_losses(trial, metric)
+        points = (
+            _examples_curve(trial, metric, per_point)
+            if by_examples
+            else validation_losses(trial, metric)
+        )
         steps = [step for step, _ in points]
         losses = [_finite(loss) for _, loss in points]
         curves[trial.number], curve_steps[trial.number] = losses, steps
-        figure.add_trace(_loss_curve(trial, steps, losses, styles[trial.number]))
+        figure.add_trace(_loss_curve(trial, steps, losses, styles[trial.number], unit))
     complete = {t.number for t in trials if t.state == TrialState.COMPLETE}
     y_range, above = _clipped_range(curves, complete)
-    note = "Solid: ran to the end. Dashed, ending in ×: stopped early (pruned or diverged)."
+    note = (
+        "Solid: ran to the end. Dashed, ending in ×: pruned (worse than the others) or "
+        "diverged. Solid, ending in a square: early-stopped (stopped improving; complete, "
+        "scored by its best evaluation)."
+    )
     if y_range is not None:
         note += (
             f" The y axis is cut at {y_range[1]:.4g} to keep complete trials readable: "
@@ -268,7 +322,9 @@ def loss_curves_figure(study: optuna.Study) -> go.Figure:
         )
         _mark_off_scale(figure, trials, curve_steps, curves, styles, y_range[1])
     _layout(figure, title, note, height=520)
-    figure.update_xaxes(title_text=STEP_TITLE, rangemode="tozero")
+    figure.update_xaxes(
+        title_text=EXAMPLES_TITLE if by_examples else STEP_TITLE, rangemode="tozero"
+    )
     figure.update_yaxes(title_text=LOSS_TITLE, range=y_range)
     return figure
 
@@ -473,6 +529,8 @@ def overfitting_figure(study: optuna.Study) -> go.Figure:
     titles = []
     for trial in finished:
         state = "complete" if trial.state == TrialState.COMPLETE else "pruned"
+        if trial.state == TrialState.COMPLETE and early_stopped_at(trial) is not None:
+            state = f"early-stopped at step {early_stopped_at(trial)}"
         titles.append(f"{_label(trial)}: {state}, best step {trial.user_attrs.get('best_step')}")
     figure = make_subplots(
         rows=rows,

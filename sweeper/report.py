@@ -24,15 +24,19 @@ from sweeper.hyperparameters import title as param_title
 from sweeper.metrics import METRICS
 from sweeper.results import (
     StudySummary,
+    early_stopped_at,
     format_duration,
     format_value,
     kept_evaluation,
+    stopped_comparisons,
     summarize,
 )
 
 CAPTIONS = {
     "history": "Each dot is a complete trial's best evaluation; the line is the best so far.",
-    "loss-curves": "Every evaluation of every trial. The pruner compares trials at the same step.",
+    "loss-curves": "Every evaluation of every trial. The pruner compares trials at the same grid "
+    "point (the same training examples under evaluation.strategy examples or epoch, the same "
+    "step under steps).",
     "parallel-coordinates": "Which combinations of hyperparameters led to the better runs.",
     "importance": "How much of the objective's variation each hyperparameter explains.",
     "overfitting": "Per trial: training loss (blue) and validation loss (orange).",
@@ -103,6 +107,8 @@ def _comparison_table(summary: StudySummary) -> str:
         state = trial.state.name.lower()
         if trial.state == TrialState.PRUNED:
             state = str(trial.user_attrs.get("stop_reason") or "pruned")
+        elif early_stopped_at(trial) is not None:
+            state = f"complete, early-stopped at step {early_stopped_at(trial)}"
         css = ' class="best"' if role.startswith("best") else ""
         cells = [
             f"<td>{html.escape(role)}</td>",
@@ -118,7 +124,7 @@ def _comparison_table(summary: StudySummary) -> str:
     return "\n".join(lines)
 
 
-def _summary_html(summary: StudySummary) -> str:
+def _summary_html(study: optuna.Study, summary: StudySummary) -> str:
     counts = summary.counts
     total = sum(counts.values())
     best = summary.best
@@ -132,10 +138,17 @@ def _summary_html(summary: StudySummary) -> str:
         best_value, best_detail = "–", "no trial has completed yet"
     full_cost = summary.train_seconds + summary.saved_seconds
     share = f"{100 * summary.saved_seconds / full_cost:.0f}% of " if full_cost else ""
+    early = f" ({summary.early_stopped} early-stopped)" if summary.early_stopped else ""
+    saved_examples = (
+        f"{summary.saved_examples:,} of {summary.planned_examples_stopped:,} planned training "
+        "examples"
+        if summary.planned_examples_stopped
+        else format_duration(summary.saved_seconds)
+    )
     cards = [
         _card(
             "trials",
-            f"{counts['complete']} complete",
+            f"{counts['complete']} complete{early}",
             f"{counts['pruned']} pruned, {counts['failed']} failed, {counts['running']} running"
             + (f", {counts['waiting']} waiting" if counts["waiting"] else "")
             + f" ({total} in all)",
@@ -147,19 +160,34 @@ def _summary_html(summary: StudySummary) -> str:
             f"summed over trials, plus {format_duration(summary.eval_seconds)} evaluating",
         ),
         _card(
-            "training time saved by pruning",
-            format_duration(summary.saved_seconds),
-            f"{summary.saved_steps} of {summary.planned_steps_stopped} planned steps not run "
-            f"by {summary.saved_trials} stopped trial(s); {share}the full runs' training time",
+            "training saved by pruning",
+            saved_examples,
+            f"{format_duration(summary.saved_seconds)}, {summary.saved_steps} of "
+            f"{summary.planned_steps_stopped} planned steps not run by {summary.saved_trials} "
+            f"pruned trial(s); {share}the full runs' training time",
         ),
     ]
-    parts = ['<div class="cards">', *cards, "</div>"]
+    parts = ['<div class="cards">', *cards, "</div>", _stopped_html(study, summary)]
     if best is not None:
         parts.append("<h2>Best trial and baselines</h2>")
     else:
         parts.append("<h2>Baselines</h2>")
     parts.append(_comparison_table(summary))
     return "\n".join(parts)
+
+
+def _stopped_html(study: optuna.Study, summary: StudySummary) -> str:
+    """Each pruned trial beside the winner at the grid point where it was stopped: what the
+    pruner saw when it stopped it."""
+    compared = stopped_comparisons(study)
+    if not compared or summary.best is None:
+        return ""
+    items = "".join(
+        f"<li>{html.escape(c.text(summary.metric, summary.best.number))}</li>" for c in compared
+    )
+    return (
+        f'<p class="meta">Where the pruner stopped each trial:</p><ul class="stopped">{items}</ul>'
+    )
 
 
 def _seed_share_html(study: optuna.Study) -> str:
@@ -313,7 +341,7 @@ def render_report(study: optuna.Study) -> str:
             "</head><body><main>",
             f"<h1>{html.escape(title)}</h1>",
             f'<p class="meta">{html.escape(_setup_line(summary))} · generated {generated}</p>',
-            _summary_html(summary),
+            _summary_html(study, summary),
             _confirmation_html(study),
             _failures_html(study),
             "<h2>Figures</h2>",

@@ -64,6 +64,11 @@ class StudySummary:
     saved_steps: int
     planned_steps_stopped: int
     config: StudyConfig  # as stored when the study was created, validated again
+    # The same in training examples, which mean the same at every batch size (0 for trials
+    # stored before the history had examples).
+    saved_examples: int = 0
+    planned_examples_stopped: int = 0
+    early_stopped: int = 0  # complete trials early_stopping ended before their planned end
 
 
 def objective_metric(study: optuna.Study) -> str:
@@ -98,6 +103,86 @@ def seconds_saved(trial: FrozenTrial) -> float:
     if ran <= 0 or saved <= 0:
         return 0.0
     return saved * seconds / ran
+
+
+def examples_per_step(trial: FrozenTrial) -> int:
+    """Training examples per optimizer step (batch x accumulation); 0 when unknown."""
+    stored = trial.user_attrs.get("examples_per_step")
+    if stored:
+        return int(stored)
+    for row in history(trial):
+        if row.get("examples") and row["step"]:
+            return int(row["examples"]) // int(row["step"])
+    return 0
+
+
+def examples_saved(trial: FrozenTrial) -> int:
+    """Training examples a pruned trial planned but did not train on."""
+    return steps_saved(trial) * examples_per_step(trial)
+
+
+def planned_examples(trial: FrozenTrial) -> int:
+    return planned_steps(trial) * examples_per_step(trial)
+
+
+def early_stopped_at(trial: FrozenTrial) -> int | None:
+    """The step at which early_stopping ended a complete trial, if it did."""
+    step = trial.user_attrs.get("early_stopped_at")
+    return int(step) if step is not None else None
+
+
+def stopped_where(trial: FrozenTrial) -> str:
+    """Where a trial stopped, as its last evaluation row says: "320 examples (step 20)"."""
+    rows = history(trial)
+    if not rows:
+        return "before its first evaluation"
+    last = rows[-1]
+    if last.get("examples") is not None:
+        return f"{last['examples']} examples (step {last['step']})"
+    return f"step {last['step']}"
+
+
+@dataclass(frozen=True)
+class StoppedComparison:
+    """A pruned trial beside the study's best at the grid point where it was stopped."""
+
+    trial: FrozenTrial
+    grid_point: int  # the index both reported to Optuna (a step under evaluation.steps)
+    where: str
+    value: float
+    winner_value: float | None  # None: the best trial never reported at that point
+
+    def text(self, metric: str, winner_number: int) -> str:
+        there = (
+            f"vs the winner's (#{winner_number}) {format_value(self.winner_value)} there"
+            if self.winner_value is not None
+            else f"the winner (#{winner_number}) did not report there"
+        )
+        return (
+            f"trial {self.trial.number} stopped at {self.where}: {metric} "
+            f"{format_value(self.value)} {there}"
+        )
+
+
+def stopped_comparisons(study: optuna.Study) -> list[StoppedComparison]:
+    """Each pruned trial's last reported value beside the best trial's at the same point."""
+    best = best_trial(study)
+    compared = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)):
+        if not trial.intermediate_values:
+            continue
+        point = max(trial.intermediate_values)
+        winner = best.intermediate_values.get(point) if best is not None else None
+        compared.append(
+            StoppedComparison(
+                trial=trial,
+                grid_point=point,
+                where=stopped_where(trial),
+                value=float(trial.intermediate_values[point]),
+                winner_value=float(winner) if winner is not None else None,
+            )
+        )
+    return compared
 
 
 def validation_losses(trial: FrozenTrial, metric: str) -> list[tuple[int, float | None]]:
@@ -146,6 +231,13 @@ def summarize(study: optuna.Study) -> StudySummary:
         saved_steps=sum(steps_saved(trial) for trial in pruned),
         planned_steps_stopped=sum(planned_steps(trial) for trial in pruned),
         config=stored_config(study.study_name, study.user_attrs),
+        saved_examples=sum(examples_saved(trial) for trial in pruned),
+        planned_examples_stopped=sum(planned_examples(trial) for trial in pruned),
+        early_stopped=sum(
+            1
+            for trial in trials
+            if trial.state == TrialState.COMPLETE and early_stopped_at(trial) is not None
+        ),
     )
 
 

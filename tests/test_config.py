@@ -75,6 +75,8 @@ def test_imdb_study_file_is_valid_and_enqueues_both_cards() -> None:
     assert baselines["card A"]["num_train_epochs"] == baselines["card B"]["num_train_epochs"] == 3
     # The default study runs from a bare clone: its data ships in the repository.
     assert Path(config.dataset.path) == (REPO_ROOT / "data" / "imdb-3k.csv.gz").resolve()
+    # Its test split is carved from the data before validation, and no trial sees it.
+    assert config.dataset.test_fraction == 0.2 and config.dataset.test_split is None
     assert all(
         params["per_device_train_batch_size"] == 32 and params["seed"] == 42
         for params in baselines.values()
@@ -84,8 +86,10 @@ def test_imdb_study_file_is_valid_and_enqueues_both_cards() -> None:
 def test_full_size_study_file_is_valid_and_keeps_the_test_split_out() -> None:
     config = load_study_config("imdb-distilbert", studies_dir=REPO_ROOT / "studies")
     assert config.model.name == "distilbert-base-uncased" and config.dataset.path == "imdb"
-    # IMDb's test split is never used to select: validation is carved from train.
+    # IMDb's test split is never used to select: validation is carved from train, and the
+    # named test split is the study's test split.
     assert config.dataset.validation_split is None and config.dataset.train_split == "train"
+    assert config.dataset.test_split == "test" and config.dataset.test_fraction is None
     assert config.search_space.max_epochs() == 5
     assert {name for name, _ in config.baseline_params()} == {"card A", "card B"}
 

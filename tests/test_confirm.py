@@ -310,13 +310,13 @@ def test_sigkilled_confirm_resumes_from_its_checkpoint_without_redoing_finished_
         small_csv,
         tiny_model_dir,
         dataset={"max_train_rows": 96, "max_validation_rows": 16},
-        search_space={"num_train_epochs": 8, "per_device_train_batch_size": 8},
+        search_space={"num_train_epochs": 3, "per_device_train_batch_size": 8},
         evaluation={"strategy": "steps", "steps": 10},
         baselines=[],
         budget={"n_trials": 1},
         workers={"heartbeat_interval_seconds": 1, "grace_period_seconds": 3, "poll_seconds": 0.5},
     )
-    # A short sweep (1 epoch); the re-runs train the study file's 8 epochs (96 steps).
+    # A short sweep (1 epoch); the re-runs train the study file's 3 epochs (36 steps).
     assert (
         main(["sweep", str(path), "--no-progress", "--set", "search_space.num_train_epochs=1"]) == 0
     )

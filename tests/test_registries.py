@@ -227,6 +227,52 @@ def test_a_config_stored_by_version_1_is_migrated() -> None:
     assert config.search_space.label_smoothing_factor == 0.0
 
 
+def _version_2_document(**sections: Any) -> dict[str, Any]:
+    """A config as sweeper 2 stored it: no early_stopping section, steps or epoch only."""
+    document = StudyConfig.model_validate({**MINIMAL, "name": "old"}).model_dump(mode="json")
+    del document["early_stopping"]
+    document["evaluation"] = {"strategy": "steps", "steps": 10}
+    return {**document, **sections}
+
+
+@pytest.mark.parametrize(
+    ("attrs", "patience", "evaluation"),
+    [
+        # Version 2: early stopping did not exist, so it is off whatever the default.
+        ({"config": _version_2_document(), CONFIG_VERSION_ATTR: 2}, None, ("steps", None)),
+        (
+            {
+                "config": _version_2_document(evaluation={"strategy": "epoch", "steps": 100}),
+                CONFIG_VERSION_ATTR: 2,
+            },
+            None,
+            ("epoch", None),
+        ),
+        # Version 1 goes through both steps.
+        ({"config": _version_1_document()}, None, ("epoch", None)),
+        # Version 3 keeps what it stored.
+        (
+            {
+                "config": _version_2_document(
+                    early_stopping={"patience": 3, "min_delta": 0.01},
+                    evaluation={"strategy": "examples", "examples": 64, "steps": 100},
+                ),
+                CONFIG_VERSION_ATTR: 3,
+            },
+            3,
+            ("examples", 64),
+        ),
+    ],
+    ids=["v2-steps", "v2-epoch", "v1", "v3"],
+)
+def test_stored_configs_migrate_to_the_current_version(
+    attrs: dict[str, Any], patience: int | None, evaluation: tuple[str, int | None]
+) -> None:
+    config = stored_config("old", attrs)
+    assert config.early_stopping.patience == patience
+    assert (config.evaluation.strategy, config.evaluation.examples) == evaluation
+
+
 def test_a_stored_config_round_trips_at_the_current_version(tmp_path: Path) -> None:
     config = load_study_config(write(tmp_path, pruner={"type": "hyperband", "min_resource": 2}))
     attrs = {"config": config.model_dump(mode="json"), CONFIG_VERSION_ATTR: CONFIG_VERSION}
@@ -244,7 +290,8 @@ def test_a_stored_config_round_trips_at_the_current_version(tmp_path: Path) -> N
         ),
         (
             {"config": {"name": "s"}, CONFIG_VERSION_ATTR: CONFIG_VERSION},
-            r"invalid config stored in study 's' \(config_version=2\):\n  dataset: is required"
+            rf"invalid config stored in study 's' \(config_version={CONFIG_VERSION}\):\n  "
+            r"dataset: is required"
             r"(.|\n)*open it with the sweeper version that wrote it",
         ),
     ],

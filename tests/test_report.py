@@ -136,7 +136,7 @@ def test_report_command_writes_one_offline_file(
     assert external_resources(text) == []
     assert "Plotly.newPlot" in text
     assert len(text) > 1_000_000
-    for label in ("card A", "card B", "too high", "training time saved by pruning"):
+    for label in ("card A", "card B", "too high", "training saved by pruning"):
         assert label in text
     assert re.search(r"pruned at step \d+", text)
     # --out and --storage without a study file
