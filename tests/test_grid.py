@@ -8,6 +8,7 @@ of dozen batch-8 steps (on real reviews it stays near chance for long).
 
 from __future__ import annotations
 
+import html
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper.cli import main
 from sweeper.config import load_study_config
 from sweeper.errors import ConfigError
+from sweeper.results import format_value
 from sweeper.study import load_existing_study
 
 POSITIVE = ["wonderful", "great", "superb", "moving", "brilliant", "delightful"]
@@ -133,6 +135,39 @@ def test_a_dead_trial_is_pruned_by_the_default_rules(grid_sweep: GridSweep) -> N
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.timeout(300)
+def test_the_report_says_what_pruning_saved_in_examples_and_where_each_trial_stopped(
+    grid_sweep: GridSweep,
+) -> None:
+    from sweeper.figures import EXAMPLES_TITLE, loss_curves_figure
+    from sweeper.report import render_report
+    from sweeper.results import examples_saved, summarize
+
+    dead = grid_sweep.dead
+    stopped_at = max(dead.intermediate_values)
+    # 2 epochs of 192 rows planned at batch 32 (12 steps); stopped after stopped_at x 96.
+    assert examples_saved(dead) == 2 * 192 - stopped_at * GRID > 0
+    summary = summarize(grid_sweep.study)
+    assert summary.saved_examples == examples_saved(dead)
+    assert summary.planned_examples_stopped == 2 * 192
+    text = render_report(grid_sweep.study)
+    assert f"{summary.saved_examples:,} of 384 planned training examples" in text
+    winner = grid_sweep.study.best_trial
+    assert (
+        html.escape(
+            f"trial {dead.number} stopped at {stopped_at * GRID} examples (step {stopped_at * 3}): "
+            f"validation_loss {format_value(dead.intermediate_values[stopped_at])} vs the winner's "
+            f"(#{winner.number}) {format_value(winner.intermediate_values[stopped_at])} there"
+        )
+        in text
+    )
+    figure = loss_curves_figure(grid_sweep.study)
+    assert figure.layout.xaxis.title.text == EXAMPLES_TITLE
+    dead_curve = next(trace for trace in figure.data if trace.name.startswith(f"#{dead.number}"))
+    assert list(dead_curve.x) == [k * GRID for k in range(1, stopped_at + 1)]
+
+
+@pytest.mark.timeout(300)
 def test_batch_8_and_batch_32_trials_report_at_the_same_grid_points(
     grid_sweep: GridSweep,
 ) -> None:
@@ -205,6 +240,13 @@ def test_an_overfitting_trial_is_early_stopped_complete_with_its_best_evaluation
     assert kept.name == f"checkpoint-{rows[best]['step']}" and kept.is_dir()
     assert sorted(p.name for p in kept.parent.glob("checkpoint-*")) == [kept.name]
     assert study.best_trial.number == overfit.number
+    # sweeper show and the report say so, and do not call it pruned.
+    from sweeper.console import trials_table
+    from sweeper.report import render_report
+
+    row = next(line for line in trials_table(study).splitlines() if line.startswith("0 "))
+    assert "COMPLETE" in row and f"early-stopped at step {stopped}" in row
+    assert f"complete, early-stopped at step {stopped}" in render_report(study)
     assert overfit.value is not None and study.trials[1].value is not None
     assert study.trials[1].value > overfit.value
 

@@ -15,7 +15,17 @@ from optuna.trial import TrialState
 from sweeper.cli import main
 from sweeper.study import load_existing_study
 
-HISTORY_KEYS = {"step", "epoch", "training_loss", "validation_loss", "accuracy", "f1"}
+# The cards' columns, and where each row lies on the evaluation grid (examples, grid).
+HISTORY_KEYS = {
+    "step",
+    "epoch",
+    "examples",
+    "grid",
+    "training_loss",
+    "validation_loss",
+    "accuracy",
+    "f1",
+}
 
 
 def sweep(study_file: Path, *args: str) -> int:
