@@ -241,6 +241,9 @@ def study_config(
         "dataset.path": str(Path(args.data).resolve()),
         "dataset.max_train_rows": sizes["train_rows"],
         "dataset.max_validation_rows": sizes["validation_rows"],
+        # Confirmation scores every seed of the winner on the study's test split, if it has
+        # one (imdb carves 20%): as many rows as validation.
+        "dataset.max_test_rows": sizes["validation_rows"],
         "model.name": model,
         "model.max_length": sizes["max_length"],
         # Confirmation re-runs every baseline as well; the benchmark measures the search.
@@ -382,6 +385,8 @@ def confirm(config: Any, seeds: int) -> dict[str, Any]:
         "selected_value": winning.selected_value,
         "objective": winning.objective.model_dump(),
         "accuracy": winning.accuracy.model_dump() if winning.accuracy else None,
+        "test_accuracy": winning.test_accuracy.model_dump() if winning.test_accuracy else None,
+        "test_loss": winning.test_loss.model_dump() if winning.test_loss else None,
         "runs": [run.model_dump(mode="json") for run in winning.runs],
         "examples": examples,
         "notes": confirmation.notes,
@@ -595,7 +600,8 @@ def print_tables(payload: dict[str, Any]) -> None:
         print("\n[pruning] live searches and their confirmed winners")
         print(
             f"  {'search':<10}{'examples':>10}{'x none':>8}{'wall s':>9}  {'states':<34}"
-            f"{'best (1 seed)':>14}  confirmed objective   confirmed accuracy"
+            f"{'best (1 seed)':>14}  confirmed objective   confirmed accuracy    "
+            "confirmed test accuracy"
         )
         for label, search, confirmed in (
             ("none", unpruned, payload.get("unpruned_confirmation")),
@@ -611,7 +617,7 @@ def print_tables(payload: dict[str, Any]) -> None:
             print(
                 f"  {label:<10}{search['examples']:>10}{ratio:>8.3f}{search['wall_seconds']:>9.0f}"
                 f"  {states:<34}{best:>14}  {_spread(confirmed.get('objective')):<22}"
-                f"{_spread(confirmed.get('accuracy'))}"
+                f"{_spread(confirmed.get('accuracy')):<22}{_spread(confirmed.get('test_accuracy'))}"
             )
     summary = payload.get("summary") or {}
     check = summary.get("replay_vs_live")
