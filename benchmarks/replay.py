@@ -1,0 +1,394 @@
+"""Stored validation curves replayed through pruning strategies, without training again.
+
+A study run with no pruner and no early stopping stores every trial's whole validation
+curve on the common grid of training examples (``evaluation.strategy: examples``: an
+evaluation every N examples, reported to Optuna at grid index k = examples / N). Each
+strategy decides only from the values reported so far, so replaying those curves point by
+point through it gives exactly what it would have decided on the same trials: which trial
+it stops where, how many training examples that leaves spent, which trial it ends up
+keeping as best, and when it first held a trial within the seed noise of the unpruned best.
+
+:func:`replay` is the engine, a pure function over :class:`Curve` s. It runs Optuna's real
+pruners on an in-memory study (the trials replayed one after another in their original
+start order, as one worker ran them; each curve point reported at its grid index, then
+``should_prune`` asked, as sweeper's objective does), and an early-stopping rule through
+transformers' own ``EarlyStoppingCallback`` on a ``TrainerState`` whose ``best_metric`` is
+kept as the Trainer keeps it. A stopped trial has spent the examples of the grid point it
+stopped at. What the replay cannot show is the sampler's answer to pruning: live, a pruned
+trial's parameters feed the sampler differently, so later trials differ. The live run of
+the pruning benchmark measures that part.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Literal
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+Direction = Literal["minimize", "maximize"]
+Outcome = Literal["complete", "pruned", "early_stopped", "diverged"]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One evaluation: its grid index, the training examples seen by then, its value. The
+    extra evaluation at a last step between two grid points is off the grid (``grid`` None):
+    it counts for the trial's best value and its examples, but is never reported to the
+    pruner, as sweeper does live."""
+
+    grid: int | None
+    examples: int
+    value: float
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One trial's validation curve as the unpruned study stored it."""
+
+    trial: int
+    points: tuple[Point, ...]
+
+    def __post_init__(self) -> None:
+        if not self.points:
+            raise ValueError(f"trial {self.trial}: a curve needs at least one evaluation")
+
+    @property
+    def examples(self) -> int:
+        """What the whole run trained: the last step is always evaluated."""
+        return self.points[-1].examples
+
+    def best(self, direction: Direction) -> float | None:
+        finite = [p.value for p in self.points if math.isfinite(p.value)]
+        if not finite:
+            return None
+        return max(finite) if direction == "maximize" else min(finite)
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    """transformers' EarlyStoppingCallback: stop after ``patience`` evaluations in a row that
+    do not beat the best so far by more than ``min_delta``."""
+
+    patience: int
+    min_delta: float = 0.0
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A pruner (built fresh for each replay) and/or an early-stopping rule."""
+
+    name: str
+    pruner: Callable[[], optuna.pruners.BasePruner] | None = None
+    early_stopping: EarlyStopping | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TrialReplay:
+    trial: int
+    outcome: Outcome
+    stopped_at_grid: int | None  # None when it ran its whole curve (or stopped off the grid)
+    examples: int  # training examples it spent under this strategy
+    full_examples: int  # what it spent unpruned
+    value: float | None  # what the study keeps: its best evaluation; None when pruned
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    strategy: str
+    direction: Direction
+    trials: list[TrialReplay]
+    examples: int  # all trials together
+    examples_unpruned: int
+    best_trial: int | None  # the trial this strategy's study would call best
+    best_value: float | None
+    winner: int | None  # the unpruned study's best trial
+    winner_value: float | None
+    winner_outcome: Outcome | None
+    # The winner was stopped before its best evaluation (pruned, or early-stopped first):
+    # this strategy's study does not hold the unpruned best.
+    winner_lost: bool
+    noise: float | None  # the tolerance "within seed noise" used below
+    # Training examples spent, all trials so far together, when a trial within ``noise`` of
+    # the unpruned best first finished (None: never, or no noise given).
+    first_within_noise_examples: int | None
+    first_within_noise_trial: int | None
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.examples / self.examples_unpruned if self.examples_unpruned else math.nan
+
+    @property
+    def winner_stopped(self) -> bool:
+        """The unpruned winner did not run its whole curve (whether or not it kept its best)."""
+        return self.winner_outcome not in (None, "complete")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "description": self.description,
+            "direction": self.direction,
+            "examples": self.examples,
+            "examples_unpruned": self.examples_unpruned,
+            "ratio": round(self.ratio, 4),
+            "best_trial": self.best_trial,
+            "best_value": self.best_value,
+            "winner": self.winner,
+            "winner_value": self.winner_value,
+            "winner_outcome": self.winner_outcome,
+            "winner_stopped": self.winner_stopped,
+            "winner_lost": self.winner_lost,
+            "noise": self.noise,
+            "first_within_noise_examples": self.first_within_noise_examples,
+            "first_within_noise_trial": self.first_within_noise_trial,
+            "trials": [vars(t) for t in self.trials],
+            **self.extra,
+        }
+
+
+def _better(direction: Direction) -> Callable[[float, float], bool]:
+    return (lambda a, b: a > b) if direction == "maximize" else (lambda a, b: a < b)
+
+
+def unpruned_winner(curves: Sequence[Curve], direction: Direction) -> Curve | None:
+    """The trial the unpruned study calls best: the best value over whole curves, the
+    earliest trial among equals (as Optuna's ``best_trial``)."""
+    better = _better(direction)
+    winner: Curve | None = None
+    for curve in curves:
+        value = curve.best(direction)
+        if value is None or _diverged_at(curve) is not None:
+            continue
+        best = winner.best(direction) if winner else None
+        if best is None or better(value, best):
+            winner = curve
+    return winner
+
+
+def within(value: float, best: float, noise: float, direction: Direction) -> bool:
+    """``value`` lies within ``noise`` of ``best`` (or beats it)."""
+    return value >= best - noise if direction == "maximize" else value <= best + noise
+
+
+def _diverged_at(curve: Curve) -> int | None:
+    """The index of the first non-finite evaluation: sweeper stops a trial there whatever the
+    pruner (it reports nothing to Optuna for it)."""
+    for index, point in enumerate(curve.points):
+        if not math.isfinite(point.value):
+            return index
+    return None
+
+
+class _EarlyStopper:
+    """transformers' EarlyStoppingCallback itself, driven as the Trainer drives it: its
+    ``on_evaluate`` sees ``state.best_metric`` as it stood before this evaluation, and the
+    Trainer then updates ``best_metric`` to any improvement (``_determine_best_metric``)."""
+
+    def __init__(self, rule: EarlyStopping, direction: Direction):
+        from transformers import EarlyStoppingCallback, TrainerControl, TrainerState
+
+        self.callback = EarlyStoppingCallback(
+            early_stopping_patience=rule.patience, early_stopping_threshold=rule.min_delta
+        )
+        self.args = SimpleNamespace(
+            metric_for_best_model="objective", greater_is_better=direction == "maximize"
+        )
+        self.state = TrainerState()
+        self.control = TrainerControl()
+        self.better = _better(direction)
+
+    def should_stop(self, value: float) -> bool:
+        self.callback.on_evaluate(
+            self.args, self.state, self.control, metrics={"eval_objective": value}
+        )
+        if self.state.best_metric is None or self.better(value, self.state.best_metric):
+            self.state.best_metric = value
+        return bool(self.control.should_training_stop)
+
+
+def replay(
+    curves: Sequence[Curve],
+    strategy: Strategy,
+    *,
+    direction: Direction = "minimize",
+    noise: float | None = None,
+    study_name: str = "replay",
+) -> ReplayResult:
+    """Replay ``curves`` (in the order given: the trials' start order) through ``strategy``.
+
+    Per trial and per curve point, as sweeper's objective does live: the value is reported
+    to Optuna at its grid index and ``should_prune`` is asked (a pruned trial ends PRUNED
+    there; a point off the grid is not reported); then the early-stopping rule sees it (a
+    stopped trial ends COMPLETE with its best value so far; at the curve's last point the
+    trial has ended anyway). A trial that runs its whole curve completes with its best
+    value. A non-finite value ends the trial there under every strategy ("diverged"), as
+    sweeper stops a diverged trial before asking the pruner.
+    ``noise`` is the tolerance of "within seed noise of the unpruned best". ``study_name``
+    matters to Hyperband only, which assigns trials to brackets by a hash of the study name
+    and trial number.
+    """
+    study = optuna.create_study(
+        storage=optuna.storages.InMemoryStorage(),
+        study_name=study_name,
+        direction=direction,
+        pruner=strategy.pruner() if strategy.pruner else optuna.pruners.NopPruner(),
+    )
+    better = _better(direction)
+    winner = unpruned_winner(curves, direction)
+    winner_value = winner.best(direction) if winner else None
+    replayed: list[TrialReplay] = []
+    spent = 0
+    first_examples: int | None = None
+    first_trial: int | None = None
+    best_trial: int | None = None
+    best_value: float | None = None
+    for curve in curves:
+        trial = study.ask()
+        stopper = (
+            _EarlyStopper(strategy.early_stopping, direction) if strategy.early_stopping else None
+        )
+        diverged = _diverged_at(curve)
+        kept: float | None = None
+        outcome: Outcome = "complete"
+        stop_index: int | None = None
+        for index, point in enumerate(curve.points):
+            if diverged is not None and index == diverged:
+                outcome, stop_index = "diverged", index
+                break
+            if kept is None or better(point.value, kept):
+                kept = point.value
+            if point.grid is not None:
+                trial.report(point.value, point.grid)
+                if trial.should_prune():
+                    outcome, stop_index = "pruned", index
+                    break
+            # At the planned end nothing is stopped early, whatever the rule says.
+            last_point = index == len(curve.points) - 1
+            if stopper is not None and stopper.should_stop(point.value) and not last_point:
+                outcome, stop_index = "early_stopped", index
+                break
+        if outcome in ("pruned", "diverged"):
+            study.tell(trial, state=TrialState.PRUNED)
+            kept = None
+        else:
+            assert kept is not None
+            study.tell(trial, kept)
+        last = curve.points[stop_index] if stop_index is not None else curve.points[-1]
+        examples = last.examples
+        spent += examples
+        replayed.append(
+            TrialReplay(
+                trial=curve.trial,
+                outcome=outcome,
+                stopped_at_grid=last.grid if stop_index is not None else None,
+                examples=examples,
+                full_examples=curve.examples,
+                value=kept,
+            )
+        )
+        if kept is not None:
+            if best_value is None or better(kept, best_value):
+                best_trial, best_value = curve.trial, kept
+            if (
+                first_examples is None
+                and noise is not None
+                and winner_value is not None
+                and within(kept, winner_value, noise, direction)
+            ):
+                first_examples, first_trial = spent, curve.trial
+    winner_replay = next((t for t in replayed if winner and t.trial == winner.trial), None)
+    return ReplayResult(
+        strategy=strategy.name,
+        description=strategy.description,
+        direction=direction,
+        trials=replayed,
+        examples=spent,
+        examples_unpruned=sum(curve.examples for curve in curves),
+        best_trial=best_trial,
+        best_value=best_value,
+        winner=winner.trial if winner else None,
+        winner_value=winner_value,
+        winner_outcome=winner_replay.outcome if winner_replay else None,
+        winner_lost=winner_replay is not None and winner_replay.value != winner_value,
+        noise=noise,
+        first_within_noise_examples=first_examples,
+        first_within_noise_trial=first_trial,
+    )
+
+
+def replay_all(
+    curves: Sequence[Curve],
+    strategies: Iterable[Strategy],
+    *,
+    direction: Direction = "minimize",
+    noise: float | None = None,
+    study_name: str = "replay",
+) -> dict[str, ReplayResult]:
+    return {
+        strategy.name: replay(
+            curves, strategy, direction=direction, noise=noise, study_name=study_name
+        )
+        for strategy in strategies
+    }
+
+
+# --- curves from a stored study ---------------------------------------------------------------
+
+
+def curve_from_history(
+    number: int, rows: Iterable[dict[str, Any]], metric: str, examples_per_step: int | None = None
+) -> Curve | None:
+    """A trial's curve from its stored ``history`` rows. Rows of ``evaluation.strategy:
+    examples`` carry ``examples`` and ``grid`` (None off the grid); older rows only ``step``
+    (then ``examples_per_step``, the batch size, turns steps into examples and the step is
+    the grid index)."""
+    points: list[Point] = []
+    for row in rows:
+        value = row.get(metric)
+        examples = row.get("examples")
+        grid = row.get("grid")
+        if examples is None:
+            if examples_per_step is None or row.get("step") is None:
+                continue
+            examples = int(row["step"]) * examples_per_step
+            grid = int(row["step"])
+        points.append(
+            Point(
+                None if grid is None else int(grid),
+                int(examples),
+                math.nan if value is None else float(value),
+            )
+        )
+    return Curve(number, tuple(points)) if points else None
+
+
+def curves_from_trials(trials: Iterable[FrozenTrial], metric: str) -> list[Curve]:
+    """Every finished trial's curve, in the order the trials started."""
+    finished = [
+        t
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.user_attrs.get("history")
+    ]
+    finished.sort(key=lambda t: (t.datetime_start is None, t.datetime_start, t.number))
+    curves = []
+    for trial in finished:
+        # Rows without examples (evaluation by steps or epochs, or stored before the grid).
+        per_step = trial.user_attrs.get("examples_per_step") or trial.params.get(
+            "per_device_train_batch_size"
+        )
+        curve = curve_from_history(
+            trial.number,
+            trial.user_attrs["history"],
+            metric,
+            int(per_step) if isinstance(per_step, int | float) else None,
+        )
+        if curve is not None:
+            curves.append(curve)
+    return curves
