@@ -589,7 +589,9 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
         given = item.get("input")
         shown = (
             ""
-            if item["type"] in {"missing", "extra_forbidden"} or isinstance(given, dict)
+            if item["type"] in {"missing", "extra_forbidden"}
+            or isinstance(given, dict)
+            or "but got" in message  # the message already shows the value
             else f", but got {given!r}"
         )
         if item["type"] == "union_tag_invalid" and isinstance(given, dict):
