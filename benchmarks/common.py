@@ -64,3 +64,26 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
     return path
+
+
+class Results:
+    """A benchmark's JSON, rewritten whole after every stage, so a run cut short keeps what
+    it finished (also to $OUT/<name>.json when OUT is set, as on a device machine)."""
+
+    def __init__(self, name: str, payload: dict[str, Any]):
+        self.name = name
+        self.payload = payload
+
+    def set(self, key: str, value: Any) -> None:
+        self.payload[key] = value
+        self.save()
+
+    def save(self) -> Path:
+        path = write_results(self.name, self.payload)
+        out = os.environ.get("OUT")
+        if out:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            (Path(out) / f"{self.name}.json").write_text(
+                json.dumps(self.payload, indent=2, default=str) + "\n", encoding="utf-8"
+            )
+        return path

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS_DIR, environment, write_results
+from benchmarks.common import RESULTS_DIR, Results, environment
 
 NAME = "gpu"
 HELP = (
@@ -133,28 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
 
 
-# --- results, written after every step --------------------------------------------------------
-
-
-class Results:
-    """The run's JSON, rewritten whole after every measurement (to $OUT/gpu.json as well)."""
-
-    def __init__(self, payload: dict[str, Any]):
-        self.payload = payload
-
-    def set(self, key: str, value: Any) -> None:
-        self.payload[key] = value
-        self.save()
-
-    def save(self) -> Path:
-        path = write_results(NAME, self.payload)
-        out = os.environ.get("OUT")
-        if out:
-            Path(out).mkdir(parents=True, exist_ok=True)
-            (Path(out) / "gpu.json").write_text(
-                json.dumps(self.payload, indent=2, default=str) + "\n", encoding="utf-8"
-            )
-        return path
+# --- the time budget ---------------------------------------------------------------------------
 
 
 class Clock:
@@ -940,6 +919,7 @@ def run(args: argparse.Namespace) -> int:
     minilm = str(full_precision_copy(given, scratch) if given else args.minilm)
     busy = GpuBusy()
     results = Results(
+        NAME,
         {
             "benchmark": NAME,
             "quick": bool(args.quick),
@@ -953,7 +933,7 @@ def run(args: argparse.Namespace) -> int:
             "step2_throughput": NOT_RUN if 2 in steps else "not asked",
             "step3_trials_per_hour": NOT_RUN if 3 in steps else "not asked",
             "step4_trial_loop": NOT_RUN if 4 in steps else "not asked",
-        }
+        },
     )
     results.save()
     print(f"[gpu] {json.dumps(results.payload['machine'])}; budget {budget:.0f} s", flush=True)

@@ -33,16 +33,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
-import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO_ROOT, environment, write_results
+from benchmarks.common import REPO_ROOT, Results, environment
 
 NAME = "pruning"
 HELP = (
@@ -166,30 +164,6 @@ def resolve_sizes(args: argparse.Namespace) -> dict[str, Any]:
     }
     sizes["quick"] = bool(getattr(args, "quick", False))
     return sizes
-
-
-# --- results, written after every stage -------------------------------------------------------
-
-
-class Results:
-    """The run's JSON, rewritten whole after every stage (to $OUT/pruning.json as well)."""
-
-    def __init__(self, payload: dict[str, Any]):
-        self.payload = payload
-
-    def set(self, key: str, value: Any) -> None:
-        self.payload[key] = value
-        self.save()
-
-    def save(self) -> Path:
-        path = write_results(NAME, self.payload)
-        out = os.environ.get("OUT")
-        if out:
-            Path(out).mkdir(parents=True, exist_ok=True)
-            (Path(out) / f"{NAME}.json").write_text(
-                json.dumps(self.payload, indent=2, default=str) + "\n", encoding="utf-8"
-            )
-        return path
 
 
 # --- the model: an fp16 copy to carry, widened back -----------------------------------------
@@ -680,6 +654,7 @@ def run(args: argparse.Namespace) -> int:
     unpruned_config = study_config(args, sizes, model, scratch, "none", unpruned=True)
     default_config = study_config(args, sizes, model, scratch, "default", unpruned=False)
     results = Results(
+        NAME,
         {
             "benchmark": NAME,
             "settings": {
@@ -698,7 +673,7 @@ def run(args: argparse.Namespace) -> int:
             "replay": "not run",
             "default_live": "not run" if not args.no_live else "not asked",
             "default_confirmation": "not run" if not args.no_live else "not asked",
-        }
+        },
     )
     results.save()
     rules = results.payload["default_rules"]

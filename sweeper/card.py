@@ -541,12 +541,7 @@ def _confirmation_section(confirmation: Confirmation, dataset: DatasetConfig) ->
         lines.append("| " + " | ".join(cell.replace("|", "/") for cell in cells) + " |")
     lines.append("")
     for comparison in confirmation.comparisons:
-        low, high = comparison.ci95
-        lines.append(
-            f"- Against {comparison.baseline} on {comparison.quantity} (winner minus baseline, "
-            f"paired by seed, n={comparison.n}): {comparison.mean_difference:+.4f}, 95% CI "
-            f"[{low:+.4f}, {high:+.4f}]: **{comparison.verdict}**."
-        )
+        lines.append(f"- {comparison.text(confirmation.winner)}: **{comparison.verdict}**.")
     lines += [f"- Note: {note}" for note in confirmation.notes]
     return lines
 

@@ -80,7 +80,7 @@ from sweeper.hyperparameters import (
 from sweeper.metrics import METRICS
 from sweeper.results import format_value, kept_evaluation
 from sweeper.storage import open_lock, open_storage, redact
-from sweeper.study import Objective, SweepContext
+from sweeper.study import Objective, SweepContext, prepare_study_data
 from sweeper.workers import StopRequest, WorkerResult, run_trials
 
 DEFAULT_TOP_K = 3
@@ -788,12 +788,7 @@ def confirmation_table(confirmation: Confirmation, test_split: str | None = None
         f"{companion_name(confirmation.study)}), the median of its seeds",
     ]
     for comparison in confirmation.comparisons:
-        low, high = comparison.ci95
-        lines.append(
-            f"  {winner.id} - {comparison.baseline} on {comparison.quantity}: "
-            f"{comparison.mean_difference:+.4f} (95% CI {low:+.4f} to {high:+.4f}, "
-            f"{comparison.n} paired seeds): {comparison.verdict}"
-        )
+        lines.append(f"  {comparison.text(winner.id)}: {comparison.verdict}")
     lines += [f"note: {note}" for note in confirmation.notes]
     return "\n".join(lines)
 
@@ -826,7 +821,7 @@ def run_confirmation(
     """Confirm study ``config.name`` (see the module's docstring): plan (frozen on first
     run), re-run, finalize. Returns the confirmation, or None when stopped before the last
     re-run finished (run it again to carry on). Bad input fails before anything is written."""
-    from sweeper.data import check_unchanged, prepare_data
+    from sweeper.data import check_unchanged
     from sweeper.study import load_existing_study, preflight_with_notices
 
     check_arguments(top_k, seeds)
@@ -850,13 +845,7 @@ def run_confirmation(
     checked = preflight_with_notices(config)
     # The data the sweep ran on, or an error before anything is written.
     check_unchanged(study.user_attrs, checked.splits, config.name)
-    data = prepare_data(
-        config.dataset,
-        checked.tokenizer,
-        config.model.max_length,
-        Path(config.output_dir) / "cache" / "tokenized",
-        splits=checked.splits,
-    )
+    data = prepare_study_data(config, checked)
     stop = stop or StopRequest()
     with stop.installed():
         companion = ensure_companion(config, study, storage, plan)

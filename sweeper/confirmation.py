@@ -92,6 +92,14 @@ class Comparison(_Frozen):
     n: int
     verdict: str  # one sentence: "better than card-B", "not distinguishable from card-A"
 
+    def text(self, winner: str) -> str:
+        """The comparison in words, without the verdict (each view sets that off its way)."""
+        low, high = self.ci95
+        return (
+            f"{winner} minus {self.baseline} on {self.quantity}: {self.mean_difference:+.4f} "
+            f"(95% CI {low:+.4f} to {high:+.4f}, {self.n} paired seeds)"
+        )
+
 
 class Confirmation(_Frozen):
     study: str

@@ -258,11 +258,8 @@ def _confirmation_html(study: optuna.Study) -> str:
         lines.append(row + "".join(cells) + "</tr>")
     lines.append("</table><ul>")
     for comparison in confirmation.comparisons:
-        low, high = comparison.ci95
         lines.append(
-            f"<li>{html.escape(confirmation.winner)} minus {html.escape(comparison.baseline)} on "
-            f"{html.escape(comparison.quantity)}: {comparison.mean_difference:+.4f} (95% CI "
-            f"{low:+.4f} to {high:+.4f}, {comparison.n} paired seeds): "
+            f"<li>{html.escape(comparison.text(confirmation.winner))}: "
             f"<b>{html.escape(comparison.verdict)}</b></li>"
         )
     lines += [f'<li class="note">{html.escape(note)}</li>' for note in confirmation.notes]

@@ -287,6 +287,17 @@ def preflight_with_notices(config: StudyConfig) -> PreflightResult:
     return checked
 
 
+def prepare_study_data(config: StudyConfig, checked: PreflightResult) -> PreparedData:
+    """The study's splits, tokenized once into the shared cache under ``output_dir``."""
+    return prepare_data(
+        config.dataset,
+        checked.tokenizer,
+        config.model.max_length,
+        Path(config.output_dir) / "cache" / "tokenized",
+        splits=checked.splits,
+    )
+
+
 def create_study(config: StudyConfig) -> CreatedStudy:
     """``sweeper create``: the pre-flight check (nothing is written when it fails), then
     :func:`ensure_study`. What every launcher runs once before its workers start."""
@@ -307,13 +318,7 @@ def run_study(
     to learn afterwards whether that happened and which signal it was.
     """
     checked = preflight_with_notices(config)  # before anything is written
-    data = prepare_data(
-        config.dataset,
-        checked.tokenizer,
-        config.model.max_length,
-        Path(config.output_dir) / "cache" / "tokenized",
-        splits=checked.splits,
-    )
+    data = prepare_study_data(config, checked)
     study = ensure_study(config, data.label_names, checked.splits).study
 
     n_trials = config.budget.n_trials
