@@ -178,6 +178,9 @@ class CheckpointJanitor:
                 shutil.rmtree(directory, ignore_errors=True)
 
 
+RESUME_SEED_STEP = 1_000_003
+
+
 def open_study(
     config: StudyConfig, storage: optuna.storages.BaseStorage
 ) -> tuple[optuna.Study, bool]:
@@ -200,11 +203,13 @@ def open_study(
     seed = config.sampler.seed
     if seed is not None:
         # A seeded sampler rebuilt on resume would draw its first samples again (a random
-        # sampler repeats trial 0's parameters as the next trial): offset the seed by the
-        # trials the study already has, so a resumed run continues the search.
+        # sampler repeats trial 0's parameters as the next trial): the seed moves on by the
+        # trials the study already has. The step is a large prime, so that workers started
+        # together with seed + i (sweeper.workers) never land on each other's seeds.
         offset = len(study.get_trials(deepcopy=False))
         if offset:
-            study.sampler = build_sampler(config.sampler.model_copy(update={"seed": seed + offset}))
+            resumed_seed = (seed + offset * RESUME_SEED_STEP) % 2**32
+            study.sampler = build_sampler(config.sampler.model_copy(update={"seed": resumed_seed}))
     existing = study.direction.name.lower()
     if existing != direction:
         raise ConfigError(
