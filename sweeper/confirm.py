@@ -46,9 +46,6 @@ from typing import Any, Literal
 import optuna
 from optuna.distributions import (
     BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
     distribution_to_json,
     json_to_distribution,
 )
@@ -72,11 +69,12 @@ from sweeper.data import PreparedData
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.hyperparameters import (
     Choices,
-    FloatRange,
     IntRange,
     SearchSpaceBase,
+    distribution,
     fixed_params,
 )
+from sweeper.hyperparameters import suggest as suggest_param
 from sweeper.metrics import METRICS
 from sweeper.results import format_value, kept_evaluation
 from sweeper.storage import open_lock, open_storage, redact
@@ -150,15 +148,11 @@ def check_arguments(top_k: int | None, seeds: int | None) -> None:
 
 def space_distributions(space: SearchSpaceBase) -> dict[str, BaseDistribution]:
     """The Optuna distribution of each searched hyperparameter, as ``suggest_params`` asks."""
-    distributions: dict[str, BaseDistribution] = {}
-    for name, spec in space.specs().items():
-        if isinstance(spec, FloatRange):
-            distributions[name] = FloatDistribution(spec.low, spec.high, log=spec.log)
-        elif isinstance(spec, IntRange):
-            distributions[name] = IntDistribution(spec.low, spec.high, step=spec.step)
-        elif isinstance(spec, Choices):
-            distributions[name] = CategoricalDistribution(spec.choices)
-    return distributions
+    return {
+        name: searched
+        for name, spec in space.specs().items()
+        if (searched := distribution(spec)) is not None
+    }
 
 
 def config_key(params: dict[str, Any]) -> str:
@@ -362,20 +356,6 @@ def ensure_companion(
         lock.close()
 
 
-def _suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
-    if isinstance(distribution, FloatDistribution):
-        return trial.suggest_float(
-            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
-        )
-    if isinstance(distribution, IntDistribution):
-        return trial.suggest_int(
-            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
-        )
-    if isinstance(distribution, CategoricalDistribution):
-        return trial.suggest_categorical(name, list(distribution.choices))
-    raise TypeError(f"unsupported distribution {distribution!r} for {name!r}")
-
-
 class ConfirmObjective(Objective):
     """A re-run: the sweep's objective (same training, checkpoints and retries) on the params
     enqueued for it. Each is suggested with the sweep's own distribution (the seed with one
@@ -396,7 +376,7 @@ class ConfirmObjective(Objective):
             )
         planned = self.plan.config(str(config_id))
         params = {
-            name: _suggest(trial, name, json_to_distribution(planned.distributions[name]))
+            name: suggest_param(trial, name, json_to_distribution(planned.distributions[name]))
             for name in planned.params
         }
         params["seed"] = trial.suggest_int("seed", 0, SEED_HIGH)

@@ -16,6 +16,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 
@@ -283,18 +289,38 @@ def is_searched(spec: ParamSpec) -> bool:
     return isinstance(spec, (FloatRange, IntRange, Choices))
 
 
+def distribution(spec: ParamSpec) -> BaseDistribution | None:
+    """The Optuna distribution a searched spec is sampled from; None for a fixed value."""
+    if isinstance(spec, FloatRange):
+        return FloatDistribution(spec.low, spec.high, log=spec.log)
+    if isinstance(spec, IntRange):
+        return IntDistribution(spec.low, spec.high, step=spec.step)
+    if isinstance(spec, Choices):
+        return CategoricalDistribution(spec.choices)
+    return None
+
+
+def suggest(trial: optuna.Trial, name: str, distribution: BaseDistribution) -> Any:
+    """``trial.suggest_*`` for ``distribution``: the sampler's value, or an enqueued one."""
+    if isinstance(distribution, FloatDistribution):
+        return trial.suggest_float(
+            name, distribution.low, distribution.high, log=distribution.log, step=distribution.step
+        )
+    if isinstance(distribution, IntDistribution):
+        return trial.suggest_int(
+            name, distribution.low, distribution.high, step=distribution.step, log=distribution.log
+        )
+    if isinstance(distribution, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(distribution.choices))
+    raise TypeError(f"unsupported distribution {distribution!r} for {name!r}")
+
+
 def suggest_params(trial: optuna.Trial, space: SearchSpaceBase) -> dict[str, Any]:
     """Searched parameters come from the sampler (or an enqueued trial), fixed ones as given."""
     params: dict[str, Any] = {}
     for name, spec in space.specs().items():
-        if isinstance(spec, FloatRange):
-            params[name] = trial.suggest_float(name, spec.low, spec.high, log=spec.log)
-        elif isinstance(spec, IntRange):
-            params[name] = trial.suggest_int(name, spec.low, spec.high, step=spec.step)
-        elif isinstance(spec, Choices):
-            params[name] = trial.suggest_categorical(name, spec.choices)
-        else:
-            params[name] = spec
+        searched = distribution(spec)
+        params[name] = spec if searched is None else suggest(trial, name, searched)
     return params
 
 
