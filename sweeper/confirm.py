@@ -64,7 +64,9 @@ from sweeper.confirmation import (
     Spread,
     companion_name,
     load_confirmation,
+    spread_text,
 )
+from sweeper.console import text_table
 from sweeper.data import PreparedData
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.hyperparameters import (
@@ -701,22 +703,6 @@ def _remove_checkpoints(companion: optuna.Study, keep: int) -> None:
 # --- the table -------------------------------------------------------------------------------
 
 
-def _spread_text(value: Spread | None) -> str:
-    if value is None:
-        return "-"
-    std = format_value(value.std) if value.std is not None else "-"
-    return f"{format_value(value.mean)} ± {std}"
-
-
-def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
-
-
 def confirmation_table(confirmation: Confirmation, test_split: str | None = None) -> str:
     """What ``sweeper confirm`` prints: one row per configuration, then the verdicts."""
     metric = confirmation.metric
@@ -739,11 +725,11 @@ def confirmation_table(confirmation: Confirmation, test_split: str | None = None
                 config.id + mark,
                 config.name,
                 format_value(config.selected_value),
-                _spread_text(config.objective),
-                _spread_text(config.accuracy),
-                _spread_text(config.test_accuracy),
-                _spread_text(config.test_f1),
-                _spread_text(config.test_loss),
+                spread_text(config.objective, format_value),
+                spread_text(config.accuracy, format_value),
+                spread_text(config.test_accuracy, format_value),
+                spread_text(config.test_f1, format_value),
+                spread_text(config.test_loss, format_value),
                 format_value(config.optimism),
             ]
         )
@@ -753,7 +739,7 @@ def confirmation_table(confirmation: Confirmation, test_split: str | None = None
         f"configuration(s) x {len(confirmation.seeds)} seeds ({seeds}); {confirmation.direction} "
         f"{metric}, mean ± std over seeds (sample std); validation = the kept (best) evaluation "
         f"of each run; test = {test_split or 'the test split'}, from the same checkpoint",
-        *_table(rows),
+        *text_table(rows),
         "optimism = the sweep's single-seed value that selected it minus its confirmed mean",
         "",
     ]

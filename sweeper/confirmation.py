@@ -11,6 +11,7 @@ is the one way the views (``best``, ``report``, ``card``, ``export``) read it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import optuna
@@ -155,12 +156,13 @@ def load_confirmed_run(study: optuna.Study) -> tuple[Confirmation, FrozenTrial] 
     return confirmation, trial
 
 
-def spread_text(value: Spread | None, digits: int = 4) -> str:
-    """``0.6912 ± 0.0031`` (``± -`` for one seed; ``-`` for none)."""
+def spread_text(value: Spread | None, number: Callable[[float], str] = lambda x: f"{x:.4f}") -> str:
+    """``0.6912 ± 0.0031`` (``± -`` for one seed; ``-`` for none); ``number`` writes each
+    number (4 decimals by default, as the card's tables)."""
     if value is None:
         return "-"
-    std = f"{value.std:.{digits}f}" if value.std is not None else "-"
-    return f"{value.mean:.{digits}f} ± {std}"
+    std = number(value.std) if value.std is not None else "-"
+    return f"{number(value.mean)} ± {std}"
 
 
 def on_validation(metric: str) -> str:

@@ -153,13 +153,18 @@ def trials_table(study: optuna.Study) -> str:
                 "; ".join(notes),
             ]
         )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    return "\n".join(text_table(rows))
+
+
+def text_table(rows: list[list[str]]) -> list[str]:
+    """Rows of cells as aligned columns, the first row a header underlined with dashes."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return lines
 
 
 def best_summary(study: optuna.Study, metric: str) -> str:
