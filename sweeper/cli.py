@@ -18,12 +18,11 @@ from typing import Any
 from sweeper import __version__
 from sweeper.config import (
     DEFAULT_STUDIES_DIR,
-    STUDY_SUFFIXES,
     StudyConfig,
     find_study_file,
-    load_study_config,
     parse_overrides,
 )
+from sweeper.credentials import STORAGE_ENV
 from sweeper.errors import ConfigError, SweeperError, TrialsFailingError
 
 # Exit codes of `sweeper sweep`/`worker` (and the others), defined once: the README's
@@ -44,7 +43,10 @@ EXIT_STOPPED_SIGTERM = 143  # kill, Slurm preemption or scancel, Kubernetes pod 
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", help="a study name under studies/ or a path to a study file")
     parser.add_argument(
-        "--storage", help="Optuna storage URL (default: SQLite under the runs directory)"
+        "--storage",
+        help=f"Optuna storage URL (default: ${STORAGE_ENV}, else the study file's storage, "
+        "else SQLite under the runs directory); a URL with a password is best passed in "
+        f"${STORAGE_ENV} or ~/.pgpass, where other users cannot read it",
     )
     parser.add_argument(
         "--set",
@@ -331,11 +333,13 @@ def _add_view_commands(commands: Any) -> None:
     )
 
 
-def resolve_config(args: argparse.Namespace) -> StudyConfig:
-    """CLI flags win over ``--set``, which wins over the study file, which wins over defaults."""
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """``--set`` pairs, then the command's flags on top (CLI flags win over ``--set``); the
+    storage from ``--storage``, else ``SWEEPER_STORAGE``."""
+    from sweeper.resolve import storage_from_environment
+
     overrides: dict[str, Any] = parse_overrides(args.overrides)
     flag_keys = {
-        "storage": "storage",
         "n_trials": "budget.n_trials",
         "timeout": "budget.timeout_seconds",
         "checkpoint_root": "checkpoint_root",
@@ -346,22 +350,28 @@ def resolve_config(args: argparse.Namespace) -> StudyConfig:
         value = getattr(args, attribute, None)
         if value is not None:
             overrides[key] = value
-    return load_study_config(args.study, overrides, studies_dir=args.studies_dir)
+    storage = storage_from_environment(args.storage)
+    if storage is not None:
+        overrides["storage"] = storage
+    return overrides
 
 
-def _study_name_and_storage(args: argparse.Namespace) -> tuple[str, str, str]:
-    """For read-only commands a study file is optional when --storage is given."""
-    try:
-        find_study_file(args.study, args.studies_dir)
-    except ConfigError:
-        if args.storage:
-            # A name, or a study file's stem; a companion study's name keeps its ".confirm".
-            path = Path(args.study)
-            name = path.stem if path.suffix in STUDY_SUFFIXES else path.name
-            return name, args.storage, "validation_loss"
-        raise
-    config = resolve_config(args)
-    return config.name, config.storage_url, config.objective.metric
+def resolve_config(args: argparse.Namespace) -> StudyConfig:
+    """The configuration the command runs with: a new study's from its study file (CLI
+    flags, then ``--set``, then the file, then defaults); an existing study's stored one,
+    with the run and machine keys (sweeper.config.RUN_KEYS) from the command line and the
+    study file (sweeper.resolve)."""
+    from sweeper.resolve import resolve_study
+
+    return resolve_study(args.study, _overrides(args), studies_dir=args.studies_dir).config
+
+
+def _study_name_and_storage(args: argparse.Namespace) -> tuple[str, str]:
+    """For the commands that only read a study: its name and storage; the study file is
+    optional (everything they show is stored)."""
+    from sweeper.resolve import locate_study
+
+    return locate_study(args.study, _overrides(args), args.studies_dir)
 
 
 def command_sweep(args: argparse.Namespace) -> int:
@@ -455,8 +465,9 @@ def command_worker(args: argparse.Namespace) -> int:
     gpus = parse_gpus(args.gpus, available)
     stop = getattr(args, "stop", None)
     code = spawn_gpu_workers(
-        _without_gpus(args.argv),
+        _child_argv(args.argv),
         gpus,
+        environment={STORAGE_ENV: config.storage_url},
         trials_per_gpu=config.workers.trials_per_gpu,
         stop=stop,
         sampler_seed=config.sampler.seed,
@@ -478,15 +489,20 @@ def _requeue_on_time_limit(signal_number: int) -> None:
         requeue_own_slurm_task()
 
 
-def _without_gpus(argv: Sequence[str]) -> list[str]:
+def _child_argv(argv: Sequence[str]) -> list[str]:
+    """The worker's own arguments for the workers ``--gpus`` starts: without ``--gpus``, and
+    without the storage URL (``--storage``, ``--set storage=``), which reaches them through
+    the environment, so no password shows on a child's command line."""
     kept: list[str] = []
-    skip = False
-    for item in argv:
-        if skip:
-            skip = False
-        elif item == "--gpus":
-            skip = True
-        elif not item.startswith("--gpus="):
+    items = iter(argv)
+    for item in items:
+        if item in ("--gpus", "--storage"):
+            next(items, None)
+        elif item == "--set":
+            pair = next(items, "")
+            if not pair.startswith("storage="):
+                kept += [item, pair]
+        elif not item.startswith(("--gpus=", "--storage=", "--set=storage=")):
             kept.append(item)
     return kept
 
@@ -495,7 +511,7 @@ def command_show(args: argparse.Namespace) -> int:
     from sweeper.console import trials_table
     from sweeper.study import load_existing_study
 
-    name, storage, _ = _study_name_and_storage(args)
+    name, storage = _study_name_and_storage(args)
     print(trials_table(load_existing_study(name, storage)))
     return 0
 
@@ -504,9 +520,9 @@ def command_best(args: argparse.Namespace) -> int:
     from sweeper.console import best_summary
     from sweeper.study import load_existing_study
 
-    name, storage, metric = _study_name_and_storage(args)
+    name, storage = _study_name_and_storage(args)
     study = load_existing_study(name, storage)
-    print(best_summary(study, study.user_attrs.get("objective_metric", metric)))
+    print(best_summary(study, study.user_attrs.get("objective_metric", "validation_loss")))
     return 0
 
 
@@ -520,7 +536,7 @@ def _study_output_dir(study: Any) -> Path:
 def _open_existing_study(args: argparse.Namespace) -> tuple[str, Any]:
     from sweeper.study import load_existing_study
 
-    name, storage, _ = _study_name_and_storage(args)
+    name, storage = _study_name_and_storage(args)
     return name, load_existing_study(name, storage)
 
 
@@ -562,7 +578,7 @@ def command_dashboard(args: argparse.Namespace) -> int:
     from sweeper.dashboard import Dashboard
     from sweeper.storage import redact
 
-    name, storage, _ = _study_name_and_storage(args)
+    name, storage = _study_name_and_storage(args)
     dashboard = Dashboard(storage, name, host=args.host, port=args.port)
     print(
         f"[sweeper] optuna-dashboard for study {name!r} in {redact(storage)}\n"
@@ -602,10 +618,16 @@ def command_create(args: argparse.Namespace) -> int:
 
 
 def _cluster_config(args: argparse.Namespace) -> StudyConfig:
-    """The study as a cluster's workers will see it; the storage must be a server."""
+    """The study as a cluster's workers will see it; the storage must be a server. Writing
+    a script or manifests needs no database: only ``--submit`` (which creates the study)
+    reads the stored configuration; the workers resolve their own when they start."""
     from sweeper.cluster import require_server_storage
+    from sweeper.config import load_study_config
 
-    config = resolve_config(args)
+    if getattr(args, "submit", False):
+        config = resolve_config(args)
+    else:
+        config = load_study_config(args.study, _overrides(args), studies_dir=args.studies_dir)
     require_server_storage(config.storage_url, "--storage" if args.storage else "storage")
     return config
 
@@ -621,6 +643,8 @@ def command_slurm(args: argparse.Namespace) -> int:
     )
     from sweeper.study import create_study
 
+    if args.submit:
+        sbatch_path()  # missing sbatch fails before the storage is even asked
     config = _cluster_config(args)
     slurm_dir = config.study_dir / "slurm"
     options = SlurmOptions(
@@ -645,26 +669,27 @@ def command_slurm(args: argparse.Namespace) -> int:
     )
     text = render_sbatch(options)  # every option is checked before anything is written
     if args.submit:
-        sbatch_path()  # missing sbatch fails before the study is created
         create_study(config)
     script = write_private(args.out or slurm_dir / f"{config.name}.sbatch", text)
     options.log_dir.absolute().mkdir(parents=True, exist_ok=True)
     if not args.submit:
         print(
-            f"[sweeper] wrote {script} ({args.workers} array tasks); on a Slurm login node run\n"
-            f"  sweeper create {args.study} --storage URL   (once)\n  sbatch {script}"
+            f"[sweeper] wrote {script} ({args.workers} array tasks); on a Slurm login node, "
+            f"with the storage URL exported as {STORAGE_ENV} (the tasks take it from there), run\n"
+            f"  sweeper create {args.study}   (once)\n  sbatch {script}"
         )
         return EXIT_OK
-    job_id = submit_sbatch(script)
+    job_id = submit_sbatch(script, config.storage_url)
     print(slurm_next_steps(job_id, options, script))
     return EXIT_OK
 
 
 def command_k8s(args: argparse.Namespace) -> int:
     from sweeper.cluster import K8sOptions, dump_manifests, render_k8s, require_server_storage
+    from sweeper.config import load_study_config
 
     # The pods take the URL from the Secret; a --storage given here is only checked.
-    config = resolve_config(args)
+    config = load_study_config(args.study, _overrides(args), studies_dir=args.studies_dir)
     if args.storage:
         require_server_storage(args.storage)
     study_file = find_study_file(args.study, args.studies_dir)

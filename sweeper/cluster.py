@@ -48,6 +48,7 @@ from sweeper.cli import (
     EXIT_TRIALS_FAILING,
     EXIT_USER_ERROR,
 )
+from sweeper.credentials import STORAGE_ENV
 from sweeper.errors import ConfigError
 from sweeper.storage import redact
 
@@ -261,8 +262,6 @@ def render_sbatch(options: SlurmOptions) -> str:
         "sweeper",
         "worker",
         str(options.study_file.absolute()),
-        "--storage",
-        options.storage_url,
         "--no-progress",
     ]
     if options.checkpoint_root:
@@ -292,10 +291,18 @@ def render_sbatch(options: SlurmOptions) -> str:
         "# is requeued, since a restart would not fix it. `sweeper show` lists each trial's",
         "# Slurm job, array task and restart count.",
         "#",
-        "# The storage URL below holds the database password: this file is written 0600.",
+        f"# No storage URL in this file: the worker reads it from ${STORAGE_ENV}, which sbatch",
+        "# passes on from the environment it was run in (a requeued task keeps it); export it",
+        "# before sbatch (`sweeper slurm --submit` does), or leave its password out and keep it",
+        "# in ~/.pgpass on the nodes.",
         *[f"#SBATCH {directive}" for directive in directives],
         "",
         "export PYTHONUNBUFFERED=1",
+        f'if [ -z "${{{STORAGE_ENV}:-}}" ]; then',
+        f'    echo "[sweeper] {STORAGE_ENV} is not set: export the storage URL, then sbatch'
+        f' this script again" >&2',
+        f"    exit {EXIT_USER_ERROR}",
+        "fi",
         'echo "[sweeper] task ${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}_${SLURM_ARRAY_TASK_ID:-0}'
         ' run ${SLURM_RESTART_COUNT:-0} on $(hostname) GPUs ${CUDA_VISIBLE_DEVICES:-none}"',
         "# exec: the worker is the task's process, and gets Slurm's signals itself.",
@@ -326,12 +333,14 @@ def sbatch_path() -> str:
     return found
 
 
-def submit_sbatch(script: Path) -> str:
-    """``sbatch --parsable SCRIPT``; returns the job id."""
+def submit_sbatch(script: Path, storage_url: str) -> str:
+    """``sbatch --parsable SCRIPT`` with ``SWEEPER_STORAGE`` in the environment it passes on
+    to the job (never on a command line); returns the job id."""
     sbatch = sbatch_path()
     try:
         result = subprocess.run(
             [sbatch, "--parsable", str(script)],
+            env={**os.environ, STORAGE_ENV: storage_url},
             capture_output=True,
             text=True,
             timeout=120,
@@ -354,19 +363,19 @@ def submit_sbatch(script: Path) -> str:
 def slurm_next_steps(job_id: str, options: SlurmOptions, script: Path) -> str:
     """What to run once the array is submitted: watch, scale, stop, report."""
     study = shlex.quote(str(options.study_file))
-    storage = shlex.quote(redact(options.storage_url))
+    storage = f"   (storage {redact(options.storage_url)}: export {STORAGE_ENV} first)"
     return "\n".join(
         [
             f"[sweeper] submitted job array {job_id} ({options.workers} tasks): {script}",
             f"  watch:   squeue -j {job_id}        "
             f"logs: {options.log_dir.absolute()}/{options.job_name}-{job_id}_<task>.log",
-            f"           sweeper show {study} --storage {storage}",
+            f"           sweeper show {study}{storage}",
             f"  scale:   scontrol update JobId={job_id} ArrayTaskThrottle=N   (tasks at once), or",
-            f"           sweeper slurm {study} --storage URL --workers N --submit  "
+            f"           sweeper slurm {study} --workers N --submit  "
             "(another array on the same study)",
             f"  stop:    scancel {job_id}   (each worker saves a checkpoint and re-enqueues its "
             "trial; nothing is requeued: submit again to carry on)",
-            f"  report:  sweeper report {study} --storage {storage}",
+            f"  report:  sweeper report {study}",
         ]
     )
 
@@ -447,7 +456,7 @@ def _pod_failure_policy(container: str, codes: Sequence[int]) -> dict[str, Any]:
 def _k8s_env(options: K8sOptions) -> list[dict[str, Any]]:
     return [
         {
-            "name": "SWEEPER_STORAGE",
+            "name": STORAGE_ENV,
             "valueFrom": {
                 "secretKeyRef": {"name": options.storage_secret, "key": options.storage_secret_key}
             },
@@ -517,10 +526,9 @@ def render_k8s(options: K8sOptions) -> dict[str, list[dict[str, Any]]]:
     example's two Jobs, plus what preemption needs."""
     options.check()
     base = f"sweeper-{k8s_name(options.study_name)}"
-    # $(SWEEPER_STORAGE) is expanded by Kubernetes from the container's env: the URL stays
-    # in the Secret, never in the manifest.
-    study_args = [options.study_path, "--storage", "$(SWEEPER_STORAGE)"]
-    study_args += ["--checkpoint-root", options.checkpoint_mount]
+    # The storage URL stays in the Secret: the container's environment has it as
+    # SWEEPER_STORAGE, which sweeper reads; it is on no command line and in no manifest.
+    study_args = [options.study_path, "--checkpoint-root", options.checkpoint_mount]
     for override in options.overrides:
         study_args += ["--set", override]
     creator = _k8s_job(

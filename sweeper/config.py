@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from sweeper.credentials import scrub_document
 from sweeper.errors import ConfigError
 from sweeper.hyperparameters import (
     BY_NAME,
@@ -642,13 +643,14 @@ def _resolve_path(value: str, base: Path) -> str:
     return value
 
 
-def load_study_config(
+def read_study_document(
     study: str | Path,
     overrides: dict[str, Any] | None = None,
     studies_dir: Path = DEFAULT_STUDIES_DIR,
     notify: Callable[[str], None] = _notice,
-) -> StudyConfig:
-    """Read a study file, apply dotted-key overrides and validate the result."""
+) -> tuple[Path, dict[str, Any]]:
+    """The study file's document with the dotted-key overrides applied, not yet validated:
+    (its path, the document). What a user wrote, key by key."""
     path = find_study_file(study, studies_dir)
     document = _read_document(path)
     document.setdefault("name", path.stem)
@@ -658,20 +660,82 @@ def load_study_config(
             document[section].setdefault("type", default)
     # Before the overrides: the file's own settings of its type are what may be dropped.
     _switch_types(document, overrides, notify)
+    apply_overrides(document, overrides)
+    return path, document
+
+
+def apply_overrides(document: dict[str, Any], overrides: dict[str, Any]) -> None:
     for key, value in overrides.items():
         _apply_override(document, key, value)
+
+
+def validate_document(document: dict[str, Any], source: str) -> StudyConfig:
+    """A study document validated into :class:`StudyConfig`; ``source`` names it in errors."""
     try:
-        config = StudyConfig.model_validate(document)
+        return StudyConfig.model_validate(document)
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(f"study file {path}", exc)) from None
+        raise ConfigError(_format_validation_error(source, exc)) from None
+
+
+def load_study_config(
+    study: str | Path,
+    overrides: dict[str, Any] | None = None,
+    studies_dir: Path = DEFAULT_STUDIES_DIR,
+    notify: Callable[[str], None] = _notice,
+) -> StudyConfig:
+    """Read a study file, apply dotted-key overrides and validate the result."""
+    return config_from_document(*read_study_document(study, overrides, studies_dir, notify))
+
+
+def config_from_document(path: Path, document: dict[str, Any]) -> StudyConfig:
+    """A study file's document validated; data and model paths relative to the file's
+    folder made absolute."""
+    config = validate_document(document, f"study file {path}")
     base = path.parent
     dataset = config.dataset.model_copy(update={"path": _resolve_path(config.dataset.path, base)})
     model = config.model.model_copy(update={"name": _resolve_path(config.model.name, base)})
     return config.model_copy(update={"dataset": dataset, "model": model})
 
 
+def stored_document(config: StudyConfig) -> dict[str, Any]:
+    """The configuration as a study stores it and ``config.resolved.yaml`` shows it: every
+    setting, and no credential (the storage URL's password is dropped)."""
+    return scrub_document(config.model_dump(mode="json"))
+
+
 def dump_config(config: StudyConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(stored_document(config), sort_keys=False)
+
+
+# What belongs to a run or a machine, not to the study: on an existing study, the study
+# file and --set may change these keys (and what lies under them), and nothing else. The
+# stored configuration is the study's truth for every other key. docs and `sweeper --help`
+# list them from here (run_keys_markdown).
+RUN_KEYS: dict[str, str] = {
+    "budget": "the trial budget and timeout: how long the study runs on",
+    "workers": "heartbeats, retries, polling and trials per GPU: how workers share the study",
+    "training.report_to": "experiment tracking, which changes no trial's result",
+    "storage": "the storage URL as this machine reaches it",
+    "output_dir": "where this machine writes reports, caches and SQLite files",
+    "checkpoint_root": "where this machine keeps trial checkpoints",
+    "keep_all_checkpoints": "whether checkpoints of pruned and non-best trials are kept",
+    "dataset.path": (
+        "where this machine finds the data; the stored split sizes and fingerprints must match"
+    ),
+    "model.name": (
+        "where this machine finds the model; its stored architecture fingerprint must match"
+    ),
+}
+
+
+def is_run_key(dotted_key: str) -> bool:
+    return any(dotted_key == key or dotted_key.startswith(f"{key}.") for key in RUN_KEYS)
+
+
+def run_keys_markdown() -> str:
+    """The table of :data:`RUN_KEYS` the docs show (a test keeps the docs in step)."""
+    rows = [f"| `{key}` | {why} |" for key, why in RUN_KEYS.items()]
+    return "\n".join(["| key | why it may change on an existing study |", "|---|---|", *rows])
 
 
 # The format of the config a study stores (its "config" user attribute, beside
@@ -705,7 +769,9 @@ def stored_config(study_name: str, user_attrs: dict[str, Any]) -> StudyConfig:
     if version <= 2:
         document = _migrate_v2(document)
     try:
-        return StudyConfig.model_validate(document)
+        # A study stored before credentials were dropped may still hold a password: it
+        # never reaches a view, a file or a log line from here.
+        return StudyConfig.model_validate(scrub_document(document))
     except ValidationError as exc:
         source = f"config stored in study {study_name!r} ({CONFIG_VERSION_ATTR}={version})"
         raise ConfigError(

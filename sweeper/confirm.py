@@ -788,6 +788,7 @@ def run_confirmation(
     run), re-run, finalize. Returns the confirmation, or None when stopped before the last
     re-run finished (run it again to carry on). Bad input fails before anything is written."""
     from sweeper.data import check_unchanged
+    from sweeper.models import check_same_model
     from sweeper.study import load_existing_study, preflight_with_notices
 
     check_arguments(top_k, seeds)
@@ -811,6 +812,7 @@ def run_confirmation(
     checked = preflight_with_notices(config)
     # The data the sweep ran on, or an error before anything is written.
     check_unchanged(study.user_attrs, checked.splits, config.name)
+    check_same_model(study.user_attrs, checked.model_fingerprint, config.model.name, config.name)
     data = prepare_study_data(config, checked)
     stop = stop or StopRequest()
     with stop.installed():

@@ -165,3 +165,39 @@ def load_classifier(name: str, label_names: list[str]) -> Any:
         # from the Trainer's autocast (training.mixed_precision), not from the weights.
         dtype=torch.float32,
     )
+
+
+# A study stores its model's fingerprint when it is created; a later run whose model.name
+# points elsewhere (another machine's copy, a hub id instead of a path) must give the same.
+MODEL_FINGERPRINT_ATTR = "model_fingerprint"
+# Fields of a model config that say where or with what it was saved, not what it is.
+_PROVENANCE_FIELDS = frozenset({"_name_or_path", "transformers_version", "dtype", "torch_dtype"})
+
+
+def model_fingerprint(model_config: Any) -> str:
+    """A digest of the model's architecture config (sizes, vocabulary, head), without where
+    it was loaded from: two copies of one model agree, two models do not."""
+    import hashlib
+    import json
+
+    described = {
+        key: value for key, value in model_config.to_dict().items() if key not in _PROVENANCE_FIELDS
+    }
+    text = json.dumps(described, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_same_model(
+    study_attrs: Any, fingerprint: str | None, model_name: str, study_name: str
+) -> None:
+    """Raise when ``model.name`` loads another model than the study was created with. A
+    study created before sweeper stored the fingerprint has nothing to compare: it passes."""
+    stored = study_attrs.get(MODEL_FINGERPRINT_ATTR)
+    if not isinstance(stored, str) or fingerprint is None or stored == fingerprint:
+        return
+    raise ModelError(
+        f"model.name={model_name!r} is not the model study {study_name!r} was created with "
+        f"(its architecture config differs: fingerprint {fingerprint[:12]}, stored "
+        f"{stored[:12]}); point model.name at a copy of the study's model, or create a new "
+        "study with --set name=NEW"
+    )

@@ -39,6 +39,7 @@ from sweeper.models import (
     head_label_count,
     load_model_config,
     load_tokenizer,
+    model_fingerprint,
     position_limit,
 )
 from sweeper.storage import check_reachable
@@ -56,6 +57,8 @@ class PreflightResult:
     tokenizer: Any
     splits: DataSplits
     notices: list[str] = field(default_factory=list)
+    # The model's architecture fingerprint (models.model_fingerprint), stored with the study.
+    model_fingerprint: str | None = None
 
 
 def _tokenizer_limit(tokenizer: Any) -> int | None:
@@ -233,4 +236,9 @@ def run_preflight(config: StudyConfig) -> PreflightResult:
         raise PreflightError(
             f"study {config.name!r} would fail every trial; nothing was written:\n{lines}"
         )
-    return PreflightResult(tokenizer=tokenizer, splits=splits, notices=notices)
+    return PreflightResult(
+        tokenizer=tokenizer,
+        splits=splits,
+        notices=notices,
+        model_fingerprint=model_fingerprint(model_config),
+    )

@@ -31,13 +31,16 @@ from sweeper.config import (
     CONFIG_VERSION_ATTR,
     StudyConfig,
     dump_config,
+    stored_document,
 )
 from sweeper.console import StudyProgress, TrialProgressBar
 from sweeper.data import DataSplits, PreparedData, check_unchanged, prepare_data, split_attrs
 from sweeper.errors import ConfigError, StorageError
 from sweeper.hyperparameters import suggest_params
+from sweeper.models import MODEL_FINGERPRINT_ATTR, check_same_model
 from sweeper.preflight import PreflightResult, run_preflight
 from sweeper.pruners import build_pruner
+from sweeper.resolve import drop_stored_credentials
 from sweeper.results import best_trial
 from sweeper.samplers import build_sampler
 from sweeper.storage import open_lock, open_storage, redact
@@ -238,7 +241,10 @@ class CreatedStudy:
 
 
 def ensure_study(
-    config: StudyConfig, label_names: list[str], splits: DataSplits | None = None
+    config: StudyConfig,
+    label_names: list[str],
+    splits: DataSplits | None = None,
+    model_fingerprint: str | None = None,
 ) -> CreatedStudy:
     """The study in its storage, with its baselines enqueued and its config stored: one
     step, idempotent, safe to run from any number of processes at once.
@@ -251,7 +257,11 @@ def ensure_study(
 
     With ``splits``, the study stores their sizes and fingerprints when it is created, and
     an existing study whose stored fingerprints differ from them is refused (DataError)
-    before anything else is written."""
+    before anything else is written; so is one whose stored model fingerprint differs from
+    ``model_fingerprint`` (model.name points at another model).
+
+    The stored configuration holds no credential (``stored_document``): the storage URL's
+    password stays with whoever runs the command."""
     storage = open_storage(config.storage_url, workers=config.workers)
     lock = open_lock(config.storage_url, f"create/{config.name}")
     try:
@@ -259,6 +269,7 @@ def ensure_study(
         study, created = open_study(config, storage)
         if splits is not None:
             check_unchanged(study.user_attrs, splits, config.name)
+        check_same_model(study.user_attrs, model_fingerprint, config.model.name, config.name)
         completed = False
         if study.metric_names is None:
             # optuna-dashboard and Optuna's plots say "validation_loss", not "Objective 0".
@@ -267,11 +278,12 @@ def ensure_study(
             enqueue_baselines(study, config)  # skip_if_exists: never twice
             existing = study.user_attrs
             for key, value in (
-                (CONFIG_ATTR, config.model_dump(mode="json")),
+                (CONFIG_ATTR, stored_document(config)),
                 (CONFIG_VERSION_ATTR, CONFIG_VERSION),
                 ("objective_metric", config.objective.metric),
                 ("label_names", label_names),
                 *(split_attrs(splits).items() if splits is not None else ()),
+                *([(MODEL_FINGERPRINT_ATTR, model_fingerprint)] if model_fingerprint else ()),
             ):
                 if key not in existing:
                     study.set_user_attr(key, value)
@@ -307,7 +319,9 @@ def create_study(config: StudyConfig) -> CreatedStudy:
     """``sweeper create``: the pre-flight check (nothing is written when it fails), then
     :func:`ensure_study`. What every launcher runs once before its workers start."""
     checked = preflight_with_notices(config)
-    return ensure_study(config, checked.splits.label_names, checked.splits)
+    return ensure_study(
+        config, checked.splits.label_names, checked.splits, checked.model_fingerprint
+    )
 
 
 def run_study(
@@ -324,7 +338,7 @@ def run_study(
     """
     checked = preflight_with_notices(config)  # before anything is written
     data = prepare_study_data(config, checked)
-    study = ensure_study(config, data.label_names, checked.splits).study
+    study = ensure_study(config, data.label_names, checked.splits, checked.model_fingerprint).study
 
     n_trials = config.budget.n_trials
     done, _ = budget_counts(study)
@@ -366,11 +380,15 @@ def run_study(
 
 
 def load_existing_study(name: str, storage_url: str) -> optuna.Study:
+    """The study, for commands that read it. A configuration an earlier sweeper stored with
+    the storage password in it is rewritten without it, so no view shows it again."""
     storage = open_storage(storage_url, heartbeat=False, create=False)
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         names = [summary.study_name for summary in optuna.get_all_study_summaries(storage)]
         raise StorageError(
             f"no study named {name!r} in {redact(storage_url)}; studies there: {names or 'none'}"
         ) from None
+    drop_stored_credentials(storage, study._study_id, study.user_attrs)
+    return study

@@ -39,7 +39,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
@@ -556,6 +556,7 @@ def spawn_gpu_workers(
     trials_per_gpu: int = 1,
     stop: StopRequest | None = None,
     sampler_seed: int | None = None,
+    environment: Mapping[str, str] | None = None,
 ) -> int:
     """Start ``python -m sweeper <worker_argv>`` ``trials_per_gpu`` times per GPU, pinned
     with CUDA_VISIBLE_DEVICES (and each held to 1/trials_per_gpu of the GPU's memory);
@@ -568,7 +569,8 @@ def spawn_gpu_workers(
     Ctrl-C reaches the workers directly as well (one process group), and Slurm signals every
     process of a task: they take the forwarded copy, which comes within
     :data:`STOP_WINDOW_SECONDS`, as the same stop. ``stop`` tells the caller which signal
-    stopped them."""
+    stopped them. ``environment`` is added to theirs: the storage URL travels there, never on
+    their command lines."""
     processes: list[subprocess.Popen[bytes]] = []
 
     def forward(signal_number: int) -> None:
@@ -583,14 +585,19 @@ def spawn_gpu_workers(
         for index, (gpu, extra) in enumerate(workers):
             if stop.requested:
                 break  # stopped while starting them: start no more
-            environment = {**os.environ, **extra, SPAWNED_BY_GPUS_ENV: "1"}
+            child_environment = {
+                **os.environ,
+                **(environment or {}),
+                **extra,
+                SPAWNED_BY_GPUS_ENV: "1",
+            }
             argv = list(worker_argv)
             seeded = ""
             if sampler_seed is not None and len(workers) > 1:
                 argv += ["--set", f"sampler.seed={sampler_seed + index}"]
                 seeded = f", sampler seed {sampler_seed + index}"
             processes.append(
-                subprocess.Popen([sys.executable, "-m", "sweeper", *argv], env=environment)
+                subprocess.Popen([sys.executable, "-m", "sweeper", *argv], env=child_environment)
             )
             share = f" (1/{trials_per_gpu} of its memory)" if trials_per_gpu > 1 else ""
             print(f"[sweeper] worker {processes[-1].pid} on GPU {gpu}{share}{seeded}", flush=True)

@@ -113,9 +113,12 @@ def test_sbatch_script_runs_one_worker_per_gpu_task(tmp_path: Path) -> None:
     ):
         assert f"#SBATCH {directive}\n" in script
     assert (
-        f"exec /opt/venv/bin/python -m sweeper worker {tmp_path / 's.yaml'} --storage {PG} "
+        f"exec /opt/venv/bin/python -m sweeper worker {tmp_path / 's.yaml'} "
         "--no-progress --checkpoint-root /shared/ckpt --set model.max_length=64\n"
     ) in script
+    # The URL (and its password) reaches the task through the environment sbatch passes on.
+    assert "secret" not in script and "postgresql" not in script
+    assert 'if [ -z "${SWEEPER_STORAGE:-}" ]; then' in script
     assert f"exit {EXIT_STOPPED_SIGTERM}" in script
     assert "#SBATCH --partition" not in render_sbatch(slurm_options(tmp_path))
 
@@ -167,8 +170,9 @@ def test_slurm_command_refuses_sqlite_and_a_missing_sbatch(
     assert not out.exists()  # refused before the study or the script was written
 
     assert main(argv) == 0  # writing the script needs no Slurm
-    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # it holds the database password
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600  # the owner's alone, as a job script
     assert "#SBATCH --array=0-1\n" in out.read_text()
+    assert "secret" not in out.read_text()  # the password reaches the tasks in their env
 
 
 def test_slurm_attrs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,7 +234,7 @@ def test_k8s_manifests_validate_strictly_against_the_schema() -> None:
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     (storage_env,) = [e for e in container["env"] if e["name"] == "SWEEPER_STORAGE"]
     assert storage_env["valueFrom"]["secretKeyRef"] == {"name": "sweeper-db", "key": "url"}
-    assert "$(SWEEPER_STORAGE)" in container["command"]
+    assert "--storage" not in container["command"]  # sweeper reads SWEEPER_STORAGE itself
     assert "postgresql" not in yaml.safe_dump(manifests)  # the URL lives in the Secret only
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0]["action"] == "FailJob"

@@ -1,0 +1,237 @@
+"""Which configuration a command runs with: once a study exists, the one it stored.
+
+A study stores its resolved configuration when it is created (``sweeper.study.ensure_study``,
+the ``config`` user attribute, without credentials). From then on that stored configuration
+is the study's truth: ``sweep`` when it resumes, ``worker``, ``create``, ``check`` and
+``confirm`` run from it, on any machine, with or without the study file. The study file and
+``--set`` are read to create a study; on an existing one they may change only what belongs
+to a run or a machine (:data:`sweeper.config.RUN_KEYS`), and any other key they give that
+differs from the stored value is an error naming the key and both values, before anything
+runs.
+
+The storage URL comes from ``--storage``, then the ``SWEEPER_STORAGE`` environment variable,
+then the study file (``storage``), then SQLite under ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optuna.storages import BaseStorage
+
+from sweeper.config import (
+    CONFIG_ATTR,
+    DEFAULT_STUDIES_DIR,
+    RUN_KEYS,
+    STUDY_SUFFIXES,
+    StudyConfig,
+    apply_overrides,
+    config_from_document,
+    find_study_file,
+    is_run_key,
+    read_study_document,
+    stored_config,
+    validate_document,
+)
+from sweeper.credentials import STORAGE_ENV, scrub_document
+from sweeper.errors import ConfigError, StorageError
+from sweeper.storage import open_storage, redact
+
+
+@dataclass(frozen=True)
+class ResolvedStudy:
+    """The configuration a command runs with, and where it came from."""
+
+    config: StudyConfig
+    # The study is in its storage with a stored configuration (``config`` is built on it).
+    exists: bool
+    study_file: Path | None
+
+
+def storage_from_environment(flag: str | None) -> str | None:
+    """``--storage``, else ``SWEEPER_STORAGE``: how launchers pass a URL with a password
+    without putting it on a command line."""
+    return flag or os.environ.get(STORAGE_ENV) or None
+
+
+def optional_study_file(study: str | Path, studies_dir: Path) -> Path | None:
+    """The study file ``study`` names, or None when it names none and is a plain study name.
+    A path that does not exist is still an error: the user meant a file."""
+    candidate = Path(study)
+    if candidate.suffix in STUDY_SUFFIXES or candidate.parent != Path("."):
+        return find_study_file(study, studies_dir)
+    try:
+        return find_study_file(study, studies_dir)
+    except ConfigError:
+        return None
+
+
+def _leaf_keys(document: Mapping[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in document.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            keys += _leaf_keys(value, f"{dotted}.")
+        else:
+            keys.append(dotted)
+    return keys
+
+
+_MISSING = object()
+
+
+def _value_at(document: Any, dotted_key: str) -> Any:
+    node = document
+    for part in dotted_key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _shown(value: Any) -> str:
+    return "(not set)" if value is _MISSING else repr(value)
+
+
+def check_run_keys_only(
+    stored: StudyConfig, given: StudyConfig, given_keys: list[str], storage_url: str
+) -> None:
+    """Refuse any key the study file or ``--set`` gives, outside :data:`RUN_KEYS`, whose
+    value differs from the study's stored one; every such key is named with both values."""
+    stored_values = stored.model_dump(mode="json")
+    given_values = given.model_dump(mode="json")
+    differences = []
+    for key in dict.fromkeys(given_keys):
+        if key == "name" or is_run_key(key):
+            continue
+        before, after = _value_at(stored_values, key), _value_at(given_values, key)
+        if before != after:
+            differences.append(f"  {key}: the study has {_shown(before)}, given {_shown(after)}")
+    if differences:
+        raise ConfigError(
+            f"study {stored.name!r} in {redact(storage_url)} already exists, and its stored "
+            "configuration is its truth: the study file and --set may change only what "
+            f"belongs to a run or a machine ({', '.join(RUN_KEYS)}). These differ:\n"
+            + "\n".join(differences)
+            + "\nDrop them from --set, restore them in the study file, or start a new study "
+            "with --set name=NEW; nothing was run"
+        )
+
+
+def _with_run_keys(stored: StudyConfig, given: StudyConfig, storage_url: str) -> StudyConfig:
+    """The stored configuration, with the run keys of ``given`` and the storage it was
+    found in."""
+    document = stored.model_dump(mode="json")
+    given_values = given.model_dump(mode="json")
+    for key in RUN_KEYS:
+        value = _value_at(given_values, key)
+        if value is not _MISSING:
+            apply_overrides(document, {key: value})
+    document["storage"] = storage_url
+    return validate_document(document, f"the stored configuration of study {stored.name!r}")
+
+
+def stored_attributes(name: str, storage_url: str) -> dict[str, Any] | None:
+    """The study's user attributes, or None when the storage holds no such study (or is a
+    SQLite file that does not exist yet). A configuration an earlier sweeper stored with
+    a password in it is rewritten without it here, so no view shows it again."""
+    try:
+        storage = open_storage(storage_url, heartbeat=False, create=False)
+    except StorageError:
+        if storage_url.startswith("sqlite:"):
+            return None  # no database file yet: a new study
+        raise
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return drop_stored_credentials(storage, study_id, storage.get_study_user_attrs(study_id))
+
+
+def drop_stored_credentials(
+    storage: BaseStorage, study_id: int, attrs: dict[str, Any]
+) -> dict[str, Any]:
+    """A configuration an earlier sweeper stored with a password in it (the storage URL's)
+    is rewritten without it, so no view, file or dashboard shows it again; returns the
+    attributes as they now are."""
+    document = attrs.get(CONFIG_ATTR)
+    if isinstance(document, dict) and scrub_document(document) != document:
+        storage.set_study_user_attr(study_id, CONFIG_ATTR, scrub_document(document))
+        attrs = {**attrs, CONFIG_ATTR: scrub_document(document)}
+    return attrs
+
+
+@dataclass(frozen=True)
+class _Located:
+    study_file: Path | None
+    name: str
+    storage_url: str
+    # The study file's configuration with the overrides, and the keys it gives explicitly.
+    given: StudyConfig | None
+    given_keys: list[str]
+
+
+def _locate(
+    study: str | Path,
+    overrides: dict[str, Any],
+    studies_dir: Path,
+    notify: Callable[[str], None] | None,
+) -> _Located:
+    study_file = optional_study_file(study, studies_dir)
+    if study_file is None:
+        name = str(overrides.get("name") or study)
+        default = StudyConfig.model_construct(
+            name=name, output_dir=str(overrides.get("output_dir") or "runs"), storage=None
+        )
+        storage_url = str(overrides.get("storage") or default.storage_url)
+        return _Located(None, name, storage_url, None, list(overrides))
+    options = {"notify": notify} if notify is not None else {}
+    path, document = read_study_document(study_file, overrides, studies_dir, **options)
+    given = config_from_document(path, document)
+    return _Located(study_file, given.name, given.storage_url, given, _leaf_keys(document))
+
+
+def locate_study(
+    study: str | Path, overrides: dict[str, Any], studies_dir: Path = DEFAULT_STUDIES_DIR
+) -> tuple[str, str]:
+    """(name, storage URL) of a study, for the commands that only read it: its study file is
+    optional, as everything they show comes from the storage."""
+    located = _locate(study, overrides, studies_dir, notify=None)
+    return located.name, located.storage_url
+
+
+def resolve_study(
+    study: str | Path,
+    overrides: dict[str, Any],
+    *,
+    studies_dir: Path = DEFAULT_STUDIES_DIR,
+    notify: Callable[[str], None] | None = None,
+) -> ResolvedStudy:
+    """The configuration a command runs with (see the module's docstring). ``overrides``
+    are dotted keys from ``--set`` and the command's flags (``storage`` among them when
+    ``--storage`` or ``SWEEPER_STORAGE`` gave one)."""
+    located = _locate(study, overrides, studies_dir, notify)
+    name, storage_url, given = located.name, located.storage_url, located.given
+    attrs = stored_attributes(name, storage_url)
+    if attrs is None or not isinstance(attrs.get(CONFIG_ATTR), dict):
+        if given is not None:
+            return ResolvedStudy(given, exists=False, study_file=located.study_file)
+        if attrs is None:
+            raise StorageError(
+                f"no study named {name!r} in {redact(storage_url)} and no study file for it "
+                f"(expected {studies_dir}/{name}.yaml); pass the study file to create it, or "
+                f"--storage (or {STORAGE_ENV}) with the storage that holds it"
+            )
+    stored = stored_config(name, attrs or {})
+    if given is None:
+        document = stored.model_dump(mode="json")
+        apply_overrides(document, overrides)
+        given = validate_document(document, f"--set on study {name!r}")
+    check_run_keys_only(stored, given, located.given_keys, storage_url)
+    return ResolvedStudy(
+        _with_run_keys(stored, given, storage_url), exists=True, study_file=located.study_file
+    )
