@@ -26,8 +26,12 @@ BENCH_ARGS    ?=
 LINT_PATHS    := $(wildcard sweeper tests benchmarks)
 
 SWEEPER       := $(BIN)/sweeper
-STORAGE_ARG    = $(if $(STORAGE),--storage '$(STORAGE)')
-RUN_ARGS       = $(STORAGE_ARG) \
+# STORAGE reaches sweeper as SWEEPER_STORAGE, in its environment: a URL's password is never
+# on a command line (where `ps` shows it) or echoed by make.
+ifneq ($(STORAGE),)
+export SWEEPER_STORAGE := $(STORAGE)
+endif
+RUN_ARGS       = \
                  $(if $(N_TRIALS),--n-trials $(N_TRIALS)) \
                  $(if $(CHECKPOINT_ROOT),--checkpoint-root '$(CHECKPOINT_ROOT)') \
                  $(foreach kv,$(SET),--set '$(kv)')
@@ -56,7 +60,7 @@ sweep: $(STAMP)
 	$(SWEEPER) sweep $(STUDY) $(RUN_ARGS)
 
 check: $(STAMP)
-	$(SWEEPER) check $(STUDY) $(STORAGE_ARG) \
+	$(SWEEPER) check $(STUDY) \
 		$(if $(CHECKPOINT_ROOT),--checkpoint-root '$(CHECKPOINT_ROOT)') $(foreach kv,$(SET),--set '$(kv)')
 
 worker: $(STAMP)
@@ -64,14 +68,14 @@ worker: $(STAMP)
 
 # Re-train the sweep's best configurations and the baselines with fresh seeds: TOP=K SEEDS=N.
 confirm: $(STAMP)
-	$(SWEEPER) confirm $(STUDY) $(STORAGE_ARG) $(if $(TOP),--top $(TOP)) $(if $(SEEDS),--seeds $(SEEDS)) \
+	$(SWEEPER) confirm $(STUDY) $(if $(TOP),--top $(TOP)) $(if $(SEEDS),--seeds $(SEEDS)) \
 		$(if $(CHECKPOINT_ROOT),--checkpoint-root '$(CHECKPOINT_ROOT)') $(foreach kv,$(SET),--set '$(kv)')
 
 show best report card: $(STAMP)
-	$(SWEEPER) $@ $(STUDY) $(STORAGE_ARG)
+	$(SWEEPER) $@ $(STUDY)
 
 dashboard: $(STAMP)
-	$(SWEEPER) dashboard $(STUDY) $(STORAGE_ARG) $(if $(HOST),--host '$(HOST)') $(if $(PORT),--port $(PORT))
+	$(SWEEPER) dashboard $(STUDY) $(if $(HOST),--host '$(HOST)') $(if $(PORT),--port $(PORT))
 
 # --- checks --------------------------------------------------------------------------------------
 test: $(STAMP)

@@ -47,8 +47,15 @@ max_connections_ok() {
     [[ "$n" =~ ^[0-9]+$ ]] && ((n >= MIN_MAX_CONNECTIONS))
 }
 
+# The role may create roles (the tests make one of their own, with a password no other string
+# holds, to check it is stored and printed nowhere: tests/test_source_of_truth.py).
+can_create_roles() {
+    [[ "$(PGPASSWORD="$PG_PASSWORD" psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$PG_DB" \
+        -XtAqc "SELECT rolcreaterole FROM pg_roles WHERE rolname = current_user" 2>/dev/null)" == t ]]
+}
+
 # Fast path: everything is already set up and running -> a no-op that prints the URL.
-if sweeper_can_connect && max_connections_ok; then
+if sweeper_can_connect && max_connections_ok && can_create_roles; then
     log "server already running on ${PG_HOST}:${PG_PORT}, role and database present"
     emit_url
     exit 0
@@ -155,8 +162,9 @@ as_postgres_psql() {
 
 if [[ "$(as_postgres_psql -c "SELECT 1 FROM pg_roles WHERE rolname = '${PG_USER}'")" != 1 ]]; then
     log "creating role ${PG_USER}"
-    as_postgres_psql -c "CREATE ROLE ${PG_USER} LOGIN CREATEDB PASSWORD '${PG_PASSWORD}'"
+    as_postgres_psql -c "CREATE ROLE ${PG_USER} LOGIN CREATEDB CREATEROLE PASSWORD '${PG_PASSWORD}'"
 fi
+as_postgres_psql -c "ALTER ROLE ${PG_USER} CREATEDB CREATEROLE"
 if [[ "$(as_postgres_psql -c "SELECT 1 FROM pg_database WHERE datname = '${PG_DB}'")" != 1 ]]; then
     log "creating database ${PG_DB} owned by ${PG_USER}"
     as_postgres_psql -c "CREATE DATABASE ${PG_DB} OWNER ${PG_USER}"

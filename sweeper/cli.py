@@ -418,11 +418,21 @@ def command_confirm(args: argparse.Namespace) -> int:
 
 
 def command_check(args: argparse.Namespace) -> int:
+    from sweeper.data import check_unchanged
+    from sweeper.models import check_same_model
+    from sweeper.resolve import resolve_study
     from sweeper.storage import redact
     from sweeper.study import preflight_with_notices
 
-    config = resolve_config(args)
+    resolved = resolve_study(args.study, _overrides(args), studies_dir=args.studies_dir)
+    config = resolved.config
     checked = preflight_with_notices(config)
+    if resolved.user_attrs is not None:
+        # An existing study: this machine's data and model must be the ones it was made with.
+        check_unchanged(resolved.user_attrs, checked.splits, config.name)
+        check_same_model(
+            resolved.user_attrs, checked.model_fingerprint, config.model.name, config.name
+        )
     print(
         f"[sweeper] study {config.name!r} passed the pre-flight check: model {config.model.name!r} "
         f"at max_length {config.model.max_length}, {len(checked.splits.train)} training and "

@@ -47,6 +47,8 @@ def without_credentials(url: str) -> str:
         kept = [(key, value) for key, value in pairs if key.lower() not in _SECRET_QUERY_KEYS]
         if len(kept) != len(pairs):
             query = urlencode(kept)
+    if netloc == parts.netloc and query == parts.query:
+        return url  # urlunsplit would not give back every URL as written (sqlite:////x)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 

@@ -140,7 +140,7 @@ def _ensure_role_and_database(pgdata: Path, socket_dir: Path) -> None:
 
             if not exists(f"SELECT 1 FROM pg_roles WHERE rolname = '{USER}'"):
                 connection.exec_driver_sql(
-                    f"CREATE ROLE {USER} LOGIN CREATEDB PASSWORD '{PASSWORD}'"
+                    f"CREATE ROLE {USER} LOGIN CREATEDB CREATEROLE PASSWORD '{PASSWORD}'"
                 )
             if not exists(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'"):
                 connection.exec_driver_sql(f"CREATE DATABASE {DATABASE} OWNER {USER}")

@@ -50,6 +50,8 @@ class ResolvedStudy:
     # The study is in its storage with a stored configuration (``config`` is built on it).
     exists: bool
     study_file: Path | None
+    # The existing study's user attributes (its split and model fingerprints among them).
+    user_attrs: Mapping[str, Any] | None = None
 
 
 def storage_from_environment(flag: str | None) -> str | None:
@@ -233,5 +235,8 @@ def resolve_study(
         given = validate_document(document, f"--set on study {name!r}")
     check_run_keys_only(stored, given, located.given_keys, storage_url)
     return ResolvedStudy(
-        _with_run_keys(stored, given, storage_url), exists=True, study_file=located.study_file
+        _with_run_keys(stored, given, storage_url),
+        exists=True,
+        study_file=located.study_file,
+        user_attrs=attrs,
     )

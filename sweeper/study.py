@@ -45,7 +45,14 @@ from sweeper.results import best_trial
 from sweeper.samplers import build_sampler
 from sweeper.storage import open_lock, open_storage, redact
 from sweeper.training import TrialOutcome, last_checkpoint, train_trial
-from sweeper.workers import StopRequest, TrialInterrupted, budget_counts, is_crashed, run_trials
+from sweeper.workers import (
+    StopRequest,
+    TrialInterrupted,
+    budget_counts,
+    is_crashed,
+    run_trials,
+    worker_index,
+)
 
 
 @dataclass
@@ -189,7 +196,14 @@ def open_study(
 ) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when it exists; returns (study, created)."""
     direction = config.objective.study_direction
-    sampler, pruner = build_sampler(config.sampler), build_pruner(config.pruner)
+    sampler_config = config.sampler
+    if sampler_config.seed is not None and worker_index():
+        # Worker i of those `sweeper worker --gpus` started samples with seed + i: each would
+        # otherwise draw the same random sequence as its neighbours.
+        sampler_config = sampler_config.model_copy(
+            update={"seed": sampler_config.seed + worker_index()}
+        )
+    sampler, pruner = build_sampler(sampler_config), build_pruner(config.pruner)
     try:
         study = optuna.create_study(
             storage=storage,
@@ -203,7 +217,7 @@ def open_study(
         study = optuna.load_study(
             study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
         )
-    seed = config.sampler.seed
+    seed = sampler_config.seed
     if seed is not None:
         # A seeded sampler rebuilt on resume would draw its first samples again (a random
         # sampler repeats trial 0's parameters as the next trial): the seed moves on by the
@@ -212,7 +226,7 @@ def open_study(
         offset = len(study.get_trials(deepcopy=False))
         if offset:
             resumed_seed = (seed + offset * RESUME_SEED_STEP) % 2**32
-            study.sampler = build_sampler(config.sampler.model_copy(update={"seed": resumed_seed}))
+            study.sampler = build_sampler(sampler_config.model_copy(update={"seed": resumed_seed}))
     existing = study.direction.name.lower()
     if existing != direction:
         raise ConfigError(

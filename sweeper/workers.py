@@ -547,6 +547,14 @@ def apply_gpu_memory_fraction() -> float | None:
 # Set in the environment of each worker `sweeper worker --gpus` starts: the parent, not
 # they, speaks for the Slurm task (it requeues the task once, see sweeper.cluster).
 SPAWNED_BY_GPUS_ENV = "SWEEPER_SPAWNED_BY_GPUS"
+# And its index among them (0, 1, ...): a seeded sampler adds it to its seed (sweeper.study).
+WORKER_INDEX_ENV = "SWEEPER_WORKER_INDEX"
+
+
+def worker_index() -> int:
+    """This process's index among the workers `sweeper worker --gpus` started (0 alone)."""
+    value = os.environ.get(WORKER_INDEX_ENV, "0")
+    return int(value) if value.isdigit() else 0
 
 
 def spawn_gpu_workers(
@@ -562,9 +570,10 @@ def spawn_gpu_workers(
     with CUDA_VISIBLE_DEVICES (and each held to 1/trials_per_gpu of the GPU's memory);
     forward each stop (SIGINT/SIGTERM/SIGUSR1) to them once; return the worst exit code.
 
-    With a seeded sampler, worker i of several samples with seed ``sampler_seed + i``: each
-    process would otherwise draw the same random sequence, and workers started together
-    would run the same sampled trials.
+    Worker i gets ``SWEEPER_WORKER_INDEX=i``; with a seeded sampler it samples with seed
+    ``sampler_seed + i`` (sweeper.study.open_study): each process would otherwise draw the
+    same random sequence, and workers started together would run the same sampled trials.
+    The study's stored configuration keeps the one seed.
 
     Ctrl-C reaches the workers directly as well (one process group), and Slurm signals every
     process of a task: they take the forwarded copy, which comes within
@@ -590,11 +599,11 @@ def spawn_gpu_workers(
                 **(environment or {}),
                 **extra,
                 SPAWNED_BY_GPUS_ENV: "1",
+                WORKER_INDEX_ENV: str(index),
             }
             argv = list(worker_argv)
             seeded = ""
             if sampler_seed is not None and len(workers) > 1:
-                argv += ["--set", f"sampler.seed={sampler_seed + index}"]
                 seeded = f", sampler seed {sampler_seed + index}"
             processes.append(
                 subprocess.Popen([sys.executable, "-m", "sweeper", *argv], env=child_environment)

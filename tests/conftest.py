@@ -15,6 +15,8 @@ import tempfile
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# A developer's own storage URL must not redirect the tests' studies (sweeper.credentials).
+os.environ.pop("SWEEPER_STORAGE", None)
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -132,13 +134,48 @@ def write_study(tmp_path: Path, small_csv: Path, tiny_model_dir: Path) -> Callab
 POSTGRES_URL_ENV = "SWEEPER_TEST_POSTGRES_URL"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Marks every test that uses PostgreSQL `postgres`, so `-m postgres` selects them."""
+# Set (to anything but 0) where Slurm must be tested: .ci/run sets it, and CI=true implies it.
+REQUIRE_SLURM_ENV = "SWEEPER_REQUIRE_SLURM"
+_NOT_RUN: list[str] = []
+
+
+def slurm_required() -> bool:
+    flag = os.environ.get(REQUIRE_SLURM_ENV) or os.environ.get("CI") or ""
+    return flag.strip().lower() not in {"", "0", "false", "no"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks every test that uses PostgreSQL `postgres`, so `-m postgres` selects them.
+
+    The `slurm` tests need a Slurm cluster that only root with apt can install (`make
+    slurm`). Where none is installed and none is required, they are deselected, not
+    skipped, and the summary says so; where one is required (CI), they run and fail
+    without it."""
     for item in items:
         callspec = getattr(item, "callspec", None)
         backend = callspec.params.get("storage_url") if callspec is not None else None
         if "postgres_url" in getattr(item, "fixturenames", ()) or backend == "postgresql":
             item.add_marker(pytest.mark.postgres)
+    if slurm_required() or shutil.which("sinfo") is not None:
+        return
+    slurm_tests = [item for item in items if item.get_closest_marker("slurm")]
+    if slurm_tests:
+        config.hook.pytest_deselected(items=slurm_tests)
+        items[:] = [item for item in items if not item.get_closest_marker("slurm")]
+        _NOT_RUN.extend(item.nodeid for item in slurm_tests)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _NOT_RUN:
+        return
+    terminalreporter.section("tests not run")
+    terminalreporter.write_line(
+        f"{len(_NOT_RUN)} Slurm test(s) did not run: Slurm is not installed here (no sinfo "
+        f"on PATH). `make slurm` installs and starts a single-node Slurm (root, apt); CI "
+        f"(CI=true or {REQUIRE_SLURM_ENV}=1) runs them and fails without one."
+    )
+    for nodeid in _NOT_RUN:
+        terminalreporter.write_line(f"  not run: {nodeid}")
 
 
 @pytest.fixture(scope="session")
