@@ -555,19 +555,41 @@ def _spec_shapes(name: str) -> str:
     return "a number, {low, high, log}, or {choices: [...]}"
 
 
+def _spec_error_name(item: Any) -> str | None:
+    """The hyperparameter of an error found while trying one shape of its spec, if any."""
+    location = item["loc"]
+    if len(location) < 3 or location[0] != "search_space" or location[1] not in BY_NAME:
+        return None
+    # A member with a validator is named "function-after[_check(), FloatRange]".
+    member = str(location[2])
+    if member.startswith("function-"):
+        member = member.rsplit(", ", 1)[-1].rstrip("]")
+    return str(location[1]) if member in _UNION_MEMBERS else None
+
+
 def _format_validation_error(source: str, error: ValidationError) -> str:
     lines = []
-    for item in error.errors():
+    items = error.errors()
+    # A spec whose shape matched (a range) but whose values did not: that shape's message
+    # says what is wrong; the other shapes it was tried as would only confuse.
+    shape_matched = {
+        name for item in items if (name := _spec_error_name(item)) and item["type"] == "value_error"
+    }
+    # What the user wrote for each such spec (a shape's error may show only one field of it).
+    whole_specs = {
+        name: item.get("input")
+        for item in reversed(items)
+        if (name := _spec_error_name(item)) and len(item["loc"]) == 3
+    }
+    for item in items:
         location = item["loc"]
-        if (
-            len(location) >= 3
-            and location[0] == "search_space"
-            and location[1] in BY_NAME
-            and str(location[2]) in _UNION_MEMBERS
-        ):
+        name_tried = _spec_error_name(item)
+        if name_tried in shape_matched and item["type"] != "value_error":
+            continue
+        if name_tried is not None and name_tried not in shape_matched:
             # A spec that fits none of its shapes: one line, not one per shape tried.
-            name = str(location[1])
-            given = item.get("input")
+            name = name_tried
+            given = whole_specs.get(name, item.get("input"))
             lines.append(f"  search_space.{name}: expected {_spec_shapes(name)}, but got {given!r}")
             continue
         key, typed = _user_key(location)

@@ -299,12 +299,22 @@ def _failures_html(study: optuna.Study) -> str:
     return "\n".join(lines)
 
 
+def short_location(value: str) -> str:
+    """A model's or data set's name as the header shows it: a hub id (``org/name``) or a
+    ``package:`` path whole; a local path by its last two parts, so that two models saved
+    as ``.../minilm/model`` and ``.../distilbert/model`` are told apart."""
+    if not value.startswith(("/", "./", "../", "~")):
+        return value
+    parts = Path(value).parts
+    return "/".join(parts[-2:]) if len(parts) > 2 else value
+
+
 def _setup_line(summary: StudySummary) -> str:
     config = summary.config
-    model, dataset = config.model.name, config.dataset.path
+    model, dataset = short_location(config.model.name), short_location(config.dataset.path)
     pruner, sampler = config.pruner.type, config.sampler.type
     return (
-        f"model {Path(str(model)).name or model} · data {Path(str(dataset)).name or dataset} · "
+        f"model {model} · data {dataset} · "
         f"objective: {summary.direction} {summary.metric} · pruner {pruner} · sampler {sampler}"
     )
 

@@ -198,6 +198,19 @@ BAD_STUDIES = [
         id="baseline-outside-space",
     ),
     pytest.param(
+        # One line: the range's own message, not one more per shape the spec was tried as.
+        with_changes(search_space__learning_rate={"low": -1, "high": 1e-3, "log": True}),
+        r"study\.yaml:\n  search_space\.learning_rate: a log range needs low > 0, but got "
+        r"low=-1\.0\Z",
+        id="negative-log-range-one-line",
+    ),
+    pytest.param(
+        with_changes(search_space__learning_rate={"low": 1e-5, "high": "x"}),
+        r"study\.yaml:\n  search_space\.learning_rate: expected a number, \{low, high, log\}, or "
+        r"\{choices: \[\.\.\.\]\}, but got \{'high': 'x', 'low': 1e-05\}\Z",
+        id="spec-of-no-shape-one-line",
+    ),
+    pytest.param(
         with_changes(baselines=[{"name": "x", "params": {"seed": 5}}]),
         r"seed=5 is not among the choices \[42, 7, 1234\]",
         id="baseline-seed-not-a-choice",

