@@ -391,6 +391,30 @@ def test_the_password_is_stored_written_and_shown_nowhere(
         assert password.encode() not in file.read_bytes(), file
 
 
+def test_a_url_without_its_password_works_with_pgpass(
+    write_study: Callable[..., Path],
+    password_url: tuple[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """PostgreSQL's driver reads PGPASSFILE: the URL sweeper sees needs no password."""
+    from sqlalchemy.engine import make_url
+
+    url, password = password_url
+    parsed = make_url(url)
+    passfile = tmp_path / "pgpass"
+    host = parsed.host or parsed.query.get("host") or "localhost"
+    passfile.write_text(f"{host}:{parsed.port or 5432}:*:{parsed.username}:{password}\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    bare = without_credentials(url)
+    path = write_study("passfile", budget={"n_trials": 1})
+    assert main(["create", str(path), "--storage", bare]) == 0
+    assert main(["show", "passfile", "--storage", bare]) == 0
+    assert password not in capsys.readouterr().out
+
+
 def test_a_password_an_earlier_version_stored_is_dropped_when_the_study_is_opened(
     finished_study: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
