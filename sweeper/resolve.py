@@ -39,7 +39,7 @@ from sweeper.config import (
 )
 from sweeper.credentials import STORAGE_ENV, scrub_document
 from sweeper.errors import ConfigError, StorageError
-from sweeper.storage import open_storage, redact
+from sweeper.storage import open_storage, redact, sqlite_path
 
 
 @dataclass(frozen=True)
@@ -141,12 +141,9 @@ def stored_attributes(name: str, storage_url: str) -> dict[str, Any] | None:
     """The study's user attributes, or None when the storage holds no such study (or is a
     SQLite file that does not exist yet). A configuration an earlier sweeper stored with
     a password in it is rewritten without it here, so no view shows it again."""
-    try:
-        storage = open_storage(storage_url, heartbeat=False, create=False)
-    except StorageError:
-        if storage_url.startswith("sqlite:"):
-            return None  # no database file yet: a new study
-        raise
+    if (database := sqlite_path(storage_url)) is not None and not database.exists():
+        return None  # no database file yet: a new study
+    storage = open_storage(storage_url, heartbeat=False, create=False)
     try:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
@@ -218,7 +215,14 @@ def resolve_study(
     ``--storage`` or ``SWEEPER_STORAGE`` gave one)."""
     located = _locate(study, overrides, studies_dir, notify)
     name, storage_url, given = located.name, located.storage_url, located.given
-    attrs = stored_attributes(name, storage_url)
+    try:
+        attrs = stored_attributes(name, storage_url)
+    except StorageError:
+        if given is None:
+            raise
+        # Unreachable: nothing can run; the pre-flight check names it among every other
+        # problem of the study file.
+        return ResolvedStudy(given, exists=False, study_file=located.study_file)
     if attrs is None or not isinstance(attrs.get(CONFIG_ATTR), dict):
         if given is not None:
             return ResolvedStudy(given, exists=False, study_file=located.study_file)

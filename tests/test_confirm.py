@@ -265,8 +265,8 @@ def test_a_study_without_a_finished_trial_or_unknown_gives_an_error_and_no_compa
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     name, url = awkward_study("no-complete")
-    path = write_study(name)
-    assert main(["confirm", str(path), "--storage", url]) == 2
+    # By name: a study runs from its stored config (a study file would have to agree with it).
+    assert main(["confirm", name, "--storage", url]) == 2
     err = capsys.readouterr().err
     assert re.search(
         r"study 'no-complete' has no finished \(COMPLETE\) trial \(1 running, 1 pruned, 1 fail\), "
@@ -283,7 +283,7 @@ def test_a_study_without_a_finished_trial_or_unknown_gives_an_error_and_no_compa
     assert _names(url) == ["no-complete"]
 
     missing = tmp_path / "missing.db"
-    assert main(["confirm", str(path), "--storage", f"sqlite:///{missing}"]) == 2
+    assert main(["confirm", str(write_study("nosuch")), "--storage", f"sqlite:///{missing}"]) == 2
     assert re.search(r"no such SQLite file; run the sweep first", capsys.readouterr().err)
     assert not missing.exists()
 
@@ -316,10 +316,8 @@ def test_sigkilled_confirm_resumes_from_its_checkpoint_without_redoing_finished_
         budget={"n_trials": 1},
         workers={"heartbeat_interval_seconds": 1, "grace_period_seconds": 3, "poll_seconds": 0.5},
     )
-    # A short sweep (1 epoch); the re-runs train the study file's 3 epochs (36 steps).
-    assert (
-        main(["sweep", str(path), "--no-progress", "--set", "search_space.num_train_epochs=1"]) == 0
-    )
+    # The re-runs train the stored 3 epochs (36 steps), as the sweep's trial did.
+    assert main(["sweep", str(path), "--no-progress"]) == 0
     log = tmp_path / "confirm.log"
     process = start("confirm", path, log, "--top", "1", "--seeds", "2")
     second = tmp_path / "runs" / "killed" / "checkpoints" / "confirm" / "trial-1"
