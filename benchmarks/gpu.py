@@ -6,7 +6,7 @@ and ``$OUT/gpu.json`` when ``OUT`` is set), so a run cut off still reports what 
 A step that no longer fits in ``--time-budget`` is recorded as ``"not run: time"``.
 
 1. **In effect.** Mixed precision (bf16/fp16), TF32, SDPA attention and the padding multiple,
-   read back from a real sweeper trial (``sweeper.training.train_trial``) at training time:
+   read back from a real sweeper trial (``sweeper.trial.training.train_trial``) at training time:
    the Trainer's arguments and optimizer, the model's dtype and attention implementation, the
    torch precision switches, the dtype of the classifier's output under autocast, and the
    padded length of every training batch; plus an fp32 matrix product timed to show whether
@@ -458,7 +458,7 @@ def bare_loop(
     import torch
     from transformers import set_seed
 
-    from sweeper.models import load_classifier
+    from sweeper.trial.models import load_classifier
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     set_seed(int(params["seed"]))  # the classification head as the sweeper trial drew it
@@ -525,10 +525,10 @@ def throughput(
     """One sweeper trial (probed) and the bare loop on the same batches."""
     import torch
 
-    from sweeper.config import StudyConfig
-    from sweeper.data import prepare_data
-    from sweeper.models import load_classifier, load_tokenizer
-    from sweeper.training import build_trainer, precision_flags, release_memory, train_trial
+    from sweeper.settings.config import StudyConfig
+    from sweeper.trial.data import prepare_data
+    from sweeper.trial.models import load_classifier, load_tokenizer
+    from sweeper.trial.training import build_trainer, precision_flags, release_memory, train_trial
 
     config = StudyConfig.model_validate(
         study_document(
@@ -742,9 +742,9 @@ def step_trials_per_hour(
     import yaml
 
     from benchmarks.trial_loop import write_split
-    from sweeper.config import StudyConfig
-    from sweeper.data import prepare_data
-    from sweeper.models import load_tokenizer
+    from sweeper.settings.config import StudyConfig
+    from sweeper.trial.data import prepare_data
+    from sweeper.trial.models import load_tokenizer
 
     data_dir = scratch / "tph-data"
     write_split(
@@ -898,9 +898,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import transformers  # noqa: F401
 
-    import sweeper.study  # noqa: F401
+    import sweeper.study.sweep  # noqa: F401
     from benchmarks.trial_loop import _quiet
-    from sweeper.models import resolve_local_path
+    from sweeper.trial.models import resolve_local_path
 
     _quiet()
     if not args.quick and not torch.cuda.is_available():

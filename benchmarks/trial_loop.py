@@ -1,7 +1,7 @@
 """The trial loop: sweeper against ``Trainer.hyperparameter_search(backend="optuna")``.
 
 The same fixed trials run twice in one process, on the same rows, the same model and the
-same evaluation schedule: once through sweeper (``sweeper.study.run_study`` on a
+same evaluation schedule: once through sweeper (``sweeper.study.sweep.run_study`` on a
 ``StudyConfig`` whose baselines are the trials) and once through transformers'
 ``hyperparameter_search`` set up as its documentation shows (a ``model_init``, a dataset
 tokenized once with ``map``, dynamic padding with ``DataCollatorWithPadding``, an optuna
@@ -246,7 +246,7 @@ class Turns:
 
 
 def sweeper_config(sizes: dict[str, Any], data_dir: Path, model: str, runs: Path) -> Any:
-    from sweeper.config import StudyConfig
+    from sweeper.settings.config import StudyConfig
 
     return StudyConfig.model_validate(
         {
@@ -286,7 +286,7 @@ def run_sweeper(
     sizes: dict[str, Any], data_dir: Path, model: str, scratch: Path, turns: Turns
 ) -> dict[str, Any]:
     turns.begin(SWEEPER)
-    from sweeper.study import run_study
+    from sweeper.study.sweep import run_study
 
     config = sweeper_config(sizes, data_dir, model, scratch / "sweeper-runs")
     started = time.perf_counter()
@@ -356,7 +356,7 @@ def run_hyperparameter_search(
         TrainingArguments,
     )
 
-    from sweeper.models import resolve_local_path
+    from sweeper.trial.models import resolve_local_path
 
     started = time.perf_counter()
     evaluations: dict[int, list[dict[str, float]]] = {}
@@ -519,7 +519,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import transformers  # noqa: F401
 
-    import sweeper.study  # noqa: F401
+    import sweeper.study.sweep  # noqa: F401
 
     _quiet()
     sizes = _resolve_sizes(args)

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from sweeper.errors import SweeperError
 
 if TYPE_CHECKING:
-    from sweeper.config import StudyConfig, load_study_config
-    from sweeper.results import StudySummary, summarize
-    from sweeper.study import create_study, run_study
-    from sweeper.study import load_existing_study as load_study
+    from sweeper.settings.config import StudyConfig, load_study_config
+    from sweeper.study.sweep import create_study, run_study
+    from sweeper.study.sweep import load_existing_study as load_study
+    from sweeper.views.results import StudySummary, summarize
 
 __all__ = [
     "StudyConfig",
@@ -47,13 +47,13 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 # name -> (module, attribute): loaded on first use (PEP 562), so `sweeper --version` and
 # config checks do not pay for importing torch.
 _LAZY = {
-    "StudyConfig": ("sweeper.config", "StudyConfig"),
-    "load_study_config": ("sweeper.config", "load_study_config"),
-    "StudySummary": ("sweeper.results", "StudySummary"),
-    "summarize": ("sweeper.results", "summarize"),
-    "create_study": ("sweeper.study", "create_study"),
-    "run_study": ("sweeper.study", "run_study"),
-    "load_study": ("sweeper.study", "load_existing_study"),
+    "StudyConfig": ("sweeper.settings.config", "StudyConfig"),
+    "load_study_config": ("sweeper.settings.config", "load_study_config"),
+    "StudySummary": ("sweeper.views.results", "StudySummary"),
+    "summarize": ("sweeper.views.results", "summarize"),
+    "create_study": ("sweeper.study.sweep", "create_study"),
+    "run_study": ("sweeper.study.sweep", "run_study"),
+    "load_study": ("sweeper.study.sweep", "load_existing_study"),
 }
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from sweeper.cli import main
+from sweeper.launch.cli import main
 
 sys.exit(main())

@@ -33,3 +33,18 @@ class PreflightError(ConfigError):
 class TrialsFailingError(SweeperError):
     """The study's last ``workers.max_consecutive_failures`` trials all raised: every worker
     stops rather than spend the budget on more trials that fail the same way."""
+
+
+# Exit codes of `sweeper sweep`/`worker` (and the others), defined once: the README's
+# "Exit statuses", the Slurm script and the Kubernetes podFailurePolicy (sweeper.launch.cluster)
+# use these names; they live beside the errors they stand for.
+# The budget is met (or the timeout passed, or nothing was left to do).
+EXIT_OK = 0
+# A problem a restart will not fix: study file, data, model, storage, options (SweeperError).
+EXIT_USER_ERROR = 2
+# The study's last workers.max_consecutive_failures trials all raised (TrialsFailingError).
+EXIT_TRIALS_FAILING = 3
+# Stopped by a signal, cleanly: checkpoint saved, trial re-enqueued (128 + the signal).
+EXIT_STOPPED_SIGINT = 130  # Ctrl-C
+EXIT_STOPPED_SIGUSR1 = 138  # Slurm's time-limit warning: the worker requeued its own task
+EXIT_STOPPED_SIGTERM = 143  # kill, Slurm preemption or scancel, Kubernetes pod deletion

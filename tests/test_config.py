@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from sweeper.cli import build_parser, resolve_config
-from sweeper.config import (
+from sweeper.errors import ConfigError
+from sweeper.launch.cli import build_parser, resolve_config
+from sweeper.settings.config import (
     Choices,
     FloatRange,
     IntRange,
@@ -18,7 +19,6 @@ from sweeper.config import (
     load_study_config,
     parse_overrides,
 )
-from sweeper.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

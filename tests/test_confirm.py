@@ -26,10 +26,10 @@ from conftest import base_study
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 
-from sweeper.cli import main
-from sweeper.confirm import SEED_HIGH, TRIAL_CONFIG_ATTR, TRIAL_SEED_ATTR, derive_seeds
-from sweeper.confirmation import CANDIDATES_ATTR, companion_name, load_confirmation
-from sweeper.study import load_existing_study
+from sweeper.launch.cli import main
+from sweeper.study.confirm import SEED_HIGH, TRIAL_CONFIG_ATTR, TRIAL_SEED_ATTR, derive_seeds
+from sweeper.study.sweep import load_existing_study
+from sweeper.views.confirmation import CANDIDATES_ATTR, companion_name, load_confirmation
 
 SWEEP_SEEDS = {42, 7}  # the search space's seed choices (conftest.base_study)
 QUICK = {
@@ -182,8 +182,8 @@ def test_confirm_again_reruns_nothing_and_the_plan_is_frozen(
 def test_best_card_export_and_report_use_the_confirmed_winner(
     confirmed: Confirmed, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sweeper.figures import figures
-    from sweeper.report import render_report
+    from sweeper.views.figures import figures
+    from sweeper.views.report import render_report
 
     study = load_existing_study(confirmed.name, confirmed.storage_url)
     confirmation = load_confirmation(study)
@@ -219,7 +219,7 @@ def test_best_card_export_and_report_use_the_confirmed_winner(
 def test_views_without_a_confirmation_say_single_seed(
     finished_study: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from sweeper.report import render_report
+    from sweeper.views.report import render_report
 
     study_file = finished_study.study_file  # type: ignore[attr-defined]
     assert main(["best", str(study_file)]) == 0

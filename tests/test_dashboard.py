@@ -22,7 +22,7 @@ import optuna
 import pytest
 from conftest import FinishedStudy
 
-from sweeper.dashboard import Dashboard, DashboardError
+from sweeper.views.dashboard import Dashboard, DashboardError
 
 URL_LINE = re.compile(r"open (http://127\.0\.0\.1:(\d+)/dashboard/studies/(\d+))")
 START_TIMEOUT_S = 60
@@ -38,7 +38,7 @@ def get_json(url: str) -> Any:
 def dashboard_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
     """`sweeper dashboard ...` as a user starts it; yields once it printed its URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "sweeper.cli", "dashboard", *args],
+        [sys.executable, "-m", "sweeper.launch.cli", "dashboard", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

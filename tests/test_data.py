@@ -11,9 +11,9 @@ import pytest
 from datasets import Dataset, DatasetDict
 from transformers import AutoTokenizer
 
-from sweeper.config import DatasetConfig
-from sweeper.data import prepare_data
 from sweeper.errors import DataError
+from sweeper.settings.config import DatasetConfig
+from sweeper.trial.data import prepare_data
 
 ROWS = [
     ("a wonderful, moving film", "pos"),

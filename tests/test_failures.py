@@ -21,12 +21,12 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.cli import EXIT_TRIALS_FAILING, main
-from sweeper.config import WorkersConfig, load_study_config
-from sweeper.errors import ConfigError, TrialsFailingError
-from sweeper.report import render_report
-from sweeper.study import load_existing_study, run_study
-from sweeper.workers import check_failure_streak, failure_streak
+from sweeper.errors import EXIT_TRIALS_FAILING, ConfigError, TrialsFailingError
+from sweeper.launch.cli import main
+from sweeper.runtime.workers import check_failure_streak, failure_streak
+from sweeper.settings.config import WorkersConfig, load_study_config
+from sweeper.study.sweep import load_existing_study, run_study
+from sweeper.views.report import render_report
 
 QUICK = {
     "dataset": {"max_train_rows": 32, "max_validation_rows": 16},

@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification
 
 from benchmarks import available
 from benchmarks.gpu import GpuBusy, add_arguments, throughput, write_throughput_split
-from sweeper.models import load_classifier
+from sweeper.trial.models import load_classifier
 
 
 def test_a_half_precision_checkpoint_trains_in_full_precision(

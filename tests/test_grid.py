@@ -21,11 +21,11 @@ import yaml
 from conftest import REPO_ROOT, base_study
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.cli import main
-from sweeper.config import load_study_config
 from sweeper.errors import ConfigError
-from sweeper.results import format_value
-from sweeper.study import load_existing_study
+from sweeper.launch.cli import main
+from sweeper.settings.config import load_study_config
+from sweeper.study.sweep import load_existing_study
+from sweeper.views.results import format_value
 
 POSITIVE = ["wonderful", "great", "superb", "moving", "brilliant", "delightful"]
 NEGATIVE = ["awful", "boring", "dreadful", "terrible", "dull", "painful"]
@@ -139,9 +139,9 @@ def test_a_dead_trial_is_pruned_by_the_default_rules(grid_sweep: GridSweep) -> N
 def test_the_report_says_what_pruning_saved_in_examples_and_where_each_trial_stopped(
     grid_sweep: GridSweep,
 ) -> None:
-    from sweeper.figures import EXAMPLES_TITLE, loss_curves_figure
-    from sweeper.report import render_report
-    from sweeper.results import examples_saved, summarize
+    from sweeper.views.figures import EXAMPLES_TITLE, loss_curves_figure
+    from sweeper.views.report import render_report
+    from sweeper.views.results import examples_saved, summarize
 
     dead = grid_sweep.dead
     stopped_at = max(dead.intermediate_values)
@@ -241,8 +241,8 @@ def test_an_overfitting_trial_is_early_stopped_complete_with_its_best_evaluation
     assert sorted(p.name for p in kept.parent.glob("checkpoint-*")) == [kept.name]
     assert study.best_trial.number == overfit.number
     # sweeper show and the report say so, and do not call it pruned.
-    from sweeper.console import trials_table
-    from sweeper.report import render_report
+    from sweeper.views.console import trials_table
+    from sweeper.views.report import render_report
 
     row = next(line for line in trials_table(study).splitlines() if line.startswith("0 "))
     assert "COMPLETE" in row and f"early-stopped at step {stopped}" in row
@@ -329,7 +329,7 @@ def test_each_batch_size_evaluates_at_its_own_step_count_on_one_grid(
     sections: dict[str, Any],
     eval_steps: dict[int, int],
 ) -> None:
-    from sweeper.training import build_training_arguments
+    from sweeper.trial.training import build_training_arguments
 
     config = _load(write_study, **sections)
     for batch, steps in eval_steps.items():
@@ -346,7 +346,7 @@ def test_each_batch_size_evaluates_at_its_own_step_count_on_one_grid(
 def test_steps_with_a_searched_batch_size_gets_a_notice(
     write_study: Callable[..., Path],
 ) -> None:
-    from sweeper.preflight import grid_notice
+    from sweeper.study.preflight import grid_notice
 
     notice = grid_notice(_load(write_study))
     assert notice is not None and notice.startswith(
@@ -372,7 +372,7 @@ def test_steps_with_a_searched_batch_size_gets_a_notice(
 def test_the_grid_point_each_strategy_reports(
     strategy: str, step: int, epoch: float, index: int | None
 ) -> None:
-    from sweeper.training import EvaluationGrid
+    from sweeper.trial.training import EvaluationGrid
 
     grid = EvaluationGrid(strategy, examples_per_step=16, examples_per_point=96)
     assert grid.index(step, epoch) == index

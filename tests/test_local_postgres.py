@@ -1,4 +1,4 @@
-"""sweeper.local_postgres: the embedded PostgreSQL that the tests fall back on and that
+"""sweeper.runtime.local_postgres: the embedded PostgreSQL that the tests fall back on and that
 `make postgres-embedded` starts for local studies."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from sweeper.local_postgres import socket_url
-from sweeper.storage import redact
+from sweeper.runtime.local_postgres import socket_url
+from sweeper.runtime.storage import redact
 
 
 @pytest.mark.parametrize("directory", ["/tmp/pg", "/tmp/a dir+x/pg data", "/tmp/ü/%41"])
@@ -30,7 +30,7 @@ def test_socket_url_round_trips_the_directory_and_hides_the_password(directory: 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "sweeper.local_postgres", *args],
+        [sys.executable, "-m", "sweeper.runtime.local_postgres", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sweeper import metrics
-from sweeper.metrics import (
+from sweeper.settings.metrics import (
     METRIC_NAMES,
     METRICS,
     OBJECTIVE_NAMES,

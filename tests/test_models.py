@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from sweeper.models import hub_unreachable_reason
+from sweeper.trial.models import hub_unreachable_reason
 
 # A name that never resolves (RFC 2606): the hub is reachable through the proxy or not at all.
 UNRESOLVABLE_HUB = "http://hub.invalid"

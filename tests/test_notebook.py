@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, FinishedStudy
 
-from sweeper.figures import figures
-from sweeper.study import load_existing_study
+from sweeper.study.sweep import load_existing_study
+from sweeper.views.figures import figures
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "analysis.ipynb"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"

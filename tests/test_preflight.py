@@ -16,10 +16,14 @@ from transformers import (
     RobertaConfig,
 )
 
-from sweeper.cli import main
-from sweeper.config import load_study_config
-from sweeper.models import load_classifier, position_limit
-from sweeper.preflight import CHECKPOINT_BYTES_PER_PARAMETER, check_directory, checkpoint_bytes
+from sweeper.launch.cli import main
+from sweeper.settings.config import load_study_config
+from sweeper.study.preflight import (
+    CHECKPOINT_BYTES_PER_PARAMETER,
+    check_directory,
+    checkpoint_bytes,
+)
+from sweeper.trial.models import load_classifier, position_limit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

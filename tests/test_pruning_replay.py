@@ -25,7 +25,7 @@ from benchmarks.replay import (
     replay_all,
     unpruned_winner,
 )
-from sweeper.pruners import pruner_config
+from sweeper.settings.pruners import pruner_config
 
 PER = 100  # training examples per grid point
 
@@ -250,7 +250,7 @@ def test_pruning_benchmark_is_registered_and_builds_both_studies(tmp_path: Path)
 
     from benchmarks import available
     from benchmarks.pruning import add_arguments, resolve_sizes, strategies, study_config
-    from sweeper.config import load_study_config
+    from sweeper.settings.config import load_study_config
 
     assert "pruning" in available()
     parser = argparse.ArgumentParser()

@@ -10,15 +10,15 @@ import optuna
 import pytest
 import yaml
 
-from sweeper.config import (
+from sweeper.errors import ConfigError
+from sweeper.settings.config import (
     CONFIG_VERSION,
     CONFIG_VERSION_ATTR,
     StudyConfig,
     load_study_config,
     stored_config,
 )
-from sweeper.errors import ConfigError
-from sweeper.hyperparameters import (
+from sweeper.settings.hyperparameters import (
     HYPERPARAMETERS,
     SEARCHABLE_PARAMS,
     FloatRange,
@@ -26,9 +26,9 @@ from sweeper.hyperparameters import (
     suggest_params,
     training_arguments,
 )
-from sweeper.pruners import MedianPrunerConfig, NoPrunerConfig, PercentilePrunerConfig
-from sweeper.samplers import RandomSamplerConfig
-from sweeper.training import build_training_arguments
+from sweeper.settings.pruners import MedianPrunerConfig, NoPrunerConfig, PercentilePrunerConfig
+from sweeper.settings.samplers import RandomSamplerConfig
+from sweeper.trial.training import build_training_arguments
 
 MINIMAL: dict[str, Any] = {
     "dataset": {"path": "reviews.csv", "text_column": "review", "label_column": "sentiment"},

@@ -15,11 +15,11 @@ from conftest import FinishedStudy
 from headless_chromium import Rendered, find_chromium, render
 from optuna.trial import TrialState
 
-from sweeper.cli import main
-from sweeper.figures import figures
-from sweeper.report import render_report, write_report
-from sweeper.results import steps_run, summarize
-from sweeper.study import load_existing_study
+from sweeper.launch.cli import main
+from sweeper.study.sweep import load_existing_study
+from sweeper.views.figures import figures
+from sweeper.views.report import render_report, write_report
+from sweeper.views.results import steps_run, summarize
 
 FIGURE_KEYS = ["history", "loss-curves", "parallel-coordinates", "importance", "overfitting"]
 READY = (
@@ -249,6 +249,6 @@ def test_report_of_a_missing_study_names_the_studies_there(
 )
 def test_the_header_tells_models_apart(location: str, shown: str) -> None:
     """Not "model model" for a model saved in a folder named model."""
-    from sweeper.report import short_location
+    from sweeper.views.report import short_location
 
     assert short_location(location) == shown

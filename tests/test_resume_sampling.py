@@ -7,10 +7,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from sweeper.config import StudyConfig
-from sweeper.hyperparameters import suggest_params
-from sweeper.storage import open_storage
-from sweeper.study import open_study
+from sweeper.runtime.storage import open_storage
+from sweeper.settings.config import StudyConfig
+from sweeper.settings.hyperparameters import suggest_params
+from sweeper.study.sweep import open_study
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])

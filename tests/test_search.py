@@ -17,12 +17,18 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeper.cli import main
-from sweeper.config import load_study_config
-from sweeper.hyperparameters import Choices, FloatRange, IntRange, SearchSpace, suggest_params
-from sweeper.pruners import build_pruner, pruner_config
-from sweeper.samplers import SamplerConfig, build_sampler, sampler_config
-from sweeper.study import load_existing_study
+from sweeper.launch.cli import main
+from sweeper.settings.config import load_study_config
+from sweeper.settings.hyperparameters import (
+    Choices,
+    FloatRange,
+    IntRange,
+    SearchSpace,
+    suggest_params,
+)
+from sweeper.settings.pruners import build_pruner, pruner_config
+from sweeper.settings.samplers import SamplerConfig, build_sampler, sampler_config
+from sweeper.study.sweep import load_existing_study
 
 Curve = list[float]
 

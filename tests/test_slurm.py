@@ -25,8 +25,8 @@ import pytest
 from mid_trial import held_mid_trial, newest_checkpoints
 from optuna.trial import TrialState
 
-from sweeper.cli import main
-from sweeper.study import load_existing_study
+from sweeper.launch.cli import main
+from sweeper.study.sweep import load_existing_study
 
 # Deselected (and listed as not run) where no Slurm is installed, unless CI requires it.
 pytestmark = pytest.mark.slurm

@@ -1,4 +1,4 @@
-"""The study is the one source of truth (sweeper.resolve): once created, every command runs
+"""The study is the one source of truth (sweeper.study.resolve): once created, every command runs
 from the configuration it stored, on any machine, without its study file; the study file
 and --set may change only the run and machine keys; and no password is stored, written,
 printed or put on a command line.
@@ -22,11 +22,11 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from sweeper.cli import main
-from sweeper.config import CONFIG_ATTR, RUN_KEYS, is_run_key, run_keys_markdown
 from sweeper.credentials import STORAGE_ENV, scrub_document, without_credentials
-from sweeper.study import load_existing_study
-from sweeper.workers import FAKE_GPU_COUNT_ENV
+from sweeper.launch.cli import main
+from sweeper.runtime.workers import FAKE_GPU_COUNT_ENV
+from sweeper.settings.config import CONFIG_ATTR, RUN_KEYS, is_run_key, run_keys_markdown
+from sweeper.study.sweep import load_existing_study
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,10 +18,11 @@ import pytest
 from mid_trial import held_mid_trial, newest_checkpoints
 from optuna.trial import TrialState
 
-import sweeper.study
-from sweeper.cli import EXIT_STOPPED_SIGINT, EXIT_STOPPED_SIGTERM, main
-from sweeper.study import load_existing_study
-from sweeper.workers import FAKE_GPU_COUNT_ENV, StopRequest
+import sweeper.study.sweep
+from sweeper.errors import EXIT_STOPPED_SIGINT, EXIT_STOPPED_SIGTERM
+from sweeper.launch.cli import main
+from sweeper.runtime.workers import FAKE_GPU_COUNT_ENV, StopRequest
+from sweeper.study.sweep import load_existing_study
 
 # Trials of 4 epochs x 12 steps with a checkpoint every 4 steps; the test holds them mid-trial
 # (see held_mid_trial) whatever this machine's speed.
@@ -71,13 +72,13 @@ def test_handlers_are_restored_after_main(
     """A stop while the data is tokenized (handlers are installed as `sweeper` starts) is
     clean: no trial runs, nothing is left RUNNING, the exit status says which signal; and
     main leaves the caller's handlers as they were."""
-    real_prepare = sweeper.study.prepare_data
+    real_prepare = sweeper.study.sweep.prepare_data
 
     def prepare_and_get_stopped(*args: object, **kwargs: object) -> object:
         os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-tokenization
         return real_prepare(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(sweeper.study, "prepare_data", prepare_and_get_stopped)
+    monkeypatch.setattr(sweeper.study.sweep, "prepare_data", prepare_and_get_stopped)
     before = signal.getsignal(signal.SIGTERM)
     path = write_study("tokenizing", budget={"n_trials": 2})
     storage = f"sqlite:///{tmp_path / 'study.db'}"

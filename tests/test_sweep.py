@@ -12,8 +12,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from sweeper.cli import main
-from sweeper.study import load_existing_study
+from sweeper.launch.cli import main
+from sweeper.study.sweep import load_existing_study
 
 # The cards' columns, and where each row lies on the evaluation grid (examples, grid).
 HISTORY_KEYS = {

@@ -18,9 +18,11 @@ import pandas as pd
 import pytest
 from transformers import AutoTokenizer, Trainer
 
-from sweeper.cli import main
-from sweeper.config import DatasetConfig, load_study_config
-from sweeper.data import (
+from sweeper.errors import DataError
+from sweeper.launch.cli import main
+from sweeper.settings.config import DatasetConfig, load_study_config
+from sweeper.study.sweep import create_study
+from sweeper.trial.data import (
     CACHE_FORMAT_VERSION,
     SPLIT_FINGERPRINTS_ATTR,
     SPLIT_SIZES_ATTR,
@@ -34,8 +36,6 @@ from sweeper.data import (
     split_fingerprints,
     split_sizes,
 )
-from sweeper.errors import DataError
-from sweeper.study import create_study
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,10 +18,10 @@ from optuna.trial import FrozenTrial, TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from sweeper.config import REPORT_TO_INTEGRATIONS, SEARCHABLE_PARAMS, load_study_config
 from sweeper.errors import ConfigError
-from sweeper.study import load_existing_study, run_study
-from sweeper.workers import StopRequest
+from sweeper.runtime.workers import StopRequest
+from sweeper.settings.config import REPORT_TO_INTEGRATIONS, SEARCHABLE_PARAMS, load_study_config
+from sweeper.study.sweep import load_existing_study, run_study
 
 MINIMAL: dict[str, Any] = {
     "dataset": {"path": "reviews.csv", "text_column": "review", "label_column": "sentiment"},
@@ -33,7 +33,7 @@ def test_the_accepted_names_are_those_of_the_installed_transformers() -> None:
     from transformers.integrations import INTEGRATION_TO_CALLBACK
 
     assert sorted(REPORT_TO_INTEGRATIONS) == sorted(INTEGRATION_TO_CALLBACK), (
-        "update sweeper.config.REPORT_TO_INTEGRATIONS to transformers' integrations"
+        "update sweeper.settings.config.REPORT_TO_INTEGRATIONS to transformers' integrations"
     )
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from sweeper.config import load_study_config
-from sweeper.data import prepare_data
-from sweeper.models import load_classifier
-from sweeper.training import build_trainer, train_trial
+from sweeper.settings.config import load_study_config
+from sweeper.trial.data import prepare_data
+from sweeper.trial.models import load_classifier
+from sweeper.trial.training import build_trainer, train_trial
 
 PARAMS = {
     "learning_rate": 1e-3,

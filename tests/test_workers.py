@@ -17,10 +17,9 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from sweeper.cli import main
 from sweeper.errors import ConfigError
-from sweeper.study import load_existing_study
-from sweeper.workers import (
+from sweeper.launch.cli import main
+from sweeper.runtime.workers import (
     FAKE_GPU_COUNT_ENV,
     GPU_MEMORY_FRACTION_ENV,
     apply_gpu_memory_fraction,
@@ -29,6 +28,7 @@ from sweeper.workers import (
     parse_gpus,
     spawn_gpu_workers,
 )
+from sweeper.study.sweep import load_existing_study
 
 # Quick trials for the budget test; long ones (hundreds of steps) for the kill tests.
 QUICK = {
@@ -257,7 +257,7 @@ def test_budget_lock_is_exclusive_and_survives_a_dropped_connection(postgres_url
 
     import sqlalchemy
 
-    from sweeper.storage import open_lock
+    from sweeper.runtime.storage import open_lock
 
     lock = open_lock(postgres_url, f"budget/test-{uuid.uuid4().hex}")
     key = lock._key  # type: ignore[attr-defined]

@@ -16,28 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from sweeper import __version__
-from sweeper.config import (
+from sweeper.credentials import STORAGE_ENV
+from sweeper.errors import (
+    EXIT_OK,
+    EXIT_TRIALS_FAILING,
+    EXIT_USER_ERROR,
+    ConfigError,
+    SweeperError,
+    TrialsFailingError,
+)
+from sweeper.settings.config import (
     DEFAULT_STUDIES_DIR,
     StudyConfig,
     find_study_file,
     parse_overrides,
 )
-from sweeper.credentials import STORAGE_ENV
-from sweeper.errors import ConfigError, SweeperError, TrialsFailingError
-
-# Exit codes of `sweeper sweep`/`worker` (and the others), defined once: the README's
-# "Exit statuses", the Slurm script and the Kubernetes podFailurePolicy (sweeper.cluster)
-# use these names.
-# The budget is met (or the timeout passed, or nothing was left to do).
-EXIT_OK = 0
-# A problem a restart will not fix: study file, data, model, storage, options (SweeperError).
-EXIT_USER_ERROR = 2
-# The study's last workers.max_consecutive_failures trials all raised (TrialsFailingError).
-EXIT_TRIALS_FAILING = 3
-# Stopped by a signal, cleanly: checkpoint saved, trial re-enqueued (128 + the signal).
-EXIT_STOPPED_SIGINT = 130  # Ctrl-C
-EXIT_STOPPED_SIGUSR1 = 138  # Slurm's time-limit warning: the worker requeued its own task
-EXIT_STOPPED_SIGTERM = 143  # kill, Slurm preemption or scancel, Kubernetes pod deletion
 
 
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
@@ -336,7 +329,7 @@ def _add_view_commands(commands: Any) -> None:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """``--set`` pairs, then the command's flags on top (CLI flags win over ``--set``); the
     storage from ``--storage``, else ``SWEEPER_STORAGE``."""
-    from sweeper.resolve import storage_from_environment
+    from sweeper.study.resolve import storage_from_environment
 
     overrides: dict[str, Any] = parse_overrides(args.overrides)
     flag_keys = {
@@ -359,9 +352,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def resolve_config(args: argparse.Namespace) -> StudyConfig:
     """The configuration the command runs with: a new study's from its study file (CLI
     flags, then ``--set``, then the file, then defaults); an existing study's stored one,
-    with the run and machine keys (sweeper.config.RUN_KEYS) from the command line and the
-    study file (sweeper.resolve)."""
-    from sweeper.resolve import resolve_study
+    with the run and machine keys (sweeper.settings.config.RUN_KEYS) from the command line and the
+    study file (sweeper.study.resolve)."""
+    from sweeper.study.resolve import resolve_study
 
     return resolve_study(args.study, _overrides(args), studies_dir=args.studies_dir).config
 
@@ -369,21 +362,28 @@ def resolve_config(args: argparse.Namespace) -> StudyConfig:
 def _study_name_and_storage(args: argparse.Namespace) -> tuple[str, str]:
     """For the commands that only read a study: its name and storage; the study file is
     optional (everything they show is stored)."""
-    from sweeper.resolve import locate_study
+    from sweeper.study.resolve import locate_study
 
     return locate_study(args.study, _overrides(args), args.studies_dir)
 
 
 def command_sweep(args: argparse.Namespace) -> int:
-    from sweeper.console import best_summary
-    from sweeper.study import run_study
-    from sweeper.workers import StopRequest, apply_gpu_memory_fraction
+    from sweeper.runtime.workers import StopRequest, apply_gpu_memory_fraction
+    from sweeper.study.confirm import run_pending_confirmation
+    from sweeper.study.sweep import run_study
+    from sweeper.views.console import best_summary
 
     config = resolve_config(args)
     # One of several workers sharing a GPU (sweeper worker --trials-per-gpu): keep to its share.
     apply_gpu_memory_fraction()
     stop = getattr(args, "stop", None) or StopRequest()
-    study = run_study(config, show_progress=not args.no_progress, stop=stop)
+    # A worker whose sweep is done helps with a confirmation `sweeper confirm` started.
+    study = run_study(
+        config,
+        show_progress=not args.no_progress,
+        stop=stop,
+        on_budget_met=run_pending_confirmation,
+    )
     if stop.signal_number is not None:
         _requeue_on_time_limit(stop.signal_number)
         return 128 + stop.signal_number
@@ -392,7 +392,7 @@ def command_sweep(args: argparse.Namespace) -> int:
 
 
 def command_confirm(args: argparse.Namespace) -> int:
-    from sweeper.confirm import (
+    from sweeper.study.confirm import (
         check_arguments,
         confirmation_table,
         run_confirmation,
@@ -418,11 +418,11 @@ def command_confirm(args: argparse.Namespace) -> int:
 
 
 def command_check(args: argparse.Namespace) -> int:
-    from sweeper.data import check_unchanged
-    from sweeper.models import check_same_model
-    from sweeper.resolve import resolve_study
-    from sweeper.storage import redact
-    from sweeper.study import preflight_with_notices
+    from sweeper.runtime.storage import redact
+    from sweeper.study.resolve import resolve_study
+    from sweeper.study.sweep import preflight_with_notices
+    from sweeper.trial.data import check_unchanged
+    from sweeper.trial.models import check_same_model
 
     resolved = resolve_study(args.study, _overrides(args), studies_dir=args.studies_dir)
     config = resolved.config
@@ -450,7 +450,7 @@ def command_worker(args: argparse.Namespace) -> int:
             "pass 1 for one trial per GPU, or more to share each GPU between trials"
         )
     if args.gpus is None:
-        from sweeper.workers import SPAWNED_BY_GPUS_ENV
+        from sweeper.runtime.workers import SPAWNED_BY_GPUS_ENV
 
         # (A worker that --gpus started gets the flag too: no note.)
         started_by_gpus = SPAWNED_BY_GPUS_ENV in os.environ
@@ -461,7 +461,7 @@ def command_worker(args: argparse.Namespace) -> int:
                 flush=True,
             )
         return command_sweep(args)
-    from sweeper.workers import gpu_count, parse_gpus, spawn_gpu_workers
+    from sweeper.runtime.workers import gpu_count, parse_gpus, spawn_gpu_workers
 
     config = resolve_config(args)  # a bad study file fails here, once, not in every child
     available = gpu_count()
@@ -492,8 +492,8 @@ def _requeue_on_time_limit(signal_number: int) -> None:
     (by the `--gpus` parent, not by each of its workers)."""
     import signal
 
-    from sweeper.cluster import requeue_own_slurm_task
-    from sweeper.workers import SPAWNED_BY_GPUS_ENV
+    from sweeper.runtime.slurm import requeue_own_slurm_task
+    from sweeper.runtime.workers import SPAWNED_BY_GPUS_ENV
 
     if signal_number == signal.SIGUSR1 and SPAWNED_BY_GPUS_ENV not in os.environ:
         requeue_own_slurm_task()
@@ -518,8 +518,8 @@ def _child_argv(argv: Sequence[str]) -> list[str]:
 
 
 def command_show(args: argparse.Namespace) -> int:
-    from sweeper.console import trials_table
-    from sweeper.study import load_existing_study
+    from sweeper.study.sweep import load_existing_study
+    from sweeper.views.console import trials_table
 
     name, storage = _study_name_and_storage(args)
     print(trials_table(load_existing_study(name, storage)))
@@ -527,8 +527,8 @@ def command_show(args: argparse.Namespace) -> int:
 
 
 def command_best(args: argparse.Namespace) -> int:
-    from sweeper.console import best_summary
-    from sweeper.study import load_existing_study
+    from sweeper.study.sweep import load_existing_study
+    from sweeper.views.console import best_summary
 
     name, storage = _study_name_and_storage(args)
     study = load_existing_study(name, storage)
@@ -538,20 +538,20 @@ def command_best(args: argparse.Namespace) -> int:
 
 def _study_output_dir(study: Any) -> Path:
     """Where the sweep wrote its files: <output_dir>/<study> from the stored config."""
-    from sweeper.config import stored_config
+    from sweeper.settings.config import stored_config
 
     return stored_config(study.study_name, study.user_attrs).study_dir
 
 
 def _open_existing_study(args: argparse.Namespace) -> tuple[str, Any]:
-    from sweeper.study import load_existing_study
+    from sweeper.study.sweep import load_existing_study
 
     name, storage = _study_name_and_storage(args)
     return name, load_existing_study(name, storage)
 
 
 def command_report(args: argparse.Namespace) -> int:
-    from sweeper.report import write_report
+    from sweeper.views.report import write_report
 
     name, study = _open_existing_study(args)
     path = write_report(study, args.out or _study_output_dir(study) / "report.html")
@@ -560,7 +560,7 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_card(args: argparse.Namespace) -> int:
-    from sweeper.card import write_card
+    from sweeper.views.card import write_card
 
     name, study = _open_existing_study(args)
     path = write_card(study, args.out or _study_output_dir(study) / "card")
@@ -569,7 +569,7 @@ def command_card(args: argparse.Namespace) -> int:
 
 
 def command_export(args: argparse.Namespace) -> int:
-    from sweeper.export import confirmed_export, export_best
+    from sweeper.views.export import confirmed_export, export_best
 
     name, study = _open_existing_study(args)
     target = export_best(study, args.to, force=args.force)
@@ -585,8 +585,8 @@ def command_export(args: argparse.Namespace) -> int:
 
 
 def command_dashboard(args: argparse.Namespace) -> int:
-    from sweeper.dashboard import Dashboard
-    from sweeper.storage import redact
+    from sweeper.runtime.storage import redact
+    from sweeper.views.dashboard import Dashboard
 
     name, storage = _study_name_and_storage(args)
     dashboard = Dashboard(storage, name, host=args.host, port=args.port)
@@ -605,8 +605,8 @@ def command_dashboard(args: argparse.Namespace) -> int:
 
 
 def command_create(args: argparse.Namespace) -> int:
-    from sweeper.storage import redact
-    from sweeper.study import create_study
+    from sweeper.runtime.storage import redact
+    from sweeper.study.sweep import create_study
 
     config = resolve_config(args)
     created = create_study(config)
@@ -631,8 +631,8 @@ def _cluster_config(args: argparse.Namespace) -> StudyConfig:
     """The study as a cluster's workers will see it; the storage must be a server. Writing
     a script or manifests needs no database: only ``--submit`` (which creates the study)
     reads the stored configuration; the workers resolve their own when they start."""
-    from sweeper.cluster import require_server_storage
-    from sweeper.config import load_study_config
+    from sweeper.launch.cluster import require_server_storage
+    from sweeper.settings.config import load_study_config
 
     if getattr(args, "submit", False):
         config = resolve_config(args)
@@ -643,7 +643,7 @@ def _cluster_config(args: argparse.Namespace) -> StudyConfig:
 
 
 def command_slurm(args: argparse.Namespace) -> int:
-    from sweeper.cluster import (
+    from sweeper.launch.cluster import (
         SlurmOptions,
         render_sbatch,
         sbatch_path,
@@ -651,7 +651,7 @@ def command_slurm(args: argparse.Namespace) -> int:
         submit_sbatch,
         write_private,
     )
-    from sweeper.study import create_study
+    from sweeper.study.sweep import create_study
 
     if args.submit:
         sbatch_path()  # missing sbatch fails before the storage is even asked
@@ -695,8 +695,13 @@ def command_slurm(args: argparse.Namespace) -> int:
 
 
 def command_k8s(args: argparse.Namespace) -> int:
-    from sweeper.cluster import K8sOptions, dump_manifests, render_k8s, require_server_storage
-    from sweeper.config import load_study_config
+    from sweeper.launch.cluster import (
+        K8sOptions,
+        dump_manifests,
+        render_k8s,
+        require_server_storage,
+    )
+    from sweeper.settings.config import load_study_config
 
     # The pods take the URL from the Secret; a --storage given here is only checked.
     config = load_study_config(args.study, _overrides(args), studies_dir=args.studies_dir)
@@ -784,7 +789,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command not in ("sweep", "worker", "confirm"):
             quiet_libraries()
             return COMMANDS[args.command](args)
-        from sweeper.workers import StopRequest
+        from sweeper.runtime.workers import StopRequest
 
         # The stop signals are handled from the start, so a stop while the model loads or
         # the data is tokenized is as clean as one during training.

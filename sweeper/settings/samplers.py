@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 class _SamplerBase(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    # Workers started together get seed + their index (sweeper.workers), or they would
+    # Workers started together get seed + their index (sweeper.runtime.workers), or they would
     # sample the same trials.
     seed: int | None = 42
 

@@ -22,8 +22,8 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from sweeper.config import WorkersConfig
 from sweeper.errors import StorageError
+from sweeper.settings.config import WorkersConfig
 
 CONNECT_TIMEOUT_SECONDS = 5
 SQLITE_BUSY_TIMEOUT_SECONDS = 60

@@ -2,10 +2,10 @@
 
 :func:`run_study` is the entry point: it checks the config and the data before anything
 is written, opens (or resumes) the study in its storage, enqueues the baselines once, and
-runs trials (through :func:`sweeper.workers.run_trials`) until the study's budget, counted
+runs trials (through :func:`sweeper.runtime.workers.run_trials`) until the study's budget, counted
 in storage across every run and worker, is met. Samplers and pruners are not stored in
-the database, so every worker builds them (:mod:`sweeper.samplers`,
-:mod:`sweeper.pruners`) from the same study file.
+the database, so every worker builds them (:mod:`sweeper.settings.samplers`,
+:mod:`sweeper.settings.pruners`) from the same study file.
 
 A trial's checkpoints live in ``<checkpoint_dir>/trial-<N>``, where N is the number of the
 first trial of its retry chain: a retry resumes from the newest complete checkpoint there.
@@ -19,33 +19,15 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.cluster import slurm_attrs
-from sweeper.config import (
-    CONFIG_ATTR,
-    CONFIG_VERSION,
-    CONFIG_VERSION_ATTR,
-    StudyConfig,
-    dump_config,
-    stored_document,
-)
-from sweeper.console import StudyProgress, TrialProgressBar
-from sweeper.data import DataSplits, PreparedData, check_unchanged, prepare_data, split_attrs
 from sweeper.errors import ConfigError, StorageError
-from sweeper.hyperparameters import suggest_params
-from sweeper.models import MODEL_FINGERPRINT_ATTR, check_same_model
-from sweeper.preflight import PreflightResult, run_preflight
-from sweeper.pruners import build_pruner
-from sweeper.resolve import drop_stored_credentials
-from sweeper.results import best_trial
-from sweeper.samplers import build_sampler
-from sweeper.storage import open_lock, open_storage, redact
-from sweeper.training import TrialOutcome, last_checkpoint, train_trial
-from sweeper.workers import (
+from sweeper.runtime.slurm import slurm_attrs
+from sweeper.runtime.storage import open_lock, open_storage, redact
+from sweeper.runtime.workers import (
     StopRequest,
     TrialInterrupted,
     budget_counts,
@@ -53,6 +35,24 @@ from sweeper.workers import (
     run_trials,
     worker_index,
 )
+from sweeper.settings.config import (
+    CONFIG_ATTR,
+    CONFIG_VERSION,
+    CONFIG_VERSION_ATTR,
+    StudyConfig,
+    dump_config,
+    stored_document,
+)
+from sweeper.settings.hyperparameters import suggest_params
+from sweeper.settings.pruners import build_pruner
+from sweeper.settings.samplers import build_sampler
+from sweeper.study.preflight import PreflightResult, run_preflight
+from sweeper.study.resolve import drop_stored_credentials
+from sweeper.trial.data import DataSplits, PreparedData, check_unchanged, prepare_data, split_attrs
+from sweeper.trial.models import MODEL_FINGERPRINT_ATTR, check_same_model
+from sweeper.trial.training import TrialOutcome, last_checkpoint, train_trial
+from sweeper.views.console import StudyProgress, TrialProgressBar
+from sweeper.views.results import best_trial
 
 
 @dataclass
@@ -222,7 +222,7 @@ def open_study(
         # A seeded sampler rebuilt on resume would draw its first samples again (a random
         # sampler repeats trial 0's parameters as the next trial): the seed moves on by the
         # trials the study already has. The step is a large prime, so that workers started
-        # together with seed + i (sweeper.workers) never land on each other's seeds.
+        # together with seed + i (sweeper.runtime.workers) never land on each other's seeds.
         offset = len(study.get_trials(deepcopy=False))
         if offset:
             resumed_seed = (seed + offset * RESUME_SEED_STEP) % 2**32
@@ -338,17 +338,35 @@ def create_study(config: StudyConfig) -> CreatedStudy:
     )
 
 
+class BudgetMetHook(Protocol):
+    """What a worker does once the sweep's budget is met (the CLI passes
+    :func:`sweeper.study.confirm.run_pending_confirmation`: help a confirmation along)."""
+
+    def __call__(
+        self,
+        config: StudyConfig,
+        data: PreparedData,
+        study: optuna.Study,
+        *,
+        stop: StopRequest,
+        show_progress: bool,
+    ) -> object: ...
+
+
 def run_study(
     config: StudyConfig,
     *,
     show_progress: bool = True,
     extra_callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
     stop: StopRequest | None = None,
+    on_budget_met: BudgetMetHook | None = None,
 ) -> optuna.Study:
     """Run (or resume) the study until its budget is met, as one worker among any number.
 
-    SIGINT/SIGTERM stop it cleanly (see :class:`sweeper.workers.StopRequest`); pass ``stop``
-    to learn afterwards whether that happened and which signal it was.
+    SIGINT/SIGTERM stop it cleanly (see :class:`sweeper.runtime.workers.StopRequest`); pass
+    ``stop`` to learn afterwards whether that happened and which signal it was. Once the
+    budget is met, ``on_budget_met`` runs with the prepared data (the sweep module knows
+    nothing of what comes after it: confirm imports sweep, never the other way).
     """
     checked = preflight_with_notices(config)  # before anything is written
     data = prepare_study_data(config, checked)
@@ -385,11 +403,8 @@ def run_study(
         )
         if result.reason == "budget met" and result.trials_run == 0:
             print(f"[sweeper] study {config.name!r} already has its {n_trials} finished trials")
-        if result.reason == "budget met":
-            # A worker whose sweep is done helps with a confirmation `sweeper confirm` started.
-            from sweeper.confirm import run_pending_confirmation
-
-            run_pending_confirmation(config, data, study, stop=stop, show_progress=show_progress)
+        if result.reason == "budget met" and on_budget_met is not None:
+            on_budget_met(config, data, study, stop=stop, show_progress=show_progress)
     return study
 
 

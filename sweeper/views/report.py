@@ -1,7 +1,7 @@
 """The study report: one HTML file that opens offline and says how the sweep went.
 
-:func:`write_report` is the entry point; the numbers come from :mod:`sweeper.results` and
-the figures from :mod:`sweeper.figures`.
+:func:`write_report` is the entry point; the numbers come from :mod:`sweeper.views.results` and
+the figures from :mod:`sweeper.views.figures`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import plotly.io as pio
 from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
-from sweeper.confirmation import companion_name, load_confirmation, spread_text
-from sweeper.figures import figures, seed_importance
-from sweeper.hyperparameters import title as param_title
-from sweeper.metrics import METRICS
-from sweeper.results import (
+from sweeper.settings.hyperparameters import title as param_title
+from sweeper.settings.metrics import METRICS
+from sweeper.views.confirmation import companion_name, load_confirmation, spread_text
+from sweeper.views.figures import figures, seed_importance
+from sweeper.views.results import (
     StudySummary,
     early_stopped_at,
     format_duration,

@@ -14,7 +14,7 @@ tokenizer, the dataset's splits (nothing is tokenized or cached yet), and checks
 - the search space's batch sizes against the training rows (what ``dataset.test_fraction``
   and ``dataset.validation_fraction`` leave of the train split);
 - the test split: it exists, differs from train and validation, and its fraction leaves
-  rows to train on (:func:`sweeper.data.load_splits` and the study file's validation);
+  rows to train on (:func:`sweeper.trial.data.load_splits` and the study file's validation);
 - ``evaluation.strategy: steps`` with a searched batch size: noticed, since the pruner then
   compares no two trials of different batch sizes (``examples`` puts them on one grid).
 
@@ -31,18 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sweeper.config import StudyConfig, batch_sizes
-from sweeper.data import DataSplits, load_splits
 from sweeper.errors import PreflightError, SweeperError
-from sweeper.hyperparameters import candidate_values
-from sweeper.models import (
+from sweeper.runtime.storage import check_reachable
+from sweeper.settings.config import StudyConfig, batch_sizes
+from sweeper.settings.hyperparameters import candidate_values
+from sweeper.trial.data import DataSplits, load_splits
+from sweeper.trial.models import (
     head_label_count,
     load_model_config,
     load_tokenizer,
     model_fingerprint,
     position_limit,
 )
-from sweeper.storage import check_reachable
 
 # A tokenizer with no limit of its own reports this sentinel (transformers' VERY_LARGE_INTEGER).
 NO_TOKENIZER_LIMIT = 10**6

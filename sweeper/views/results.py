@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.config import StudyConfig, stored_config
+from sweeper.settings.config import StudyConfig, stored_config
 
 
 def count_states(study: optuna.Study) -> dict[TrialState, int]:

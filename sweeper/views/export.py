@@ -12,9 +12,9 @@ from pathlib import Path
 
 import optuna
 
-from sweeper.card import CARD_FILE, best_or_error, render_card
-from sweeper.confirmation import load_confirmation, load_confirmed_run, on_validation
 from sweeper.errors import SweeperError
+from sweeper.views.card import CARD_FILE, best_or_error, render_card
+from sweeper.views.confirmation import load_confirmation, load_confirmed_run, on_validation
 
 
 class ExportError(SweeperError):

@@ -1,11 +1,11 @@
 """Which configuration a command runs with: once a study exists, the one it stored.
 
-A study stores its resolved configuration when it is created (``sweeper.study.ensure_study``,
+A study stores its resolved configuration when it is created (``sweeper.study.sweep.ensure_study``,
 the ``config`` user attribute, without credentials). From then on that stored configuration
 is the study's truth: ``sweep`` when it resumes, ``worker``, ``create``, ``check`` and
 ``confirm`` run from it, on any machine, with or without the study file. The study file and
 ``--set`` are read to create a study; on an existing one they may change only what belongs
-to a run or a machine (:data:`sweeper.config.RUN_KEYS`), and any other key they give that
+to a run or a machine (:data:`sweeper.settings.config.RUN_KEYS`), and any other key they give that
 differs from the stored value is an error naming the key and both values, before anything
 runs.
 
@@ -23,7 +23,10 @@ from typing import Any
 
 from optuna.storages import BaseStorage
 
-from sweeper.config import (
+from sweeper.credentials import STORAGE_ENV, scrub_document
+from sweeper.errors import ConfigError, StorageError
+from sweeper.runtime.storage import open_storage, redact, sqlite_path
+from sweeper.settings.config import (
     CONFIG_ATTR,
     DEFAULT_STUDIES_DIR,
     RUN_KEYS,
@@ -37,9 +40,6 @@ from sweeper.config import (
     stored_config,
     validate_document,
 )
-from sweeper.credentials import STORAGE_ENV, scrub_document
-from sweeper.errors import ConfigError, StorageError
-from sweeper.storage import open_storage, redact, sqlite_path
 
 
 @dataclass(frozen=True)

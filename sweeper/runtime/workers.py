@@ -47,9 +47,9 @@ import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.config import WorkersConfig
 from sweeper.errors import ConfigError, StorageError, SweeperError, TrialsFailingError
-from sweeper.storage import open_lock, redact, retry_callback
+from sweeper.runtime.storage import open_lock, redact, retry_callback
+from sweeper.settings.config import WorkersConfig
 
 # Trials that used up budget. Failed trials do not: the heartbeat retries them.
 BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -99,8 +99,8 @@ class StopRequest:
     heartbeat then retries the trial).
 
     SIGUSR1 is Slurm's time-limit warning (``--signal=B:USR1@<seconds>``, see
-    :mod:`sweeper.cluster`): the same clean stop, after which the worker requeues its own
-    Slurm task (:func:`sweeper.cluster.requeue_own_slurm_task`).
+    :mod:`sweeper.launch.cluster`): the same clean stop, after which the worker requeues its own
+    Slurm task (:func:`sweeper.runtime.slurm.requeue_own_slurm_task`).
 
     ``forward``, when given, is called with the signal instead of stopping this process,
     once per stop (and again for a second stop after the window): what the ``--gpus`` parent
@@ -545,9 +545,9 @@ def apply_gpu_memory_fraction() -> float | None:
 
 
 # Set in the environment of each worker `sweeper worker --gpus` starts: the parent, not
-# they, speaks for the Slurm task (it requeues the task once, see sweeper.cluster).
+# they, speaks for the Slurm task (it requeues the task once, see sweeper.launch.cluster).
 SPAWNED_BY_GPUS_ENV = "SWEEPER_SPAWNED_BY_GPUS"
-# And its index among them (0, 1, ...): a seeded sampler adds it to its seed (sweeper.study).
+# And its index among them (0, 1, ...): a seeded sampler adds it to its seed (sweeper.study.sweep).
 WORKER_INDEX_ENV = "SWEEPER_WORKER_INDEX"
 
 
@@ -571,7 +571,7 @@ def spawn_gpu_workers(
     forward each stop (SIGINT/SIGTERM/SIGUSR1) to them once; return the worst exit code.
 
     Worker i gets ``SWEEPER_WORKER_INDEX=i``; with a seeded sampler it samples with seed
-    ``sampler_seed + i`` (sweeper.study.open_study): each process would otherwise draw the
+    ``sampler_seed + i`` (sweeper.study.sweep.open_study): each process would otherwise draw the
     same random sequence, and workers started together would run the same sampled trials.
     The study's stored configuration keeps the one seed.
 

@@ -36,11 +36,11 @@ from transformers import (
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_callback import EarlyStoppingCallback, PrinterCallback, ProgressCallback
 
-from sweeper.config import StudyConfig
-from sweeper.data import PreparedData
-from sweeper.hyperparameters import training_arguments
-from sweeper.metrics import METRICS, build_compute_metrics, metric
-from sweeper.models import load_classifier
+from sweeper.settings.config import StudyConfig
+from sweeper.settings.hyperparameters import training_arguments
+from sweeper.settings.metrics import METRICS, build_compute_metrics, metric
+from sweeper.trial.data import PreparedData
+from sweeper.trial.models import load_classifier
 
 EvaluationHook = Callable[[int, float], bool]
 # An epoch counts as ended when state.epoch is this close to a whole number.
@@ -157,7 +157,7 @@ def build_training_arguments(
     on_gpu = torch.cuda.is_available()
     arguments: dict[str, Any] = {
         "output_dir": str(output_dir),
-        # The trial's hyperparameters, each as its entry in sweeper.hyperparameters says.
+        # The trial's hyperparameters, each as its entry in sweeper.settings.hyperparameters says.
         **training_arguments(params),
         "per_device_eval_batch_size": training.eval_batch_size,
         "adam_beta1": training.adam_beta1,

@@ -16,7 +16,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 
 from sweeper.errors import SweeperError
-from sweeper.storage import open_storage, redact
+from sweeper.runtime.storage import open_storage, redact
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080

@@ -13,8 +13,8 @@ companion study as ``candidates``, so a rerun never picks again):
   never one the sweep could choose itself.
 
 The re-runs are trials of the companion study ``<study>.confirm``
-(:func:`sweeper.confirmation.companion_name`) in the same storage, enqueued with fixed
-params and run by :func:`sweeper.workers.run_trials` in its queue-only mode: the budget,
+(:func:`sweeper.views.confirmation.companion_name`) in the same storage, enqueued with fixed
+params and run by :func:`sweeper.runtime.workers.run_trials` in its queue-only mode: the budget,
 heartbeats and retries of a killed trial (which resumes from its checkpoint) work as for
 sweep trials, any number of ``sweeper confirm`` (or ``sweeper worker``) processes share the
 queue, and a rerun resumes it. The schedule and rules are the sweep's (``train_trial``),
@@ -26,7 +26,7 @@ per configuration the validation objective and accuracy as mean ± std over seed
 winner is the best mean; every seed of the winner and of each baseline is evaluated once on
 the test split from its kept checkpoint (none without a test split, and the notes say so);
 the winner is compared to each baseline paired by seed, with a 95% t interval. The result is
-stored as :class:`sweeper.confirmation.Confirmation` (user attribute ``confirmation`` of the
+stored as :class:`sweeper.views.confirmation.Confirmation` (user attribute ``confirmation`` of the
 companion study); then every checkpoint but the exported one (the winner's median seed) is
 deleted, unless ``keep_all_checkpoints``.
 """
@@ -52,8 +52,22 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict
 
-from sweeper.config import StudyConfig
-from sweeper.confirmation import (
+from sweeper.errors import ConfigError, SweeperError
+from sweeper.runtime.storage import open_lock, open_storage, redact
+from sweeper.runtime.workers import StopRequest, WorkerResult, run_trials
+from sweeper.settings.config import StudyConfig
+from sweeper.settings.hyperparameters import (
+    Choices,
+    IntRange,
+    SearchSpaceBase,
+    distribution,
+    fixed_params,
+)
+from sweeper.settings.hyperparameters import suggest as suggest_param
+from sweeper.settings.metrics import METRICS
+from sweeper.study.sweep import Objective, SweepContext, prepare_study_data
+from sweeper.trial.data import PreparedData
+from sweeper.views.confirmation import (
     CANDIDATES_ATTR,
     CONFIRMATION_ATTR,
     Comparison,
@@ -66,22 +80,8 @@ from sweeper.confirmation import (
     load_confirmation,
     spread_text,
 )
-from sweeper.console import text_table
-from sweeper.data import PreparedData
-from sweeper.errors import ConfigError, SweeperError
-from sweeper.hyperparameters import (
-    Choices,
-    IntRange,
-    SearchSpaceBase,
-    distribution,
-    fixed_params,
-)
-from sweeper.hyperparameters import suggest as suggest_param
-from sweeper.metrics import METRICS
-from sweeper.results import format_value, kept_evaluation
-from sweeper.storage import open_lock, open_storage, redact
-from sweeper.study import Objective, SweepContext, prepare_study_data
-from sweeper.workers import StopRequest, WorkerResult, run_trials
+from sweeper.views.console import text_table
+from sweeper.views.results import format_value, kept_evaluation
 
 DEFAULT_TOP_K = 3
 DEFAULT_SEEDS = 3
@@ -395,7 +395,7 @@ def run_pending(
     show_progress: bool = True,
 ) -> WorkerResult:
     """Run the companion study's waiting re-runs until none is waiting or running."""
-    from sweeper.console import StudyProgress
+    from sweeper.views.console import StudyProgress
 
     context = SweepContext(
         config=config, data=data, checkpoint_dir=config.checkpoint_dir / "confirm", stop=stop
@@ -496,7 +496,7 @@ def evaluate_test(
     """One kept checkpoint on the test split: ``Trainer.evaluate`` with the study's metrics."""
     from transformers import AutoModelForSequenceClassification
 
-    from sweeper.training import build_trainer, release_memory
+    from sweeper.trial.training import build_trainer, release_memory
 
     quiet = config.model_copy(
         update={"training": config.training.model_copy(update={"report_to": "none"})}
@@ -787,9 +787,9 @@ def run_confirmation(
     """Confirm study ``config.name`` (see the module's docstring): plan (frozen on first
     run), re-run, finalize. Returns the confirmation, or None when stopped before the last
     re-run finished (run it again to carry on). Bad input fails before anything is written."""
-    from sweeper.data import check_unchanged
-    from sweeper.models import check_same_model
-    from sweeper.study import load_existing_study, preflight_with_notices
+    from sweeper.study.sweep import load_existing_study, preflight_with_notices
+    from sweeper.trial.data import check_unchanged
+    from sweeper.trial.models import check_same_model
 
     check_arguments(top_k, seeds)
     load_existing_study(config.name, config.storage_url)  # an unknown study: nothing written

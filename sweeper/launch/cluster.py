@@ -4,8 +4,8 @@ sweeper's workers are stateless processes sharing one database, which is what bo
 schedulers run well. :func:`render_sbatch` writes the sbatch script of a Slurm job array
 (``sweeper slurm``), :func:`render_k8s` the manifests of a study-creator Job and a worker
 Job (``sweeper k8s``). Both first create the study in one step (``sweeper create``), both
-rely on the workers' clean stop (:class:`sweeper.workers.StopRequest`) and on the exit
-codes defined in :mod:`sweeper.cli`:
+rely on the workers' clean stop (:class:`sweeper.runtime.workers.StopRequest`) and on the exit
+codes defined in :mod:`sweeper.launch.cli`:
 
 ====  ===========================================================  =========================
 code  meaning                                                      what the scheduler does
@@ -30,10 +30,9 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,65 +40,16 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from sweeper.cli import (
+from sweeper.credentials import STORAGE_ENV
+from sweeper.errors import (
     EXIT_STOPPED_SIGINT,
     EXIT_STOPPED_SIGTERM,
     EXIT_STOPPED_SIGUSR1,
     EXIT_TRIALS_FAILING,
     EXIT_USER_ERROR,
+    ConfigError,
 )
-from sweeper.credentials import STORAGE_ENV
-from sweeper.errors import ConfigError
-from sweeper.storage import redact
-
-# --- what a trial records of its Slurm task ------------------------------------------------------
-
-
-def slurm_attrs() -> dict[str, str | int]:
-    """``slurm_job_id`` (the array's job id), ``slurm_array_task_id`` and
-    ``slurm_restart_count`` of the Slurm task this process runs in; empty outside Slurm."""
-    environment = os.environ
-    job = environment.get("SLURM_ARRAY_JOB_ID") or environment.get("SLURM_JOB_ID")
-    if not job:
-        return {}
-    attrs: dict[str, str | int] = {"slurm_job_id": job}
-    task = environment.get("SLURM_ARRAY_TASK_ID")
-    if task:
-        attrs["slurm_array_task_id"] = int(task) if task.isdigit() else task
-    restarts = environment.get("SLURM_RESTART_COUNT", "0")
-    attrs["slurm_restart_count"] = int(restarts) if restarts.isdigit() else restarts
-    return attrs
-
-
-def requeue_own_slurm_task(log: Callable[[str], None] = print) -> bool:
-    """After a clean stop on the time-limit warning (SIGUSR1): put this Slurm task back in
-    the queue (``scontrol requeue $SLURM_JOB_ID``), so it carries on in a fresh allocation.
-    True when it was requeued; False outside Slurm or when scontrol refused (said why)."""
-    job = os.environ.get("SLURM_JOB_ID")
-    if not job:
-        return False
-    scontrol = shutil.which("scontrol")
-    if scontrol is None:
-        log("[sweeper] SIGUSR1 under Slurm, but scontrol is not on PATH: the task is not requeued")
-        return False
-    # The requeue ends this task with a SIGTERM: the stop is done, nothing is left to save.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        result = subprocess.run(
-            [scontrol, "requeue", job], capture_output=True, text=True, timeout=60, check=False
-        )
-    except subprocess.TimeoutExpired:
-        log(f"[sweeper] `scontrol requeue {job}` did not answer within 60 s: not requeued")
-        return False
-    if result.returncode != 0:
-        reason = (result.stderr or result.stdout).strip() or f"exit status {result.returncode}"
-        log(f"[sweeper] `scontrol requeue {job}` failed: {reason}")
-        return False
-    task = os.environ.get("SLURM_ARRAY_TASK_ID")
-    shown = f"{os.environ.get('SLURM_ARRAY_JOB_ID')}_{task}" if task else job
-    log(f"[sweeper] time limit near: Slurm task {shown} requeued (`scontrol requeue {job}`)")
-    return True
-
+from sweeper.runtime.storage import redact
 
 # --- shared checks --------------------------------------------------------------------------------
 
@@ -275,7 +225,7 @@ def render_sbatch(options: SlurmOptions) -> str:
         "# (one GPU each), all sharing the study through its database. Submit it with sbatch,",
         "# after `sweeper create` (or let `sweeper slurm --submit` do both).",
         "#",
-        "# Signals, and what the worker does (sweeper.workers.StopRequest):",
+        "# Signals, and what the worker does (sweeper.runtime.workers.StopRequest):",
         "#   SIGTERM  preemption: stop at the next step, save a checkpoint, re-enqueue the",
         f"#            trial, exit {EXIT_STOPPED_SIGTERM}; Slurm requeues the task (--requeue)",
         "#            and its retry resumes from the checkpoint.",
@@ -487,7 +437,10 @@ def _k8s_job(
     container: dict[str, Any],
 ) -> dict[str, Any]:
     """A batch/v1 Job of one container with the study's env and checkpoint volume."""
-    labels = {"app.kubernetes.io/name": "sweeper", "sweeper.study": k8s_name(options.study_name)}
+    labels = {
+        "app.kubernetes.io/name": "sweeper",
+        "sweeper.study.sweep": k8s_name(options.study_name),
+    }
     metadata: dict[str, Any] = {"name": name, "labels": labels}
     if options.namespace:
         metadata["namespace"] = options.namespace

@@ -15,9 +15,9 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from sweeper.hyperparameters import label
-from sweeper.metrics import METRICS
-from sweeper.results import best_trial, count_states, format_value
+from sweeper.settings.hyperparameters import label
+from sweeper.settings.metrics import METRICS
+from sweeper.views.results import best_trial, count_states, format_value
 
 
 def one_line(text: Any, limit: int = 160) -> str:
@@ -170,7 +170,7 @@ def text_table(rows: list[list[str]]) -> list[str]:
 def best_summary(study: optuna.Study, metric: str) -> str:
     """``sweeper best``: the confirmed winner when ``sweeper confirm`` has run, else the
     sweep's best trial, said to be a single-seed validation score."""
-    from sweeper.confirmation import (
+    from sweeper.views.confirmation import (
         companion_name,
         load_confirmed_run,
         on_validation,

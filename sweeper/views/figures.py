@@ -15,12 +15,12 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
-from sweeper.config import stored_config
-from sweeper.confirmation import Confirmation, load_confirmation
 from sweeper.errors import ConfigError
-from sweeper.hyperparameters import title as param_title
-from sweeper.metrics import title as metric_title
-from sweeper.results import (
+from sweeper.settings.config import stored_config
+from sweeper.settings.hyperparameters import title as param_title
+from sweeper.settings.metrics import title as metric_title
+from sweeper.views.confirmation import Confirmation, load_confirmation
+from sweeper.views.results import (
     best_trial,
     early_stopped_at,
     format_value,
@@ -31,7 +31,7 @@ from sweeper.results import (
     validation_losses,
 )
 
-# Axis titles carry units (a metric's come from sweeper.metrics). Losses are the Trainer's
+# Axis titles carry units (a metric's come from sweeper.settings.metrics). Losses are the Trainer's
 # mean cross-entropy (natural log).
 STEP_TITLE = "training step (optimizer updates)"
 EXAMPLES_TITLE = "training examples seen"

@@ -28,10 +28,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeper.config import DatasetConfig, StudyConfig
-from sweeper.confirmation import Confirmation, load_confirmed_run, spread_text
 from sweeper.errors import SweeperError
-from sweeper.hyperparameters import (
+from sweeper.settings.config import DatasetConfig, StudyConfig
+from sweeper.settings.hyperparameters import (
     HYPERPARAMETERS,
     Choices,
     FloatRange,
@@ -39,9 +38,10 @@ from sweeper.hyperparameters import (
     fixed_params,
     is_searched,
 )
-from sweeper.metrics import METRICS, OBJECTIVE_NAMES, metric
-from sweeper.metrics import f1_average as metrics_f1_average
-from sweeper.results import (
+from sweeper.settings.metrics import METRICS, OBJECTIVE_NAMES, metric
+from sweeper.settings.metrics import f1_average as metrics_f1_average
+from sweeper.views.confirmation import Confirmation, load_confirmed_run, spread_text
+from sweeper.views.results import (
     StudySummary,
     history,
     kept_evaluation,
@@ -96,11 +96,11 @@ def _hyper(value: Any) -> str:
 
 def _is_local(name: str) -> bool:
     """Whether a model or dataset name is a local path rather than a Hub id. As in
-    :func:`sweeper.models.resolve_local_path`, a path that exists is local; so is one that
+    :func:`sweeper.trial.models.resolve_local_path`, a path that exists is local; so is one that
     looks like a path (``/``, ``.``, ``~``, ``package:``), a data file's name (``reviews.csv``:
     written on another machine, it need not exist here) and anything that is not a valid
     Hub repo id (``runs/x/model``)."""
-    from sweeper.data import READABLE_SUFFIXES, data_suffix
+    from sweeper.trial.data import READABLE_SUFFIXES, data_suffix
 
     if name.startswith(("package:", "/", ".", "~")) or Path(name).exists():
         return True
@@ -127,7 +127,7 @@ def _dataset_reference(dataset: DatasetConfig) -> str:
 
 
 def f1_average(num_labels: int | None) -> str | None:
-    """The F1 averaging the sweep computed (:func:`sweeper.metrics.f1_average`); None when
+    """The F1 averaging the sweep computed (:func:`sweeper.settings.metrics.f1_average`); None when
     the study stored no label names."""
     if num_labels is None or num_labels < 2:
         return None
@@ -253,7 +253,7 @@ def card_data(
 
 def _hyperparameters(trial: FrozenTrial, config: StudyConfig) -> list[str]:
     """The Trainer card's hyperparameter list, each searchable one named as its entry in
-    :data:`sweeper.hyperparameters.HYPERPARAMETERS` says."""
+    :data:`sweeper.settings.hyperparameters.HYPERPARAMETERS` says."""
     training = config.training
     params = {**fixed_params(config.search_space), **trial.params}
     searched = [
@@ -420,7 +420,7 @@ def _versions() -> list[str]:
 
 
 def best_or_error(study: optuna.Study) -> FrozenTrial:
-    from sweeper.results import best_trial
+    from sweeper.views.results import best_trial
 
     best = best_trial(study)
     if best is None:

@@ -28,7 +28,7 @@ from pydantic import (
 
 from sweeper.credentials import scrub_document
 from sweeper.errors import ConfigError
-from sweeper.hyperparameters import (
+from sweeper.settings.hyperparameters import (
     BY_NAME,
     SEARCHABLE_PARAMS,
     Choices,
@@ -39,9 +39,14 @@ from sweeper.hyperparameters import (
     candidate_values,
     is_searched,
 )
-from sweeper.metrics import OBJECTIVE_NAMES, metric
-from sweeper.pruners import DEFAULT_PRUNER, PRUNER_TYPES, MedianPrunerConfig, PrunerConfig
-from sweeper.samplers import DEFAULT_SAMPLER, SAMPLER_TYPES, SamplerConfig, TPESamplerConfig
+from sweeper.settings.metrics import OBJECTIVE_NAMES, metric
+from sweeper.settings.pruners import DEFAULT_PRUNER, PRUNER_TYPES, MedianPrunerConfig, PrunerConfig
+from sweeper.settings.samplers import (
+    DEFAULT_SAMPLER,
+    SAMPLER_TYPES,
+    SamplerConfig,
+    TPESamplerConfig,
+)
 
 STUDY_SUFFIXES = (".yaml", ".yml", ".toml")
 DEFAULT_STUDIES_DIR = Path("studies")
@@ -243,7 +248,7 @@ class Baseline(_Strict):
 
 
 class ObjectiveConfig(_Strict):
-    # A name in sweeper.metrics.METRICS, which also says its direction.
+    # A name in sweeper.settings.metrics.METRICS, which also says its direction.
     metric: str = "validation_loss"
     direction: Literal["minimize", "maximize"] | None = None
 

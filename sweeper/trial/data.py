@@ -27,9 +27,9 @@ from typing import Any
 import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
 
-from sweeper.config import DatasetConfig
 from sweeper.errors import DataError, ModelError
-from sweeper.models import require_hub, resolve_local_path
+from sweeper.settings.config import DatasetConfig
+from sweeper.trial.models import require_hub, resolve_local_path
 
 # Text formats may also come compressed (train.csv.gz, reviews.jsonl.xz): pandas infers the
 # codec from the last suffix.
