@@ -204,7 +204,7 @@ def postgres_url() -> Iterator[str]:
         yield url
         return
 
-    from sweeper import local_postgres
+    from sweeper.runtime import local_postgres
     from sweeper.errors import StorageError
 
     directory = Path(tempfile.mkdtemp(prefix="sweeper-test-postgres-"))

@@ -16,8 +16,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from sweeper.attributes import CONFIG_ATTR, CONFIG_VERSION_ATTR
 from sweeper.launch.cli import main
-from sweeper.settings.config import CONFIG_ATTR, CONFIG_VERSION, CONFIG_VERSION_ATTR, StudyConfig
+from sweeper.settings.config import CONFIG_VERSION, StudyConfig
 from sweeper.study.sweep import load_existing_study
 from sweeper.views.card import RESULTS_HEADER, CardError, render_card
 

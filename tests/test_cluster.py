@@ -14,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from sweeper.attributes import STUDY_READY_ATTR
 from sweeper.errors import EXIT_STOPPED_SIGTERM, EXIT_TRIALS_FAILING, EXIT_USER_ERROR, ConfigError
 from sweeper.launch.cli import main
 from sweeper.launch.cluster import (
@@ -24,7 +25,7 @@ from sweeper.launch.cluster import (
     slurm_time_seconds,
 )
 from sweeper.runtime.slurm import slurm_attrs
-from sweeper.study.sweep import STUDY_READY_ATTR, load_existing_study
+from sweeper.study.sweep import load_existing_study
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PG = "postgresql+psycopg://sweeper:secret@db-host:5432/sweeper"

@@ -26,10 +26,11 @@ from conftest import base_study
 from optuna.distributions import IntDistribution
 from optuna.trial import TrialState
 
+from sweeper.attributes import CANDIDATES_ATTR, CONFIRM_CONFIG_ATTR, CONFIRM_SEED_ATTR
 from sweeper.launch.cli import main
-from sweeper.study.confirm import SEED_HIGH, TRIAL_CONFIG_ATTR, TRIAL_SEED_ATTR, derive_seeds
+from sweeper.study.confirm import SEED_HIGH, derive_seeds
 from sweeper.study.sweep import load_existing_study
-from sweeper.views.confirmation import CANDIDATES_ATTR, companion_name, load_confirmation
+from sweeper.views.confirmation import companion_name, load_confirmation
 
 SWEEP_SEEDS = {42, 7}  # the search space's seed choices (conftest.base_study)
 QUICK = {
@@ -105,12 +106,12 @@ def test_confirm_reruns_each_configuration_with_fresh_seeds(confirmed: Confirmed
 
     trials = companion(confirmed).get_trials()
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
-    runs = {(t.user_attrs[TRIAL_CONFIG_ATTR], t.user_attrs[TRIAL_SEED_ATTR]) for t in trials}
+    runs = {(t.user_attrs[CONFIRM_CONFIG_ATTR], t.user_attrs[CONFIRM_SEED_ATTR]) for t in trials}
     assert runs == {(c.id, seed) for c in confirmation.configs for seed in seeds}
     for trial in trials:
         # The enqueued params, visible as the trial's params (optuna-dashboard shows them).
-        planned = confirmation.config(trial.user_attrs[TRIAL_CONFIG_ATTR])
-        assert trial.params == {**planned.params, "seed": trial.user_attrs[TRIAL_SEED_ATTR]}
+        planned = confirmation.config(trial.user_attrs[CONFIRM_CONFIG_ATTR])
+        assert trial.params == {**planned.params, "seed": trial.user_attrs[CONFIRM_SEED_ATTR]}
         assert trial.distributions["seed"] == IntDistribution(0, SEED_HIGH)
         assert trial.intermediate_values  # reported (pruning off: NopPruner)
     # Candidates are the sweep's best configurations, distinct but for the seed.
@@ -359,7 +360,7 @@ def test_two_confirm_workers_run_each_rerun_exactly_once(
     assert codes == [0, 0], "\n".join(log.read_text() for log in logs)
     url = f"sqlite:///{tmp_path / 'runs' / 'pair' / 'study.db'}"
     trials = optuna.load_study(study_name="pair.confirm", storage=url).get_trials()
-    runs = [(t.user_attrs[TRIAL_CONFIG_ATTR], t.user_attrs[TRIAL_SEED_ATTR]) for t in trials]
+    runs = [(t.user_attrs[CONFIRM_CONFIG_ATTR], t.user_attrs[CONFIRM_SEED_ATTR]) for t in trials]
     assert len(trials) == 4 and all(t.state == TrialState.COMPLETE for t in trials)
     assert len(set(runs)) == 4  # (c1, baseline) x 2 seeds, each exactly once
     for log in logs:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sweeper import metrics
+from sweeper.settings import metrics
 from sweeper.settings.metrics import (
     METRIC_NAMES,
     METRICS,

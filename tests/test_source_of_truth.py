@@ -22,10 +22,11 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
+from sweeper.attributes import CONFIG_ATTR
 from sweeper.credentials import STORAGE_ENV, scrub_document, without_credentials
 from sweeper.launch.cli import main
 from sweeper.runtime.workers import FAKE_GPU_COUNT_ENV
-from sweeper.settings.config import CONFIG_ATTR, RUN_KEYS, is_run_key, run_keys_markdown
+from sweeper.settings.config import RUN_KEYS, is_run_key, run_keys_markdown
 from sweeper.study.sweep import load_existing_study
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

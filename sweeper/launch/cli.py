@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from sweeper import __version__
+from sweeper.attributes import (
+    BASELINE_ATTR,
+    OBJECTIVE_METRIC_ATTR,
+)
 from sweeper.credentials import STORAGE_ENV
 from sweeper.errors import (
     EXIT_OK,
@@ -532,7 +536,7 @@ def command_best(args: argparse.Namespace) -> int:
 
     name, storage = _study_name_and_storage(args)
     study = load_existing_study(name, storage)
-    print(best_summary(study, study.user_attrs.get("objective_metric", "validation_loss")))
+    print(best_summary(study, study.user_attrs.get(OBJECTIVE_METRIC_ATTR, "validation_loss")))
     return 0
 
 
@@ -611,7 +615,7 @@ def command_create(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     created = create_study(config)
     baselines = sum(
-        1 for trial in created.study.get_trials(deepcopy=False) if "baseline" in trial.user_attrs
+        1 for trial in created.study.get_trials(deepcopy=False) if BASELINE_ATTR in trial.user_attrs
     )
     if created.created:
         state = "created"

@@ -10,6 +10,12 @@ import signal
 import subprocess
 from collections.abc import Callable
 
+from sweeper.attributes import (
+    SLURM_ARRAY_TASK_ID_ATTR,
+    SLURM_JOB_ID_ATTR,
+    SLURM_RESTART_COUNT_ATTR,
+)
+
 
 def slurm_attrs() -> dict[str, str | int]:
     """``slurm_job_id`` (the array's job id), ``slurm_array_task_id`` and
@@ -18,12 +24,12 @@ def slurm_attrs() -> dict[str, str | int]:
     job = environment.get("SLURM_ARRAY_JOB_ID") or environment.get("SLURM_JOB_ID")
     if not job:
         return {}
-    attrs: dict[str, str | int] = {"slurm_job_id": job}
+    attrs: dict[str, str | int] = {SLURM_JOB_ID_ATTR: job}
     task = environment.get("SLURM_ARRAY_TASK_ID")
     if task:
-        attrs["slurm_array_task_id"] = int(task) if task.isdigit() else task
+        attrs[SLURM_ARRAY_TASK_ID_ATTR] = int(task) if task.isdigit() else task
     restarts = environment.get("SLURM_RESTART_COUNT", "0")
-    attrs["slurm_restart_count"] = int(restarts) if restarts.isdigit() else restarts
+    attrs[SLURM_RESTART_COUNT_ATTR] = int(restarts) if restarts.isdigit() else restarts
     return attrs
 
 

@@ -47,6 +47,10 @@ import optuna
 import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper.attributes import (
+    FAILURE_ATTR,
+    TRACEBACK_ATTR,
+)
 from sweeper.errors import ConfigError, StorageError, SweeperError, TrialsFailingError
 from sweeper.runtime.storage import open_lock, redact, retry_callback
 from sweeper.settings.config import WorkersConfig
@@ -185,8 +189,6 @@ class StopRequest:
 # A trial that raised stores why, as user attributes: ``failure`` ("RuntimeError: ...")
 # and ``failure_traceback`` (its last frames). A trial stopped by a signal stores only
 # ``failure``; a dead worker's trial, failed by the heartbeat check, stores neither.
-FAILURE_ATTR = "failure"
-TRACEBACK_ATTR = "failure_traceback"
 TRACEBACK_FRAMES = 5
 MAX_FAILURE_CHARS = 1000
 MAX_TRACEBACK_CHARS = 4000

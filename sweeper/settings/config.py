@@ -26,6 +26,10 @@ from pydantic import (
     model_validator,
 )
 
+from sweeper.attributes import (
+    CONFIG_ATTR,
+    CONFIG_VERSION_ATTR,
+)
 from sweeper.credentials import scrub_document
 from sweeper.errors import ConfigError
 from sweeper.settings.hyperparameters import (
@@ -770,8 +774,6 @@ def run_keys_markdown() -> str:
 # flat with their defaults, and no version stored. 2: typed pruner and sampler. 3: the
 # early_stopping section and evaluation.strategy examples.
 CONFIG_VERSION = 3
-CONFIG_ATTR = "config"
-CONFIG_VERSION_ATTR = "config_version"
 
 
 def stored_config(study_name: str, user_attrs: dict[str, Any]) -> StudyConfig:

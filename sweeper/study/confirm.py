@@ -52,6 +52,17 @@ from optuna.distributions import (
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict
 
+from sweeper.attributes import (
+    BASELINE_ATTR,
+    BEST_CHECKPOINT_ATTR,
+    CANDIDATES_ATTR,
+    CHECKPOINT_DIR_ATTR,
+    CONFIRM_CONFIG_ATTR,
+    CONFIRM_READY_ATTR,
+    CONFIRM_SEED_ATTR,
+    CONFIRMATION_ATTR,
+    TEST_SCORES_ATTR_PREFIX,
+)
 from sweeper.errors import ConfigError, SweeperError
 from sweeper.runtime.storage import open_lock, open_storage, redact
 from sweeper.runtime.workers import StopRequest, WorkerResult, run_trials
@@ -68,8 +79,6 @@ from sweeper.settings.metrics import METRICS
 from sweeper.study.sweep import Objective, SweepContext, prepare_study_data
 from sweeper.trial.data import PreparedData
 from sweeper.views.confirmation import (
-    CANDIDATES_ATTR,
-    CONFIRMATION_ATTR,
     Comparison,
     Confirmation,
     ConfirmedConfig,
@@ -88,13 +97,9 @@ DEFAULT_SEEDS = 3
 # Fresh seeds lie in [0, SEED_HIGH]: the companion study's seed distribution.
 SEED_HIGH = 2**31 - 1
 # On each companion trial: which planned configuration and seed it runs.
-TRIAL_CONFIG_ATTR = "confirm_config"
-TRIAL_SEED_ATTR = "confirm_seed"
 # On the companion study, per re-run evaluated on the test split: its scores there, as
 # "test:<trial number>" (a finished trial's own attributes can no longer be written).
-TEST_ATTR_PREFIX = "test:"
 # Set on the companion study last, once its plan is stored and every re-run enqueued.
-READY_ATTR = "confirm_ready"
 # A 95% confidence interval of a paired difference.
 CONFIDENCE = 0.95
 
@@ -221,7 +226,7 @@ def plan_confirmation(study: optuna.Study, config: StudyConfig, top_k: int, n_se
         params = {k: v for k, v in params.items() if k != "seed"}
         key = config_key(params)
         baseline_keys[key] = name
-        sources = [t for t in trials if t.user_attrs.get("baseline") == name]
+        sources = [t for t in trials if t.user_attrs.get(BASELINE_ATTR) == name]
         finished = [t for t in sources if t.state == TrialState.COMPLETE]
         baselines.append(
             PlannedConfig(
@@ -335,7 +340,7 @@ def ensure_companion(
         lock.acquire()
         companion = _open_companion(storage, study, create=True)
         assert companion is not None
-        if companion.user_attrs.get(READY_ATTR):
+        if companion.user_attrs.get(CONFIRM_READY_ATTR):
             return companion
         plan = _stored_plan(companion) or plan
         if CANDIDATES_ATTR not in companion.user_attrs:
@@ -345,14 +350,14 @@ def ensure_companion(
                 companion.enqueue_trial(
                     {**planned.params, "seed": seed},
                     user_attrs={
-                        TRIAL_CONFIG_ATTR: planned.id,
-                        TRIAL_SEED_ATTR: seed,
+                        CONFIRM_CONFIG_ATTR: planned.id,
+                        CONFIRM_SEED_ATTR: seed,
                         "confirm_name": planned.name,
-                        **({"baseline": planned.name} if planned.role == "baseline" else {}),
+                        **({BASELINE_ATTR: planned.name} if planned.role == "baseline" else {}),
                     },
                     skip_if_exists=True,
                 )
-        companion.set_user_attr(READY_ATTR, True)
+        companion.set_user_attr(CONFIRM_READY_ATTR, True)
         return companion
     finally:
         lock.close()
@@ -369,7 +374,7 @@ class ConfirmObjective(Objective):
         self.plan = plan
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        config_id = trial.user_attrs.get(TRIAL_CONFIG_ATTR)
+        config_id = trial.user_attrs.get(CONFIRM_CONFIG_ATTR)
         if config_id is None:
             raise ConfirmError(
                 f"trial #{trial.number} of study {trial.study.study_name!r} was not enqueued by "
@@ -516,16 +521,16 @@ def evaluate_test(
 
 def _run(trial: FrozenTrial, tests: dict[str, Any]) -> Run:
     kept = kept_evaluation(trial) or {}
-    test = tests.get(f"{TEST_ATTR_PREFIX}{trial.number}")
+    test = tests.get(f"{TEST_SCORES_ATTR_PREFIX}{trial.number}")
     return Run(
-        seed=int(trial.user_attrs[TRIAL_SEED_ATTR]),
+        seed=int(trial.user_attrs[CONFIRM_SEED_ATTR]),
         trial=trial.number,
         objective=float(trial.value or 0.0),
         validation=SplitScores(
             loss=kept.get("validation_loss"), accuracy=kept.get("accuracy"), f1=kept.get("f1")
         ),
         test=SplitScores.model_validate(test) if test else None,
-        best_checkpoint=trial.user_attrs.get("best_checkpoint"),
+        best_checkpoint=trial.user_attrs.get(BEST_CHECKPOINT_ATTR),
     )
 
 
@@ -595,8 +600,8 @@ def _finalize_locked(
     notes = list(plan.notes)
     by_config: dict[str, dict[int, FrozenTrial]] = {}
     for trial in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        seeds = by_config.setdefault(str(trial.user_attrs.get(TRIAL_CONFIG_ATTR)), {})
-        seeds.setdefault(int(trial.user_attrs[TRIAL_SEED_ATTR]), trial)
+        seeds = by_config.setdefault(str(trial.user_attrs.get(CONFIRM_CONFIG_ATTR)), {})
+        seeds.setdefault(int(trial.user_attrs[CONFIRM_SEED_ATTR]), trial)
     present = [planned for planned in plan.configs if by_config.get(planned.id)]
     for planned in plan.configs:
         missing = len(plan.seeds) - len(by_config.get(planned.id, {}))
@@ -630,9 +635,9 @@ def _finalize_locked(
             if planned is not winner_plan and planned.role != "baseline":
                 continue
             for seed, trial in sorted(by_config[planned.id].items()):
-                if f"{TEST_ATTR_PREFIX}{trial.number}" in companion.user_attrs:
+                if f"{TEST_SCORES_ATTR_PREFIX}{trial.number}" in companion.user_attrs:
                     continue
-                checkpoint = trial.user_attrs.get("best_checkpoint")
+                checkpoint = trial.user_attrs.get(BEST_CHECKPOINT_ATTR)
                 if not checkpoint or not (Path(checkpoint) / "config.json").is_file():
                     notes.append(
                         f"{planned.id} seed {seed} (trial #{trial.number}): best_checkpoint="
@@ -645,7 +650,7 @@ def _finalize_locked(
                 params = {**fixed, **planned.params, "seed": seed}
                 scores = evaluate_test(config, data, test_data, Path(checkpoint), params)
                 companion.set_user_attr(
-                    f"{TEST_ATTR_PREFIX}{trial.number}", scores.model_dump(mode="json")
+                    f"{TEST_SCORES_ATTR_PREFIX}{trial.number}", scores.model_dump(mode="json")
                 )
     tests = companion.user_attrs
     configs = [
@@ -688,14 +693,14 @@ def _remove_checkpoints(companion: optuna.Study, keep: int) -> None:
     """Every re-run's checkpoints but those of trial ``keep`` (the exported one)."""
     kept = next(
         (
-            t.user_attrs.get("checkpoint_dir")
+            t.user_attrs.get(CHECKPOINT_DIR_ATTR)
             for t in companion.get_trials(deepcopy=False)
             if t.number == keep
         ),
         None,
     )
     for trial in companion.get_trials(deepcopy=False):
-        directory = trial.user_attrs.get("checkpoint_dir")
+        directory = trial.user_attrs.get(CHECKPOINT_DIR_ATTR)
         if directory and directory != kept and trial.state != TrialState.RUNNING:
             shutil.rmtree(directory, ignore_errors=True)
 
@@ -845,7 +850,7 @@ def run_pending_confirmation(
     confirmation some ``sweeper confirm`` started (none: nothing), then its result."""
     companion = _open_companion(study._storage, study, create=False)
     plan = _stored_plan(companion)
-    if companion is None or plan is None or not companion.user_attrs.get(READY_ATTR):
+    if companion is None or plan is None or not companion.user_attrs.get(CONFIRM_READY_ATTR):
         return None
     if companion.user_attrs.get(CONFIRMATION_ATTR) is not None:
         return None

@@ -24,6 +24,26 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper.attributes import (
+    BASELINE_ATTR,
+    BEST_CHECKPOINT_ATTR,
+    BEST_STEP_ATTR,
+    CHECKPOINT_DIR_ATTR,
+    CUDA_VISIBLE_DEVICES_ATTR,
+    EARLY_STOP_NOTE_ATTR,
+    EARLY_STOPPED_AT_ATTR,
+    EVAL_SECONDS_ATTR,
+    EXAMPLES_PER_STEP_ATTR,
+    FAILURE_ATTR,
+    HISTORY_ATTR,
+    MODEL_FINGERPRINT_ATTR,
+    PLANNED_STEPS_ATTR,
+    RESUMED_FROM_STEP_ATTR,
+    STOP_REASON_ATTR,
+    STUDY_READY_ATTR,
+    TRAIN_SECONDS_ATTR,
+    WORKER_ATTR,
+)
 from sweeper.errors import ConfigError, StorageError
 from sweeper.runtime.slurm import slurm_attrs
 from sweeper.runtime.storage import open_lock, open_storage, redact
@@ -49,7 +69,7 @@ from sweeper.settings.samplers import build_sampler
 from sweeper.study.preflight import PreflightResult, run_preflight
 from sweeper.study.resolve import drop_stored_credentials
 from sweeper.trial.data import DataSplits, PreparedData, check_unchanged, prepare_data, split_attrs
-from sweeper.trial.models import MODEL_FINGERPRINT_ATTR, check_same_model
+from sweeper.trial.models import check_same_model
 from sweeper.trial.training import TrialOutcome, last_checkpoint, train_trial
 from sweeper.views.console import StudyProgress, TrialProgressBar
 from sweeper.views.results import best_trial
@@ -65,19 +85,19 @@ class SweepContext:
 
 def record_outcome(trial: optuna.Trial, outcome: TrialOutcome) -> None:
     """The trial's history in the model cards' form, and where its time went."""
-    trial.set_user_attr("history", outcome.history)
-    trial.set_user_attr("best_step", outcome.best_step)
-    trial.set_user_attr("best_checkpoint", outcome.best_checkpoint)
-    trial.set_user_attr("planned_steps", outcome.planned_steps)
-    trial.set_user_attr("train_seconds", round(outcome.train_seconds, 3))
-    trial.set_user_attr("eval_seconds", round(outcome.eval_seconds, 3))
-    trial.set_user_attr("examples_per_step", outcome.examples_per_step)
+    trial.set_user_attr(HISTORY_ATTR, outcome.history)
+    trial.set_user_attr(BEST_STEP_ATTR, outcome.best_step)
+    trial.set_user_attr(BEST_CHECKPOINT_ATTR, outcome.best_checkpoint)
+    trial.set_user_attr(PLANNED_STEPS_ATTR, outcome.planned_steps)
+    trial.set_user_attr(TRAIN_SECONDS_ATTR, round(outcome.train_seconds, 3))
+    trial.set_user_attr(EVAL_SECONDS_ATTR, round(outcome.eval_seconds, 3))
+    trial.set_user_attr(EXAMPLES_PER_STEP_ATTR, outcome.examples_per_step)
     if outcome.stop_reason:
-        trial.set_user_attr("stop_reason", outcome.stop_reason)
+        trial.set_user_attr(STOP_REASON_ATTR, outcome.stop_reason)
     if outcome.early_stopped_at is not None:
         # Not stop_reason: that one means pruned (or diverged), and this trial is complete.
-        trial.set_user_attr("early_stopped_at", outcome.early_stopped_at)
-        trial.set_user_attr("early_stop_note", outcome.early_stop_note)
+        trial.set_user_attr(EARLY_STOPPED_AT_ATTR, outcome.early_stopped_at)
+        trial.set_user_attr(EARLY_STOP_NOTE_ATTR, outcome.early_stop_note)
 
 
 class Objective:
@@ -98,14 +118,14 @@ class Objective:
         params = self.suggest(trial)
         output_dir, resume_from = self._checkpoints(trial)
         # Which machine, process and GPU ran it: the first thing to ask of a slow or odd trial.
-        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        trial.set_user_attr("cuda_visible_devices", os.environ.get("CUDA_VISIBLE_DEVICES"))
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr(CUDA_VISIBLE_DEVICES_ATTR, os.environ.get("CUDA_VISIBLE_DEVICES"))
         # Under Slurm: which job, array task and run of it (SLURM_RESTART_COUNT, 0 at first).
         for key, value in slurm_attrs().items():
             trial.set_user_attr(key, value)
         if resume_from is not None:
-            trial.set_user_attr("resumed_from_step", resume_from[1])
-            trial.set_user_attr("failure", None)
+            trial.set_user_attr(RESUMED_FROM_STEP_ATTR, resume_from[1])
+            trial.set_user_attr(FAILURE_ATTR, None)
 
         def on_evaluation(grid_point: int, value: float) -> bool:
             # The grid point, not the step: trials of every batch size report the same
@@ -131,7 +151,7 @@ class Objective:
         if outcome.interrupted_at_step is not None:
             signal_number = stop.signal_number or 2
             reason = f"interrupted at step {outcome.interrupted_at_step} (checkpoint saved)"
-            trial.set_user_attr("failure", reason)
+            trial.set_user_attr(FAILURE_ATTR, reason)
             raise TrialInterrupted(f"trial #{trial.number} {reason}", signal_number)
         # Pruned or diverged only: a trial early_stopping ended is complete, scored by its
         # best evaluation like one that ran to its planned end.
@@ -152,7 +172,7 @@ class Objective:
         )
         first = frozen.system_attrs.get("failed_trial", trial.number)
         output_dir = self.context.checkpoint_dir / f"trial-{first}"
-        trial.set_user_attr("checkpoint_dir", str(output_dir.resolve()))
+        trial.set_user_attr(CHECKPOINT_DIR_ATTR, str(output_dir.resolve()))
         if first != trial.number:
             return output_dir, last_checkpoint(output_dir)
         # A new trial starts clean: anything here is left from a deleted study of this name.
@@ -170,7 +190,7 @@ class CheckpointJanitor:
         best = best_trial(study)
         newest: dict[str, FrozenTrial] = {}
         for candidate in study.get_trials(deepcopy=False):
-            directory = candidate.user_attrs.get("checkpoint_dir")
+            directory = candidate.user_attrs.get(CHECKPOINT_DIR_ATTR)
             if directory and (
                 directory not in newest or candidate.number > newest[directory].number
             ):
@@ -238,13 +258,12 @@ def open_study(
 
 def enqueue_baselines(study: optuna.Study, config: StudyConfig) -> None:
     for name, params in config.baseline_params():
-        study.enqueue_trial(params, user_attrs={"baseline": name}, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs={BASELINE_ATTR: name}, skip_if_exists=True)
 
 
 # Set last by ensure_study: the study has its baselines and its stored config. A study
 # without it (its creator was stopped half-way, or it predates this marker) is completed by
 # the next ensure_study, which writes only what is missing.
-STUDY_READY_ATTR = "sweeper_ready"
 
 
 @dataclass

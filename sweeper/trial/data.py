@@ -27,6 +27,10 @@ from typing import Any
 import pandas as pd
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
 
+from sweeper.attributes import (
+    SPLIT_FINGERPRINTS_ATTR,
+    SPLIT_SIZES_ATTR,
+)
 from sweeper.errors import DataError, ModelError
 from sweeper.settings.config import DatasetConfig
 from sweeper.trial.models import require_hub, resolve_local_path
@@ -463,8 +467,6 @@ def load_splits(config: DatasetConfig) -> DataSplits:
 
 # The study user attributes that record the data a study was created on (beside
 # label_names): each split's rows, and a fingerprint of each split's content.
-SPLIT_SIZES_ATTR = "split_sizes"
-SPLIT_FINGERPRINTS_ATTR = "split_fingerprints"
 
 
 def _fingerprint(split: Dataset) -> str:

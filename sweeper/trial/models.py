@@ -14,6 +14,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from sweeper.attributes import (
+    MODEL_FINGERPRINT_ATTR,
+)
 from sweeper.errors import ModelError
 
 PACKAGE_PREFIX = "package:"
@@ -169,7 +172,6 @@ def load_classifier(name: str, label_names: list[str]) -> Any:
 
 # A study stores its model's fingerprint when it is created; a later run whose model.name
 # points elsewhere (another machine's copy, a hub id instead of a path) must give the same.
-MODEL_FINGERPRINT_ATTR = "model_fingerprint"
 # Fields of a model config that say where or with what it was saved, not what it is.
 _PROVENANCE_FIELDS = frozenset({"_name_or_path", "transformers_version", "dtype", "torch_dtype"})
 

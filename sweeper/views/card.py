@@ -28,6 +28,12 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper.attributes import (
+    BASELINE_ATTR,
+    BEST_STEP_ATTR,
+    LABEL_NAMES_ATTR,
+    STOP_REASON_ATTR,
+)
 from sweeper.errors import SweeperError
 from sweeper.settings.config import DatasetConfig, StudyConfig
 from sweeper.settings.hyperparameters import (
@@ -135,7 +141,7 @@ def f1_average(num_labels: int | None) -> str | None:
 
 
 def _label_names(study: optuna.Study, config: StudyConfig) -> list[str]:
-    names = study.user_attrs.get("label_names") or config.dataset.label_names
+    names = study.user_attrs.get(LABEL_NAMES_ATTR) or config.dataset.label_names
     return [str(name) for name in names or []]
 
 
@@ -332,13 +338,13 @@ def _baselines_table(summary: StudySummary, best: FrozenTrial) -> list[str]:
     ]
     fixed = fixed_params(summary.config.search_space)
     for role, trial in rows:
-        if "baseline" in trial.user_attrs and trial.number == best.number:
+        if BASELINE_ATTR in trial.user_attrs and trial.number == best.number:
             role = f"best (this model; baseline {trial.user_attrs['baseline']})"
         score = _score(trial)
         params = {**fixed, **trial.params}
         state = trial.state.name.lower()
         if trial.state == TrialState.PRUNED:
-            state = str(trial.user_attrs.get("stop_reason") or "pruned")
+            state = str(trial.user_attrs.get(STOP_REASON_ATTR) or "pruned")
         lines.append(
             "| "
             + " | ".join(
@@ -346,7 +352,7 @@ def _baselines_table(summary: StudySummary, best: FrozenTrial) -> list[str]:
                     role,
                     f"#{trial.number}",
                     state.replace("|", "/"),
-                    str(trial.user_attrs.get("best_step") or "-"),
+                    str(trial.user_attrs.get(BEST_STEP_ATTR) or "-"),
                     *(score[m.name] for m in METRICS),
                     *[_hyper(params.get(entry.name, "-")) for entry in searched],
                 ]

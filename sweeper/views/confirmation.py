@@ -18,10 +18,12 @@ import optuna
 from optuna.trial import FrozenTrial
 from pydantic import BaseModel, ConfigDict
 
+from sweeper.attributes import (
+    CONFIRMATION_ATTR,
+)
+
 CONFIRM_SUFFIX = ".confirm"
-CONFIRMATION_ATTR = "confirmation"
 # Written when confirmation first starts, so a rerun re-trains the same configurations.
-CANDIDATES_ATTR = "candidates"
 
 
 def companion_name(study_name: str) -> str:

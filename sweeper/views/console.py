@@ -15,6 +15,17 @@ from optuna.trial import FrozenTrial, TrialState
 from tqdm.auto import tqdm
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from sweeper.attributes import (
+    BASELINE_ATTR,
+    BEST_STEP_ATTR,
+    EARLY_STOP_NOTE_ATTR,
+    EARLY_STOPPED_AT_ATTR,
+    FAILURE_ATTR,
+    RESUMED_FROM_STEP_ATTR,
+    SLURM_ARRAY_TASK_ID_ATTR,
+    SLURM_JOB_ID_ATTR,
+    STOP_REASON_ATTR,
+)
 from sweeper.settings.hyperparameters import label
 from sweeper.settings.metrics import METRICS
 from sweeper.views.results import best_trial, count_states, format_value
@@ -42,13 +53,15 @@ class StudyProgress:
         counts = count_states(study)
         best = best_trial(study)
         outcome = trial.state.name.lower()
-        reason = trial.user_attrs.get("stop_reason") or one_line(trial.user_attrs.get("failure"))
+        reason = trial.user_attrs.get(STOP_REASON_ATTR) or one_line(
+            trial.user_attrs.get(FAILURE_ATTR)
+        )
         detail = (
             f"{self.metric}={format_value(trial.value)}"
             if trial.value is not None
             else (reason or "")
         )
-        if trial.user_attrs.get("early_stopped_at") is not None:
+        if trial.user_attrs.get(EARLY_STOPPED_AT_ATTR) is not None:
             detail += f" (early-stopped at step {trial.user_attrs['early_stopped_at']})"
         best_text = (
             f"best {self.metric}={format_value(best.value)} (trial {best.number})"
@@ -118,27 +131,27 @@ def trials_table(study: optuna.Study) -> str:
     rows = [header]
     for trial in study.get_trials(deepcopy=False):
         notes = []
-        if "baseline" in trial.user_attrs:
+        if BASELINE_ATTR in trial.user_attrs:
             notes.append(f"baseline {trial.user_attrs['baseline']}")
         retried = trial.system_attrs.get("failed_trial")
         if retried is not None:
             notes.append(f"retry of #{retried}")
-        if trial.user_attrs.get("resumed_from_step"):
+        if trial.user_attrs.get(RESUMED_FROM_STEP_ATTR):
             notes.append(f"resumed at step {trial.user_attrs['resumed_from_step']}")
-        if trial.user_attrs.get("stop_reason"):
-            notes.append(str(trial.user_attrs["stop_reason"]))
-        if trial.user_attrs.get("early_stopped_at") is not None:
+        if trial.user_attrs.get(STOP_REASON_ATTR):
+            notes.append(str(trial.user_attrs[STOP_REASON_ATTR]))
+        if trial.user_attrs.get(EARLY_STOPPED_AT_ATTR) is not None:
             # Complete, not pruned: it stopped improving, and is scored by its best evaluation.
             notes.append(
                 one_line(
-                    trial.user_attrs.get("early_stop_note")
+                    trial.user_attrs.get(EARLY_STOP_NOTE_ATTR)
                     or f"early-stopped at step {trial.user_attrs['early_stopped_at']}"
                 )
             )
-        if trial.user_attrs.get("failure"):
-            notes.append(one_line(trial.user_attrs["failure"]))
-        if trial.user_attrs.get("slurm_job_id"):
-            task = trial.user_attrs.get("slurm_array_task_id")
+        if trial.user_attrs.get(FAILURE_ATTR):
+            notes.append(one_line(trial.user_attrs[FAILURE_ATTR]))
+        if trial.user_attrs.get(SLURM_JOB_ID_ATTR):
+            task = trial.user_attrs.get(SLURM_ARRAY_TASK_ID_ATTR)
             notes.append(
                 f"slurm {trial.user_attrs['slurm_job_id']}{'' if task is None else f'_{task}'} "
                 f"run {trial.user_attrs.get('slurm_restart_count', 0)}"
@@ -148,7 +161,7 @@ def trials_table(study: optuna.Study) -> str:
                 str(trial.number),
                 trial.state.name,
                 format_value(trial.value),
-                format_value(trial.user_attrs.get("best_step")),
+                format_value(trial.user_attrs.get(BEST_STEP_ATTR)),
                 format_params(trial.params),
                 "; ".join(notes),
             ]

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import optuna
 
+from sweeper.attributes import (
+    BEST_CHECKPOINT_ATTR,
+    LABEL_NAMES_ATTR,
+)
 from sweeper.errors import SweeperError
 from sweeper.views.card import CARD_FILE, best_or_error, render_card
 from sweeper.views.confirmation import load_confirmation, load_confirmed_run, on_validation
@@ -27,7 +31,7 @@ def checkpoint_of(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, Path]:
     study, :attr:`Confirmation.export_run`), else the sweep's best trial."""
     confirmed = load_confirmed_run(study)
     best = confirmed[1] if confirmed is not None else best_or_error(study)
-    stored = best.user_attrs.get("best_checkpoint")
+    stored = best.user_attrs.get(BEST_CHECKPOINT_ATTR)
     if not stored:
         raise ExportError(
             f"best_checkpoint=None for trial #{best.number} of study {study.study_name!r}: the "
@@ -58,7 +62,7 @@ def export_best(study: optuna.Study, target: Path, force: bool = False) -> Path:
             f"--to={str(target)!r} is not empty; choose a new directory or pass --force to "
             f"overwrite the files there"
         )
-    label_names = [str(name) for name in study.user_attrs.get("label_names") or []]
+    label_names = [str(name) for name in study.user_attrs.get(LABEL_NAMES_ATTR) or []]
     try:
         model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint))
         tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))

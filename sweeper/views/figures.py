@@ -15,6 +15,9 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
+from sweeper.attributes import (
+    BASELINE_ATTR,
+)
 from sweeper.errors import ConfigError
 from sweeper.settings.config import stored_config
 from sweeper.settings.hyperparameters import title as param_title
@@ -58,7 +61,7 @@ def _finite(value: Any) -> float | None:
 
 
 def _label(trial: FrozenTrial) -> str:
-    baseline = trial.user_attrs.get("baseline")
+    baseline = trial.user_attrs.get(BASELINE_ATTR)
     return f"#{trial.number} {baseline}" if baseline else f"#{trial.number}"
 
 
@@ -110,7 +113,7 @@ def _trial_styles(trials: list[FrozenTrial], best: FrozenTrial | None) -> dict[i
     for trial in trials:
         if best is not None and trial.number == best.number:
             styles[trial.number] = {"color": BEST_COLOR, "width": 3.5}
-        elif "baseline" in trial.user_attrs:
+        elif BASELINE_ATTR in trial.user_attrs:
             color = BASELINE_COLORS[baseline_index % len(BASELINE_COLORS)]
             styles[trial.number] = {"color": color, "width": 2.5}
             baseline_index += 1
@@ -146,8 +149,8 @@ def history_figure(study: optuna.Study) -> go.Figure:
             hoverinfo="skip",
         )
     )
-    baselines = [t for t in complete if "baseline" in t.user_attrs]
-    searched = [t for t in complete if "baseline" not in t.user_attrs]
+    baselines = [t for t in complete if BASELINE_ATTR in t.user_attrs]
+    searched = [t for t in complete if BASELINE_ATTR not in t.user_attrs]
     for group, name, symbol, color in (
         (searched, "sampled trial", "circle", TRIAL_COLORS[0]),
         (baselines, "baseline", "diamond", BASELINE_COLORS[0]),
@@ -159,7 +162,7 @@ def history_figure(study: optuna.Study) -> go.Figure:
                 x=[t.number for t in group],
                 y=[_finite(t.value) for t in group],
                 mode="markers+text" if group is baselines else "markers",
-                text=[str(t.user_attrs.get("baseline", "")) for t in group],
+                text=[str(t.user_attrs.get(BASELINE_ATTR, "")) for t in group],
                 textposition="top center",
                 cliponaxis=False,
                 marker={"symbol": symbol, "size": 11, "color": color},

@@ -18,6 +18,13 @@ import plotly.io as pio
 from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
+from sweeper.attributes import (
+    BASELINE_ATTR,
+    BEST_STEP_ATTR,
+    FAILURE_ATTR,
+    STOP_REASON_ATTR,
+    TRACEBACK_ATTR,
+)
 from sweeper.settings.hyperparameters import title as param_title
 from sweeper.settings.metrics import METRICS
 from sweeper.views.confirmation import companion_name, load_confirmation, spread_text
@@ -91,7 +98,7 @@ def _comparison_table(summary: StudySummary) -> str:
         for t in summary.baselines
         if summary.best is None or t.number != summary.best.number
     ]
-    if summary.best is not None and "baseline" in summary.best.user_attrs:
+    if summary.best is not None and BASELINE_ATTR in summary.best.user_attrs:
         rows[0] = (f"best (baseline {summary.best.user_attrs['baseline']})", summary.best)
     if not rows:
         return '<p class="note">No trial has completed and the study has no baselines.</p>'
@@ -106,7 +113,7 @@ def _comparison_table(summary: StudySummary) -> str:
         kept = kept_evaluation(trial) or {}
         state = trial.state.name.lower()
         if trial.state == TrialState.PRUNED:
-            state = str(trial.user_attrs.get("stop_reason") or "pruned")
+            state = str(trial.user_attrs.get(STOP_REASON_ATTR) or "pruned")
         elif early_stopped_at(trial) is not None:
             state = f"complete, early-stopped at step {early_stopped_at(trial)}"
         css = ' class="best"' if role.startswith("best") else ""
@@ -115,7 +122,7 @@ def _comparison_table(summary: StudySummary) -> str:
             _cell(f"#{trial.number}"),
             _cell(state),
             _cell(trial.value if trial.state == TrialState.COMPLETE else None, numeric=True),
-            _cell(trial.user_attrs.get("best_step"), numeric=True),
+            _cell(trial.user_attrs.get(BEST_STEP_ATTR), numeric=True),
             *[_cell(kept.get(m.name), numeric=True) for m in others],
             *[_cell(trial.params.get(p), numeric=True) for p in param_names],
         ]
@@ -283,9 +290,9 @@ def _failures_html(study: optuna.Study) -> str:
     lines = ["<h2>Failed trials</h2>", f"<table><tr>{header}</tr>"]
     for trial in failed:
         reason = html.escape(
-            str(trial.user_attrs.get("failure") or "no reason stored (its worker died)")
+            str(trial.user_attrs.get(FAILURE_ATTR) or "no reason stored (its worker died)")
         )
-        frames = trial.user_attrs.get("failure_traceback")
+        frames = trial.user_attrs.get(TRACEBACK_ATTR)
         if frames:
             reason += (
                 f"<details><summary>traceback</summary><pre>{html.escape(frames)}</pre></details>"

@@ -15,6 +15,17 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper.attributes import (
+    BASELINE_ATTR,
+    BEST_STEP_ATTR,
+    EARLY_STOPPED_AT_ATTR,
+    EVAL_SECONDS_ATTR,
+    EXAMPLES_PER_STEP_ATTR,
+    HISTORY_ATTR,
+    OBJECTIVE_METRIC_ATTR,
+    PLANNED_STEPS_ATTR,
+    TRAIN_SECONDS_ATTR,
+)
 from sweeper.settings.config import StudyConfig, stored_config
 
 
@@ -72,11 +83,11 @@ class StudySummary:
 
 
 def objective_metric(study: optuna.Study) -> str:
-    return str(study.user_attrs.get("objective_metric", "validation_loss"))
+    return str(study.user_attrs.get(OBJECTIVE_METRIC_ATTR, "validation_loss"))
 
 
 def history(trial: FrozenTrial) -> list[dict[str, Any]]:
-    rows = trial.user_attrs.get("history") or []
+    rows = trial.user_attrs.get(HISTORY_ATTR) or []
     return [row for row in rows if isinstance(row, dict) and row.get("step") is not None]
 
 
@@ -86,7 +97,7 @@ def steps_run(trial: FrozenTrial) -> int:
 
 
 def planned_steps(trial: FrozenTrial) -> int:
-    return int(trial.user_attrs.get("planned_steps") or 0)
+    return int(trial.user_attrs.get(PLANNED_STEPS_ATTR) or 0)
 
 
 def steps_saved(trial: FrozenTrial) -> int:
@@ -99,7 +110,7 @@ def steps_saved(trial: FrozenTrial) -> int:
 def seconds_saved(trial: FrozenTrial) -> float:
     """Training time a pruned trial did not spend: its unrun steps at its own pace."""
     ran, saved = steps_run(trial), steps_saved(trial)
-    seconds = float(trial.user_attrs.get("train_seconds") or 0.0)
+    seconds = float(trial.user_attrs.get(TRAIN_SECONDS_ATTR) or 0.0)
     if ran <= 0 or saved <= 0:
         return 0.0
     return saved * seconds / ran
@@ -107,7 +118,7 @@ def seconds_saved(trial: FrozenTrial) -> float:
 
 def examples_per_step(trial: FrozenTrial) -> int:
     """Training examples per optimizer step (batch x accumulation); 0 when unknown."""
-    stored = trial.user_attrs.get("examples_per_step")
+    stored = trial.user_attrs.get(EXAMPLES_PER_STEP_ATTR)
     if stored:
         return int(stored)
     for row in history(trial):
@@ -127,7 +138,7 @@ def planned_examples(trial: FrozenTrial) -> int:
 
 def early_stopped_at(trial: FrozenTrial) -> int | None:
     """The step at which early_stopping ended a complete trial, if it did."""
-    step = trial.user_attrs.get("early_stopped_at")
+    step = trial.user_attrs.get(EARLY_STOPPED_AT_ATTR)
     return int(step) if step is not None else None
 
 
@@ -198,7 +209,7 @@ def validation_losses(trial: FrozenTrial, metric: str) -> list[tuple[int, float 
 
 def kept_evaluation(trial: FrozenTrial) -> dict[str, Any] | None:
     """The evaluation whose checkpoint the trial kept (its best by the objective)."""
-    best_step = trial.user_attrs.get("best_step")
+    best_step = trial.user_attrs.get(BEST_STEP_ATTR)
     for row in history(trial):
         if row["step"] == best_step:
             return row
@@ -223,9 +234,9 @@ def summarize(study: optuna.Study) -> StudySummary:
         direction=study.direction.name.lower(),
         counts=counts,
         best=best_trial(study),
-        baselines=[trial for trial in trials if "baseline" in trial.user_attrs],
-        train_seconds=sum(float(t.user_attrs.get("train_seconds") or 0.0) for t in trials),
-        eval_seconds=sum(float(t.user_attrs.get("eval_seconds") or 0.0) for t in trials),
+        baselines=[trial for trial in trials if BASELINE_ATTR in trial.user_attrs],
+        train_seconds=sum(float(t.user_attrs.get(TRAIN_SECONDS_ATTR) or 0.0) for t in trials),
+        eval_seconds=sum(float(t.user_attrs.get(EVAL_SECONDS_ATTR) or 0.0) for t in trials),
         saved_seconds=sum(saved),
         saved_trials=sum(1 for trial in pruned if steps_saved(trial) > 0),
         saved_steps=sum(steps_saved(trial) for trial in pruned),
