@@ -204,8 +204,8 @@ def postgres_url() -> Iterator[str]:
         yield url
         return
 
-    from sweeper.runtime import local_postgres
     from sweeper.errors import StorageError
+    from sweeper.runtime import local_postgres
 
     directory = Path(tempfile.mkdtemp(prefix="sweeper-test-postgres-"))
     try:

@@ -94,3 +94,37 @@ def test_a_row_without_a_logged_training_loss_has_none(
     assert [row["step"] for row in outcome.history] == [5, 10, 12]
     losses = [row["training_loss"] for row in outcome.history]
     assert losses[0] is not None and losses[1] is not None and losses[2] is None
+
+
+def test_evaluate_checkpoint_gives_what_trainer_evaluate_gives(
+    tmp_path: Path, write_study: Callable[..., Path]
+) -> None:
+    """sweeper.trial.evaluation scores a saved checkpoint on a split without a Trainer; its
+    loss (with label smoothing) and metrics are the Trainer's."""
+    import math
+
+    from sweeper.trial.evaluation import evaluate_checkpoint
+
+    config = load_study_config(write_study(training={"eval_batch_size": 8}))
+    tokenizer = AutoTokenizer.from_pretrained(config.model.name)
+    data = prepare_data(config.dataset, tokenizer, config.model.max_length, tmp_path / "cache")
+    model = load_classifier(config.model.name, data.label_names)
+    params = {**PARAMS, "label_smoothing_factor": 0.1}
+    trainer = build_trainer(config, params, data, model, tmp_path / "trial")
+    trainer.train()
+    checkpoint = tmp_path / "kept"
+    trainer.save_model(str(checkpoint))
+    expected = trainer.evaluate()
+
+    scores = evaluate_checkpoint(
+        checkpoint,
+        data.validation,
+        tokenizer=tokenizer,
+        num_labels=data.num_labels,
+        batch_size=8,
+        label_smoothing=0.1,
+    )
+    assert math.isclose(scores["validation_loss"], expected["eval_loss"], rel_tol=1e-4)
+    assert scores["accuracy"] == expected["eval_accuracy"]
+    assert math.isclose(scores["f1"], expected["eval_f1"], rel_tol=1e-9)
+    assert not list(checkpoint.parent.glob("test-evaluation*"))  # nothing written

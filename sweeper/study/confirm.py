@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
 import statistics
 import warnings
 from collections.abc import Callable, Sequence
@@ -75,8 +74,8 @@ from sweeper.settings.hyperparameters import (
     fixed_params,
 )
 from sweeper.settings.hyperparameters import suggest as suggest_param
-from sweeper.settings.metrics import METRICS
 from sweeper.study.sweep import Objective, SweepContext, prepare_study_data
+from sweeper.trial.checkpoints import remove_checkpoints
 from sweeper.trial.data import PreparedData
 from sweeper.views.confirmation import (
     Comparison,
@@ -498,22 +497,17 @@ def evaluate_test(
     checkpoint: Path,
     params: dict[str, Any],
 ) -> SplitScores:
-    """One kept checkpoint on the test split: ``Trainer.evaluate`` with the study's metrics."""
-    from transformers import AutoModelForSequenceClassification
+    """One kept checkpoint on the test split, with the study's metrics."""
+    from sweeper.trial.evaluation import evaluate_checkpoint
 
-    from sweeper.trial.training import build_trainer, release_memory
-
-    quiet = config.model_copy(
-        update={"training": config.training.model_copy(update={"report_to": "none"})}
+    scores = evaluate_checkpoint(
+        checkpoint,
+        test,
+        tokenizer=data.tokenizer,
+        num_labels=data.num_labels,
+        batch_size=config.training.eval_batch_size,
+        label_smoothing=float(params.get("label_smoothing_factor", 0.0)),
     )
-    model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint))
-    trainer = build_trainer(quiet, params, data, model, checkpoint.parent / "test-evaluation")
-    try:
-        metrics = trainer.evaluate(eval_dataset=test)
-    finally:
-        del trainer, model
-        release_memory()
-    scores = {m.name: metrics.get(m.trainer_key) for m in METRICS}
     return SplitScores(
         loss=scores.get("validation_loss"), accuracy=scores.get("accuracy"), f1=scores.get("f1")
     )
@@ -702,7 +696,7 @@ def _remove_checkpoints(companion: optuna.Study, keep: int) -> None:
     for trial in companion.get_trials(deepcopy=False):
         directory = trial.user_attrs.get(CHECKPOINT_DIR_ATTR)
         if directory and directory != kept and trial.state != TrialState.RUNNING:
-            shutil.rmtree(directory, ignore_errors=True)
+            remove_checkpoints(directory)
 
 
 # --- the table -------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ first trial of its retry chain: a retry resumes from the newest complete checkpo
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,9 +67,10 @@ from sweeper.settings.pruners import build_pruner
 from sweeper.settings.samplers import build_sampler
 from sweeper.study.preflight import PreflightResult, run_preflight
 from sweeper.study.resolve import drop_stored_credentials
+from sweeper.trial.checkpoints import last_checkpoint, remove_checkpoints, trial_checkpoint_dir
 from sweeper.trial.data import DataSplits, PreparedData, check_unchanged, prepare_data, split_attrs
 from sweeper.trial.models import check_same_model
-from sweeper.trial.training import TrialOutcome, last_checkpoint, train_trial
+from sweeper.trial.training import TrialOutcome, train_trial
 from sweeper.views.console import StudyProgress, TrialProgressBar
 from sweeper.views.results import best_trial
 
@@ -171,12 +171,12 @@ class Objective:
             if t.number == trial.number
         )
         first = frozen.system_attrs.get("failed_trial", trial.number)
-        output_dir = self.context.checkpoint_dir / f"trial-{first}"
+        output_dir = trial_checkpoint_dir(self.context.checkpoint_dir, first)
         trial.set_user_attr(CHECKPOINT_DIR_ATTR, str(output_dir.resolve()))
         if first != trial.number:
             return output_dir, last_checkpoint(output_dir)
         # A new trial starts clean: anything here is left from a deleted study of this name.
-        shutil.rmtree(output_dir, ignore_errors=True)
+        remove_checkpoints(output_dir)
         return output_dir, None
 
 
@@ -205,7 +205,7 @@ class CheckpointJanitor:
                 )
             )
             if unneeded and Path(directory).exists():
-                shutil.rmtree(directory, ignore_errors=True)
+                remove_checkpoints(directory)
 
 
 RESUME_SEED_STEP = 1_000_003

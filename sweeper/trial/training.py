@@ -15,7 +15,6 @@ import gc
 import importlib
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from transformers.trainer_callback import EarlyStoppingCallback, PrinterCallback
 from sweeper.settings.config import StudyConfig
 from sweeper.settings.hyperparameters import training_arguments
 from sweeper.settings.metrics import METRICS, build_compute_metrics, metric
+from sweeper.trial.checkpoints import TRAINER_STATE_FILE, remove_checkpoints
 from sweeper.trial.data import PreparedData
 from sweeper.trial.models import load_classifier
 
@@ -490,20 +490,6 @@ class StopOnRequest(TrainerCallback):
             control.should_training_stop = True
 
 
-def last_checkpoint(output_dir: Path) -> tuple[Path, int] | None:
-    """The newest complete checkpoint under ``output_dir`` and its step. The Trainer writes
-    ``trainer_state.json`` last, so a checkpoint cut short by a kill has none and is skipped."""
-    found: list[tuple[int, Path]] = []
-    for path in output_dir.glob("checkpoint-*"):
-        suffix = path.name.removeprefix("checkpoint-")
-        if suffix.isdigit() and (path / "trainer_state.json").is_file():
-            found.append((int(suffix), path))
-    if not found:
-        return None
-    newest_step, newest = max(found)
-    return newest, newest_step
-
-
 def release_memory() -> None:
     """Free what a finished trial held, so a long study does not grow."""
     gc.collect()
@@ -511,13 +497,39 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def remove_stale_checkpoints(output_dir: Path, keep: str | None) -> None:
-    """Delete a finished trial's checkpoints except the best one."""
-    if not output_dir.is_dir():
-        return
-    for checkpoint in output_dir.glob("checkpoint-*"):
-        if keep is None or checkpoint.resolve() != Path(keep).resolve():
-            shutil.rmtree(checkpoint, ignore_errors=True)
+def _stoppers(
+    config: StudyConfig,
+    recorder: EvaluationRecorder,
+    stop_requested: Callable[[], bool] | None,
+) -> list[TrainerCallback]:
+    """What may end a trial before its plan: a stop signal, and early stopping."""
+    stoppers: list[TrainerCallback] = (
+        [StopOnRequest(stop_requested, recorder.outcome)] if stop_requested else []
+    )
+    rule = config.early_stopping
+    if rule.patience is not None:
+        early = EarlyStopping(rule.patience, rule.min_delta)
+        early.recorder = recorder
+        stoppers.append(early)
+    return stoppers
+
+
+def _resume_from(
+    checkpoint: Path, recorder: EvaluationRecorder, stoppers: Sequence[TrainerCallback]
+) -> None:
+    """A retry's history, step and early-stopping count, as its checkpoint left them."""
+    state = json.loads((checkpoint / TRAINER_STATE_FILE).read_text())
+    recorder.restore(state.get("log_history", []))
+    recorder.outcome.resumed_from_step = int(state.get("global_step", 0))
+    # A retry carries on counting evaluations without improvement where its checkpoint left
+    # off. Not restore_callback_states_from_checkpoint: it replaces each stateful callback
+    # (and the TrainerControl) with a new one built from its saved args, which would lose
+    # this callback's link to the recorder.
+    saved = (state.get("stateful_callbacks") or {}).get(EarlyStopping.__name__)
+    for callback in stoppers:
+        if isinstance(callback, EarlyStopping) and isinstance(saved, dict):
+            counter = (saved.get("attributes") or {}).get("early_stopping_patience_counter")
+            callback.early_stopping_patience_counter = int(counter or 0)
 
 
 def train_trial(
@@ -548,27 +560,9 @@ def train_trial(
         EvaluationGrid.of(config, params),
     )
     outcome = recorder.outcome
-    stoppers: list[TrainerCallback] = (
-        [StopOnRequest(stop_requested, outcome)] if stop_requested else []
-    )
-    rule = config.early_stopping
-    if rule.patience is not None:
-        early = EarlyStopping(rule.patience, rule.min_delta)
-        early.recorder = recorder
-        stoppers.append(early)
+    stoppers = _stoppers(config, recorder, stop_requested)
     if resume_from_checkpoint is not None:
-        state = json.loads((resume_from_checkpoint / "trainer_state.json").read_text())
-        recorder.restore(state.get("log_history", []))
-        outcome.resumed_from_step = int(state.get("global_step", 0))
-        # A retry carries on counting evaluations without improvement where its checkpoint
-        # left off. Not restore_callback_states_from_checkpoint: it replaces each stateful
-        # callback (and the TrainerControl) with a new one built from its saved args, which
-        # would lose this callback's link to the recorder.
-        saved = (state.get("stateful_callbacks") or {}).get(EarlyStopping.__name__)
-        for callback in stoppers:
-            if isinstance(callback, EarlyStopping) and isinstance(saved, dict):
-                counter = (saved.get("attributes") or {}).get("early_stopping_patience_counter")
-                callback.early_stopping_patience_counter = int(counter or 0)
+        _resume_from(resume_from_checkpoint, recorder, stoppers)
     set_seed(int(params["seed"]))  # the classification head is initialised from this seed
     model = load_classifier(config.model.name, data.label_names)
     trainer = build_trainer(
@@ -599,7 +593,8 @@ def train_trial(
     finally:
         outcome.train_seconds = max(time.perf_counter() - started - outcome.eval_seconds, 0.0)
         if completed and not config.keep_all_checkpoints:
-            remove_stale_checkpoints(output_dir, outcome.best_checkpoint)
+            # The best one stays (none: the trial kept nothing worth its disk).
+            remove_checkpoints(output_dir, keep=outcome.best_checkpoint)
         for callback in trainer.callback_handler.callbacks:
             if isinstance(callback, TensorBoardRun):
                 callback.writer.close()  # training that raised never reached on_train_end
