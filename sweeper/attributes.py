@@ -30,6 +30,7 @@ TEST_SCORES_ATTR_PREFIX = "test:"
 BASELINE_ATTR = "baseline"  # the name of the baseline an enqueued trial stands for
 CONFIRM_CONFIG_ATTR = "confirm_config"  # a re-run: the planned configuration's id
 CONFIRM_SEED_ATTR = "confirm_seed"  # and its seed
+CONFIRM_NAME_ATTR = "confirm_name"  # and its name (a baseline's, or "trial #N")
 
 # --- on a trial: what it did (sweeper.study.sweep.record_outcome) -------------------------------
 HISTORY_ATTR = "history"

@@ -89,7 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_sweep_commands(commands)
+    _add_confirm_command(commands)
+    for name, text in (
+        ("show", "print the study's trials as a table"),
+        ("best", "print the best trial's params and checkpoint"),
+    ):
+        command = commands.add_parser(name, help=text)
+        _study_arguments(command)
+    _add_cluster_commands(commands)
+    _add_view_commands(commands)
+    return parser
 
+
+def _add_sweep_commands(commands: Any) -> None:
+    """sweep, worker, check: run a study's trials, or check what would fail them."""
     sweep = commands.add_parser("sweep", help="run or resume a study until its budget is met")
     _sweep_arguments(sweep)
     worker = commands.add_parser(
@@ -108,7 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --gpus: N worker processes share each GPU, each running its own trial in "
         "1/N of the GPU's memory (default: the study's workers.trials_per_gpu, 1)",
     )
-
     check = commands.add_parser(
         "check",
         help="check, writing nothing, what would fail every trial (model, data, storage, disk)",
@@ -119,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="where trial checkpoints would go (a shared filesystem for several machines)",
     )
 
+
+def _add_confirm_command(commands: Any) -> None:
     confirm = commands.add_parser(
         "confirm",
         help="re-train the sweep's best configurations and its baselines with fresh seeds, and "
@@ -145,16 +160,6 @@ def build_parser() -> argparse.ArgumentParser:
     confirm.add_argument(
         "--no-progress", action="store_true", help="no progress bars, only one line per trial"
     )
-
-    for name, text in (
-        ("show", "print the study's trials as a table"),
-        ("best", "print the best trial's params and checkpoint"),
-    ):
-        command = commands.add_parser(name, help=text)
-        _study_arguments(command)
-    _add_cluster_commands(commands)
-    _add_view_commands(commands)
-    return parser
 
 
 def _trials_per_gpu_argument(parser: argparse.ArgumentParser, holder: str) -> None:

@@ -182,14 +182,13 @@ def _shared_gpu_args(trials_per_gpu: int) -> list[str]:
     return ["--gpus", "all", "--trials-per-gpu", str(trials_per_gpu)]
 
 
-def render_sbatch(options: SlurmOptions) -> str:
-    """The sbatch script of a job array with one worker (one GPU) per task."""
-    options.check()
+def _sbatch_directives(options: SlurmOptions) -> list[str]:
+    """The #SBATCH options of the job array: one GPU per task, requeue, the warning signal."""
     array = f"0-{options.workers - 1}"
     if options.max_concurrent is not None:
         array += f"%{options.max_concurrent}"
     log_dir = options.log_dir.absolute()
-    directives = [
+    return [
         f"--job-name={options.job_name}",
         f"--array={array}",
         "--ntasks=1",
@@ -206,6 +205,10 @@ def render_sbatch(options: SlurmOptions) -> str:
         f"--chdir={options.workdir.absolute()}",
         *options.sbatch_options,
     ]
+
+
+def _worker_command(options: SlurmOptions) -> list[str]:
+    """What each task execs: one worker (or a --gpus parent), no storage URL."""
     command = [
         options.python,
         "-m",
@@ -219,7 +222,12 @@ def render_sbatch(options: SlurmOptions) -> str:
     command += _shared_gpu_args(options.trials_per_gpu)
     for override in options.overrides:
         command += ["--set", override]
-    lines = [
+    return command
+
+
+def _sbatch_header(options: SlurmOptions) -> list[str]:
+    """The script's opening comment: what it runs, each signal and exit code."""
+    return [
         "#!/bin/bash",
         f"# Written by `sweeper slurm {options.study_name}`: one sweeper worker per array task",
         "# (one GPU each), all sharing the study through its database. Submit it with sbatch,",
@@ -245,7 +253,15 @@ def render_sbatch(options: SlurmOptions) -> str:
         "# passes on from the environment it was run in (a requeued task keeps it); export it",
         "# before sbatch (`sweeper slurm --submit` does), or leave its password out and keep it",
         "# in ~/.pgpass on the nodes.",
-        *[f"#SBATCH {directive}" for directive in directives],
+    ]
+
+
+def render_sbatch(options: SlurmOptions) -> str:
+    """The sbatch script of a job array with one worker (one GPU) per task."""
+    options.check()
+    lines = [
+        *_sbatch_header(options),
+        *[f"#SBATCH {directive}" for directive in _sbatch_directives(options)],
         "",
         "export PYTHONUNBUFFERED=1",
         f'if [ -z "${{{STORAGE_ENV}:-}}" ]; then',
@@ -256,7 +272,7 @@ def render_sbatch(options: SlurmOptions) -> str:
         'echo "[sweeper] task ${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}_${SLURM_ARRAY_TASK_ID:-0}'
         ' run ${SLURM_RESTART_COUNT:-0} on $(hostname) GPUs ${CUDA_VISIBLE_DEVICES:-none}"',
         "# exec: the worker is the task's process, and gets Slurm's signals itself.",
-        "exec " + shlex.join(command),
+        "exec " + shlex.join(_worker_command(options)),
         "",
     ]
     return "\n".join(lines)

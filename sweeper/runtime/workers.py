@@ -42,6 +42,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import Literal
 
 import optuna
 import sqlalchemy
@@ -324,6 +325,32 @@ def fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
+def _next_action(
+    study: optuna.Study, workers: WorkersConfig, n_trials: int | None, queue_only: bool
+) -> tuple[Literal["done", "wait", "run"], str]:
+    """Under the budget lock: whether the budget is met, a trial may start, or the worker
+    waits (the budget is taken by running trials, one of which may die and come back);
+    with the line to log when it waits."""
+    fail_stale_trials(study)
+    finished, running = budget_counts(study)
+    waiting = waiting_count(study) if queue_only else 0
+    if n_trials is not None and finished >= n_trials:
+        return "done", ""
+    if queue_only and waiting == 0 and running == 0:
+        return "done", ""
+    # Before a trial is started (a worker on a study whose last trials failed stops at
+    # once) and while waiting (so every worker stops).
+    check_failure_streak(study, workers)
+    full = n_trials is not None and finished + running >= n_trials
+    if full or (queue_only and waiting == 0):
+        done = f"{finished}/{n_trials}" if n_trials is not None else f"{finished}"
+        return "wait", (
+            f"[sweeper] {done} finished and {running} running "
+            "elsewhere: waiting in case one of them dies and is retried"
+        )
+    return "run", ""
+
+
 def run_trials(
     study: optuna.Study,
     objective: Callable[[optuna.Trial], float],
@@ -367,40 +394,23 @@ def run_trials(
                 return WorkerResult(trials_run, "timeout")
             lock.acquire()
             try:
-                fail_stale_trials(study)
-                finished, running = budget_counts(study)
-                waiting = waiting_count(study) if queue_only else 0
-                if n_trials is not None and finished >= n_trials:
+                action, waiting_note = _next_action(study, workers, n_trials, queue_only)
+                if action == "done":
                     return WorkerResult(trials_run, "budget met")
-                if queue_only and waiting == 0 and running == 0:
-                    return WorkerResult(trials_run, "budget met")
-                # Before a trial is started (a worker on a study whose last trials failed
-                # stops at once) and while waiting (so every worker stops).
-                check_failure_streak(study, workers)
-                full = n_trials is not None and finished + running >= n_trials
-                if full or (queue_only and waiting == 0):
+                if action == "wait":
                     lock.release()
                     if not waiting_logged:
-                        done = f"{finished}/{n_trials}" if n_trials is not None else f"{finished}"
-                        log(
-                            f"[sweeper] {done} finished and {running} running "
-                            "elsewhere: waiting in case one of them dies and is retried"
-                        )
+                        log(waiting_note)
                         waiting_logged = True
                     stop.wait(workers.poll_seconds)
                     continue
                 waiting_logged = False
                 current.clear()
-                try:
-                    study.optimize(
-                        gated, n_trials=1, callbacks=list(callbacks), catch=(TrialCrashed,)
-                    )
-                except TrialInterrupted as interrupted:
-                    _retry_now(study, current.get("trial_id"), workers, log)
-                    stop.request(interrupted.signal_number)
-                    return WorkerResult(trials_run, "interrupted", interrupted.signal_number)
+                interrupted = _optimize_one(study, gated, callbacks, current, workers, log)
+                if interrupted is not None:
+                    stop.request(interrupted)
+                    return WorkerResult(trials_run, "interrupted", interrupted)
                 trials_run += 1
-                _report_crash(study, current.get("trial_id"), log)
             except optuna.exceptions.StorageInternalError as exc:
                 raise StorageError(
                     f"storage {redact(storage_url)} failed during the sweep: {exc}"
@@ -409,6 +419,25 @@ def run_trials(
                 lock.release()
     finally:
         lock.close()
+
+
+def _optimize_one(
+    study: optuna.Study,
+    gated: Callable[[optuna.Trial], float],
+    callbacks: Sequence[StudyCallback],
+    current: dict[str, int],
+    workers: WorkersConfig,
+    log: Callable[[str], None],
+) -> int | None:
+    """One trial through Optuna; the signal number when a stop interrupted it (its retry is
+    enqueued at once), else None (a trial that raised is reported, and fails alone)."""
+    try:
+        study.optimize(gated, n_trials=1, callbacks=list(callbacks), catch=(TrialCrashed,))
+    except TrialInterrupted as interrupted:
+        _retry_now(study, current.get("trial_id"), workers, log)
+        return interrupted.signal_number
+    _report_crash(study, current.get("trial_id"), log)
+    return None
 
 
 def _report_crash(study: optuna.Study, trial_id: int | None, log: Callable[[str], None]) -> None:

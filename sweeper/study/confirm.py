@@ -57,13 +57,14 @@ from sweeper.attributes import (
     CANDIDATES_ATTR,
     CHECKPOINT_DIR_ATTR,
     CONFIRM_CONFIG_ATTR,
+    CONFIRM_NAME_ATTR,
     CONFIRM_READY_ATTR,
     CONFIRM_SEED_ATTR,
     CONFIRMATION_ATTR,
     TEST_SCORES_ATTR_PREFIX,
 )
 from sweeper.errors import ConfigError, SweeperError
-from sweeper.runtime.storage import open_lock, open_storage, redact
+from sweeper.runtime.storage import open_lock, redact
 from sweeper.runtime.workers import StopRequest, WorkerResult, run_trials
 from sweeper.settings.config import StudyConfig
 from sweeper.settings.hyperparameters import (
@@ -194,37 +195,34 @@ def derive_seeds(study_name: str, count: int, taken: Callable[[int], bool]) -> l
     )
 
 
-def plan_confirmation(study: optuna.Study, config: StudyConfig, top_k: int, n_seeds: int) -> Plan:
-    """The configurations to re-train and the fresh seeds; an error when the sweep has no
-    finished trial. Reads only."""
-    trials = study.get_trials(deepcopy=False)
-    complete = [trial for trial in trials if trial.state == TrialState.COMPLETE]
-    if not complete:
-        states = ", ".join(
-            f"{sum(1 for t in trials if t.state == state)} {state.name.lower()}"
-            for state in TrialState
-            if any(t.state == state for t in trials)
-        )
-        raise ConfirmError(
-            f"study {study.study_name!r} has no finished (COMPLETE) trial ({states or 'no trials'}), "
-            f"so there is no configuration to confirm; run `sweeper sweep {study.study_name}` "
-            "until a trial completes, then `sweeper confirm` again"
-        )
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    space = config.search_space
-    space_dists = space_distributions(space)
-    notes: list[str] = []
+def _require_a_complete_trial(study: optuna.Study, trials: Sequence[FrozenTrial]) -> None:
+    if any(trial.state == TrialState.COMPLETE for trial in trials):
+        return
+    states = ", ".join(
+        f"{sum(1 for t in trials if t.state == state)} {state.name.lower()}"
+        for state in TrialState
+        if any(t.state == state for t in trials)
+    )
+    raise ConfirmError(
+        f"study {study.study_name!r} has no finished (COMPLETE) trial ({states or 'no trials'}), "
+        f"so there is no configuration to confirm; run `sweeper sweep {study.study_name}` "
+        "until a trial completes, then `sweeper confirm` again"
+    )
 
-    def best_of(group: Sequence[FrozenTrial]) -> FrozenTrial:
-        key = (lambda t: -float(t.value or 0.0)) if maximize else (lambda t: float(t.value or 0.0))
-        return min(group, key=key)
 
-    baselines: list[PlannedConfig] = []
-    baseline_keys: dict[str, str] = {}
+def _best_of(group: Sequence[FrozenTrial], maximize: bool) -> FrozenTrial:
+    key = (lambda t: -float(t.value or 0.0)) if maximize else (lambda t: float(t.value or 0.0))
+    return min(group, key=key)
+
+
+def _planned_baselines(
+    config: StudyConfig, trials: Sequence[FrozenTrial], maximize: bool
+) -> list[PlannedConfig]:
+    """Every baseline of the study, as the sweep ran it (its seed left to the plan)."""
+    space_dists = space_distributions(config.search_space)
+    baselines = []
     for name, params in config.baseline_params():
         params = {k: v for k, v in params.items() if k != "seed"}
-        key = config_key(params)
-        baseline_keys[key] = name
         sources = [t for t in trials if t.user_attrs.get(BASELINE_ATTR) == name]
         finished = [t for t in sources if t.state == TrialState.COMPLETE]
         baselines.append(
@@ -235,18 +233,35 @@ def plan_confirmation(study: optuna.Study, config: StudyConfig, top_k: int, n_se
                 params=params,
                 distributions={k: distribution_to_json(space_dists[k]) for k in params},
                 source_trials=[t.number for t in sources],
-                selected_value=float(best_of(finished).value or 0.0) if finished else None,
+                selected_value=(
+                    float(_best_of(finished, maximize).value or 0.0) if finished else None
+                ),
             )
         )
+    return baselines
+
+
+def _planned_candidates(
+    trials: Sequence[FrozenTrial],
+    baselines: Sequence[PlannedConfig],
+    top_k: int,
+    maximize: bool,
+    notes: list[str],
+) -> list[PlannedConfig]:
+    """The ``top_k`` best finished configurations, distinct but for the seed, that are no
+    baseline's (a baseline that ranks among them is noted, and confirmed as the baseline)."""
+    baseline_keys = {config_key(planned.params): planned.name for planned in baselines}
     groups: dict[str, list[FrozenTrial]] = {}
-    for trial in complete:
-        groups.setdefault(config_key(trial.params), []).append(trial)
+    for trial in trials:
+        if trial.state == TrialState.COMPLETE:
+            groups.setdefault(config_key(trial.params), []).append(trial)
     ranked = sorted(
-        groups.values(), key=lambda g: float(best_of(g).value or 0.0) * (-1 if maximize else 1)
+        groups.values(),
+        key=lambda g: float(_best_of(g, maximize).value or 0.0) * (-1 if maximize else 1),
     )
     candidates: list[PlannedConfig] = []
     for group in ranked:
-        best = best_of(group)
+        best = _best_of(group, maximize)
         key = config_key(best.params)
         if key in baseline_keys:
             if len(candidates) < top_k:
@@ -269,13 +284,27 @@ def plan_confirmation(study: optuna.Study, config: StudyConfig, top_k: int, n_se
                 selected_value=float(best.value or 0.0),
             )
         )
+    return candidates
+
+
+def plan_confirmation(study: optuna.Study, config: StudyConfig, top_k: int, n_seeds: int) -> Plan:
+    """The configurations to re-train and the fresh seeds; an error when the sweep has no
+    finished trial. Reads only."""
+    trials = study.get_trials(deepcopy=False)
+    _require_a_complete_trial(study, trials)
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    notes: list[str] = []
+    baselines = _planned_baselines(config, trials, maximize)
+    candidates = _planned_candidates(trials, baselines, top_k, maximize, notes)
     if len(candidates) < top_k:
         notes.append(
             f"only {len(candidates)} finished configuration(s) besides the baselines, not the "
             f"{top_k} asked for (--top {top_k}): confirming {len(candidates)}"
         )
     seen = {int(t.params["seed"]) for t in trials if "seed" in t.params}
-    seeds = derive_seeds(study.study_name, n_seeds, lambda s: _is_sweep_seed(space, seen, s))
+    seeds = derive_seeds(
+        study.study_name, n_seeds, lambda s: _is_sweep_seed(config.search_space, seen, s)
+    )
     return Plan(top_k=top_k, seeds=seeds, configs=[*candidates, *baselines], notes=notes)
 
 
@@ -330,18 +359,23 @@ def ensure_companion(
     study: optuna.Study,
     storage: optuna.storages.BaseStorage,
     plan: Plan,
-) -> optuna.Study:
+    companion: optuna.Study | None = None,
+) -> tuple[optuna.Study, Plan]:
     """The companion study with ``plan`` stored and every re-run enqueued, once: idempotent
     and safe from any number of processes (a lock shared through the storage; a marker set
-    last, so a creator stopped half-way leaves a study the next call completes)."""
+    last, so a creator stopped half-way leaves a study the next call completes). Returns it
+    with the frozen plan: ``plan``, or the one another process stored first. ``companion``:
+    the companion study when the caller has it open already."""
     lock = open_lock(config.storage_url, f"confirm/{config.name}")
     try:
         lock.acquire()
-        companion = _open_companion(storage, study, create=True)
-        assert companion is not None
-        if companion.user_attrs.get(CONFIRM_READY_ATTR):
-            return companion
+        companion = companion or _open_companion(storage, study, create=True)
+        if companion is None:
+            raise ConfirmError(f"study {companion_name(config.name)!r} could not be created")
+        # Under the lock: another process may have stored its plan since the caller looked.
         plan = _stored_plan(companion) or plan
+        if companion.user_attrs.get(CONFIRM_READY_ATTR):
+            return companion, plan
         if CANDIDATES_ATTR not in companion.user_attrs:
             companion.set_user_attr(CANDIDATES_ATTR, plan.model_dump(mode="json"))
         for planned in plan.configs:
@@ -351,13 +385,13 @@ def ensure_companion(
                     user_attrs={
                         CONFIRM_CONFIG_ATTR: planned.id,
                         CONFIRM_SEED_ATTR: seed,
-                        "confirm_name": planned.name,
+                        CONFIRM_NAME_ATTR: planned.name,
                         **({BASELINE_ATTR: planned.name} if planned.role == "baseline" else {}),
                     },
                     skip_if_exists=True,
                 )
         companion.set_user_attr(CONFIRM_READY_ATTR, True)
-        return companion
+        return companion, plan
     finally:
         lock.close()
 
@@ -581,21 +615,21 @@ def finalize(
     return confirmation
 
 
-def _finalize_locked(
-    config: StudyConfig,
-    data: PreparedData,
-    study: optuna.Study,
-    companion: optuna.Study,
-    plan: Plan,
-    log: Callable[[str], None],
-) -> Confirmation:
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    metric = config.objective.metric
-    notes = list(plan.notes)
-    by_config: dict[str, dict[int, FrozenTrial]] = {}
+ReRuns = dict[str, dict[int, FrozenTrial]]  # planned configuration id -> seed -> trial
+
+
+def _finished_reruns(companion: optuna.Study) -> ReRuns:
+    by_config: ReRuns = {}
     for trial in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         seeds = by_config.setdefault(str(trial.user_attrs.get(CONFIRM_CONFIG_ATTR)), {})
         seeds.setdefault(int(trial.user_attrs[CONFIRM_SEED_ATTR]), trial)
+    return by_config
+
+
+def _present(
+    plan: Plan, by_config: ReRuns, companion: optuna.Study, notes: list[str]
+) -> list[PlannedConfig]:
+    """The planned configurations with at least one finished seed; the others noted."""
     present = [planned for planned in plan.configs if by_config.get(planned.id)]
     for planned in plan.configs:
         missing = len(plan.seeds) - len(by_config.get(planned.id, {}))
@@ -611,49 +645,51 @@ def _finalize_locked(
             f"no re-run of study {companion.study_name!r} finished, so nothing is confirmed; "
             f"`sweeper show {companion.study_name} --storage URL` lists why each one stopped"
         )
+    return present
 
-    def mean_objective(planned: PlannedConfig) -> float:
-        values = [float(t.value or 0.0) for t in by_config[planned.id].values()]
-        return statistics.fmean(values) * (-1 if maximize else 1)
 
-    winner_plan = min(present, key=mean_objective)
-    test_data = data.test
-    if test_data is None:
-        notes.append(
-            "the study has no test split (dataset.test_split / dataset.test_fraction), so no "
-            "test score: every number here is validation"
-        )
-    else:
-        fixed = fixed_params(config.search_space)
-        for planned in present:
-            if planned is not winner_plan and planned.role != "baseline":
+def _score_on_test(
+    config: StudyConfig,
+    data: PreparedData,
+    companion: optuna.Study,
+    scored: Sequence[PlannedConfig],
+    by_config: ReRuns,
+    log: Callable[[str], None],
+    notes: list[str],
+) -> None:
+    """Each seed of the ``scored`` configurations evaluated once on the test split, its
+    scores stored on the companion study (a finished trial's attributes are read-only)."""
+    fixed = fixed_params(config.search_space)
+    for planned in scored:
+        for seed, trial in sorted(by_config[planned.id].items()):
+            if f"{TEST_SCORES_ATTR_PREFIX}{trial.number}" in companion.user_attrs:
                 continue
-            for seed, trial in sorted(by_config[planned.id].items()):
-                if f"{TEST_SCORES_ATTR_PREFIX}{trial.number}" in companion.user_attrs:
-                    continue
-                checkpoint = trial.user_attrs.get(BEST_CHECKPOINT_ATTR)
-                if not checkpoint or not (Path(checkpoint) / "config.json").is_file():
-                    notes.append(
-                        f"{planned.id} seed {seed} (trial #{trial.number}): best_checkpoint="
-                        f"{checkpoint!r} holds no model, so it has no test score"
-                    )
-                    continue
-                log(
-                    f"[sweeper] {planned.id} ({planned.name}) seed {seed}: evaluating on the test split"
+            checkpoint = trial.user_attrs.get(BEST_CHECKPOINT_ATTR)
+            if not checkpoint or not (Path(checkpoint) / "config.json").is_file():
+                notes.append(
+                    f"{planned.id} seed {seed} (trial #{trial.number}): best_checkpoint="
+                    f"{checkpoint!r} holds no model, so it has no test score"
                 )
-                params = {**fixed, **planned.params, "seed": seed}
-                scores = evaluate_test(config, data, test_data, Path(checkpoint), params)
-                companion.set_user_attr(
-                    f"{TEST_SCORES_ATTR_PREFIX}{trial.number}", scores.model_dump(mode="json")
-                )
-    tests = companion.user_attrs
-    configs = [
-        _confirmed(planned, [_run(t, tests) for _, t in sorted(by_config[planned.id].items())])
-        for planned in present
-    ]
-    winner = next(c for c in configs if c.id == winner_plan.id)
+                continue
+            log(
+                f"[sweeper] {planned.id} ({planned.name}) seed {seed}: evaluating on the test split"
+            )
+            params = {**fixed, **planned.params, "seed": seed}
+            scores = evaluate_test(config, data, data.test, Path(checkpoint), params)
+            companion.set_user_attr(
+                f"{TEST_SCORES_ATTR_PREFIX}{trial.number}", scores.model_dump(mode="json")
+            )
+
+
+def _comparisons(
+    winner: ConfirmedConfig,
+    configs: Sequence[ConfirmedConfig],
+    quantity: str,
+    maximize: bool,
+    notes: list[str],
+) -> list[Comparison]:
+    """The winner against each baseline, paired by seed, on validation and on test."""
     comparisons: list[Comparison] = []
-    quantity = validation_quantity(metric)
     for baseline in (c for c in configs if c.role == "baseline" and c.id != winner.id):
         for name, value, higher in (
             (quantity, lambda run: run.objective, maximize),
@@ -669,6 +705,43 @@ def _finalize_locked(
                 )
     if not any(c.role == "baseline" for c in configs):
         notes.append("the study has no baselines, so there is no paired comparison")
+    return comparisons
+
+
+def _finalize_locked(
+    config: StudyConfig,
+    data: PreparedData,
+    study: optuna.Study,
+    companion: optuna.Study,
+    plan: Plan,
+    log: Callable[[str], None],
+) -> Confirmation:
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    metric = config.objective.metric
+    notes = list(plan.notes)
+    by_config = _finished_reruns(companion)
+    present = _present(plan, by_config, companion, notes)
+
+    def mean_objective(planned: PlannedConfig) -> float:
+        values = [float(t.value or 0.0) for t in by_config[planned.id].values()]
+        return statistics.fmean(values) * (-1 if maximize else 1)
+
+    winner_plan = min(present, key=mean_objective)
+    if data.test is None:
+        notes.append(
+            "the study has no test split (dataset.test_split / dataset.test_fraction), so no "
+            "test score: every number here is validation"
+        )
+    else:
+        scored = [p for p in present if p is winner_plan or p.role == "baseline"]
+        _score_on_test(config, data, companion, scored, by_config, log, notes)
+    tests = companion.user_attrs
+    configs = [
+        _confirmed(planned, [_run(t, tests) for _, t in sorted(by_config[planned.id].items())])
+        for planned in present
+    ]
+    winner = next(c for c in configs if c.id == winner_plan.id)
+    comparisons = _comparisons(winner, configs, validation_quantity(metric), maximize, notes)
     return Confirmation(
         study=study.study_name,
         metric=metric,
@@ -791,9 +864,9 @@ def run_confirmation(
     from sweeper.trial.models import check_same_model
 
     check_arguments(top_k, seeds)
-    load_existing_study(config.name, config.storage_url)  # an unknown study: nothing written
-    storage = open_storage(config.storage_url, workers=config.workers)
-    study = optuna.load_study(study_name=config.name, storage=storage)
+    # Loaded once; an unknown study (or a SQLite file that does not exist) writes nothing.
+    study = load_existing_study(config.name, config.storage_url, workers=config.workers)
+    storage = study._storage
     existing = load_confirmation(study)
     companion = _open_companion(storage, study, create=False)
     plan = _stored_plan(companion)
@@ -815,8 +888,7 @@ def run_confirmation(
     data = prepare_study_data(config, checked)
     stop = stop or StopRequest()
     with stop.installed():
-        companion = ensure_companion(config, study, storage, plan)
-        plan = _stored_plan(companion) or plan
+        companion, plan = ensure_companion(config, study, storage, plan, companion)
         for note in plan.notes:
             log(f"[sweeper] note: {note}")
         total = len(plan.configs) * len(plan.seeds)

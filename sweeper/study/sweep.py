@@ -59,6 +59,7 @@ from sweeper.settings.config import (
     CONFIG_VERSION,
     CONFIG_VERSION_ATTR,
     StudyConfig,
+    WorkersConfig,
     dump_config,
     stored_document,
 )
@@ -427,10 +428,16 @@ def run_study(
     return study
 
 
-def load_existing_study(name: str, storage_url: str) -> optuna.Study:
-    """The study, for commands that read it. A configuration an earlier sweeper stored with
-    the storage password in it is rewritten without it, so no view shows it again."""
-    storage = open_storage(storage_url, heartbeat=False, create=False)
+def load_existing_study(
+    name: str, storage_url: str, workers: WorkersConfig | None = None
+) -> optuna.Study:
+    """The study, for commands that read it (and, with ``workers``, with the heartbeats and
+    retries of a command that runs trials: confirm). A configuration an earlier sweeper
+    stored with the storage password in it is rewritten without it, so no view shows it
+    again."""
+    storage = open_storage(
+        storage_url, heartbeat=workers is not None, create=False, workers=workers
+    )
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
