@@ -322,6 +322,36 @@ def _carve(
     return parts["train"], parts["test"]
 
 
+def _validation_split(
+    config: DatasetConfig,
+    train: Dataset,
+    named_validation: Dataset | None,
+    names: list[str],
+    rows: int,
+) -> tuple[Dataset, Dataset]:
+    """The validation split, named or carved from ``train``: (the rest of train, validation)."""
+    if named_validation is not None:
+        return train, _encode_labels(named_validation, "validation", config, names)
+    size: float | int = config.validation_fraction
+    if config.test_fraction is not None:
+        # As many rows as without a test split (datasets rounds a fraction up).
+        size = math.ceil(config.validation_fraction * rows)
+        if size >= len(train):
+            raise DataError(
+                f"dataset.test_fraction={config.test_fraction} and "
+                f"dataset.validation_fraction={config.validation_fraction} leave no "
+                f"training rows of the {rows} in the {config.train_split} split; lower them"
+            )
+    return _carve(
+        train,
+        size,
+        "dataset.validation_fraction",
+        config.validation_fraction,
+        names,
+        config.split_seed,
+    )
+
+
 def _split(
     config: DatasetConfig, splits: DatasetDict
 ) -> tuple[Dataset, Dataset, Dataset | None, list[str]]:
@@ -356,27 +386,7 @@ def _split(
             names,
             config.split_seed,
         )
-    if named_validation is not None:
-        validation = _encode_labels(named_validation, "validation", config, names)
-    else:
-        size: float | int = config.validation_fraction
-        if config.test_fraction is not None:
-            # As many rows as without a test split (datasets rounds a fraction up).
-            size = math.ceil(config.validation_fraction * rows)
-            if size >= len(train):
-                raise DataError(
-                    f"dataset.test_fraction={config.test_fraction} and "
-                    f"dataset.validation_fraction={config.validation_fraction} leave no "
-                    f"training rows of the {rows} in the {config.train_split} split; lower them"
-                )
-        train, validation = _carve(
-            train,
-            size,
-            "dataset.validation_fraction",
-            config.validation_fraction,
-            names,
-            config.split_seed,
-        )
+    train, validation = _validation_split(config, train, named_validation, names, rows)
     train = _cap(train, config.max_train_rows, config.split_seed)
     validation = _cap(validation, config.max_validation_rows, config.split_seed)
     if test is not None:

@@ -552,6 +552,82 @@ def _confirmation_section(confirmation: Confirmation, dataset: DatasetConfig) ->
     return lines
 
 
+def _description(
+    summary: StudySummary,
+    best: FrozenTrial,
+    metric: str,
+    label_names: list[str],
+    confirmation: Confirmation | None,
+) -> str:
+    """The model description: the classifier, its labels, and which run of the study it is."""
+    counts = summary.counts
+    direction = summary.direction
+    return (
+        f"A {len(label_names)}-class text classifier"
+        + (f" (labels: {', '.join(f'`{name}`' for name in label_names)})" if label_names else "")
+        + (
+            f", the confirmed winner of the Optuna study `{summary.name}`: configuration "
+            f"{confirmation.winner} ({confirmation.winning.name}'s), the best mean "
+            f"{_prose(metric)} over {len(confirmation.seeds)} fresh seeds "
+            f"({'lower' if direction == 'minimize' else 'higher'} is better); these weights are "
+            f"its seed {confirmation.export_seed} (trial #{best.number} of "
+            f"`{summary.name}.confirm`), the median of its seeds."
+            if confirmation is not None
+            else f", trial #{best.number} of the Optuna study `{summary.name}`: the best of "
+            f"{counts['complete']} complete trials by {_prose(metric)} "
+            f"({'lower' if direction == 'minimize' else 'higher'} is better)."
+        )
+    )
+
+
+def _search_lines(summary: StudySummary, metric: str) -> list[str]:
+    """The hyperparameter search: its trials, objective, sampler, pruner and search space."""
+    config = summary.config
+    counts = summary.counts
+    total = sum(counts.values())
+    direction = summary.direction
+    return [
+        f"- Trials: {total} in the study: {counts['complete']} complete, {counts['pruned']} "
+        f"pruned, {counts['failed']} failed, {counts['running']} running.",
+        f"- Objective: {direction} {_prose(metric)}, each trial scored by its best evaluation.",
+        f"- Sampler: {config.sampler.describe()}.",
+        f"- Pruner: {config.pruner.describe()}; it stopped trials that fell behind at the same "
+        f"{_grid_unit(config)}, saving {summary.saved_steps} of the "
+        f"{summary.planned_steps_stopped} steps the stopped trials had planned.",
+        f"- Early stopping: {_early_stopping_text(config, summary)}",
+        f"- Search space: {_search_space(config)}.",
+    ]
+
+
+def _procedure_lines(summary: StudySummary, best: FrozenTrial, metric: str) -> list[str]:
+    """The training procedure: hyperparameters, results, the search, and the kept evaluation."""
+    config = summary.config
+    return [
+        "## Training procedure",
+        "",
+        "### Training hyperparameters",
+        "",
+        *_hyperparameters(best, config),
+        "",
+        "### Training results",
+        "",
+        *results_table(best),
+        "",
+        "### Hyperparameter search",
+        "",
+        *_search_lines(summary, metric),
+        "",
+        "Scores of this model and of the baselines (each at the evaluation it kept):",
+        "",
+        *_baselines_table(summary, best),
+        "",
+        "#### Which evaluation was kept, and why",
+        "",
+        kept_evaluation_text(best, metric, summary.direction),
+        "",
+    ]
+
+
 def _body(
     study: optuna.Study,
     summary: StudySummary,
@@ -565,9 +641,6 @@ def _body(
     label_names = _label_names(study, config)
     average = f1_average(len(label_names) or None)
     kept = kept_evaluation(best) or {}
-    counts = summary.counts
-    total = sum(counts.values())
-    direction = summary.direction
     lines = [
         "<!-- This model card was written by `sweeper card` from the Optuna study's stored "
         "trials. Proofread and complete it before publishing. -->",
@@ -582,20 +655,7 @@ def _body(
         "",
         "## Model description",
         "",
-        f"A {len(label_names)}-class text classifier"
-        + (f" (labels: {', '.join(f'`{name}`' for name in label_names)})" if label_names else "")
-        + (
-            f", the confirmed winner of the Optuna study `{summary.name}`: configuration "
-            f"{confirmation.winner} ({confirmation.winning.name}'s), the best mean "
-            f"{_prose(metric)} over {len(confirmation.seeds)} fresh seeds "
-            f"({'lower' if direction == 'minimize' else 'higher'} is better); these weights are "
-            f"its seed {confirmation.export_seed} (trial #{best.number} of "
-            f"`{summary.name}.confirm`), the median of its seeds."
-            if confirmation is not None
-            else f", trial #{best.number} of the Optuna study `{summary.name}`: the best of "
-            f"{counts['complete']} complete trials by {_prose(metric)} "
-            f"({'lower' if direction == 'minimize' else 'higher'} is better)."
-        ),
+        _description(summary, best, metric, label_names, confirmation),
         "",
         "## Intended uses & limitations",
         "",
@@ -607,36 +667,7 @@ def _body(
         "",
         _f1_text(average, label_names),
         "",
-        "## Training procedure",
-        "",
-        "### Training hyperparameters",
-        "",
-        *_hyperparameters(best, config),
-        "",
-        "### Training results",
-        "",
-        *results_table(best),
-        "",
-        "### Hyperparameter search",
-        "",
-        f"- Trials: {total} in the study: {counts['complete']} complete, {counts['pruned']} "
-        f"pruned, {counts['failed']} failed, {counts['running']} running.",
-        f"- Objective: {direction} {_prose(metric)}, each trial scored by its best evaluation.",
-        f"- Sampler: {config.sampler.describe()}.",
-        f"- Pruner: {config.pruner.describe()}; it stopped trials that fell behind at the same "
-        f"{_grid_unit(config)}, saving {summary.saved_steps} of the "
-        f"{summary.planned_steps_stopped} steps the stopped trials had planned.",
-        f"- Early stopping: {_early_stopping_text(config, summary)}",
-        f"- Search space: {_search_space(config)}.",
-        "",
-        "Scores of this model and of the baselines (each at the evaluation it kept):",
-        "",
-        *_baselines_table(summary, best),
-        "",
-        "#### Which evaluation was kept, and why",
-        "",
-        kept_evaluation_text(best, metric, direction),
-        "",
+        *_procedure_lines(summary, best, metric),
         *(
             ["### Confirmation over seeds", "", *_confirmation_section(confirmation, dataset), ""]
             if confirmation is not None

@@ -126,29 +126,18 @@ def _trial_styles(trials: list[FrozenTrial], best: FrozenTrial | None) -> dict[i
     return styles
 
 
-def history_figure(study: optuna.Study) -> go.Figure:
-    metric = objective_metric(study)
-    title = f"Optimization history: {metric} of each complete trial"
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return _note_figure(title, "No trial has completed yet.")
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
-    figure = go.Figure()
+def _best_so_far(complete: list[FrozenTrial], maximize: bool) -> list[float]:
+    """The best objective value after each complete trial, in trial order."""
     best_so_far: list[float] = []
     for trial in complete:
         value = float(trial.value) if trial.value is not None else math.nan
         previous = best_so_far[-1] if best_so_far else value
         best_so_far.append(max(previous, value) if maximize else min(previous, value))
-    figure.add_trace(
-        go.Scatter(
-            x=[t.number for t in complete],
-            y=best_so_far,
-            mode="lines",
-            line={"shape": "hv", "color": BEST_COLOR, "width": 2},
-            name="best so far",
-            hoverinfo="skip",
-        )
-    )
+    return best_so_far
+
+
+def _add_trial_markers(figure: go.Figure, complete: list[FrozenTrial], metric: str) -> None:
+    """One marker per complete trial: the sampled ones, then the baselines, labelled."""
     baselines = [t for t in complete if BASELINE_ATTR in t.user_attrs]
     searched = [t for t in complete if BASELINE_ATTR not in t.user_attrs]
     for group, name, symbol, color in (
@@ -173,6 +162,28 @@ def history_figure(study: optuna.Study) -> go.Figure:
                 + "=%{y:.4f}<br>%{customdata}<extra></extra>",
             )
         )
+
+
+def history_figure(study: optuna.Study) -> go.Figure:
+    metric = objective_metric(study)
+    title = f"Optimization history: {metric} of each complete trial"
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return _note_figure(title, "No trial has completed yet.")
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    figure = go.Figure()
+    best_so_far = _best_so_far(complete, maximize)
+    figure.add_trace(
+        go.Scatter(
+            x=[t.number for t in complete],
+            y=best_so_far,
+            mode="lines",
+            line={"shape": "hv", "color": BEST_COLOR, "width": 2},
+            name="best so far",
+            hoverinfo="skip",
+        )
+    )
+    _add_trial_markers(figure, complete, metric)
     _layout(
         figure,
         title,

@@ -27,7 +27,12 @@ from sweeper.attributes import (
 )
 from sweeper.settings.hyperparameters import title as param_title
 from sweeper.settings.metrics import METRICS
-from sweeper.views.confirmation import companion_name, load_confirmation, spread_text
+from sweeper.views.confirmation import (
+    ConfirmedConfig,
+    companion_name,
+    load_confirmation,
+    spread_text,
+)
 from sweeper.views.figures import figures, seed_importance
 from sweeper.views.results import (
     StudySummary,
@@ -211,6 +216,28 @@ def _seed_share_html(study: optuna.Study) -> str:
     )
 
 
+def _confirmation_row(config: ConfirmedConfig, winner: bool) -> str:
+    """One confirmed configuration's table row: its scores over seeds, the winner's marked."""
+    cells = [
+        f"<td>{html.escape(config.id + (' (winner)' if winner else ''))}</td>",
+        _cell(config.name),
+        _cell(config.selected_value, numeric=True),
+        *(
+            f'<td class="num">{html.escape(spread_text(value))}</td>'
+            for value in (
+                config.objective,
+                config.accuracy,
+                config.test_accuracy,
+                config.test_f1,
+                config.test_loss,
+            )
+        ),
+        _cell(config.optimism, numeric=True),
+    ]
+    row = '<tr class="best">' if winner else "<tr>"
+    return row + "".join(cells) + "</tr>"
+
+
 def _confirmation_html(study: optuna.Study) -> str:
     """The confirmed configurations over seeds, the verdicts, or a note that there are none."""
     confirmation = load_confirmation(study)
@@ -244,25 +271,7 @@ def _confirmation_html(study: optuna.Study) -> str:
         "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>",
     ]
     for config in confirmation.configs:
-        winner = config.id == confirmation.winner
-        cells = [
-            f"<td>{html.escape(config.id + (' (winner)' if winner else ''))}</td>",
-            _cell(config.name),
-            _cell(config.selected_value, numeric=True),
-            *(
-                f'<td class="num">{html.escape(spread_text(value))}</td>'
-                for value in (
-                    config.objective,
-                    config.accuracy,
-                    config.test_accuracy,
-                    config.test_f1,
-                    config.test_loss,
-                )
-            ),
-            _cell(config.optimism, numeric=True),
-        ]
-        row = '<tr class="best">' if winner else "<tr>"
-        lines.append(row + "".join(cells) + "</tr>")
+        lines.append(_confirmation_row(config, config.id == confirmation.winner))
     lines.append("</table><ul>")
     for comparison in confirmation.comparisons:
         lines.append(
