@@ -326,14 +326,31 @@ def test_fixed_epochs_cap_the_baselines_epochs_too() -> None:
         )
 
 
-@pytest.mark.parametrize("document", ["Makefile", "README.md"])
-def test_set_examples_in_the_docs_name_keys_the_study_file_has(document: str) -> None:
-    """Every `SET="k=v ..."` example applies to the default study (an unknown key fails)."""
-    examples = [
+def set_examples(document: str) -> list[str]:
+    """The `SET="k=v ..."` examples of a document, less the placeholders."""
+    return [
         pairs
         for pairs in re.findall(r'SET="([^"]+)"', (REPO_ROOT / document).read_text("utf-8"))
         if pairs != "k=v k=v" and "..." not in pairs
     ]
+
+
+# The Makefile and the README always have one; a page under docs/ is checked when it has one.
+DOCUMENTS_WITH_SET_EXAMPLES = [
+    "Makefile",
+    "README.md",
+    *(
+        path.relative_to(REPO_ROOT).as_posix()
+        for path in sorted((REPO_ROOT / "docs").rglob("*.md"))
+        if set_examples(path.relative_to(REPO_ROOT).as_posix())
+    ),
+]
+
+
+@pytest.mark.parametrize("document", DOCUMENTS_WITH_SET_EXAMPLES)
+def test_set_examples_in_the_docs_name_keys_the_study_file_has(document: str) -> None:
+    """Every `SET="k=v ..."` example applies to the default study (an unknown key fails)."""
+    examples = set_examples(document)
     assert examples, f"no SET example found in {document}"
     for pairs in examples:
         load_study_config("imdb", parse_overrides(pairs.split()), studies_dir=REPO_ROOT / "studies")
