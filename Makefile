@@ -38,11 +38,11 @@ RUN_ARGS       = \
 
 .DEFAULT_GOAL := help
 
-.PHONY: help venv sweep worker check confirm show best report card dashboard test test-fast lint bench \
+.PHONY: help docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench \
         bench-gpu bench-pruning postgres postgres-embedded postgres-embedded-stop slurm clean clean-results
 
 help:
-	@echo "targets: venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu bench-pruning postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
+	@echo "targets: docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu bench-pruning postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
 	@echo "vars:    STUDY=$(STUDY) N_TRIALS STORAGE CHECKPOINT_ROOT SET=\"k=v ...\" GPUS HOST PORT TOP SEEDS PYTEST_ARGS BENCH_ARGS"
 
 # --- environment ---------------------------------------------------------------------------------
@@ -76,6 +76,11 @@ show best report card: $(STAMP)
 
 dashboard: $(STAMP)
 	$(SWEEPER) dashboard $(STUDY) $(if $(HOST),--host '$(HOST)') $(if $(PORT),--port $(PORT))
+
+# --- docs ----------------------------------------------------------------------------------------
+# The study-file reference is generated from the code (a test fails when it is stale).
+docs: $(STAMP)
+	$(BIN)/python -m sweeper.settings.reference --write
 
 # --- checks --------------------------------------------------------------------------------------
 test: $(STAMP)

@@ -222,10 +222,8 @@ def test_without_a_study_file_or_study_the_error_says_what_to_pass(
 
 
 def test_run_keys_are_documented_from_the_code() -> None:
-    readme = (REPO_ROOT / "README.md").read_text()
-    assert run_keys_markdown() in readme, (
-        "README's run-keys table is stale: paste run_keys_markdown()"
-    )
+    reference = (REPO_ROOT / "docs" / "reference" / "study-file.md").read_text()
+    assert run_keys_markdown() in reference, "docs/reference/study-file.md is stale: make docs"
     assert is_run_key("budget.n_trials") and is_run_key("workers")
     assert not is_run_key("budget_x") and not is_run_key("model.max_length")
     assert set(RUN_KEYS) >= {"storage", "checkpoint_root", "output_dir", "training.report_to"}
@@ -448,3 +446,26 @@ def test_a_password_an_earlier_version_stored_is_dropped_when_the_study_is_opene
         study.user_attrs[CONFIG_ATTR]["storage"] == "postgresql+psycopg://sweeper@db:5432/sweeper"
     )
     assert "old-secret-42" not in capsys.readouterr().out
+
+
+def test_the_study_file_reference_is_generated_from_the_code() -> None:
+    """docs/reference/study-file.md is what sweeper.settings.reference generates (make docs),
+    and every key, hyperparameter, metric, pruner and sampler type has its line there."""
+    from sweeper.settings.hyperparameters import HYPERPARAMETERS
+    from sweeper.settings.metrics import METRICS
+    from sweeper.settings.pruners import PRUNER_TYPES
+    from sweeper.settings.reference import REFERENCE_PATH, SECTIONS, study_file_reference
+
+    generated = study_file_reference()
+    written = (REPO_ROOT / REFERENCE_PATH).read_text(encoding="utf-8")
+    assert written == generated, "docs/reference/study-file.md is stale: run `make docs`"
+    for section, model in SECTIONS.items():
+        for name, field in model.model_fields.items():
+            assert f"| `{section}.{name}` |" in generated
+            assert field.description, f"{section}.{name} has no docstring to describe it"
+    for entry in HYPERPARAMETERS:
+        assert f"| `search_space.{entry.name}` |" in generated and entry.description
+    for entry in METRICS:
+        assert f"| `{entry.name}` |" in generated
+    for name in PRUNER_TYPES:
+        assert f"### pruner.type: {name}" in generated

@@ -79,28 +79,48 @@ REPORT_TO_INTEGRATIONS = (
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A field's docstring is its description: the study-file reference is generated from
+    # them (sweeper.settings.reference), so it cannot drift from the code.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class DatasetConfig(_Strict):
-    path: str = Field(
-        description="hub dataset id, a CSV/TSV/JSON lines/Parquet file, or a saved datasets dir"
-    )
+    path: str
+    """Where the data is: a hub dataset id; a CSV, TSV, JSON, JSON-lines or Parquet file (text
+    formats may be .gz/.bz2/.xz/.zip compressed); a folder of split files (train.csv,
+    validation.jsonl.gz, ...); or a save_to_disk directory. A relative path is taken from the
+    study file's folder when it exists there, else from the current directory."""
     text_column: str
+    """The column holding the text (required)."""
     label_column: str
+    """The column holding the label (required); a row without one is an error."""
     label_names: list[str] | None = None
+    """Label names in id order; the label column then holds these names or their ids. Default: the
+    distinct values (numbers in numeric order; strings, integers, whole floats and booleans all
+    work)."""
     train_split: str = "train"
+    """The named split to train on."""
     validation_split: str | None = None
+    """The named split to evaluate on; none: a share of the train split (validation_fraction)."""
     validation_fraction: float = 0.2
+    """With no validation_split: the stratified, seeded share of the train split held out for
+    validation, in (0, 1)."""
     split_seed: int = 42
+    """The seed of every split sweeper carves (validation, test)."""
     max_train_rows: int | None = Field(default=None, ge=1)
+    """A cap on the training rows, for quick runs."""
     max_validation_rows: int | None = Field(default=None, ge=1)
-    # The study's test split: never seen by a trial of the sweep (its Trainers get train and
-    # validation only), kept for `sweeper confirm`. A named split, or a stratified, seeded
-    # share of train_split carved before the validation split is; none by default.
+    """A cap on the validation rows, for quick runs."""
     test_split: str | None = None
+    """The study's test split, which no trial of the sweep sees (its Trainers get train and
+    validation only), kept for `sweeper confirm`: a named split (IMDb's test, or test.csv in a
+    folder of split files); never the validation or train split."""
     test_fraction: float | None = None
+    """Or a stratified, seeded share of the train split carved as the test split before validation
+    is (validation_fraction stays a share of the whole train split); one of test_split and
+    test_fraction, not both."""
     max_test_rows: int | None = Field(default=None, ge=1)
+    """A cap on the test split's rows."""
 
     @field_validator("validation_fraction")
     @classmethod
@@ -160,11 +180,16 @@ class DatasetConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str = Field(description="hub model id or a local directory")
+    name: str
+    """The encoder to fine-tune: a hub model id, a local directory (relative to the study file's
+    folder when it exists there) or package:<pkg>/<dir>, a folder inside an installed Python
+    package (required)."""
     max_length: int = Field(ge=8, le=8192)
-    # The fine-tuned model's license for its model card (a Hub identifier such as
-    # "apache-2.0"); the card leaves it out when unset.
+    """Tokens per text, longer ones truncated (required; at most what the model's position table
+    and its tokenizer allow)."""
     license: str | None = None
+    """The fine-tuned model's license for its model card, a Hub identifier such as apache-2.0; left
+    out when unset."""
 
 
 class EvaluationConfig(_Strict):
@@ -177,8 +202,14 @@ class EvaluationConfig(_Strict):
     trials of different batch sizes never share a step the pruner could compare them at."""
 
     strategy: Literal["steps", "epoch", "examples"] = "epoch"
+    """When a trial is evaluated and checkpointed (and so where the pruner may compare it): every
+    `examples` training examples, one grid for every batch size; every epoch; or every `steps`
+    optimizer steps."""
     steps: int = Field(default=100, ge=1)
+    """With strategy steps: optimizer steps between evaluations."""
     examples: int | None = Field(default=None, ge=1)
+    """With strategy examples: training examples between evaluations, a multiple of every batch
+    size the search space can draw times training.gradient_accumulation_steps."""
 
     @model_validator(mode="after")
     def _examples_given(self) -> EvaluationConfig:
@@ -198,26 +229,40 @@ class EarlyStoppingConfig(_Strict):
     pruner it compares a trial with itself, never with other trials."""
 
     patience: int | None = Field(default=None, ge=1)
+    """Evaluations in a row that do not beat the trial's best by more than min_delta, after which
+    it ends COMPLETE with its best evaluation's value and checkpoint (transformers'
+    EarlyStoppingCallback); null is off."""
     min_delta: float = Field(default=0.0, ge=0.0)
+    """The improvement on its best that counts for early stopping."""
 
 
 class TrainingConfig(_Strict):
     """Fixed training arguments, as in the model cards (Adam, linear schedule, eval batch 32)."""
 
     eval_batch_size: int = Field(default=32, ge=1)
+    """Rows per evaluation batch (it changes no result)."""
     adam_beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
+    """Adam's beta1, as in the model cards."""
     adam_beta2: float = Field(default=0.999, ge=0.0, lt=1.0)
+    """Adam's beta2, as in the model cards."""
     adam_epsilon: float = Field(default=1e-8, gt=0.0)
+    """Adam's epsilon, as in the model cards."""
     lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    """The learning-rate schedule after warmup."""
     gradient_accumulation_steps: int = Field(default=1, ge=1)
+    """Batches accumulated into one optimizer step."""
     max_grad_norm: float = Field(default=1.0, gt=0.0)
-    # auto: bf16 where the GPU supports it, fp16 on older GPUs, full precision on a CPU.
+    """Gradient clipping norm."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    """auto: bf16 where the GPU supports it, fp16 on older GPUs, full precision on a CPU."""
     group_by_length: bool = True
-    # Experiment tracking through the Trainer's own integrations, one run per retry chain
-    # named <study>-trial-<N> (see training.build_trainer): "none", an integration name or a
-    # list of them. TensorBoard runs go to <output_dir>/<study>/tensorboard/<run name>.
+    """Training batches of texts of similar length (less padding); evaluation always runs longest
+    first."""
     report_to: str | list[str] = "none"
+    """Experiment tracking through the Trainer's own integrations: none, a name (tensorboard,
+    wandb, mlflow, ... any of transformers' INTEGRATION_TO_CALLBACK), a list of them, or all.
+    One run per retry chain, named <study>-trial-<N>; TensorBoard runs go to
+    <output_dir>/<study>/tensorboard/<run name>."""
 
     @field_validator("report_to")
     @classmethod
@@ -238,7 +283,10 @@ class TrainingConfig(_Strict):
 
 class Baseline(_Strict):
     name: str
+    """The baseline's name, as the report, the card and confirm show it."""
     params: dict[str, float | int]
+    """Its hyperparameters; epochs above the search space's maximum are capped to it, fixed
+    parameters left to the study's value."""
 
     @field_validator("params")
     @classmethod
@@ -254,7 +302,10 @@ class Baseline(_Strict):
 class ObjectiveConfig(_Strict):
     # A name in sweeper.settings.metrics.METRICS, which also says its direction.
     metric: str = "validation_loss"
+    """What the study optimizes: a metric of sweeper.settings.metrics.METRICS (validation_loss
+    minimized, accuracy or f1 maximized)."""
     direction: Literal["minimize", "maximize"] | None = None
+    """Optional: the metric's own direction, stated (anything else is an error)."""
 
     @model_validator(mode="after")
     def _direction(self) -> ObjectiveConfig:
@@ -278,7 +329,10 @@ class ObjectiveConfig(_Strict):
 
 class BudgetConfig(_Strict):
     n_trials: int | None = Field(default=20, ge=1)
+    """Finished (complete or pruned) trials the study runs to, counted in storage across every
+    worker and run."""
     timeout_seconds: float | None = Field(default=None, gt=0)
+    """A run starts no trial after this many seconds."""
 
     @model_validator(mode="after")
     def _bounded(self) -> BudgetConfig:
@@ -291,16 +345,20 @@ class WorkersConfig(_Strict):
     """How workers share a study: Optuna heartbeats decide when a silent worker is dead."""
 
     heartbeat_interval_seconds: int = Field(default=30, ge=1)
-    # A running trial with no heartbeat for this long is failed and retried elsewhere.
+    """How often a running trial beats its heartbeat into the storage."""
     grace_period_seconds: int = Field(default=120, ge=1)
+    """A running trial with no heartbeat for this long is failed and retried elsewhere (its worker
+    died)."""
     max_retries: int = Field(default=3, ge=0)
-    # Trials that raised, in a row across all workers, after which every worker stops.
+    """Retries of a trial whose worker died or stopped."""
     max_consecutive_failures: int = Field(default=3, ge=1)
-    # How often a worker with nothing to start looks again (trials may die and be retried).
+    """Trials that raised, in a row across all workers, after which every worker stops with exit
+    status 3."""
     poll_seconds: float = Field(default=5.0, gt=0)
-    # `sweeper worker --gpus`: worker processes per GPU, each running its own trial within
-    # 1/trials_per_gpu of the GPU's memory (small models leave a whole GPU mostly idle).
+    """How often a worker with nothing to start looks again (trials may die and be retried)."""
     trials_per_gpu: int = 1
+    """Worker processes `sweeper worker --gpus` starts per GPU, each running its own trial within
+    1/N of the GPU's memory (--trials-per-gpu wins)."""
 
     @field_validator("trials_per_gpu")
     @classmethod
@@ -325,24 +383,45 @@ class WorkersConfig(_Strict):
 
 class StudyConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """The study's name in the storage (default: the study file's name without its suffix)."""
     dataset: DatasetConfig
+    """The data: where it is, its columns and its splits."""
     model: ModelConfig
+    """The pretrained model to fine-tune."""
     search_space: SearchSpace = SearchSpace()
+    """What Optuna samples per hyperparameter: {low, high, log} (float), {low, high, step} (int),
+    {choices: [...]}, or a fixed value (the table below)."""
     baselines: list[Baseline] = []
+    """Configurations enqueued first (the model cards' runs), as [{name, params}]."""
     training: TrainingConfig = TrainingConfig()
+    """Fixed training arguments, as in the model cards."""
     evaluation: EvaluationConfig = EvaluationConfig()
+    """When trials are evaluated, and so compared."""
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
+    """Ending a trial that stopped improving (it compares a trial with itself)."""
     objective: ObjectiveConfig = ObjectiveConfig()
+    """What the study optimizes."""
     pruner: PrunerConfig = MedianPrunerConfig(type="median")
+    """Which Optuna pruner stops trials worse than the others; pruner.type picks it and the
+    settings it takes."""
     sampler: SamplerConfig = TPESamplerConfig(type="tpe")
+    """Which Optuna sampler draws trials; sampler.type picks it."""
     budget: BudgetConfig = BudgetConfig()
+    """How long the study runs."""
     workers: WorkersConfig = WorkersConfig()
-    # An Optuna RDB URL; null means SQLite at <output_dir>/<name>/study.db.
+    """How workers share the study."""
     storage: str | None = None
+    """The Optuna RDB storage URL (default: SQLite at <output_dir>/<name>/study.db); --storage or
+    SWEEPER_STORAGE win, and its password is never stored."""
     output_dir: str = "runs"
-    # Where trial checkpoints go; a shared filesystem when several machines work on one study.
+    """Where reports, caches, SQLite files and (by default) checkpoints go, relative to the current
+    directory."""
     checkpoint_root: str | None = None
+    """Where trial checkpoints go (default <output_dir>/<name>/checkpoints): a filesystem every
+    machine mounts, for several machines."""
     keep_all_checkpoints: bool = False
+    """Keep the checkpoints of pruned and non-best trials (default: deleted once no retry can need
+    them)."""
 
     @model_validator(mode="before")
     @classmethod

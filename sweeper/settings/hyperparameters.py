@@ -88,6 +88,8 @@ class Hyperparameter:
     capped: bool = False
     # Why the bounds are what they are, for the error message ("a share of the steps").
     meaning: str = ""
+    # One sentence for the study-file reference (sweeper.settings.reference).
+    description: str = ""
 
     def bounds_text(self) -> str:
         upper = "inf" if math.isinf(self.maximum) else f"{self.maximum:g}"
@@ -115,6 +117,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         label="lr",
         title="learning rate",
         card_name="learning_rate",
+        description="The peak learning rate of the linear schedule (the cards: 1e-5 and 3e-5).",
     ),
     Hyperparameter(
         name="per_device_train_batch_size",
@@ -125,6 +128,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         label="batch",
         title="train batch size (examples/device)",
         card_name="train_batch_size",
+        description="Training examples per step on one device.",
     ),
     Hyperparameter(
         name="num_train_epochs",
@@ -135,6 +139,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         label="epochs",
         title="epochs (planned passes)",
         card_name="num_epochs",
+        description="Planned passes over the training split; baselines above the space's maximum are capped to it.",
         capped=True,
     ),
     Hyperparameter(
@@ -147,6 +152,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         label="seed",
         title="seed (id)",
         card_name="seed",
+        description="The seed of the classification head's initialisation and of the data order.",
     ),
     Hyperparameter(
         name="warmup_ratio",
@@ -161,6 +167,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         label="warmup",
         title="warmup (fraction of steps)",
         card_name="lr_scheduler_warmup_ratio",
+        description="The share of the training steps the learning rate warms up over, in [0, 1).",
         card_omits=0.0,
         meaning="a share of the training steps",
     ),
@@ -173,6 +180,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         label="wd",
         title="weight decay (L2 coefficient)",
         card_name="weight_decay",
+        description="AdamW's decoupled weight decay.",
         card_omits=0.0,
     ),
     Hyperparameter(
@@ -187,6 +195,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         label="smooth",
         title="label smoothing (share of target mass spread)",
         card_name="label_smoothing_factor",
+        description="The share of the target's probability spread over the other labels, in [0, 1); fixed at 0 (plain cross-entropy) unless searched.",
         card_omits=0.0,
         meaning="the share of the target's probability spread over the other labels",
     ),

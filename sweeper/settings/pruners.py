@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 
 class _PrunerBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Field docstrings are descriptions: the study-file reference is generated from them.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
     title: ClassVar[str] = ""
 
     def build(self) -> optuna.pruners.BasePruner:
@@ -40,7 +41,10 @@ class _Wrappable(_PrunerBase):
     # this many evaluations without improvement: a slowly improving bad trial is never
     # pruned, so it is off by default.
     patience: int | None = Field(default=None, ge=0)
+    """Wrap the pruner in Optuna's PatientPruner: it may stop a trial only once its last patience +
+    1 evaluations are all worse than its best before them (by more than min_delta); null is off."""
     min_delta: float = Field(default=0.0, ge=0.0)
+    """With patience: the improvement that counts."""
 
     def _inner(self) -> optuna.pruners.BasePruner:
         raise NotImplementedError
@@ -66,8 +70,12 @@ class _Wrappable(_PrunerBase):
 
 class _StepWindow(_Wrappable):
     n_startup_trials: int = Field(default=2, ge=0)
+    """Trials that finish before it prunes any."""
     n_warmup_steps: int = Field(default=0, ge=0)
+    """Grid points (evaluations; steps under evaluation.strategy steps) before a trial may be
+    pruned."""
     interval_steps: int = Field(default=1, ge=1)
+    """Grid points between pruning checks."""
 
 
 class NoPrunerConfig(_PrunerBase):
@@ -97,6 +105,7 @@ class PercentilePrunerConfig(_StepWindow):
     type: Literal["percentile"]
     title: ClassVar[str] = "percentile"
     percentile: float = Field(default=25.0, ge=0.0, le=100.0)
+    """A trial outside this best percentile of the others at the same grid point is pruned."""
 
     def _inner(self) -> optuna.pruners.BasePruner:
         return optuna.pruners.PercentilePruner(
@@ -111,8 +120,11 @@ class SuccessiveHalvingPrunerConfig(_Wrappable):
     type: Literal["successive_halving"]
     title: ClassVar[str] = "successive_halving"
     min_resource: int | Literal["auto"] = "auto"
+    """Grid points before the first rung (auto: Optuna's estimate)."""
     reduction_factor: int = Field(default=3, ge=2)
+    """Each rung keeps 1/reduction_factor of the trials."""
     min_early_stopping_rate: int = Field(default=0, ge=0)
+    """Skips this many rungs at the start."""
 
     def _inner(self) -> optuna.pruners.BasePruner:
         return optuna.pruners.SuccessiveHalvingPruner(
@@ -126,8 +138,11 @@ class HyperbandPrunerConfig(_Wrappable):
     type: Literal["hyperband"]
     title: ClassVar[str] = "hyperband"
     min_resource: int = Field(default=1, ge=1)
+    """Grid points before the first rung of every bracket."""
     max_resource: int | Literal["auto"] = "auto"
+    """The grid points of a whole trial (auto: from the first finished trial)."""
     reduction_factor: int = Field(default=3, ge=2)
+    """Each rung keeps 1/reduction_factor of the trials."""
 
     def _inner(self) -> optuna.pruners.BasePruner:
         return optuna.pruners.HyperbandPruner(
@@ -142,9 +157,13 @@ class ThresholdPrunerConfig(_Wrappable):
     title: ClassVar[str] = "threshold"
     # A trial whose reported value leaves [lower, upper] is stopped.
     lower: float | None = None
+    """Prune a trial whose value falls below this."""
     upper: float | None = None
+    """Prune a trial whose value rises above this."""
     n_warmup_steps: int = Field(default=0, ge=0)
+    """Grid points before a trial may be pruned."""
     interval_steps: int = Field(default=1, ge=1)
+    """Grid points between pruning checks."""
 
     @model_validator(mode="after")
     def _bounded(self) -> ThresholdPrunerConfig:

@@ -14,10 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 
 class _SamplerBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Field docstrings are descriptions: the study-file reference is generated from them.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
     # Workers started together get seed + their index (sweeper.runtime.workers), or they would
     # sample the same trials.
     seed: int | None = 42
+    """The sampler's seed; a resumed study moves it on by its trials, and worker i of `sweeper
+    worker --gpus` adds i, so no two draw the same samples."""
 
     def build(self) -> optuna.samplers.BaseSampler:
         raise NotImplementedError
@@ -29,7 +32,9 @@ class _SamplerBase(BaseModel):
 class TPESamplerConfig(_SamplerBase):
     type: Literal["tpe"]
     n_startup_trials: int = Field(default=10, ge=0)
+    """Random trials before TPE models the results."""
     multivariate: bool = True
+    """Model the hyperparameters jointly (Optuna's multivariate TPE)."""
 
     def build(self) -> optuna.samplers.BaseSampler:
         with warnings.catch_warnings():
