@@ -465,7 +465,7 @@ def test_the_study_file_reference_is_generated_from_the_code() -> None:
             assert field.description, f"{section}.{name} has no docstring to describe it"
     for entry in HYPERPARAMETERS:
         assert f"| `search_space.{entry.name}` |" in generated and entry.description
-    for entry in METRICS:
-        assert f"| `{entry.name}` |" in generated
+    for objective in METRICS:
+        assert f"| `{objective.name}` |" in generated
     for name in PRUNER_TYPES:
         assert f"### pruner.type: {name}" in generated
