@@ -35,6 +35,36 @@ class TrialsFailingError(SweeperError):
     stops rather than spend the budget on more trials that fail the same way."""
 
 
+class TrialInterrupted(SweeperError):
+    """Raised by an objective that stopped because the worker was asked to stop."""
+
+    def __init__(self, message: str, signal_number: int):
+        super().__init__(message)
+        self.signal_number = signal_number
+
+
+class TrialCrashed(Exception):
+    """Raised, from the original exception, for a trial whose own code raised, once its
+    reason is stored; the worker's ``study.optimize(catch=...)`` fails the trial and goes
+    on. Never seen outside :func:`sweeper.runtime.workers.run_trials`."""
+
+
+class ExportError(SweeperError):
+    """The best trial cannot be exported: no checkpoint, or an unusable target directory."""
+
+
+class DashboardError(SweeperError):
+    """The dashboard cannot start (the port is taken, the host cannot be bound)."""
+
+
+class CardError(SweeperError):
+    """The study cannot give a model card (no complete trial yet, an invalid license)."""
+
+
+class ConfirmError(SweeperError):
+    """Confirmation cannot start or go on: no finished trial, a plan that differs, no seeds."""
+
+
 # Exit codes of `sweeper sweep`/`worker` (and the others), defined once: the README's
 # "Exit statuses", the Slurm script and the Kubernetes podFailurePolicy (sweeper.launch.cluster)
 # use these names; they live beside the errors they stand for.

@@ -17,10 +17,11 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from sweeper.attributes import CONFIG_ATTR, CONFIG_VERSION_ATTR
+from sweeper.errors import CardError
 from sweeper.launch.cli import main
 from sweeper.settings.config import CONFIG_VERSION, StudyConfig
 from sweeper.study.sweep import load_existing_study
-from sweeper.views.card import RESULTS_HEADER, CardError, render_card
+from sweeper.views.card import RESULTS_HEADER, render_card
 
 
 def section(card: str, heading: str) -> str:

@@ -22,7 +22,8 @@ import optuna
 import pytest
 from conftest import FinishedStudy
 
-from sweeper.views.dashboard import Dashboard, DashboardError
+from sweeper.errors import DashboardError
+from sweeper.views.dashboard import Dashboard
 
 URL_LINE = re.compile(r"open (http://127\.0\.0\.1:(\d+)/dashboard/studies/(\d+))")
 START_TIMEOUT_S = 60

@@ -52,7 +52,13 @@ from sweeper.attributes import (
     FAILURE_ATTR,
     TRACEBACK_ATTR,
 )
-from sweeper.errors import ConfigError, StorageError, SweeperError, TrialsFailingError
+from sweeper.errors import (
+    ConfigError,
+    StorageError,
+    TrialCrashed,
+    TrialInterrupted,
+    TrialsFailingError,
+)
 from sweeper.runtime.storage import open_lock, redact, retry_callback
 from sweeper.settings.config import WorkersConfig
 
@@ -60,14 +66,6 @@ from sweeper.settings.config import WorkersConfig
 BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 StudyCallback = Callable[[optuna.Study, FrozenTrial], None]
-
-
-class TrialInterrupted(SweeperError):
-    """Raised by an objective that stopped because the worker was asked to stop."""
-
-    def __init__(self, message: str, signal_number: int):
-        super().__init__(message)
-        self.signal_number = signal_number
 
 
 class _QuietInterruptedTrials(logging.Filter):
@@ -203,12 +201,6 @@ PASSED_THROUGH: tuple[type[Exception], ...] = (
     optuna.exceptions.StorageInternalError,
     sqlalchemy.exc.SQLAlchemyError,
 )
-
-
-class TrialCrashed(Exception):
-    """Raised, from the original exception, for a trial whose own code raised, once its
-    reason is stored; the worker's ``study.optimize(catch=...)`` fails the trial and goes
-    on. Never seen outside :func:`run_trials`."""
 
 
 def describe_failure(error: BaseException) -> str:

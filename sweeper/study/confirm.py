@@ -63,7 +63,7 @@ from sweeper.attributes import (
     CONFIRMATION_ATTR,
     TEST_SCORES_ATTR_PREFIX,
 )
-from sweeper.errors import ConfigError, SweeperError
+from sweeper.errors import ConfigError, ConfirmError
 from sweeper.runtime.storage import open_lock, redact
 from sweeper.runtime.workers import StopRequest, WorkerResult, run_trials
 from sweeper.settings.config import StudyConfig
@@ -102,10 +102,6 @@ SEED_HIGH = 2**31 - 1
 # Set on the companion study last, once its plan is stored and every re-run enqueued.
 # A 95% confidence interval of a paired difference.
 CONFIDENCE = 0.95
-
-
-class ConfirmError(SweeperError):
-    """Confirmation cannot start or go on: no finished trial, a plan that differs, no seeds."""
 
 
 class _Frozen(BaseModel):

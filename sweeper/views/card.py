@@ -34,7 +34,7 @@ from sweeper.attributes import (
     LABEL_NAMES_ATTR,
     STOP_REASON_ATTR,
 )
-from sweeper.errors import SweeperError
+from sweeper.errors import CardError
 from sweeper.settings.config import DatasetConfig, StudyConfig
 from sweeper.settings.hyperparameters import (
     HYPERPARAMETERS,
@@ -74,10 +74,6 @@ TAGS = ("sweeper", "optuna", "generated_from_trainer")
 # and not cover a saved ``datasets`` directory, so every local source gets the one type
 # "local", and its file (or directory) name is the dataset's name.
 LOCAL_DATASET_TYPE = "local"
-
-
-class CardError(SweeperError):
-    """The study cannot give a model card (no complete trial yet, an invalid license)."""
 
 
 def _number(value: Any) -> str:

@@ -15,15 +15,11 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 
-from sweeper.errors import SweeperError
+from sweeper.errors import DashboardError
 from sweeper.runtime.storage import open_storage, redact
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
-
-
-class DashboardError(SweeperError):
-    """The dashboard cannot start (the port is taken, the host cannot be bound)."""
 
 
 class _ThreadedServer(ThreadingMixIn, WSGIServer):

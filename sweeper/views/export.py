@@ -16,13 +16,9 @@ from sweeper.attributes import (
     BEST_CHECKPOINT_ATTR,
     LABEL_NAMES_ATTR,
 )
-from sweeper.errors import SweeperError
+from sweeper.errors import ExportError
 from sweeper.views.card import CARD_FILE, best_or_error, render_card
 from sweeper.views.confirmation import load_confirmation, load_confirmed_run, on_validation
-
-
-class ExportError(SweeperError):
-    """The best trial cannot be exported: no checkpoint, or an unusable target directory."""
 
 
 def checkpoint_of(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, Path]:
