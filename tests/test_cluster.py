@@ -20,6 +20,7 @@ from sweeper.launch.cli import main
 from sweeper.launch.cluster import (
     K8sOptions,
     SlurmOptions,
+    k8s_name,
     render_k8s,
     render_sbatch,
     slurm_time_seconds,
@@ -310,3 +311,11 @@ def test_several_trials_per_gpu_make_the_task_and_the_pod_a_gpus_parent(tmp_path
     assert command[-5:] == ["--gpus", "all", "--trials-per-gpu", "2", "--no-progress"]
     with pytest.raises(ConfigError, match=r"--trials-per-gpu must be at least 1, but got"):
         render_sbatch(slurm_options(tmp_path, trials_per_gpu=0))
+
+
+def test_k8s_pods_carry_the_study_label() -> None:
+    """`kubectl get pods -l sweeper.study=<study>` (docs/how-to/kubernetes.md) finds them."""
+    manifests = render_k8s(k8s_options())
+    (workers,) = manifests["workers.yaml"]
+    labels = workers["spec"]["template"]["metadata"]["labels"]
+    assert labels["sweeper.study"] == k8s_name(k8s_options().study_name)

@@ -455,7 +455,7 @@ def _k8s_job(
     """A batch/v1 Job of one container with the study's env and checkpoint volume."""
     labels = {
         "app.kubernetes.io/name": "sweeper",
-        "sweeper.study.sweep": k8s_name(options.study_name),
+        "sweeper.study": k8s_name(options.study_name),
     }
     metadata: dict[str, Any] = {"name": name, "labels": labels}
     if options.namespace:
