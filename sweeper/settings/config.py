@@ -489,10 +489,21 @@ class StudyConfig(_Strict):
 
     @property
     def checkpoint_dir(self) -> Path:
-        root = (
-            Path(self.checkpoint_root) if self.checkpoint_root else self.study_dir / "checkpoints"
-        )
-        return root / self.name if self.checkpoint_root else root
+        """Where this machine's trials write their checkpoints: checkpoint_root/<name>, or
+        with an object store as checkpoint_root (or none) <output_dir>/<name>/checkpoints,
+        the local cache the store is filled from."""
+        if self.checkpoint_root and self.checkpoint_store is None:
+            return Path(self.checkpoint_root) / self.name
+        return self.study_dir / "checkpoints"
+
+    @property
+    def checkpoint_store(self) -> str | None:
+        """The study's prefix in an object store (checkpoint_root an s3://, gs://, ... URL):
+        every trial's checkpoints are uploaded there, for a retry on any machine."""
+        root = self.checkpoint_root or ""
+        if "://" not in root or root.startswith("file://"):
+            return None
+        return f"{root.rstrip('/')}/{self.name}"
 
     def baseline_params(self) -> list[tuple[str, dict[str, float | int]]]:
         """Baselines as enqueued: epochs above the study's maximum are capped to it (card B
@@ -663,12 +674,7 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
     shape_matched = {
         name for item in items if (name := _spec_error_name(item)) and item["type"] == "value_error"
     }
-    # What the user wrote for each such spec (a shape's error may show only one field of it).
-    whole_specs = {
-        name: item.get("input")
-        for item in reversed(items)
-        if (name := _spec_error_name(item)) and len(item["loc"]) == 3
-    }
+    shapes_reported: set[str] = set()
     for item in items:
         location = item["loc"]
         name_tried = _spec_error_name(item)
@@ -677,7 +683,10 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
         if name_tried is not None and name_tried not in shape_matched:
             # A spec that fits none of its shapes: one line, not one per shape tried.
             name = name_tried
-            given = whole_specs.get(name, item.get("input"))
+            if name in shapes_reported:
+                continue
+            shapes_reported.add(name)
+            given = item.get("input")
             lines.append(f"  search_space.{name}: expected {_spec_shapes(name)}, but got {given!r}")
             continue
         key, typed = _user_key(location)
