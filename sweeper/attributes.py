@@ -46,6 +46,14 @@ EARLY_STOP_NOTE_ATTR = "early_stop_note"
 
 # --- on a trial: where and how it ran ------------------------------------------------------------
 CHECKPOINT_DIR_ATTR = "checkpoint_dir"
+# With an object store as checkpoint_root: the retry chain's prefix there, why the trial is
+# no longer resumable from it (uploads kept failing), and which stored checkpoints a resume
+# passed over (missing or corrupt files) before the one it took, or started over without.
+CHECKPOINT_STORE_ATTR = "checkpoint_store"
+CHECKPOINT_STORE_ERROR_ATTR = "checkpoint_store_error"
+RESUME_FALLBACK_ATTR = "resume_fallback"
+# What its checkpoints cost: saves, seconds each hand-over blocked training, upload seconds.
+CHECKPOINT_COSTS_ATTR = "checkpoint_costs"
 RESUMED_FROM_STEP_ATTR = "resumed_from_step"
 FAILURE_ATTR = "failure"
 TRACEBACK_ATTR = "failure_traceback"

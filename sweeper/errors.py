@@ -61,6 +61,11 @@ class CardError(SweeperError):
     """The study cannot give a model card (no complete trial yet, an invalid license)."""
 
 
+class CheckpointStoreError(SweeperError):
+    """The checkpoint store (checkpoint_root an s3:// or gs:// URL) cannot be used, or a
+    checkpoint in it is missing, partial or corrupt."""
+
+
 class ConfirmError(SweeperError):
     """Confirmation cannot start or go on: no finished trial, a plan that differs, no seeds."""
 

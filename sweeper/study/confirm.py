@@ -56,6 +56,7 @@ from sweeper.attributes import (
     BEST_CHECKPOINT_ATTR,
     CANDIDATES_ATTR,
     CHECKPOINT_DIR_ATTR,
+    CHECKPOINT_STORE_ATTR,
     CONFIRM_CONFIG_ATTR,
     CONFIRM_NAME_ATTR,
     CONFIRM_READY_ATTR,
@@ -76,7 +77,12 @@ from sweeper.settings.hyperparameters import (
 )
 from sweeper.settings.hyperparameters import suggest as suggest_param
 from sweeper.study.sweep import Objective, SweepContext, prepare_study_data
-from sweeper.trial.checkpoints import remove_checkpoints
+from sweeper.trial.checkpoints import (
+    CheckpointStoreError,
+    fetch_checkpoint,
+    is_store_url,
+    remove_checkpoints,
+)
 from sweeper.trial.data import PreparedData
 from sweeper.views.confirmation import (
     Comparison,
@@ -431,8 +437,13 @@ def run_pending(
     """Run the companion study's waiting re-runs until none is waiting or running."""
     from sweeper.views.console import StudyProgress
 
+    store = config.checkpoint_store
     context = SweepContext(
-        config=config, data=data, checkpoint_dir=config.checkpoint_dir / "confirm", stop=stop
+        config=config,
+        data=data,
+        checkpoint_dir=config.checkpoint_dir / "confirm",
+        stop=stop,
+        checkpoint_store=f"{store}/confirm" if store else None,
     )
     objective = ConfirmObjective(context, plan, show_progress)
     objective.run_prefix = companion.study_name
@@ -654,24 +665,33 @@ def _score_on_test(
     notes: list[str],
 ) -> None:
     """Each seed of the ``scored`` configurations evaluated once on the test split, its
-    scores stored on the companion study (a finished trial's attributes are read-only)."""
+    scores stored on the companion study (a finished trial's attributes are read-only). A
+    checkpoint in the object store is downloaded (and verified) into a local cache first."""
     fixed = fixed_params(config.search_space)
+    cache = config.checkpoint_dir / "confirm" / ".fetched"
     for planned in scored:
         for seed, trial in sorted(by_config[planned.id].items()):
             if f"{TEST_SCORES_ATTR_PREFIX}{trial.number}" in companion.user_attrs:
                 continue
-            checkpoint = trial.user_attrs.get(BEST_CHECKPOINT_ATTR)
-            if not checkpoint or not (Path(checkpoint) / "config.json").is_file():
+            stored = trial.user_attrs.get(BEST_CHECKPOINT_ATTR)
+            try:
+                checkpoint = fetch_checkpoint(stored, cache) if stored else None
+            except CheckpointStoreError as error:
+                notes.append(f"{planned.id} seed {seed} (trial #{trial.number}): {error}")
+                continue
+            if checkpoint is None or not (checkpoint / "config.json").is_file():
                 notes.append(
                     f"{planned.id} seed {seed} (trial #{trial.number}): best_checkpoint="
-                    f"{checkpoint!r} holds no model, so it has no test score"
+                    f"{stored!r} holds no model, so it has no test score"
                 )
                 continue
             log(
                 f"[sweeper] {planned.id} ({planned.name}) seed {seed}: evaluating on the test split"
             )
             params = {**fixed, **planned.params, "seed": seed}
-            scores = evaluate_test(config, data, data.test, Path(checkpoint), params)
+            scores = evaluate_test(config, data, data.test, checkpoint, params)
+            if is_store_url(stored):
+                remove_checkpoints(checkpoint)  # the fetched copy; the store keeps its own
             companion.set_user_attr(
                 f"{TEST_SCORES_ATTR_PREFIX}{trial.number}", scores.model_dump(mode="json")
             )
@@ -766,6 +786,8 @@ def _remove_checkpoints(companion: optuna.Study, keep: int) -> None:
         directory = trial.user_attrs.get(CHECKPOINT_DIR_ATTR)
         if directory and directory != kept and trial.state != TrialState.RUNNING:
             remove_checkpoints(directory)
+            if trial.user_attrs.get(CHECKPOINT_STORE_ATTR):
+                remove_checkpoints(trial.user_attrs[CHECKPOINT_STORE_ATTR])
 
 
 # --- the table -------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from sweeper.errors import PreflightError, SweeperError
 from sweeper.runtime.storage import check_reachable
 from sweeper.settings.config import StudyConfig, batch_sizes
 from sweeper.settings.hyperparameters import candidate_values
+from sweeper.trial.checkpoints import check_store
 from sweeper.trial.data import DataSplits, load_splits
 from sweeper.trial.models import (
     head_label_count,
@@ -198,7 +199,8 @@ def check_directory(key: str, directory: Path, needed_bytes: int | None) -> list
 
 def check_directories(config: StudyConfig, model_config: Any) -> list[str]:
     needed = checkpoint_bytes(model_config)
-    checkpoint_key = "checkpoint_root" if config.checkpoint_root else "output_dir"
+    local_root = config.checkpoint_root and config.checkpoint_store is None
+    checkpoint_key = "checkpoint_root" if local_root else "output_dir"
     problems = check_directory("output_dir", config.study_dir, None)
     if not problems or checkpoint_key != "output_dir":
         problems += check_directory(checkpoint_key, config.checkpoint_dir, needed)
@@ -222,6 +224,9 @@ def run_preflight(config: StudyConfig) -> PreflightResult:
     if model_config is not None and tokenizer is not None:
         problems += check_max_length(config, model_config, tokenizer)
     _collect(problems, lambda: check_reachable(config.storage_url))
+    if config.checkpoint_store is not None:
+        # Write, read and delete a small object, in seconds: what every trial will do.
+        _collect(problems, lambda: check_store(str(config.checkpoint_root)))
     if model_config is not None:
         problems += check_directories(config, model_config)
     splits = _collect(problems, lambda: load_splits(config.dataset))

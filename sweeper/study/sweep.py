@@ -27,7 +27,10 @@ from sweeper.attributes import (
     BASELINE_ATTR,
     BEST_CHECKPOINT_ATTR,
     BEST_STEP_ATTR,
+    CHECKPOINT_COSTS_ATTR,
     CHECKPOINT_DIR_ATTR,
+    CHECKPOINT_STORE_ATTR,
+    CHECKPOINT_STORE_ERROR_ATTR,
     CUDA_VISIBLE_DEVICES_ATTR,
     EARLY_STOP_NOTE_ATTR,
     EARLY_STOPPED_AT_ATTR,
@@ -37,6 +40,7 @@ from sweeper.attributes import (
     HISTORY_ATTR,
     MODEL_FINGERPRINT_ATTR,
     PLANNED_STEPS_ATTR,
+    RESUME_FALLBACK_ATTR,
     RESUMED_FROM_STEP_ATTR,
     STOP_REASON_ATTR,
     STUDY_READY_ATTR,
@@ -68,7 +72,12 @@ from sweeper.settings.pruners import build_pruner
 from sweeper.settings.samplers import build_sampler
 from sweeper.study.preflight import PreflightResult, run_preflight
 from sweeper.study.resolve import drop_stored_credentials
-from sweeper.trial.checkpoints import last_checkpoint, remove_checkpoints, trial_checkpoint_dir
+from sweeper.trial.checkpoints import (
+    TrialStore,
+    last_checkpoint,
+    remove_checkpoints,
+    trial_checkpoint_dir,
+)
 from sweeper.trial.data import DataSplits, PreparedData, check_unchanged, prepare_data, split_attrs
 from sweeper.trial.models import check_same_model
 from sweeper.trial.training import TrialOutcome, train_trial
@@ -82,6 +91,8 @@ class SweepContext:
     data: PreparedData
     checkpoint_dir: Path
     stop: StopRequest
+    # The prefix of these trials in an object store (config.checkpoint_store), or None.
+    checkpoint_store: str | None = None
 
 
 def record_outcome(trial: optuna.Trial, outcome: TrialOutcome) -> None:
@@ -95,6 +106,10 @@ def record_outcome(trial: optuna.Trial, outcome: TrialOutcome) -> None:
     trial.set_user_attr(EXAMPLES_PER_STEP_ATTR, outcome.examples_per_step)
     if outcome.stop_reason:
         trial.set_user_attr(STOP_REASON_ATTR, outcome.stop_reason)
+    if outcome.store_error:
+        trial.set_user_attr(CHECKPOINT_STORE_ERROR_ATTR, outcome.store_error)
+    if outcome.checkpoint_costs:
+        trial.set_user_attr(CHECKPOINT_COSTS_ATTR, outcome.checkpoint_costs)
     if outcome.early_stopped_at is not None:
         # Not stop_reason: that one means pruned (or diverged), and this trial is complete.
         trial.set_user_attr(EARLY_STOPPED_AT_ATTR, outcome.early_stopped_at)
@@ -117,7 +132,7 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         config, stop = self.context.config, self.context.stop
         params = self.suggest(trial)
-        output_dir, resume_from = self._checkpoints(trial)
+        output_dir, store_url, resume_from = self._checkpoints(trial)
         # Which machine, process and GPU ran it: the first thing to ask of a slow or odd trial.
         trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr(CUDA_VISIBLE_DEVICES_ATTR, os.environ.get("CUDA_VISIBLE_DEVICES"))
@@ -147,6 +162,7 @@ class Objective:
             # <study>-trial-<N>, N the first trial of the retry chain (as the checkpoint
             # directory): a retry continues its first trial's run in training.report_to.
             run_name=f"{self.run_prefix}-{output_dir.name}",
+            store_url=store_url,
         )
         record_outcome(trial, outcome)
         if outcome.interrupted_at_step is not None:
@@ -164,8 +180,9 @@ class Objective:
             )
         return outcome.best_value
 
-    def _checkpoints(self, trial: optuna.Trial) -> tuple[Path, tuple[Path, int] | None]:
-        """The trial's checkpoint directory, and the checkpoint a retry resumes from."""
+    def _checkpoints(self, trial: optuna.Trial) -> tuple[Path, str | None, tuple[Path, int] | None]:
+        """The trial's local checkpoint directory, its prefix in the object store (None
+        without one), and the checkpoint a retry resumes from."""
         frozen = next(
             t
             for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -174,11 +191,52 @@ class Objective:
         first = frozen.system_attrs.get("failed_trial", trial.number)
         output_dir = trial_checkpoint_dir(self.context.checkpoint_dir, first)
         trial.set_user_attr(CHECKPOINT_DIR_ATTR, str(output_dir.resolve()))
+        store = self.context.checkpoint_store
+        store_url = f"{store}/{output_dir.name}" if store else None
+        if store_url:
+            trial.set_user_attr(CHECKPOINT_STORE_ATTR, store_url)
         if first != trial.number:
-            return output_dir, last_checkpoint(output_dir)
+            local = last_checkpoint(output_dir)
+            if store_url is None:
+                return output_dir, None, local
+            return (
+                output_dir,
+                store_url,
+                self._resume_from_store(trial, store_url, output_dir, local),
+            )
         # A new trial starts clean: anything here is left from a deleted study of this name.
         remove_checkpoints(output_dir)
-        return output_dir, None
+        if store_url:
+            remove_checkpoints(store_url)
+        return output_dir, store_url, None
+
+    def _resume_from_store(
+        self,
+        trial: optuna.Trial,
+        store_url: str,
+        output_dir: Path,
+        local: tuple[Path, int] | None,
+    ) -> tuple[Path, int] | None:
+        """A retry on any machine: the store's newest complete checkpoint (downloaded and
+        verified into the local cache) unless this machine holds one as new. Checkpoints
+        passed over, and a fresh start for want of any, are recorded on the trial."""
+        try:
+            store = TrialStore(store_url)
+            manifests = store.manifests()
+            if local is not None and all(int(m["step"]) <= local[1] for m in manifests):
+                return local
+            found = store.restore(output_dir)
+        except Exception as error:  # the store's client raises its own families
+            trial.set_user_attr(
+                RESUME_FALLBACK_ATTR, f"the store failed ({error}); local copy used"
+            )
+            return local
+        passed_over = found[2] if found else [f"step {m['step']}" for m in manifests]
+        if found is None:
+            passed_over.append("no complete checkpoint left: started over")
+        if passed_over:
+            trial.set_user_attr(RESUME_FALLBACK_ATTR, "; ".join(passed_over))
+        return (found[0], found[1]) if found else local
 
 
 class CheckpointJanitor:
@@ -205,8 +263,11 @@ class CheckpointJanitor:
                     and (best is None or owner.number != best.number)
                 )
             )
-            if unneeded and Path(directory).exists():
-                remove_checkpoints(directory)
+            if unneeded:
+                if Path(directory).exists():
+                    remove_checkpoints(directory)
+                if owner.user_attrs.get(CHECKPOINT_STORE_ATTR):
+                    remove_checkpoints(owner.user_attrs[CHECKPOINT_STORE_ATTR])
 
 
 RESUME_SEED_STEP = 1_000_003
@@ -408,7 +469,11 @@ def run_study(
     callbacks.extend(extra_callbacks or [])
     stop = stop or StopRequest()
     context = SweepContext(
-        config=config, data=data, checkpoint_dir=config.checkpoint_dir, stop=stop
+        config=config,
+        data=data,
+        checkpoint_dir=config.checkpoint_dir,
+        stop=stop,
+        checkpoint_store=config.checkpoint_store,
     )
     with stop.installed():
         result = run_trials(

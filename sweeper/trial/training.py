@@ -38,7 +38,13 @@ from transformers.trainer_callback import EarlyStoppingCallback, PrinterCallback
 from sweeper.settings.config import StudyConfig
 from sweeper.settings.hyperparameters import training_arguments
 from sweeper.settings.metrics import METRICS, build_compute_metrics, metric
-from sweeper.trial.checkpoints import TRAINER_STATE_FILE, remove_checkpoints
+from sweeper.trial.checkpoints import (
+    CHECKPOINT_PREFIX,
+    TRAINER_STATE_FILE,
+    BackgroundUploader,
+    TrialStore,
+    remove_checkpoints,
+)
 from sweeper.trial.data import PreparedData
 from sweeper.trial.models import load_classifier
 
@@ -119,6 +125,10 @@ class TrialOutcome:
     early_stopped_at: int | None = None
     early_stop_note: str | None = None
     examples_per_step: int = 0
+    # With a checkpoint store: why the trial stopped being resumable from it (None: it is),
+    # and what its checkpoints cost (see benchmarks/checkpoints.py).
+    store_error: str | None = None
+    checkpoint_costs: dict[str, Any] = field(default_factory=dict)
 
 
 def precision_flags(mode: str) -> dict[str, bool]:
@@ -490,6 +500,65 @@ class StopOnRequest(TrainerCallback):
             control.should_training_stop = True
 
 
+def _local(output_dir: Path, checkpoint: str | None) -> Path | None:
+    """The local folder of a kept checkpoint named by its path or its store URL."""
+    step = checkpoint_step(checkpoint)
+    return None if step is None else output_dir / f"{CHECKPOINT_PREFIX}{step}"
+
+
+def checkpoint_step(path: str | Path | None) -> int | None:
+    """The step of a ``.../checkpoint-<step>`` path or URL (None for none)."""
+    if not path:
+        return None
+    suffix = str(path).rstrip("/").rsplit(CHECKPOINT_PREFIX, 1)[-1]
+    return int(suffix) if suffix.isdigit() else None
+
+
+class UploadOnSave(TrainerCallback):
+    """At every save, hands the new checkpoint to the background uploader (a snapshot of
+    hard links: the training thread does not wait for the store)."""
+
+    def __init__(self, uploader: BackgroundUploader):
+        self.uploader = uploader
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        checkpoint = Path(str(args.output_dir)) / f"{CHECKPOINT_PREFIX}{state.global_step}"
+        if (checkpoint / TRAINER_STATE_FILE).is_file():
+            best = checkpoint_step(state.best_model_checkpoint)
+            self.uploader.submit(checkpoint, state.global_step, best)
+
+
+def _finish_uploads(
+    uploader: BackgroundUploader, outcome: TrialOutcome, output_dir: Path, completed: bool
+) -> None:
+    """What the store keeps of the trial: after a stop, its newest checkpoint (waited for:
+    the scheduler's grace period bounds the wait); once complete, its best checkpoint only,
+    which ``best_checkpoint`` then names by its URL. A pruned trial's are the janitor's."""
+    stopped = outcome.interrupted_at_step is not None
+    uploader.close(timeout=None if (completed or stopped) else 0)
+    outcome.store_error = uploader.error
+    outcome.checkpoint_costs = {
+        "saves": len(uploader.submit_seconds),
+        "submit_seconds": [round(value, 4) for value in uploader.submit_seconds],
+        "upload_seconds": [round(value, 3) for value in uploader.upload_seconds],
+        "bytes_uploaded": uploader.bytes_uploaded,
+    }
+    best_step = checkpoint_step(outcome.best_checkpoint)
+    if not completed or best_step is None or uploader.error is not None:
+        return
+    store = uploader.store
+    try:
+        if best_step not in {int(m["step"]) for m in store.manifests()}:
+            # Collapsed away by a newer upload while it was the best: sent now, once.
+            store.upload(output_dir / f"{CHECKPOINT_PREFIX}{best_step}", best_step)
+        store.keep_only({best_step})
+        outcome.best_checkpoint = store.checkpoint_url(best_step)
+    except Exception as error:  # the store's client raises its own families
+        outcome.store_error = f"the best checkpoint (step {best_step}) was not stored: {error}"
+
+
 def release_memory() -> None:
     """Free what a finished trial held, so a long study does not grow."""
     gc.collect()
@@ -543,6 +612,7 @@ def train_trial(
     resume_from_checkpoint: Path | None = None,
     stop_requested: Callable[[], bool] | None = None,
     run_name: str | None = None,
+    store_url: str | None = None,
 ) -> TrialOutcome:
     """Fine-tune the study's model with ``params`` and report every evaluation.
 
@@ -551,6 +621,8 @@ def train_trial(
     When ``stop_requested()`` turns true, training stops at the next step with a checkpoint
     and ``interrupted_at_step`` set. ``run_name`` names the run in the tracking tools of
     ``training.report_to`` (a retry passes its first trial's, and continues that run).
+    With ``store_url`` (the retry chain's prefix in an object store) every checkpoint is
+    also uploaded there in the background, for a retry on any machine.
     """
     maximize = config.objective.study_direction == "maximize"
     recorder = EvaluationRecorder(
@@ -575,6 +647,11 @@ def train_trial(
         run_name=run_name,
         resumed_from_step=outcome.resumed_from_step,
     )
+    uploader = None
+    if store_url:
+        staging = output_dir.parent / ".uploads" / output_dir.name
+        uploader = BackgroundUploader(TrialStore(store_url), staging)
+        trainer.add_callback(UploadOnSave(uploader))
     started = time.perf_counter()
     completed = False
     try:
@@ -592,12 +669,26 @@ def train_trial(
         completed = outcome.stop_reason is None and outcome.interrupted_at_step is None
     finally:
         outcome.train_seconds = max(time.perf_counter() - started - outcome.eval_seconds, 0.0)
-        if completed and not config.keep_all_checkpoints:
-            # The best one stays (none: the trial kept nothing worth its disk).
-            remove_checkpoints(output_dir, keep=outcome.best_checkpoint)
-        for callback in trainer.callback_handler.callbacks:
-            if isinstance(callback, TensorBoardRun):
-                callback.writer.close()  # training that raised never reached on_train_end
+        _after_training(config, trainer, outcome, uploader, output_dir, completed)
         del trainer, model
         release_memory()
     return outcome
+
+
+def _after_training(
+    config: StudyConfig,
+    trainer: Trainer,
+    outcome: TrialOutcome,
+    uploader: BackgroundUploader | None,
+    output_dir: Path,
+    completed: bool,
+) -> None:
+    """The store's and the disk's share of a trial that ended (or raised), and its logs."""
+    if uploader is not None:
+        _finish_uploads(uploader, outcome, output_dir, completed)
+    if completed and not config.keep_all_checkpoints:
+        # The best one stays (none: the trial kept nothing worth its disk).
+        remove_checkpoints(output_dir, keep=_local(output_dir, outcome.best_checkpoint))
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardRun):
+            callback.writer.close()  # training that raised never reached on_train_end

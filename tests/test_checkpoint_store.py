@@ -1,0 +1,302 @@
+"""Checkpoints in an object store (checkpoint_root: s3://...), against a real S3 server
+(SeaweedFS, tests/s3_server.py): a retry resumes on any machine, an upload is complete or
+invisible, a failing store never stops training, and the store stays bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from optuna.trial import TrialState
+
+from sweeper.attributes import (
+    BEST_CHECKPOINT_ATTR,
+    CHECKPOINT_STORE_ATTR,
+    CHECKPOINT_STORE_ERROR_ATTR,
+    RESUMED_FROM_STEP_ATTR,
+)
+from sweeper.launch.cli import main
+from sweeper.study.sweep import load_existing_study
+from sweeper.trial.checkpoints import MANIFEST_SUFFIX, TrialStore, store_filesystem
+
+# Long trials (120 steps, a checkpoint every 10) a worker can be stopped in the middle of.
+LONG = {
+    "dataset": {"max_train_rows": 96, "max_validation_rows": 24},
+    "search_space": {"num_train_epochs": 10, "per_device_train_batch_size": 8},
+    "evaluation": {"strategy": "steps", "steps": 10},
+    "pruner": {"type": "none"},
+    "budget": {"n_trials": 1},
+    # A dead worker's trial is failed after 3 s without a heartbeat (not 2 minutes).
+    "workers": {"heartbeat_interval_seconds": 1, "grace_period_seconds": 3, "poll_seconds": 0.5},
+    # Relative: each worker keeps its cache in its own directory.
+    "output_dir": "runs",
+}
+
+
+def bucket_url(s3_server: Any, name: str) -> str:
+    from s3_server import BUCKET
+
+    return f"s3://{BUCKET}/{name}-{uuid.uuid4().hex[:8]}"
+
+
+def manifests_under(url: str) -> list[str]:
+    fs = store_filesystem(url)
+    root = url.split("://", 1)[1]
+    try:
+        return [str(p) for p in fs.find(root) if str(p).endswith(MANIFEST_SUFFIX)]
+    except FileNotFoundError:
+        return []
+
+
+def start_worker(
+    cwd: Path, study: str, storage: str, log: Path, *flags: str
+) -> subprocess.Popen[bytes]:
+    """`sweeper worker` in its own directory (no study file there: by name, from storage)."""
+    with log.open("wb") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sweeper", "worker", study, "--no-progress", *flags],
+            cwd=cwd,
+            env={**os.environ, "SWEEPER_STORAGE": storage},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_for(condition: Callable[[], bool], what: str, process: Any, log: Path) -> None:
+    deadline = time.monotonic() + 300
+    while not condition():
+        assert process.poll() is None, f"the worker exited before {what}:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no {what} after 300 s:\n{log.read_text()}"
+        time.sleep(0.1)
+
+
+def test_a_store_that_cannot_be_used_fails_the_preflight_check(
+    write_study: Callable[..., Path],
+    s3_environment: dict[str, str],
+    s3_server: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = write_study("preflight", checkpoint_root="s3://no-such-bucket/prefix")
+    started = time.monotonic()
+    assert main(["sweep", str(path), "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert (
+        "checkpoint_root='s3://no-such-bucket/prefix': the bucket 'no-such-bucket' does not exist"
+        in error
+    )
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    assert main(["check", str(path), "--set", f"checkpoint_root={bucket_url(s3_server, 'p')}"]) == 2
+    error = capsys.readouterr().err
+    assert "cannot be written, read and deleted" in error and "credentials" in error
+    assert time.monotonic() - started < 60
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+def test_a_retry_resumes_from_the_store_on_another_machine(
+    write_study: Callable[..., Path],
+    postgres_url: str,
+    s3_environment: dict[str, str],
+    s3_server: Any,
+    tmp_path: Path,
+    stop: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two workers, each in its own directory with its own empty cache, one PostgreSQL
+    study, checkpoints in S3. The first is stopped mid-trial (SIGTERM as a preemption, or
+    SIGKILL after an upload); the second resumes the retry from the stored step. Then export
+    and confirm work from a third, empty directory."""
+    name = f"store-{stop.lower()}-{uuid.uuid4().hex[:6]}"
+    store = bucket_url(s3_server, "ckpt")
+    path = write_study(name, **LONG, checkpoint_root=store)
+    monkeypatch.chdir(tmp_path)  # where `create` writes its runs/ (output_dir is relative)
+    assert main(["create", str(path), "--storage", postgres_url]) == 0
+    machines = [tmp_path / f"machine-{index}" for index in range(3)]
+    for machine in machines:
+        machine.mkdir()
+    trial_url = f"{store}/{name}/trial-0"
+
+    first = start_worker(machines[0], name, postgres_url, tmp_path / "first.log")
+    wait_for(lambda: len(manifests_under(trial_url)) >= 1, "upload", first, tmp_path / "first.log")
+    stored_step = max(int(m["step"]) for m in TrialStore(trial_url).manifests())
+    first.send_signal(getattr(signal, stop))
+    first.wait(timeout=120)
+    if stop == "SIGTERM":  # a clean stop: the newest checkpoint uploaded before it exits
+        assert first.returncode == 143, (tmp_path / "first.log").read_text()
+        stored_step = max(int(m["step"]) for m in TrialStore(trial_url).manifests())
+
+    second = start_worker(machines[1], name, postgres_url, tmp_path / "second.log")
+    assert second.wait(timeout=400) == 0, (tmp_path / "second.log").read_text()
+
+    study = load_existing_study(name, postgres_url)
+    trials = study.get_trials()
+    states = [trial.state for trial in trials]
+    assert states.count(TrialState.COMPLETE) == 1 and TrialState.RUNNING not in states, states
+    retry = next(trial for trial in trials if trial.state == TrialState.COMPLETE)
+    assert retry.system_attrs["failed_trial"] == 0
+    assert retry.user_attrs[RESUMED_FROM_STEP_ATTR] >= stored_step > 0
+    assert retry.user_attrs[CHECKPOINT_STORE_ATTR] == trial_url
+    assert str(retry.user_attrs[BEST_CHECKPOINT_ATTR]).startswith(f"{trial_url}/checkpoint-")
+    # Bounded: the finished trial keeps its best checkpoint only.
+    assert len(manifests_under(trial_url)) == 1
+
+    third = machines[2]
+    env = {**os.environ, "SWEEPER_STORAGE": postgres_url}
+    exported = subprocess.run(
+        [sys.executable, "-m", "sweeper", "export", name, "--to", "model"],
+        cwd=third,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert len(json.loads((third / "model" / "config.json").read_text())["id2label"]) == 2
+    confirmed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sweeper",
+            "confirm",
+            name,
+            "--top",
+            "1",
+            "--seeds",
+            "2",
+            "--no-progress",
+        ],
+        cwd=third,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+    assert "(winner)" in confirmed.stdout
+    # The re-runs' checkpoints went to the store as well, and only the exported one stays.
+    assert len(manifests_under(f"{store}/{name}/confirm")) == 1
+
+
+def test_a_partial_or_corrupt_upload_is_never_resumed_from(
+    s3_environment: dict[str, str], s3_server: Any, tmp_path: Path
+) -> None:
+    """A kill during an upload leaves files without a manifest (invisible); a file that
+    differs from its manifest is caught on download: the resume falls back, and says so."""
+    url = bucket_url(s3_server, "partial")
+    store = TrialStore(url)
+    for step in (10, 20):
+        checkpoint = tmp_path / f"checkpoint-{step}"
+        checkpoint.mkdir()
+        (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        (checkpoint / "model.safetensors").write_bytes(os.urandom(4096))
+        store.upload(checkpoint, step)
+    # Step 30: cut short by a kill, before its manifest.
+    store.fs.pipe_file(f"{store.root}/checkpoint-30/model.safetensors", b"half")
+    # Step 20: a file changed after its manifest was written.
+    store.fs.pipe_file(f"{store.root}/checkpoint-20/model.safetensors", b"corrupt")
+    assert [m["step"] for m in store.manifests()] == [20, 10]
+    found = store.newest_resumable(tmp_path / "cache")
+    assert found is not None
+    local, step, passed_over = found
+    assert step == 10 and (local / "trainer_state.json").is_file()
+    assert passed_over == ["step 20: model.safetensors differs from its manifest"]
+    assert not (tmp_path / "cache" / "checkpoint-20").exists()
+    store.keep_only({10})
+    assert [m["step"] for m in store.manifests()] == [10]
+    # No object left of the cut-short upload (SeaweedFS may keep the empty folder entry).
+    store.fs.invalidate_cache()
+    assert [p for p in store.fs.find(store.root) if "/checkpoint-30/" in p] == []
+    store.remove()
+    assert store.manifests() == []
+
+
+@pytest.mark.timeout(600)
+def test_a_store_that_goes_away_loses_nothing_in_the_study(
+    write_study: Callable[..., Path],
+    s3_environment: dict[str, str],
+    s3_server: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The S3 server stopped mid-trial and started again: uploads are retried with backoff
+    and the trial ends with its best checkpoint stored. Stopped for good: the trial still
+    completes, recorded as no longer resumable, and `show` says so."""
+    store = bucket_url(s3_server, "flaky")
+    name = f"flaky-{uuid.uuid4().hex[:6]}"
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    path = write_study(
+        name, **{**LONG, "output_dir": str(tmp_path / "runs")}, checkpoint_root=store
+    )
+    log = tmp_path / "worker.log"
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sweeper",
+                "sweep",
+                str(path),
+                "--storage",
+                url,
+                "--no-progress",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    trial_url = f"{store}/{name}/trial-0"
+    wait_for(lambda: len(manifests_under(trial_url)) >= 1, "upload", worker, log)
+    s3_server.stop()
+    time.sleep(2)
+    s3_server.start()
+    assert worker.wait(timeout=400) == 0, log.read_text()
+    trial = load_existing_study(name, url).get_trials()[0]
+    assert trial.state == TrialState.COMPLETE
+    assert CHECKPOINT_STORE_ERROR_ATTR not in trial.user_attrs, trial.user_attrs
+    assert len(manifests_under(trial_url)) == 1
+
+    # Gone for good, mid-trial: training goes on without resumability.
+    again = f"{name}-2"
+    with log.open("wb") as output:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sweeper",
+                "sweep",
+                str(path),
+                "--storage",
+                url,
+                "--set",
+                f"name={again}",
+                "--no-progress",
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    wait_for(lambda: len(manifests_under(f"{store}/{again}/trial-0")) >= 1, "upload", worker, log)
+    s3_server.stop()
+    try:
+        assert worker.wait(timeout=400) == 0, log.read_text()
+    finally:
+        s3_server.start()
+    trial = load_existing_study(again, url).get_trials()[0]
+    assert trial.state == TrialState.COMPLETE
+    assert "cannot resume from the store" in trial.user_attrs[CHECKPOINT_STORE_ERROR_ATTR]
+    capsys.readouterr()
+    assert main(["show", again, "--storage", url]) == 0
+    assert "not resumable:" in capsys.readouterr().out
