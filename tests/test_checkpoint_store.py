@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from sweeper.attributes import (
@@ -114,6 +115,7 @@ def test_a_retry_resumes_from_the_store_on_another_machine(
     tmp_path: Path,
     stop: str,
     monkeypatch: pytest.MonkeyPatch,
+    small_csv: Path,
 ) -> None:
     """Two workers, each in its own directory with its own empty cache, one PostgreSQL
     study, checkpoints in S3. The first is stopped mid-trial (SIGTERM as a preemption, or
@@ -121,7 +123,13 @@ def test_a_retry_resumes_from_the_store_on_another_machine(
     and confirm work from a third, empty directory."""
     name = f"store-{stop.lower()}-{uuid.uuid4().hex[:6]}"
     store = bucket_url(s3_server, "ckpt")
+    # The data comes from the store too: no machine has a disk in common with another.
+    data_url = f"{bucket_url(s3_server, 'data')}/reviews.csv"
+    store_filesystem(data_url).put_file(str(small_csv), data_url.split("://", 1)[1])
     path = write_study(name, **LONG, checkpoint_root=store)
+    document = yaml.safe_load(path.read_text())
+    document["dataset"]["path"] = data_url
+    path.write_text(yaml.safe_dump(document))
     monkeypatch.chdir(tmp_path)  # where `create` writes its runs/ (output_dir is relative)
     assert main(["create", str(path), "--storage", postgres_url]) == 0
     machines = [tmp_path / f"machine-{index}" for index in range(3)]
@@ -149,10 +157,13 @@ def test_a_retry_resumes_from_the_store_on_another_machine(
     assert retry.system_attrs["failed_trial"] == 0
     assert retry.user_attrs[RESUMED_FROM_STEP_ATTR] >= stored_step > 0
     assert retry.user_attrs[CHECKPOINT_STORE_ATTR] == trial_url
+    assert study.user_attrs["config"]["dataset"]["path"] == data_url
     assert str(retry.user_attrs[BEST_CHECKPOINT_ATTR]).startswith(f"{trial_url}/checkpoint-")
     # Bounded: the finished trial keeps its best checkpoint only.
     assert len(manifests_under(trial_url)) == 1
 
+    if stop == "SIGTERM":
+        return  # export and confirm from a third machine: once is enough (below, SIGKILL)
     third = machines[2]
     env = {**os.environ, "SWEEPER_STORAGE": postgres_url}
     exported = subprocess.run(

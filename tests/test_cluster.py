@@ -24,6 +24,7 @@ from sweeper.launch.cluster import (
     render_k8s,
     render_sbatch,
     slurm_time_seconds,
+    stop_seconds,
 )
 from sweeper.runtime.slurm import slurm_attrs
 from sweeper.study.sweep import load_existing_study
@@ -319,3 +320,37 @@ def test_k8s_pods_carry_the_study_label() -> None:
     (workers,) = manifests["workers.yaml"]
     labels = workers["spec"]["template"]["metadata"]["labels"]
     assert labels["sweeper.study"] == k8s_name(k8s_options().study_name)
+
+
+def test_k8s_with_an_object_store_needs_no_shared_volume() -> None:
+    """checkpoint_root s3://...: an emptyDir cache per pod, the store's credentials from a
+    Secret (never in the manifest), and the store as every pod's --checkpoint-root."""
+    options = k8s_options(checkpoint_store="s3://bucket/sweeper", store_secret="s3-credentials")
+    manifests = render_k8s(options)
+    (workers,) = manifests["workers.yaml"]
+    validate(workers)
+    validate(manifests["study-creator.yaml"][0])
+    pod = workers["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "cache", "emptyDir": {}}]
+    (container,) = pod["containers"]
+    assert container["volumeMounts"] == [{"name": "cache", "mountPath": "/cache"}]
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    command = container["command"]
+    assert command[command.index("--checkpoint-root") + 1] == "s3://bucket/sweeper"
+    assert "output_dir=/cache" in command
+    assert "persistentVolumeClaim" not in yaml.safe_dump(manifests)
+
+
+@pytest.mark.parametrize(
+    ("size", "to_store", "seconds"),
+    [
+        (None, True, 300),  # unknown size: the default
+        (int(0.8e9), False, 300),  # a local save only
+        (int(0.8e9), True, 300),  # distilbert with AdamW: 60 s + 64 s of upload fit in 300
+        (int(4e9), True, 390),  # 60 s + 320 s of upload, rounded up to 30 s
+    ],
+)
+def test_stop_seconds_grow_with_the_checkpoint_a_store_must_receive(
+    size: int | None, to_store: bool, seconds: int
+) -> None:
+    assert stop_seconds(size, to_store)[0] == seconds

@@ -217,9 +217,9 @@ def _add_slurm_command(commands: Any) -> None:
     slurm.add_argument(
         "--signal-seconds",
         type=int,
-        default=300,
         help="SIGUSR1 this long before the time limit: the worker stops cleanly and requeues "
-        "its task (default: 300, a training step plus a checkpoint)",
+        "its task (default: 300, a training step plus a checkpoint; more for a checkpoint "
+        "store and a large model, from the checkpoint's size)",
     )
     slurm.add_argument(
         "--checkpoint-root",
@@ -278,8 +278,19 @@ def _add_k8s_command(commands: Any) -> None:
     k8s.add_argument(
         "--grace-seconds",
         type=int,
-        default=300,
-        help="terminationGracePeriodSeconds: a training step plus a checkpoint (default: 300)",
+        help="terminationGracePeriodSeconds: a training step plus a checkpoint (default: 300; "
+        "more for a checkpoint store and a large model, from the checkpoint's size)",
+    )
+    k8s.add_argument(
+        "--checkpoint-root",
+        help="an object store for checkpoints (s3://bucket/prefix, gs://...): no shared volume, "
+        "an emptyDir cache per pod (default: the study's checkpoint_root, else --checkpoint-pvc)",
+    )
+    k8s.add_argument(
+        "--store-secret",
+        help="with an object store: the Secret whose keys become the pods' environment "
+        "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...; never written into "
+        "the manifests); leave it out where pods get credentials otherwise (workload identity)",
     )
     k8s.add_argument("--backoff-limit", type=int, help="pod failures allowed (default: 3 x N)")
     k8s.add_argument("--cpu", help="CPU request per worker pod, e.g. 8")
@@ -678,7 +689,7 @@ def command_slurm(args: argparse.Namespace) -> int:
         mem=args.mem,
         max_concurrent=args.max_concurrent,
         gres=args.gres,
-        signal_seconds=args.signal_seconds,
+        signal_seconds=_stop_seconds(args.signal_seconds, config, "--signal-seconds"),
         log_dir=args.log_dir or slurm_dir / "logs",
         python=args.python,
         checkpoint_root=config.checkpoint_root,
@@ -701,6 +712,28 @@ def command_slurm(args: argparse.Namespace) -> int:
     job_id = submit_sbatch(script, config.storage_url)
     print(slurm_next_steps(job_id, options, script))
     return EXIT_OK
+
+
+def _store_root(config: StudyConfig) -> str | None:
+    """The study's checkpoint_root when it is an object store (the pods' --checkpoint-root)."""
+    return str(config.checkpoint_root) if config.checkpoint_store else None
+
+
+def _stop_seconds(given: int | None, config: StudyConfig, flag: str) -> int:
+    """``given``, or what a stopped worker needs for this model's checkpoint (said once)."""
+    if given is not None:
+        return given
+    from sweeper.launch.cluster import stop_seconds
+    from sweeper.study.preflight import checkpoint_bytes
+    from sweeper.trial.models import load_model_config
+
+    try:
+        size = checkpoint_bytes(load_model_config(config.model.name))
+    except SweeperError:  # a hub id offline: the default, which a local save needs
+        size = None
+    seconds, why = stop_seconds(size, config.checkpoint_store is not None)
+    print(f"[sweeper] {flag} {seconds} ({why})", flush=True)
+    return seconds
 
 
 def command_k8s(args: argparse.Namespace) -> int:
@@ -736,7 +769,9 @@ def command_k8s(args: argparse.Namespace) -> int:
         workers=args.workers,
         namespace=args.namespace,
         checkpoint_pvc=args.checkpoint_pvc,
-        grace_seconds=args.grace_seconds,
+        grace_seconds=_stop_seconds(args.grace_seconds, config, "--grace-seconds"),
+        checkpoint_store=_store_root(config),
+        store_secret=args.store_secret,
         backoff_limit=args.backoff_limit,
         cpu=args.cpu,
         memory=args.memory,

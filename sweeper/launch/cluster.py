@@ -51,6 +51,30 @@ from sweeper.errors import (
 )
 from sweeper.runtime.storage import redact
 
+# --- how long a stopped worker needs ---------------------------------------------------------
+
+# Slurm's warning (--signal-seconds) and Kubernetes' grace (--grace-seconds) when not given:
+# a training step and a local save fit in this; an object store adds the upload.
+DEFAULT_STOP_SECONDS = 300
+# A conservative upload rate to an object store from a GPU node (bytes/s); doubled below
+# for a retry after a failed try.
+UPLOAD_BYTES_PER_SECOND = 25e6
+
+
+def stop_seconds(checkpoint_bytes: int | None, to_store: bool) -> tuple[int, str]:
+    """The seconds a stopped worker needs to save and (with a store) upload its newest
+    checkpoint before the scheduler kills it, and why."""
+    if not to_store or not checkpoint_bytes:
+        return DEFAULT_STOP_SECONDS, "a training step plus a local checkpoint save"
+    upload = 2 * checkpoint_bytes / UPLOAD_BYTES_PER_SECOND
+    needed = 60 + upload
+    seconds = max(DEFAULT_STOP_SECONDS, int(-(-needed // 30) * 30))
+    return seconds, (
+        f"a {checkpoint_bytes / 1e9:.2f} GB checkpoint: a step and a local save (60 s) plus "
+        f"twice its upload at {UPLOAD_BYTES_PER_SECOND / 1e6:.0f} MB/s ({upload:.0f} s)"
+    )
+
+
 # --- shared checks --------------------------------------------------------------------------------
 
 
@@ -369,6 +393,12 @@ class K8sOptions:
     checkpoint_pvc: str = "sweeper-checkpoints"
     checkpoint_mount: str = "/checkpoints"
     grace_seconds: int = 300
+    # Checkpoints in an object store (an s3:// or gs:// checkpoint_root): no shared volume,
+    # an emptyDir cache per pod, and the store's credentials from this Secret (its keys
+    # become the pod's environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...).
+    checkpoint_store: str | None = None
+    store_secret: str | None = None
+    cache_mount: str = "/cache"
     backoff_limit: int | None = None
     gpus_per_pod: int = 1
     cpu: str | None = None
@@ -433,6 +463,20 @@ def _k8s_env(options: K8sOptions) -> list[dict[str, Any]]:
     ]
 
 
+def _k8s_volume(options: K8sOptions) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the volume, its mount): a ReadWriteMany claim every pod shares, or with an object
+    store an emptyDir cache of the pod's own."""
+    if options.checkpoint_store:
+        return {"name": "cache", "emptyDir": {}}, {
+            "name": "cache",
+            "mountPath": options.cache_mount,
+        }
+    return (
+        {"name": "checkpoints", "persistentVolumeClaim": {"claimName": options.checkpoint_pvc}},
+        {"name": "checkpoints", "mountPath": options.checkpoint_mount},
+    )
+
+
 def _k8s_resources(options: K8sOptions) -> dict[str, Any]:
     resources: dict[str, Any] = {"limits": {"nvidia.com/gpu": options.gpus_per_pod}}
     requests = {
@@ -466,11 +510,11 @@ def _k8s_job(
         "command": container["command"],
         "env": _k8s_env(options),
         **{key: value for key, value in container.items() if key not in {"name", "command"}},
-        "volumeMounts": [{"name": "checkpoints", "mountPath": options.checkpoint_mount}],
+        "volumeMounts": [_k8s_volume(options)[1]],
     }
-    volumes = [
-        {"name": "checkpoints", "persistentVolumeClaim": {"claimName": options.checkpoint_pvc}}
-    ]
+    if options.store_secret:
+        container["envFrom"] = [{"secretRef": {"name": options.store_secret}}]
+    volumes = [_k8s_volume(options)[0]]
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -498,6 +542,15 @@ def render_k8s(options: K8sOptions) -> dict[str, list[dict[str, Any]]]:
     # The storage URL stays in the Secret: the container's environment has it as
     # SWEEPER_STORAGE, which sweeper reads; it is on no command line and in no manifest.
     study_args = [options.study_path, "--checkpoint-root", options.checkpoint_mount]
+    if options.checkpoint_store:
+        # The store is every pod's; the pod's own disk only caches (output_dir is a run key).
+        study_args = [
+            options.study_path,
+            "--checkpoint-root",
+            options.checkpoint_store,
+            "--set",
+            f"output_dir={options.cache_mount}",
+        ]
     for override in options.overrides:
         study_args += ["--set", override]
     creator = _k8s_job(

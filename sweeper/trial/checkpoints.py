@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sweeper.errors import CheckpointStoreError
+from sweeper.trial.stores import is_store_url, store_filesystem, strip_protocol
 
 CHECKPOINT_PREFIX = "checkpoint-"
 # Written last by the Trainer: a checkpoint without it was cut short.
@@ -84,40 +85,6 @@ def remove_checkpoints(directory: Path | str, keep: Path | str | None = None) ->
 # their files, so a reader never finds a manifest whose files are going.
 
 MANIFEST_SUFFIX = ".manifest.json"
-# What an unreachable store may cost a command before it says so (s3fs, botocore).
-STORE_CONNECT_TIMEOUT_SECONDS = 5
-STORE_READ_TIMEOUT_SECONDS = 60
-
-
-def is_store_url(location: str | Path | None) -> bool:
-    """An fsspec URL of an object store (``s3://``, ``gs://``, ...), not a local path."""
-    text = str(location or "")
-    return "://" in text and not text.startswith("file://")
-
-
-def store_filesystem(url: str) -> Any:
-    """The fsspec filesystem of ``url``, configured as boto3 and gcsfs users configure theirs
-    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, profiles, ...), with short timeouts so an
-    unreachable store is an error in seconds, not minutes."""
-    import fsspec
-
-    protocol = url.split("://", 1)[0]
-    options: dict[str, Any] = {}
-    if protocol in ("s3", "s3a"):
-        options["config_kwargs"] = {
-            "connect_timeout": STORE_CONNECT_TIMEOUT_SECONDS,
-            "read_timeout": STORE_READ_TIMEOUT_SECONDS,
-            "retries": {"max_attempts": 2, "mode": "standard"},
-        }
-        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        if endpoint:
-            options["endpoint_url"] = endpoint
-    # skip_instance_cache: a fresh client per call site, never one a forked process inherited.
-    return fsspec.filesystem(protocol, skip_instance_cache=True, **options)
-
-
-def _strip_protocol(url: str) -> str:
-    return url.split("://", 1)[1].rstrip("/")
 
 
 def _sha256(path: Path) -> str:
@@ -131,8 +98,8 @@ def _sha256(path: Path) -> str:
 def check_store(url: str) -> None:
     """Write, read back and delete a small object under ``url``: what every trial will do.
     Raises CheckpointStoreError naming the URL and the store's own reason."""
-    probe = f"{_strip_protocol(url)}/.sweeper-preflight-{uuid.uuid4().hex}"
-    bucket = _strip_protocol(url).split("/", 1)[0]
+    probe = f"{strip_protocol(url)}/.sweeper-preflight-{uuid.uuid4().hex}"
+    bucket = strip_protocol(url).split("/", 1)[0]
     try:
         fs = store_filesystem(url)
         # Before writing: some S3-compatible servers create a missing bucket on a first write.
@@ -163,7 +130,7 @@ class TrialStore:
 
     def __init__(self, url: str):
         self.url = url.rstrip("/")
-        self.root = _strip_protocol(self.url)
+        self.root = strip_protocol(self.url)
         self.fs = store_filesystem(self.url)
 
     def checkpoint_url(self, step: int) -> str:

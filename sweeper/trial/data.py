@@ -34,6 +34,7 @@ from sweeper.attributes import (
 from sweeper.errors import DataError, ModelError
 from sweeper.settings.config import DatasetConfig
 from sweeper.trial.models import require_hub, resolve_local_path
+from sweeper.trial.stores import fetch_data, is_store_url
 
 # Text formats may also come compressed (train.csv.gz, reviews.jsonl.xz): pandas infers the
 # codec from the last suffix.
@@ -135,7 +136,9 @@ def _file_digest(paths: list[Path]) -> str:
 
 def _load_raw(config: DatasetConfig) -> tuple[DatasetDict, str]:
     """The dataset's splits and a fingerprint of their content."""
-    local = resolve_local_path(config.path)
+    local = (
+        fetch_data(config.path) if is_store_url(config.path) else resolve_local_path(config.path)
+    )
     if local is not None and local.is_file():
         frame = _read_file(local)
         return DatasetDict(

@@ -17,8 +17,8 @@ from sweeper.attributes import (
     BEST_CHECKPOINT_ATTR,
     LABEL_NAMES_ATTR,
 )
-from sweeper.errors import ExportError
-from sweeper.trial.checkpoints import CheckpointStoreError, fetch_checkpoint, is_store_url
+from sweeper.errors import CheckpointStoreError, ExportError
+from sweeper.trial.checkpoints import fetch_checkpoint, is_store_url
 from sweeper.views.card import CARD_FILE, best_or_error, render_card
 from sweeper.views.confirmation import load_confirmation, load_confirmed_run, on_validation
 
