@@ -88,7 +88,7 @@ class DatasetConfig(_Strict):
     path: str
     """Where the data is: a hub dataset id; a CSV, TSV, JSON, JSON-lines or Parquet file (text
     formats may be .gz/.bz2/.xz/.zip compressed); a folder of split files (train.csv,
-    validation.jsonl.gz, ...); or a save_to_disk directory. A relative path is taken from the
+    validation.jsonl.gz, ...); a save_to_disk directory; or any of these in an object store (s3://..., gs://...), downloaded to ~/.cache/sweeper/data (SWEEPER_DATA_CACHE). A relative path is taken from the
     study file's folder when it exists there, else from the current directory."""
     text_column: str
     """The column holding the text (required)."""
@@ -417,8 +417,10 @@ class StudyConfig(_Strict):
     """Where reports, caches, SQLite files and (by default) checkpoints go, relative to the current
     directory."""
     checkpoint_root: str | None = None
-    """Where trial checkpoints go (default <output_dir>/<name>/checkpoints): a filesystem every
-    machine mounts, for several machines."""
+    """Where trial checkpoints go (default <output_dir>/<name>/checkpoints): a filesystem
+    every machine mounts, or an object store (s3://bucket/prefix, gs://bucket/prefix) any
+    machine can reach, configured as boto3 and gcsfs are (AWS_ENDPOINT_URL, credentials,
+    profiles); with a store, <output_dir> only caches."""
     keep_all_checkpoints: bool = False
     """Keep the checkpoints of pruned and non-best trials (default: deleted once no retry can need
     them)."""
