@@ -300,8 +300,16 @@ class BackgroundUploader:
     else. An upload that keeps failing is given up after its retries: training goes on,
     and :attr:`error` says the trial is no longer resumable from the store."""
 
-    def __init__(self, store: TrialStore, staging: Path, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        store: TrialStore,
+        staging: Path,
+        log: Callable[[str], None] = print,
+        prune: bool = True,
+    ):
         self.store, self.staging, self.log = store, staging, log
+        # False under keep_all_checkpoints: every uploaded checkpoint stays in the store.
+        self.prune = prune
         self.error: str | None = None
         self.uploaded: list[int] = []  # steps, in the order their manifests were written
         self.upload_seconds: list[float] = []
@@ -375,8 +383,8 @@ class BackgroundUploader:
                 self.bytes_uploaded += self.store.upload(snapshot, step)
                 self.upload_seconds.append(time.perf_counter() - started)
                 self.uploaded.append(step)
-                keep = {step} | ({best_step} if best_step is not None else set())
-                self.store.keep_only(keep)
+                if self.prune:
+                    self.store.keep_only({step} | ({best_step} if best_step is not None else set()))
                 return
             except Exception as error:  # the store's client raises its own families
                 reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]

@@ -553,7 +553,8 @@ def _finish_uploads(
         if best_step not in {int(m["step"]) for m in store.manifests()}:
             # Collapsed away by a newer upload while it was the best: sent now, once.
             store.upload(output_dir / f"{CHECKPOINT_PREFIX}{best_step}", best_step)
-        store.keep_only({best_step})
+        if uploader.prune:
+            store.keep_only({best_step})
         outcome.best_checkpoint = store.checkpoint_url(best_step)
     except Exception as error:  # the store's client raises its own families
         outcome.store_error = f"the best checkpoint (step {best_step}) was not stored: {error}"
@@ -650,7 +651,9 @@ def train_trial(
     uploader = None
     if store_url:
         staging = output_dir.parent / ".uploads" / output_dir.name
-        uploader = BackgroundUploader(TrialStore(store_url), staging)
+        uploader = BackgroundUploader(
+            TrialStore(store_url), staging, prune=not config.keep_all_checkpoints
+        )
         trainer.add_callback(UploadOnSave(uploader))
     started = time.perf_counter()
     completed = False
