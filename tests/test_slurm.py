@@ -174,6 +174,7 @@ def test_slurm_array_survives_preemption_and_the_time_limit(
         lambda: f"both tasks requeued; tasks {array_tasks(job)}\n{log_text()}",
     )
     preempted_at = newest_checkpoints(checkpoints)
+    time.sleep(2)  # as below: not within the second the preemption requeued them
     for task in array_tasks(job):
         slurm("scontrol", "update", f"JobId={task}", "StartTime=now")
 
@@ -189,6 +190,10 @@ def test_slurm_array_survives_preemption_and_the_time_limit(
         120,
         lambda: f"task 0 to requeue itself; tasks {array_tasks(job)}\n{log_text()}",
     )
+    # Not within the second of the requeue: slurmd refuses a credential issued in the second
+    # its predecessor was revoked ("Killing non-startable batch JobId=...: Job credential
+    # revoked", seen here once), and the task fails with exit code 1.
+    time.sleep(2)
     slurm("scontrol", "update", f"JobId={job}_0", "StartTime=now")
     wait_until(
         lambda: array_tasks(job) == {},

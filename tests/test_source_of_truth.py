@@ -40,21 +40,16 @@ def finished(name: str, storage_url: str) -> int:
 @pytest.fixture
 def other_model(tmp_path: Path, tiny_model_dir: Path) -> Path:
     """Another tiny BERT than the study files name (hidden 16, one layer)."""
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from benchmarks.common import random_bert
 
-    directory = tmp_path / "other-model"
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=512,
+    return random_bert(
+        tmp_path / "other-model",
+        hidden=16,
+        layers=1,
+        heads=2,
+        intermediate=32,
+        tokenizer_source=tiny_model_dir,
     )
-    BertForSequenceClassification(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 @pytest.mark.timeout(600)
