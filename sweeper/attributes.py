@@ -18,6 +18,8 @@ SPLIT_FINGERPRINTS_ATTR = "split_fingerprints"
 MODEL_FINGERPRINT_ATTR = "model_fingerprint"
 # Set last when a study is created: it has its baselines and its stored config.
 STUDY_READY_ATTR = "sweeper_ready"
+# Optional, set by a user: the fine-tuned model's license for its card (beside model.license).
+LICENSE_ATTR = "license"
 
 # --- on a confirmation's companion study (<study>.confirm) ----------------------------------------
 CANDIDATES_ATTR = "candidates"  # the frozen plan: configurations and seeds
@@ -43,6 +45,10 @@ EXAMPLES_PER_STEP_ATTR = "examples_per_step"
 STOP_REASON_ATTR = "stop_reason"  # pruned, or diverged
 EARLY_STOPPED_AT_ATTR = "early_stopped_at"  # stopped improving: complete nonetheless
 EARLY_STOP_NOTE_ATTR = "early_stop_note"
+
+# --- on a trial: Optuna's own (a system attribute its retry callback sets) ----------------------
+# The trial a retry stands for: the number of the first trial of its retry chain.
+RETRIED_FROM_SYSTEM_ATTR = "failed_trial"
 
 # --- on a trial: where and how it ran ------------------------------------------------------------
 CHECKPOINT_DIR_ATTR = "checkpoint_dir"

@@ -42,6 +42,7 @@ from sweeper.attributes import (
     PLANNED_STEPS_ATTR,
     RESUME_FALLBACK_ATTR,
     RESUMED_FROM_STEP_ATTR,
+    RETRIED_FROM_SYSTEM_ATTR,
     STOP_REASON_ATTR,
     STUDY_READY_ATTR,
     TRAIN_SECONDS_ATTR,
@@ -188,7 +189,7 @@ class Objective:
             for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             if t.number == trial.number
         )
-        first = frozen.system_attrs.get("failed_trial", trial.number)
+        first = frozen.system_attrs.get(RETRIED_FROM_SYSTEM_ATTR, trial.number)
         output_dir = trial_checkpoint_dir(self.context.checkpoint_dir, first)
         trial.set_user_attr(CHECKPOINT_DIR_ATTR, str(output_dir.resolve()))
         store = self.context.checkpoint_store

@@ -27,8 +27,8 @@ def is_store_url(location: str | Path | None) -> bool:
 
 def store_filesystem(url: str) -> Any:
     """The fsspec filesystem of ``url``, configured as boto3 and gcsfs users configure theirs
-    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, profiles, ...), with short timeouts so an
-    unreachable store is an error in seconds, not minutes."""
+    (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, profiles, ``STORAGE_EMULATOR_HOST``, ...),
+    with short timeouts so an unreachable store is an error in seconds, not minutes."""
     import fsspec
 
     protocol = url.split("://", 1)[0]
@@ -42,6 +42,18 @@ def store_filesystem(url: str) -> Any:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         if endpoint:
             options["endpoint_url"] = endpoint
+    elif protocol in ("gs", "gcs") and os.environ.get("STORAGE_EMULATOR_HOST") not in (
+        None,
+        "",
+        "default",  # gcsfs's word for Google's own endpoint
+    ):
+        # A GCS emulator (gcsfs's own STORAGE_EMULATOR_HOST): anonymous, and gcsfs's plain
+        # HTTP filesystem, not its default one, which also asks every bucket's layout over
+        # gRPC, a call no emulator answers (a minute of retries per operation once any
+        # Google credentials are found on the machine; those are never the emulator's).
+        from gcsfs.core import GCSFileSystem
+
+        return GCSFileSystem(token="anon", skip_instance_cache=True)
     # skip_instance_cache: a fresh client per call site, never one a forked process inherited.
     return fsspec.filesystem(protocol, skip_instance_cache=True, **options)
 

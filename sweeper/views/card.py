@@ -32,6 +32,7 @@ from sweeper.attributes import (
     BASELINE_ATTR,
     BEST_STEP_ATTR,
     LABEL_NAMES_ATTR,
+    LICENSE_ATTR,
     STOP_REASON_ATTR,
 )
 from sweeper.errors import CardError
@@ -200,7 +201,7 @@ def _license(study: optuna.Study, config: StudyConfig) -> str | None:
     """The license the study names, if any: a ``license`` study user attribute, or the
     study file's ``model.license``."""
     sources = (
-        ("study user attribute 'license'", study.user_attrs.get("license")),
+        ("study user attribute 'license'", study.user_attrs.get(LICENSE_ATTR)),
         ("study file key 'model.license'", config.model.license),
     )
     for where, value in sources:
@@ -315,7 +316,7 @@ def _score(trial: FrozenTrial) -> dict[str, str]:
 
 def _baselines_table(summary: StudySummary, best: FrozenTrial) -> list[str]:
     rows = [("best (this model)", best)] + [
-        (f"baseline {trial.user_attrs['baseline']}", trial)
+        (f"baseline {trial.user_attrs[BASELINE_ATTR]}", trial)
         for trial in summary.baselines
         if trial.number != best.number
     ]
@@ -335,7 +336,7 @@ def _baselines_table(summary: StudySummary, best: FrozenTrial) -> list[str]:
     fixed = fixed_params(summary.config.search_space)
     for role, trial in rows:
         if BASELINE_ATTR in trial.user_attrs and trial.number == best.number:
-            role = f"best (this model; baseline {trial.user_attrs['baseline']})"
+            role = f"best (this model; baseline {trial.user_attrs[BASELINE_ATTR]})"
         score = _score(trial)
         params = {**fixed, **trial.params}
         state = trial.state.name.lower()

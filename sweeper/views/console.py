@@ -17,6 +17,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from sweeper.attributes import (
     BASELINE_ATTR,
+    BEST_CHECKPOINT_ATTR,
     BEST_STEP_ATTR,
     CHECKPOINT_STORE_ERROR_ATTR,
     EARLY_STOP_NOTE_ATTR,
@@ -24,6 +25,7 @@ from sweeper.attributes import (
     FAILURE_ATTR,
     RESUME_FALLBACK_ATTR,
     RESUMED_FROM_STEP_ATTR,
+    RETRIED_FROM_SYSTEM_ATTR,
     SLURM_ARRAY_TASK_ID_ATTR,
     SLURM_JOB_ID_ATTR,
     SLURM_RESTART_COUNT_ATTR,
@@ -136,7 +138,7 @@ def trials_table(study: optuna.Study) -> str:
         notes = []
         if BASELINE_ATTR in trial.user_attrs:
             notes.append(f"baseline {trial.user_attrs[BASELINE_ATTR]}")
-        retried = trial.system_attrs.get("failed_trial")
+        retried = trial.system_attrs.get(RETRIED_FROM_SYSTEM_ATTR)
         if retried is not None:
             notes.append(f"retry of #{retried}")
         if trial.user_attrs.get(RESUMED_FROM_STEP_ATTR):
@@ -227,10 +229,10 @@ def best_summary(study: optuna.Study, metric: str) -> str:
     if best is None:
         return f"study {study.study_name!r} has no completed trial yet"
     lines = [
-        f"best trial: #{best.number}  {metric}={format_value(best.value)} at step {best.user_attrs.get('best_step')}",
+        f"best trial: #{best.number}  {metric}={format_value(best.value)} at step {best.user_attrs.get(BEST_STEP_ATTR)}",
         "params:",
         *[f"  {name}: {format_value(value)}" for name, value in best.params.items()],
-        f"checkpoint: {best.user_attrs.get('best_checkpoint') or '(none saved)'}",
+        f"checkpoint: {best.user_attrs.get(BEST_CHECKPOINT_ATTR) or '(none saved)'}",
         f"(a single-seed validation score, not confirmed: `sweeper confirm {study.study_name}` "
         "re-trains the best configurations with fresh seeds)",
     ]

@@ -17,6 +17,7 @@ from plotly.subplots import make_subplots
 
 from sweeper.attributes import (
     BASELINE_ATTR,
+    BEST_STEP_ATTR,
 )
 from sweeper.errors import ConfigError
 from sweeper.settings.config import stored_config
@@ -545,7 +546,7 @@ def overfitting_figure(study: optuna.Study) -> go.Figure:
         state = "complete" if trial.state == TrialState.COMPLETE else "pruned"
         if trial.state == TrialState.COMPLETE and early_stopped_at(trial) is not None:
             state = f"early-stopped at step {early_stopped_at(trial)}"
-        titles.append(f"{_label(trial)}: {state}, best step {trial.user_attrs.get('best_step')}")
+        titles.append(f"{_label(trial)}: {state}, best step {trial.user_attrs.get(BEST_STEP_ATTR)}")
     figure = make_subplots(
         rows=rows,
         cols=PANEL_COLUMNS,

@@ -24,6 +24,7 @@ from sweeper.attributes import (
     CHECKPOINT_STORE_ERROR_ATTR,
     FAILURE_ATTR,
     RESUME_FALLBACK_ATTR,
+    RETRIED_FROM_SYSTEM_ATTR,
     STOP_REASON_ATTR,
     TRACEBACK_ATTR,
     WORKER_ATTR,
@@ -102,12 +103,12 @@ def _comparison_table(summary: StudySummary) -> str:
     if summary.best is not None:
         rows.append(("best", summary.best))
     rows += [
-        (f"baseline {t.user_attrs['baseline']}", t)
+        (f"baseline {t.user_attrs[BASELINE_ATTR]}", t)
         for t in summary.baselines
         if summary.best is None or t.number != summary.best.number
     ]
     if summary.best is not None and BASELINE_ATTR in summary.best.user_attrs:
-        rows[0] = (f"best (baseline {summary.best.user_attrs['baseline']})", summary.best)
+        rows[0] = (f"best (baseline {summary.best.user_attrs[BASELINE_ATTR]})", summary.best)
     if not rows:
         return '<p class="note">No trial has completed and the study has no baselines.</p>'
     param_names = sorted({name for _, trial in rows for name in trial.params})
@@ -147,7 +148,7 @@ def _summary_html(study: optuna.Study, summary: StudySummary) -> str:
     if best is not None:
         best_value = format_value(best.value)
         best_detail = (
-            f"trial #{best.number}, step {best.user_attrs.get('best_step')} ({arrow} is better)"
+            f"trial #{best.number}, step {best.user_attrs.get(BEST_STEP_ATTR)} ({arrow} is better)"
         )
     else:
         best_value, best_detail = "–", "no trial has completed yet"
@@ -294,9 +295,9 @@ def _failures_html(study: optuna.Study) -> str:
     if not failed:
         return ""
     retried_as = {
-        trial.system_attrs["failed_trial"]: trial.number
+        trial.system_attrs[RETRIED_FROM_SYSTEM_ATTR]: trial.number
         for trial in trials
-        if trial.system_attrs.get("failed_trial") is not None
+        if trial.system_attrs.get(RETRIED_FROM_SYSTEM_ATTR) is not None
     }
     header = "".join(f"<th>{h}</th>" for h in ("trial", "reason", "worker", "retried as"))
     lines = ["<h2>Failed trials</h2>", f"<table><tr>{header}</tr>"]
