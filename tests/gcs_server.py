@@ -88,7 +88,9 @@ class GCSServer:
                 return
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"fake-gcs-server did not serve on {self.endpoint} within {timeout:.0f} s")
+        raise RuntimeError(
+            f"fake-gcs-server did not serve on {self.endpoint} within {timeout:.0f} s"
+        )
 
     def _request(self, method: str, path: str, body: dict[str, str] | None = None) -> int:
         request = urllib.request.Request(

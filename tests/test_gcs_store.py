@@ -59,7 +59,7 @@ def gcs_environment(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
@@ -71,7 +71,7 @@ def gcs_environment(
                 "type": "service_account",
                 "project_id": "sweeper-test",
                 "private_key_id": "sweeper-test",
-                "private_key": key.decode(),
+                "private_key": private_key.decode(),
                 "client_email": "sweeper-test@sweeper-test.iam.gserviceaccount.com",
                 "client_id": "1",
                 "token_uri": "http://127.0.0.1:9/token",  # the discard port: nothing answers
@@ -150,7 +150,10 @@ def test_a_partial_or_corrupt_gcs_upload_is_never_resumed_from(
     left = objects_under(store.url)
     assert sorted(left) == sorted(
         [f"{store.root}/checkpoint-10{MANIFEST_SUFFIX}"]
-        + [f"{store.root}/checkpoint-10/{name}" for name in ("config.json", "model.safetensors", "trainer_state.json")]
+        + [
+            f"{store.root}/checkpoint-10/{name}"
+            for name in ("config.json", "model.safetensors", "trainer_state.json")
+        ]
     ), left
     store.remove()
     assert store.manifests() == [] and objects_under(store.url) == []
@@ -176,7 +179,7 @@ def test_a_gcs_checkpoint_is_fetched_by_its_url_and_verified(
     with pytest.raises(CheckpointStoreError, match="no complete checkpoint"):
         fetch_checkpoint(store.checkpoint_url(50), cache)
     store.fs.pipe_file(f"{store.root}/checkpoint-40/config.json", b"{}")
-    with pytest.raises(CheckpointStoreError, match="config.json differs from its manifest"):
+    with pytest.raises(CheckpointStoreError, match=r"config\.json differs from its manifest"):
         fetch_checkpoint(store.checkpoint_url(40), tmp_path / "elsewhere")
     assert [p for p in (tmp_path / "elsewhere").rglob("*") if p.is_file()] == []  # none kept
     store.remove()

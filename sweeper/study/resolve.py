@@ -146,9 +146,11 @@ def stored_attributes(name: str, storage_url: str) -> dict[str, Any] | None:
     storage = open_storage(storage_url, heartbeat=False, create=False)
     try:
         study_id = storage.get_study_id_from_name(name)
+        return drop_stored_credentials(storage, study_id, storage.get_study_user_attrs(study_id))
     except KeyError:
         return None
-    return drop_stored_credentials(storage, study_id, storage.get_study_user_attrs(study_id))
+    finally:
+        storage.engine.dispose()  # the command opens the study itself, once, afterwards
 
 
 def drop_stored_credentials(

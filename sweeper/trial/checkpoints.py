@@ -120,8 +120,9 @@ def check_store(url: str) -> None:
         reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
         raise CheckpointStoreError(
             f"checkpoint_root={url!r} cannot be written, read and deleted ({reason}); check "
-            "the bucket, the endpoint (AWS_ENDPOINT_URL) and the credentials "
-            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, or GOOGLE_APPLICATION_CREDENTIALS)"
+            "the bucket, the endpoint (AWS_ENDPOINT_URL for S3, STORAGE_EMULATOR_HOST for a "
+            "GCS emulator) and the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a "
+            "profile, or GOOGLE_APPLICATION_CREDENTIALS)"
         ) from None
 
 
