@@ -11,8 +11,9 @@ without it; a command that needs the password takes the URL from ``--storage``, 
 
 from __future__ import annotations
 
+import re
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 # The environment variable every command reads the storage URL from when --storage is not
 # given: launchers pass the URL this way, never on a command line or in a file they write.
@@ -27,29 +28,42 @@ _SECRET_QUERY_KEYS = frozenset(
 )
 
 
+# user[:password]@ right after the scheme, as SQLAlchemy reads it: the password runs to the
+# first "@" and may hold "/", "?" or "#" (which urllib would take for the path or query).
+_USERINFO = re.compile(r"(?P<user>[^:/@?#]*)(?::(?P<password>[^@]*))?@")
+
+
+def drop_secret_query(url: str, replacement: str | None = None) -> str:
+    """``url`` without (or, with ``replacement``, with masked) secret query parameters."""
+    head, mark, query = url.partition("?")
+    if not mark:
+        return url
+    fragment = ""
+    if "#" in query:
+        query, fragment = query.split("#", 1)
+        fragment = "#" + fragment
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(key.lower() in _SECRET_QUERY_KEYS for key, _ in pairs):
+        return url
+    kept = [
+        (key, replacement) if key.lower() in _SECRET_QUERY_KEYS else (key, value)
+        for key, value in pairs
+        if key.lower() not in _SECRET_QUERY_KEYS or replacement is not None
+    ]
+    return f"{head}?{urlencode(kept, safe='*')}{fragment}" if kept else f"{head}{fragment}"
+
+
 def without_credentials(url: str) -> str:
     """``url`` without its password (the user name stays) and without secret query
-    parameters; anything that is not a URL with a network location is returned as it is."""
-    if "://" not in url:
+    parameters; anything that is not a URL with a scheme is returned as it is."""
+    scheme, separator, rest = url.partition("://")
+    if not separator:
         return url
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    netloc = parts.netloc
-    userinfo, at, host = netloc.rpartition("@")
-    if at:
-        user = userinfo.partition(":")[0]
-        netloc = f"{user}@{host}" if user else host
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        kept = [(key, value) for key, value in pairs if key.lower() not in _SECRET_QUERY_KEYS]
-        if len(kept) != len(pairs):
-            query = urlencode(kept)
-    if netloc == parts.netloc and query == parts.query:
-        return url  # urlunsplit would not give back every URL as written (sqlite:////x)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    userinfo = _USERINFO.match(rest)
+    if userinfo is not None and userinfo.group("password") is not None:
+        user = userinfo.group("user")
+        rest = (f"{user}@" if user else "") + rest[userinfo.end() :]
+    return drop_secret_query(f"{scheme}://{rest}")
 
 
 def has_credentials(url: str) -> bool:

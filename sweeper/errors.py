@@ -66,6 +66,11 @@ class CheckpointStoreError(SweeperError):
     checkpoint in it is missing, partial or corrupt."""
 
 
+class CheckpointStoreReadError(CheckpointStoreError):
+    """The store could not be read at all (unreachable, refused): nothing is known about the
+    checkpoint, so a resume must not pass it over as if it were corrupt."""
+
+
 class ConfirmError(SweeperError):
     """Confirmation cannot start or go on: no finished trial, a plan that differs, no seeds."""
 

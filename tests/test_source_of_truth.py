@@ -237,10 +237,31 @@ def test_run_keys_are_documented_from_the_code() -> None:
         ("sqlite:////tmp/x.db", "sqlite:////tmp/x.db"),
         ("runs/checkpoints", "runs/checkpoints"),
         ("mysql://u@h/db", "mysql://u@h/db"),
+        # A generated password may hold what urllib takes for a path, query or fragment.
+        ("postgresql+psycopg://u:ab/cd@host/db", "postgresql+psycopg://u@host/db"),
+        (
+            "postgresql+psycopg://u:a?b#c@h:5432/db?sslmode=require",
+            "postgresql+psycopg://u@h:5432/db?sslmode=require",
+        ),
     ],
 )
 def test_without_credentials(url: str, expected: str) -> None:
     assert without_credentials(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://u:ab/cd@host/db",
+        "postgresql://host/db?user=u&password=ab/cd",
+        "postgresql+psycopg://u:a?b#c@host/db",
+    ],
+)
+def test_log_lines_show_no_password(url: str) -> None:
+    from sweeper.runtime.storage import redact
+
+    shown = redact(url)
+    assert "ab/cd" not in shown and "a?b#c" not in shown and "***" in shown
 
 
 def test_scrub_document_drops_every_url_keys_password() -> None:

@@ -83,12 +83,19 @@ def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options: `--stor URL` would otherwise pass for --storage and slip past
+    what the --gpus parent strips from its children's command lines."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sweeper", description=__doc__.splitlines()[0] if __doc__ else None
-    )
+    parser = _Parser(prog="sweeper", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_sweep_commands(commands)
     _add_confirm_command(commands)
     for name, text in (

@@ -22,6 +22,7 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from sweeper.credentials import drop_secret_query
 from sweeper.errors import StorageError
 from sweeper.settings.config import WorkersConfig
 
@@ -131,9 +132,10 @@ def open_lock(storage_url: str, name: str) -> StorageLock:
 def redact(url: str) -> str:
     """The URL with its password replaced by ***, for logs and messages."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        shown = make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
         return "<unparseable storage URL>"
+    return drop_secret_query(shown, replacement="***")  # libpq's ?password= too
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

@@ -773,21 +773,19 @@ def _finalize_locked(
 
 
 def _remove_checkpoints(companion: optuna.Study, keep: int) -> None:
-    """Every re-run's checkpoints but those of trial ``keep`` (the exported one)."""
-    kept = next(
-        (
-            t.user_attrs.get(CHECKPOINT_DIR_ATTR)
-            for t in companion.get_trials(deepcopy=False)
-            if t.number == keep
-        ),
-        None,
-    )
-    for trial in companion.get_trials(deepcopy=False):
+    """Every re-run's checkpoints but those of trial ``keep`` (the exported one): its local
+    directory and its prefix in the store, which its retry chain's earlier trials share."""
+    trials = companion.get_trials(deepcopy=False)
+    kept = next((t.user_attrs for t in trials if t.number == keep), {})
+    for trial in trials:
+        if trial.state == TrialState.RUNNING:
+            continue
         directory = trial.user_attrs.get(CHECKPOINT_DIR_ATTR)
-        if directory and directory != kept and trial.state != TrialState.RUNNING:
+        if directory and directory != kept.get(CHECKPOINT_DIR_ATTR):
             remove_checkpoints(directory)
-            if trial.user_attrs.get(CHECKPOINT_STORE_ATTR):
-                remove_checkpoints(trial.user_attrs[CHECKPOINT_STORE_ATTR])
+        stored = trial.user_attrs.get(CHECKPOINT_STORE_ATTR)
+        if stored and stored != kept.get(CHECKPOINT_STORE_ATTR):
+            remove_checkpoints(stored)
 
 
 # --- the table -------------------------------------------------------------------------------

@@ -72,12 +72,12 @@ def optional_study_file(study: str | Path, studies_dir: Path) -> Path | None:
         return None
 
 
-def _leaf_keys(document: Mapping[str, Any], prefix: str = "") -> list[str]:
+def leaf_keys(document: Mapping[str, Any], prefix: str = "") -> list[str]:
     keys = []
     for key, value in document.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
-            keys += _leaf_keys(value, f"{dotted}.")
+            keys += leaf_keys(value, f"{dotted}.")
         else:
             keys.append(dotted)
     return keys
@@ -124,14 +124,17 @@ def check_run_keys_only(
         )
 
 
-def _with_run_keys(stored: StudyConfig, given: StudyConfig, storage_url: str) -> StudyConfig:
-    """The stored configuration, with the run keys of ``given`` and the storage it was
-    found in."""
+def _with_run_keys(
+    stored: StudyConfig, given: StudyConfig, given_keys: list[str], storage_url: str
+) -> StudyConfig:
+    """The stored configuration, with the run keys the study file or the command line give
+    (a run key they leave out keeps its stored value, not the default) and the storage the
+    study was found in."""
     document = stored.model_dump(mode="json")
     given_values = given.model_dump(mode="json")
-    for key in RUN_KEYS:
+    for key in given_keys:
         value = _value_at(given_values, key)
-        if value is not _MISSING:
+        if is_run_key(key) and value is not _MISSING:
             apply_overrides(document, {key: value})
     document["storage"] = storage_url
     return validate_document(document, f"the stored configuration of study {stored.name!r}")
@@ -193,7 +196,7 @@ def _locate(
     options = {"notify": notify} if notify is not None else {}
     path, document = read_study_document(study_file, overrides, studies_dir, **options)
     given = config_from_document(path, document)
-    return _Located(study_file, given.name, given.storage_url, given, _leaf_keys(document))
+    return _Located(study_file, given.name, given.storage_url, given, leaf_keys(document))
 
 
 def locate_study(
@@ -241,7 +244,7 @@ def resolve_study(
         given = validate_document(document, f"--set on study {name!r}")
     check_run_keys_only(stored, given, located.given_keys, storage_url)
     return ResolvedStudy(
-        _with_run_keys(stored, given, storage_url),
+        _with_run_keys(stored, given, located.given_keys, storage_url),
         exists=True,
         study_file=located.study_file,
         user_attrs=attrs,

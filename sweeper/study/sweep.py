@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ from sweeper.attributes import (
     TRAIN_SECONDS_ATTR,
     WORKER_ATTR,
 )
-from sweeper.errors import ConfigError, StorageError
+from sweeper.errors import CheckpointStoreError, ConfigError, StorageError
 from sweeper.runtime.slurm import slurm_attrs
 from sweeper.runtime.storage import open_lock, open_storage, redact
 from sweeper.runtime.workers import (
@@ -66,14 +67,16 @@ from sweeper.settings.config import (
     StudyConfig,
     WorkersConfig,
     dump_config,
+    stored_config,
     stored_document,
 )
 from sweeper.settings.hyperparameters import suggest_params
 from sweeper.settings.pruners import build_pruner
 from sweeper.settings.samplers import build_sampler
 from sweeper.study.preflight import PreflightResult, run_preflight
-from sweeper.study.resolve import drop_stored_credentials
+from sweeper.study.resolve import check_run_keys_only, drop_stored_credentials, leaf_keys
 from sweeper.trial.checkpoints import (
+    UPLOAD_RETRY_DELAYS_SECONDS,
     TrialStore,
     last_checkpoint,
     remove_checkpoints,
@@ -221,17 +224,26 @@ class Objective:
         """A retry on any machine: the store's newest complete checkpoint (downloaded and
         verified into the local cache) unless this machine holds one as new. Checkpoints
         passed over, and a fresh start for want of any, are recorded on the trial."""
-        try:
-            store = TrialStore(store_url)
-            manifests = store.manifests()
-            if local is not None and all(int(m["step"]) <= local[1] for m in manifests):
-                return local
-            found = store.restore(output_dir)
-        except Exception as error:  # the store's client raises its own families
-            trial.set_user_attr(
-                RESUME_FALLBACK_ATTR, f"the store failed ({error}); local copy used"
-            )
-            return local
+        for delay in (*UPLOAD_RETRY_DELAYS_SECONDS, None):
+            try:
+                store = TrialStore(store_url)
+                manifests = store.manifests()
+                if local is not None and all(int(m["step"]) <= local[1] for m in manifests):
+                    return local
+                found = store.restore(output_dir)
+                break
+            except Exception as error:  # the store's client raises its own families
+                if local is not None:
+                    note = f"the store failed ({error}); this machine's copy used"
+                    trial.set_user_attr(RESUME_FALLBACK_ATTR, note)
+                    return local
+                if delay is None:
+                    # Not a fresh start: its first upload would prune the stored progress.
+                    raise CheckpointStoreError(
+                        f"{store_url} could not be read to resume trial #{trial.number} "
+                        f"({error}); nothing was trained"
+                    ) from None
+                time.sleep(delay)
         passed_over = found[2] if found else [f"step {m['step']}" for m in manifests]
         if found is None:
             passed_over.append("no complete checkpoint left: started over")
@@ -247,9 +259,12 @@ class CheckpointJanitor:
     checkpoint stays until its retry ends."""
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        # After the snapshot: a trial that completes in between is judged by the next call,
+        # never taken for a non-best one whose checkpoints may go.
         best = best_trial(study)
         newest: dict[str, FrozenTrial] = {}
-        for candidate in study.get_trials(deepcopy=False):
+        for candidate in trials:
             directory = candidate.user_attrs.get(CHECKPOINT_DIR_ATTR)
             if directory and (
                 directory not in newest or candidate.number > newest[directory].number
@@ -363,6 +378,12 @@ def ensure_study(
     try:
         lock.acquire()
         study, created = open_study(config, storage)
+        if not created and isinstance(study.user_attrs.get(CONFIG_ATTR), dict):
+            # The command resolved its configuration on the stored one (sweeper.study.resolve)
+            # unless the storage could not be read then: nothing but run keys may differ.
+            stored = stored_config(config.name, study.user_attrs)
+            every_key = leaf_keys(config.model_dump(mode="json"))
+            check_run_keys_only(stored, config, every_key, config.storage_url)
         if splits is not None:
             check_unchanged(study.user_attrs, splits, config.name)
         check_same_model(study.user_attrs, model_fingerprint, config.model.name, config.name)

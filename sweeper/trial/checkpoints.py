@@ -22,8 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sweeper.errors import CheckpointStoreError
-from sweeper.trial.stores import is_store_url, store_filesystem, strip_protocol
+from sweeper.errors import CheckpointStoreError, CheckpointStoreReadError
+from sweeper.trial.stores import (
+    STORE_READ_TIMEOUT_SECONDS,
+    is_store_url,
+    store_filesystem,
+    strip_protocol,
+)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 # Written last by the Trainer: a checkpoint without it was cut short.
@@ -105,6 +110,8 @@ def check_store(url: str) -> None:
         # Before writing: some S3-compatible servers create a missing bucket on a first write.
         try:
             fs.info(bucket)
+        except PermissionError:
+            pass  # a policy scoped to the prefix may forbid HeadBucket: the probe says more
         except FileNotFoundError:
             raise CheckpointStoreError(
                 f"the bucket {bucket!r} does not exist (or these credentials cannot see it); "
@@ -113,6 +120,8 @@ def check_store(url: str) -> None:
         fs.pipe_file(probe, b"sweeper")
         if fs.cat_file(probe) != b"sweeper":
             raise CheckpointStoreError("what was read back differs from what was written")
+        # A resume lists the manifests, and pruning lists what to delete.
+        fs.ls(probe.rsplit("/", 1)[0], detail=False, refresh=True)
         fs.rm_file(probe)
     except CheckpointStoreError as error:
         raise CheckpointStoreError(f"checkpoint_root={url!r}: {error}") from None
@@ -179,6 +188,10 @@ class TrialStore:
                     self.fs.get_file(f"{prefix}/{item['path']}", str(local))
                 except FileNotFoundError:
                     raise CheckpointStoreError(f"{item['path']} is missing") from None
+                except Exception as error:  # the store's client raises its own families
+                    raise CheckpointStoreReadError(
+                        f"{item['path']} could not be read ({type(error).__name__}: {error})"
+                    ) from None
                 if local.stat().st_size != item["size"] or _sha256(local) != item["sha256"]:
                     raise CheckpointStoreError(f"{item['path']} differs from its manifest")
             shutil.rmtree(target, ignore_errors=True)
@@ -195,6 +208,8 @@ class TrialStore:
             step = int(manifest["step"])
             try:
                 local = self.download(manifest, cache / f"{CHECKPOINT_PREFIX}{step}")
+            except CheckpointStoreReadError:
+                raise  # the store failed, not the checkpoint: nothing to pass over
             except CheckpointStoreError as error:
                 passed_over.append(f"step {step}: {error}")
                 continue
@@ -309,6 +324,8 @@ class BackgroundUploader:
         prune: bool = True,
     ):
         self.store, self.staging, self.log = store, staging, log
+        # Snapshots a killed worker left behind hold the bytes of deleted checkpoints.
+        shutil.rmtree(staging, ignore_errors=True)
         # False under keep_all_checkpoints: every uploaded checkpoint stays in the store.
         self.prune = prune
         self.error: str | None = None
@@ -346,7 +363,9 @@ class BackgroundUploader:
         return True
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush (within ``timeout``), then stop the thread; what was not sent is dropped."""
+        """Flush (within ``timeout``), then stop the thread; what was not sent is dropped.
+        An upload in flight is let finish (no retry after it), so no manifest lands after
+        the trial's clean-up."""
         flushed = self.flush(timeout)
         with self._condition:
             self._closed = True
@@ -354,7 +373,8 @@ class BackgroundUploader:
                 shutil.rmtree(self._pending[0], ignore_errors=True)
                 self._pending = None
             self._condition.notify_all()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=STORE_READ_TIMEOUT_SECONDS * 2)
+        shutil.rmtree(self.staging, ignore_errors=True)
         return flushed
 
     def _run(self) -> None:
@@ -385,7 +405,11 @@ class BackgroundUploader:
                 self.upload_seconds.append(time.perf_counter() - started)
                 self.uploaded.append(step)
                 if self.prune:
-                    self.store.keep_only({step} | ({best_step} if best_step is not None else set()))
+                    keep = {step} | ({best_step} if best_step is not None else set())
+                    # A failed clean-up is not a failed upload: the checkpoint is stored,
+                    # and the next upload's clean-up deletes what this one left.
+                    with contextlib.suppress(Exception):
+                        self.store.keep_only(keep)
                 return
             except Exception as error:  # the store's client raises its own families
                 reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]

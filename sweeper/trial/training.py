@@ -546,13 +546,18 @@ def _finish_uploads(
         "bytes_uploaded": uploader.bytes_uploaded,
     }
     best_step = checkpoint_step(outcome.best_checkpoint)
-    if not completed or best_step is None or uploader.error is not None:
+    if not (completed or stopped) or best_step is None or uploader.error is not None:
         return
     store = uploader.store
+    local_best = output_dir / f"{CHECKPOINT_PREFIX}{best_step}"
     try:
-        if best_step not in {int(m["step"]) for m in store.manifests()}:
-            # Collapsed away by a newer upload while it was the best: sent now, once.
-            store.upload(output_dir / f"{CHECKPOINT_PREFIX}{best_step}", best_step)
+        stored = {int(m["step"]) for m in store.manifests()}
+        if best_step not in stored and local_best.is_dir():
+            # Collapsed away by a newer upload while it was the best: sent now, once (after
+            # a stop too: the retry elsewhere goes on comparing against it).
+            store.upload(local_best, best_step)
+        if not completed:
+            return
         if uploader.prune:
             store.keep_only({best_step})
         outcome.best_checkpoint = store.checkpoint_url(best_step)
