@@ -485,3 +485,22 @@ def test_the_study_file_reference_is_generated_from_the_code() -> None:
         assert f"| `{objective.name}` |" in generated
     for name in PRUNER_TYPES:
         assert f"### pruner.type: {name}" in generated
+
+
+def test_a_run_key_left_out_keeps_its_stored_value(
+    write_study: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Created keeping all checkpoints and with a poll interval: a worker started later from
+    the same study file without them keeps the study's values, not the defaults; given
+    again, they change (run keys)."""
+    from sweeper.study.resolve import resolve_study
+
+    path = write_study("kept")
+    url = f"sqlite:///{tmp_path / 'kept.db'}"
+    created = ["create", str(path), "--storage", url, "--set", "keep_all_checkpoints=true"]
+    assert main([*created, "--set", "workers.poll_seconds=1.5"]) == 0
+    resolved = resolve_study(path, {"storage": url})
+    assert resolved.exists and resolved.config.keep_all_checkpoints is True
+    assert resolved.config.workers.poll_seconds == 1.5
+    changed = resolve_study(path, {"storage": url, "keep_all_checkpoints": False})
+    assert changed.config.keep_all_checkpoints is False
