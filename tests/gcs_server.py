@@ -18,6 +18,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servers import stop_process
+
 BUCKET = "checkpoints"
 PROJECT = "sweeper-test"
 
@@ -116,11 +118,5 @@ class GCSServer:
         return self._request("GET", f"/storage/v1/b/{BUCKET}") == 200
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, timeout=10)
         self.process = None

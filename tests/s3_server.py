@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servers import stop_process
+
 S3_PORT = 8333
 ACCESS_KEY = "sweeper-test-key"
 SECRET_KEY = "sweeper-test-secret"
@@ -116,13 +118,7 @@ class S3Server:
             return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        stop_process(self.process, timeout=30)
         self.process = None
         deadline = time.monotonic() + 30
         while _answers(S3_PORT) and time.monotonic() < deadline:

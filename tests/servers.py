@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,3 +27,15 @@ def serve_for_session(
         yield server
     finally:
         server.stop()
+
+
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """Terminate a server, and kill it when it has not exited within ``timeout``."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
