@@ -201,17 +201,18 @@ def study_config(
     scratch: Path,
     label: str,
     unpruned: bool,
+    prefix: str = "pruning",
 ) -> Any:
-    """The default study's search at the benchmark's size. ``unpruned``: no pruner and no
-    early stopping; otherwise the study file's own pruner and early stopping (the default
-    rules) as they are."""
+    """The default study's search at the benchmark's size, as study ``<prefix>-<label>``.
+    ``unpruned``: no pruner and no early stopping; otherwise the study file's own pruner and
+    early stopping (the default rules) as they are."""
     from sweeper.settings.config import load_study_config
 
     epochs: Any = 1 if sizes["max_epochs"] == 1 else {"low": 1, "high": int(sizes["max_epochs"])}
     overrides: dict[str, Any] = {
-        "name": f"pruning-{label}",
+        "name": f"{prefix}-{label}",
         "output_dir": str(scratch / "runs"),
-        "storage": f"sqlite:///{(scratch / 'runs' / 'pruning.db').resolve()}",
+        "storage": f"sqlite:///{(scratch / 'runs' / f'{prefix}.db').resolve()}",
         "dataset.path": str(Path(args.data).resolve()),
         "dataset.max_train_rows": sizes["train_rows"],
         "dataset.max_validation_rows": sizes["validation_rows"],
@@ -253,8 +254,8 @@ def default_rules(config: Any) -> dict[str, Any]:
 class TrialLine:
     """An Optuna callback printing one line per finished trial."""
 
-    def __init__(self, label: str, total: int, metric: str):
-        self.label, self.total, self.metric = label, total, metric
+    def __init__(self, label: str, total: int, metric: str, tag: str = NAME):
+        self.label, self.total, self.metric, self.tag = label, total, metric, tag
         self.started = time.perf_counter()
 
     def __call__(self, study: Any, trial: Any) -> None:
@@ -265,7 +266,7 @@ class TrialLine:
         value = "-" if trial.value is None else f"{trial.value:.4f}"
         note = trial.user_attrs.get("stop_reason") or trial.user_attrs.get("early_stop_note") or ""
         print(
-            f"[pruning] {self.label} trial {trial.number + 1}/{self.total}: "
+            f"[{self.tag}] {self.label} trial {trial.number + 1}/{self.total}: "
             f"{trial.state.name.lower()}, {self.metric} {value}, {examples} examples, "
             f"{time.perf_counter() - self.started:.0f} s so far{f' ({note})' if note else ''}",
             flush=True,
@@ -281,7 +282,7 @@ def live_outcome(trial: Any) -> str:
     return str(trial.state.name.lower())
 
 
-def run_search(config: Any, label: str) -> tuple[Any, dict[str, Any]]:
+def run_search(config: Any, label: str, tag: str = NAME) -> tuple[Any, dict[str, Any]]:
     """Run one study to its budget; its trials, curves and the training they spent."""
     from benchmarks.replay import curves_from_trials
     from sweeper.study.sweep import run_study
@@ -291,7 +292,7 @@ def run_search(config: Any, label: str) -> tuple[Any, dict[str, Any]]:
     study = run_study(
         config,
         show_progress=False,
-        extra_callbacks=[TrialLine(label, int(config.budget.n_trials), metric)],
+        extra_callbacks=[TrialLine(label, int(config.budget.n_trials), metric, tag)],
     )
     wall = time.perf_counter() - started
     trials = study.get_trials(deepcopy=False)
@@ -336,9 +337,10 @@ def run_search(config: Any, label: str) -> tuple[Any, dict[str, Any]]:
     }
 
 
-def confirm(config: Any, seeds: int) -> dict[str, Any]:
-    """The study's winner (top 1) re-trained with ``seeds`` fresh seeds by ``sweeper
-    confirm``'s own code; its confirmed objective and accuracy (mean, std over seeds)."""
+def confirm(config: Any, seeds: int | list[int]) -> dict[str, Any]:
+    """The study's winner (top 1) re-trained with fresh seeds (``seeds``: how many, or the
+    seeds themselves) by ``sweeper confirm``'s own code; its confirmed objective and
+    accuracy (mean, std over seeds)."""
     from sweeper.study.confirm import run_confirmation
 
     started = time.perf_counter()

@@ -243,6 +243,15 @@ def _names(url: str) -> list[str]:
             ["--seeds", "1"],
             r"--seeds must be at least 2, but got --seeds=1: one seed has no spread",
         ),
+        (
+            ["--seeds", "11,"],
+            r"--seeds must be at least 2, but got --seeds=11: one seed has no spread",
+        ),
+        (
+            ["--seeds", "11,11"],
+            r"--seeds=11,11: a list of seeds must be distinct whole numbers in 0\.\.2147483647",
+        ),
+        (["--seeds", "11,-3"], r"--seeds=11,-3: a list of seeds must be distinct"),
     ],
 )
 def test_bad_top_or_seeds_writes_nothing(
@@ -365,3 +374,13 @@ def test_two_confirm_workers_run_each_rerun_exactly_once(
     assert len(set(runs)) == 4  # (c1, baseline) x 2 seeds, each exactly once
     for log in logs:
         assert "winner:" in log.read_text()
+
+
+def test_seeds_that_are_not_numbers_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["confirm", "tiny", "--seeds", "11,x"])
+    assert exited.value.code == 2
+    assert re.search(
+        r"--seeds: expected a count \(--seeds 3\) or comma-separated whole numbers .*'11,x'",
+        capsys.readouterr().err,
+    )

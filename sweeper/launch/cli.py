@@ -140,6 +140,19 @@ def _add_sweep_commands(commands: Any) -> None:
     )
 
 
+def _seeds_argument(text: str) -> int | list[int]:
+    """``--seeds 5`` (a count) or ``--seeds 11,22,33`` (the seeds)."""
+    try:
+        if "," not in text:
+            return int(text)
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count (--seeds 3) or comma-separated whole numbers (--seeds 11,22,33), "
+            f"got {text!r}"
+        ) from None
+
+
 def _add_confirm_command(commands: Any) -> None:
     confirm = commands.add_parser(
         "confirm",
@@ -156,9 +169,11 @@ def _add_confirm_command(commands: Any) -> None:
     )
     confirm.add_argument(
         "--seeds",
-        type=int,
-        metavar="N",
-        help="fresh seeds per configuration, at least 2 (default 3; frozen at the first run)",
+        type=_seeds_argument,
+        metavar="N|S1,S2,...",
+        help="fresh seeds per configuration, at least 2 (default 3), derived from the study's "
+        "name; or the seeds themselves, comma-separated (e.g. the same seeds for several "
+        "studies). Frozen at the first run",
     )
     confirm.add_argument(
         "--checkpoint-root",

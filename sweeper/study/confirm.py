@@ -141,17 +141,37 @@ class Plan(_Frozen):
 # --- the plan ----------------------------------------------------------------------------------
 
 
-def check_arguments(top_k: int | None, seeds: int | None) -> None:
+# ``--seeds``: how many fresh seeds to derive (an int), or the seeds themselves (a list),
+# e.g. to confirm several studies on the same seeds.
+SeedsArgument = int | Sequence[int]
+
+
+def seed_count(seeds: SeedsArgument | None) -> int | None:
+    return seeds if seeds is None or isinstance(seeds, int) else len(seeds)
+
+
+def check_arguments(top_k: int | None, seeds: SeedsArgument | None) -> None:
     """``--top`` and ``--seeds`` before anything is read or written."""
     if top_k is not None and top_k < 1:
         raise ConfigError(
             f"--top must be at least 1, but got --top={top_k}; pass the number of the sweep's "
             f"best configurations to re-train (default {DEFAULT_TOP_K})"
         )
-    if seeds is not None and seeds < 2:
+    if seeds is None:
+        return
+    shown = seeds if isinstance(seeds, int) else ",".join(str(seed) for seed in seeds)
+    count = seed_count(seeds) or 0
+    if count < 2:
         raise ConfigError(
-            f"--seeds must be at least 2, but got --seeds={seeds}: one seed has no spread and "
+            f"--seeds must be at least 2, but got --seeds={shown}: one seed has no spread and "
             f"no confidence interval; pass 2 or more (default {DEFAULT_SEEDS})"
+        )
+    if isinstance(seeds, int):
+        return
+    if len(set(seeds)) != len(seeds) or any(not 0 <= seed <= SEED_HIGH for seed in seeds):
+        raise ConfigError(
+            f"--seeds={shown}: a list of seeds must be distinct whole numbers in 0..{SEED_HIGH}; "
+            "pass e.g. --seeds 11,22,33, or a count (--seeds 3) to derive fresh ones"
         )
 
 
@@ -289,9 +309,12 @@ def _planned_candidates(
     return candidates
 
 
-def plan_confirmation(study: optuna.Study, config: StudyConfig, top_k: int, n_seeds: int) -> Plan:
-    """The configurations to re-train and the fresh seeds; an error when the sweep has no
-    finished trial. Reads only."""
+def plan_confirmation(
+    study: optuna.Study, config: StudyConfig, top_k: int, seeds: SeedsArgument
+) -> Plan:
+    """The configurations to re-train and the fresh seeds (``seeds`` of them derived from
+    the study's name, or the seeds given); an error when the sweep has no finished trial.
+    Reads only."""
     trials = study.get_trials(deepcopy=False)
     _require_a_complete_trial(study, trials)
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
@@ -304,10 +327,19 @@ def plan_confirmation(study: optuna.Study, config: StudyConfig, top_k: int, n_se
             f"{top_k} asked for (--top {top_k}): confirming {len(candidates)}"
         )
     seen = {int(t.params["seed"]) for t in trials if "seed" in t.params}
-    seeds = derive_seeds(
-        study.study_name, n_seeds, lambda s: _is_sweep_seed(config.search_space, seen, s)
-    )
-    return Plan(top_k=top_k, seeds=seeds, configs=[*candidates, *baselines], notes=notes)
+    if isinstance(seeds, int):
+        fresh = derive_seeds(
+            study.study_name, seeds, lambda s: _is_sweep_seed(config.search_space, seen, s)
+        )
+    else:
+        fresh = list(seeds)
+        reused = [seed for seed in fresh if _is_sweep_seed(config.search_space, seen, seed)]
+        if reused:
+            notes.append(
+                f"seed(s) {', '.join(map(str, reused))} given to --seeds are seeds the sweep "
+                "could draw: not fresh, so a configuration may be re-run as it was selected"
+            )
+    return Plan(top_k=top_k, seeds=fresh, configs=[*candidates, *baselines], notes=notes)
 
 
 # --- the companion study -------------------------------------------------------------------
@@ -346,8 +378,14 @@ def _stored_plan(companion: optuna.Study | None) -> Plan | None:
     return Plan.model_validate(stored) if stored is not None else None
 
 
-def _check_same_plan(plan: Plan, top_k: int | None, seeds: int | None, name: str) -> None:
-    for flag, asked, stored in (("--top", top_k, plan.top_k), ("--seeds", seeds, len(plan.seeds))):
+def _check_same_plan(
+    plan: Plan, top_k: int | None, seeds: SeedsArgument | None, name: str
+) -> None:
+    given_seeds: Any = seeds if seeds is None or isinstance(seeds, int) else list(seeds)
+    stored_seeds: Any = plan.seeds if isinstance(given_seeds, list) else len(plan.seeds)
+    for flag, asked, stored in (("--top", top_k, plan.top_k), ("--seeds", given_seeds, stored_seeds)):
+        if isinstance(asked, list):
+            asked, stored = ",".join(map(str, asked)), ",".join(map(str, stored))
         if asked is not None and asked != stored:
             raise ConfirmError(
                 f"{flag}={asked}, but the confirmation of study {name!r} was started with "
@@ -867,7 +905,7 @@ def run_confirmation(
     config: StudyConfig,
     *,
     top_k: int | None = None,
-    seeds: int | None = None,
+    seeds: SeedsArgument | None = None,
     show_progress: bool = True,
     stop: StopRequest | None = None,
     log: Callable[[str], None] = print,

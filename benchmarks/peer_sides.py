@@ -1,0 +1,424 @@
+"""The peers of the peers benchmark (``benchmarks.peers``), each run as its users run it.
+
+- :func:`run_hyperparameter_search`: ``Trainer.hyperparameter_search(backend="optuna")``
+  with Optuna's ``MedianPruner`` (its defaults) passed through to ``optuna.create_study``;
+  the Trainer reports every evaluation to the trial and prunes by step, at a fixed
+  ``eval_steps``. It scores a trial by its last evaluation.
+- :func:`run_ray_tune`: a Ray Tune ``Tuner`` over a function trainable that fine-tunes with
+  a Trainer and reports every evaluation to Tune; ``ASHAScheduler`` (its defaults but
+  ``max_t``, the longest trial's number of evaluations) stops trials, ``OptunaSearch``
+  samples. Tune picks its best trial by its last result (``get_best_result``'s default).
+
+Both draw from sweeper's own search space (``suggest_params``, so the same names, ranges
+and TPE sampler settings and seed as the sweeper side), get the same raw splits and
+tokenize them inside their timed span, as a user's script would, and count their
+training in examples (steps x batch size), as the sweeper side does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import REPO_ROOT
+
+HPS_ROUTE = 'Trainer.hyperparameter_search(backend="optuna", pruner=optuna.pruners.MedianPruner())'
+RAY_ROUTE = (
+    "ray.tune.Tuner(function trainable reporting each Trainer evaluation, "
+    "TuneConfig(search_alg=OptunaSearch(define-by-run space, TPE sampler), "
+    "scheduler=ASHAScheduler(max_t=longest trial's evaluations)))"
+)
+
+
+@dataclass
+class PeerTask:
+    """What every peer gets: the same splits, model, search space, sampler, budget and
+    threads as the sweeper side."""
+
+    train_dir: Path  # the study's training split, untokenized (datasets' save_to_disk)
+    validation_dir: Path
+    model_dir: str
+    label_names: list[str]
+    max_length: int
+    space: Any  # sweeper.settings.hyperparameters.SearchSpaceBase
+    sampler: Any  # sweeper.settings.samplers.SamplerConfig
+    n_trials: int
+    eval_steps: int  # fixed, as these tools' users set it
+    max_evaluations: int  # the longest trial's evaluations: ASHA's max_t
+    fixed_arguments: dict[str, Any]  # the model cards' settings every side trains with
+    threads: int
+    scratch: Path
+    log: Callable[[str], None] = field(default=print, repr=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray ships the task to its trial processes: the log function stays behind.
+        return {k: v for k, v in self.__dict__.items() if k != "log"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, log=print)
+
+
+def tokenized(task: PeerTask) -> tuple[Any, Any]:
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(task.model_dir)
+
+    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        return dict(tokenizer(batch["text"], truncation=True, max_length=task.max_length))
+
+    return tuple(  # type: ignore[return-value]
+        load_from_disk(str(path)).map(encode, batched=True, remove_columns=["text"])
+        for path in (task.train_dir, task.validation_dir)
+    )
+
+
+def model_init(task: PeerTask) -> Callable[..., Any]:
+    from transformers import AutoModelForSequenceClassification
+
+    def load(trial: Any = None) -> Any:
+        return AutoModelForSequenceClassification.from_pretrained(
+            task.model_dir,
+            num_labels=len(task.label_names),
+            id2label=dict(enumerate(task.label_names)),
+            label2id={name: index for index, name in enumerate(task.label_names)},
+        )
+
+    return load
+
+
+def accuracy(prediction: Any) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score
+
+    logits, labels = prediction
+    return {"accuracy": float(accuracy_score(labels, logits.argmax(axis=-1)))}
+
+
+def training_arguments(task: PeerTask, output_dir: Path, params: dict[str, Any]) -> Any:
+    """TrainingArguments as these tools' users write them: evaluation every ``eval_steps``,
+    no checkpoints (neither tool needs one to choose), the searched ``params``."""
+    import torch
+    from transformers import TrainingArguments
+
+    from sweeper.settings.hyperparameters import training_arguments as searched_arguments
+
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        eval_strategy="steps",
+        eval_steps=task.eval_steps,
+        logging_strategy="steps",
+        logging_steps=task.eval_steps,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        **task.fixed_arguments,
+        **searched_arguments(params),
+    )
+
+
+def quiet(trainer: Any) -> Any:
+    """Without the dict the Trainer prints at every log when tqdm is off: the benchmark
+    prints one line per trial instead."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def examples_of(args: Any, state: Any) -> int:
+    return int(
+        state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
+    )
+
+
+def planned_examples(task: PeerTask, searched: dict[str, Any], train_rows: int) -> int:
+    from sweeper.settings.hyperparameters import fixed_params
+
+    params = {**fixed_params(task.space), **searched}
+    batch = int(params["per_device_train_batch_size"])
+    return math.ceil(train_rows / batch) * int(params["num_train_epochs"]) * batch
+
+
+# --- Trainer.hyperparameter_search with Optuna ------------------------------------------------
+
+
+def run_hyperparameter_search(task: PeerTask) -> dict[str, Any]:
+    import optuna
+    from transformers import Trainer, TrainerCallback
+
+    from sweeper.settings.hyperparameters import suggest_params
+
+    started = time.time()
+    ledger: dict[int, dict[str, Any]] = {}
+    current = {"trial": -1}
+
+    class Ledger(TrainerCallback):
+        """Each trial's evaluations and training examples (hyperparameter_search calls
+        on_train_end before it raises TrialPruned, so a pruned trial is counted too)."""
+
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
+            ledger[current["trial"]]["curve"].append(
+                {
+                    "examples": examples_of(args, state),
+                    "step": state.global_step,
+                    "eval_loss": (metrics or {}).get("eval_loss"),
+                    "eval_accuracy": (metrics or {}).get("eval_accuracy"),
+                }
+            )
+
+        def on_train_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+            row = ledger[current["trial"]]
+            row["examples"] = examples_of(args, state)
+            row["ended_at"] = round(time.time() - started, 2)
+            last = row["curve"][-1]["eval_loss"] if row["curve"] else None
+            task.log(
+                f"[peers] hyperparameter_search trial {current['trial'] + 1}/{task.n_trials}: "
+                f"{row['examples']} examples, last eval_loss "
+                f"{'-' if last is None else f'{last:.4f}'}, {row['ended_at']:.0f} s so far"
+            )
+
+    def hp_space(trial: optuna.Trial) -> dict[str, Any]:
+        current["trial"] = trial.number
+        ledger[trial.number] = {"curve": [], "examples": 0}
+        return suggest_params(trial, task.space)
+
+    train, validation = tokenized(task)
+    trainer = quiet(
+        Trainer(
+            model=None,
+            args=training_arguments(task, task.scratch / "hyperparameter-search", {}),
+            train_dataset=train,
+            eval_dataset=validation,
+            model_init=model_init(task),
+            compute_metrics=accuracy,
+            callbacks=[Ledger()],
+        )
+    )
+    storage = optuna.storages.InMemoryStorage()
+    best_run = trainer.hyperparameter_search(
+        hp_space=hp_space,
+        compute_objective=lambda metrics: metrics["eval_loss"],
+        n_trials=task.n_trials,
+        direction="minimize",
+        backend="optuna",
+        storage=storage,
+        study_name="hyperparameter-search",
+        sampler=task.sampler.build(),
+        pruner=optuna.pruners.MedianPruner(),
+    )
+    wall = time.time() - started
+    study = optuna.load_study(study_name="hyperparameter-search", storage=storage)
+    trials = []
+    for trial in study.get_trials(deepcopy=False):
+        row = ledger.get(trial.number, {"curve": [], "examples": 0})
+        trials.append(
+            {
+                "number": trial.number,
+                "state": trial.state.name,
+                "params": trial.params,
+                "value": trial.value,
+                "examples": row["examples"],
+                "planned_examples": planned_examples(task, trial.params, len(train)),
+                "ended_at_seconds": row.get("ended_at"),
+                "curve": row["curve"],
+            }
+        )
+    chosen = next(t for t in trials if str(t["number"]) == str(best_run.run_id))
+    return {
+        "route": HPS_ROUTE,
+        "pruner": "MedianPruner(n_startup_trials=5, n_warmup_steps=0) (Optuna's defaults)",
+        "wall_seconds": round(wall, 2),
+        "examples": sum(t["examples"] for t in trials),
+        "states": _states(t["state"] for t in trials),
+        "chosen_trial": chosen["number"],
+        "chosen_params": chosen["params"],
+        "chosen_value": chosen["value"],
+        "chosen_at_seconds": chosen["ended_at_seconds"],
+        "trials": trials,
+    }
+
+
+def _states(states: Any) -> dict[str, int]:
+    counted: dict[str, int] = {}
+    for state in states:
+        counted[state] = counted.get(state, 0) + 1
+    return dict(sorted(counted.items()))
+
+
+# --- Ray Tune: ASHA with OptunaSearch ---------------------------------------------------------
+
+
+def ray_trial(config: dict[str, Any], task: PeerTask, train: Any, validation: Any) -> None:
+    """One Ray Tune trial: a Trainer fine-tuning ``config``, every evaluation reported to
+    Tune (ASHA decides there whether the trial goes on)."""
+    import torch
+    from ray import tune
+    from transformers import Trainer, TrainerCallback
+
+    from sweeper.settings.hyperparameters import fixed_params
+
+    torch.set_num_threads(task.threads)
+    params = {**fixed_params(task.space), **config}
+
+    class ReportToTune(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
+            metrics = metrics or {}
+            tune.report(
+                {
+                    "eval_loss": metrics["eval_loss"],
+                    "eval_accuracy": metrics.get("eval_accuracy"),
+                    "examples": examples_of(args, state),
+                    "step": state.global_step,
+                }
+            )
+
+    output = task.scratch / "ray-trials" / tune.get_context().get_trial_id()
+    quiet(
+        Trainer(
+            model=None,
+            args=training_arguments(task, output, params),
+            train_dataset=train,
+            eval_dataset=validation,
+            model_init=model_init(task),
+            compute_metrics=accuracy,
+            callbacks=[ReportToTune()],
+        )
+    ).train()
+    shutil.rmtree(output, ignore_errors=True)
+
+
+class DefineByRun:
+    """sweeper's search space as OptunaSearch's define-by-run function (a class, not a
+    closure: Tune pickles its searcher with the experiment state)."""
+
+    def __init__(self, space: Any):
+        self.space = space
+
+    def __call__(self, trial: Any) -> None:
+        from sweeper.settings.hyperparameters import suggest_params
+
+        suggest_params(trial, self.space)
+
+
+def run_ray_tune(task: PeerTask) -> dict[str, Any]:
+    # Before Ray starts: no usage report (nothing outside can be reached anyway), and the
+    # trial processes it starts import this package and never reach a hub.
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    started = time.time()
+    ray.init(
+        num_cpus=task.threads,
+        include_dashboard=False,
+        object_store_memory=256 * 2**20,
+        log_to_driver=False,
+        _temp_dir=str(task.scratch / "ray-tmp"),
+    )
+    try:
+        init_seconds = time.time() - started
+        train, validation = tokenized(task)
+
+        class TrialLines(tune.Callback):
+            def __init__(self) -> None:
+                self.finished = 0
+
+            def on_trial_complete(self, iteration, trials, trial, **info):  # type: ignore[no-untyped-def]
+                self.finished += 1
+                last = trial.last_result or {}
+                loss = last.get("eval_loss")
+                task.log(
+                    f"[peers] ray_tune trial {self.finished}/{task.n_trials}: "
+                    f"{last.get('examples', 0)} examples, last eval_loss "
+                    f"{'-' if loss is None else f'{loss:.4f}'}, {time.time() - started:.0f} s so far"
+                )
+
+        tuner = tune.Tuner(
+            tune.with_resources(
+                tune.with_parameters(ray_trial, task=task, train=train, validation=validation),
+                {"cpu": task.threads},
+            ),
+            tune_config=tune.TuneConfig(
+                # metric and mode go to the searcher and the scheduler themselves: Tune does
+                # not hand them on through the limiter max_concurrent_trials puts around
+                # OptunaSearch.
+                search_alg=OptunaSearch(
+                    space=DefineByRun(task.space), metric="eval_loss", mode="min", sampler=task.sampler.build()
+                ),
+                scheduler=ASHAScheduler(
+                    metric="eval_loss", mode="min", max_t=task.max_evaluations
+                ),
+                num_samples=task.n_trials,
+                max_concurrent_trials=1,
+            ),
+            run_config=tune.RunConfig(
+                name="peers",
+                storage_path=str((task.scratch / "ray-results").resolve()),
+                verbose=0,
+                callbacks=[TrialLines()],
+            ),
+        )
+        grid = tuner.fit()
+        wall = time.time() - started
+        best = grid.get_best_result(metric="eval_loss", mode="min")
+        trials = []
+        for index, result in enumerate(grid):
+            history = result.metrics_dataframe
+            curve = (
+                history[["examples", "step", "eval_loss", "eval_accuracy", "timestamp"]].to_dict(
+                    "records"
+                )
+                if history is not None and len(history)
+                else []
+            )
+            params = dict(result.config or {})
+            trials.append(
+                {
+                    "number": index,
+                    "trial_id": (result.metrics or {}).get("trial_id"),
+                    "state": "ERROR" if result.error else "TERMINATED",
+                    "params": params,
+                    "value": (result.metrics or {}).get("eval_loss"),
+                    "examples": int((result.metrics or {}).get("examples", 0)),
+                    "planned_examples": planned_examples(task, params, len(train)),
+                    "evaluations": len(curve),
+                    "ended_at_seconds": (
+                        round(float(curve[-1]["timestamp"]) - started, 2) if curve else None
+                    ),
+                    "curve": curve,
+                }
+            )
+        chosen_id = (best.metrics or {}).get("trial_id")
+        chosen = next(t for t in trials if t["trial_id"] == chosen_id)
+        for trial in trials:
+            early = trial["examples"] < trial["planned_examples"]
+            trial["outcome"] = "stopped by ASHA" if early else "ran to its end"
+        return {
+            "route": RAY_ROUTE,
+            "ray": ray.__version__,
+            "scheduler": f"ASHAScheduler(max_t={task.max_evaluations}, grace_period=1, "
+            "reduction_factor=4) (Ray's defaults but max_t)",
+            "init_seconds": round(init_seconds, 2),
+            "wall_seconds": round(wall, 2),
+            "examples": sum(t["examples"] for t in trials),
+            "states": _states(t["outcome"] for t in trials),
+            "chosen_trial": chosen["number"],
+            "chosen_params": chosen["params"],
+            "chosen_value": chosen["value"],
+            "chosen_at_seconds": chosen["ended_at_seconds"],
+            "trials": trials,
+        }
+    finally:
+        ray.shutdown()
