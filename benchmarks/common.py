@@ -58,10 +58,17 @@ def environment(extra_packages: tuple[str, ...] = ()) -> dict[str, Any]:
     }
 
 
+def results_dir() -> Path:
+    """``benchmarks/results``, or ``$BENCH_RESULTS_DIR`` (a test's smoke run must not
+    overwrite a measurement)."""
+    return Path(os.environ.get("BENCH_RESULTS_DIR") or RESULTS_DIR)
+
+
 def write_results(name: str, payload: dict[str, Any]) -> Path:
-    """``benchmarks/results/<name>.json``, overwritten by the next run of the same name."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+    """``<results_dir()>/<name>.json``, overwritten by the next run of the same name."""
+    directory = results_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
     return path
 
