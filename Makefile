@@ -39,10 +39,10 @@ RUN_ARGS       = \
 .DEFAULT_GOAL := help
 
 .PHONY: help docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench \
-        bench-gpu bench-pruning postgres postgres-embedded postgres-embedded-stop slurm clean clean-results
+        bench-gpu bench-pruning bench-peers postgres postgres-embedded postgres-embedded-stop slurm clean clean-results
 
 help:
-	@echo "targets: docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu bench-pruning postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
+	@echo "targets: docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu bench-pruning bench-peers postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
 	@echo "vars:    STUDY=$(STUDY) N_TRIALS STORAGE CHECKPOINT_ROOT SET=\"k=v ...\" GPUS HOST PORT TOP SEEDS PYTEST_ARGS BENCH_ARGS"
 
 # --- environment ---------------------------------------------------------------------------------
@@ -53,6 +53,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The benchmark extra (Ray Tune, for the peers benchmark and its test) on top of the venv:
+# only `make test` and `make bench` need it, so `make sweep` on a bare clone does not wait for it.
+BENCH_STAMP   := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $@
 
 # --- sweeps --------------------------------------------------------------------------------------
@@ -83,10 +91,10 @@ docs: $(STAMP)
 	$(BIN)/python -m sweeper.settings.reference --write
 
 # --- checks --------------------------------------------------------------------------------------
-test: $(STAMP)
+test: $(BENCH_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(BENCH_STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -94,7 +102,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/python scripts/function_lengths.py sweeper
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # The GPU benchmark (within --time-budget, 330 s by default; 184 s on an H200). BENCH_ARGS="--quick"
@@ -107,6 +115,12 @@ bench-gpu: $(STAMP)
 # on 2 CPU cores; BENCH_ARGS="--quick" for a smoke run, "--model DIR" for an fp16 MiniLM copy.
 bench-pruning: $(STAMP)
 	$(BIN)/python -m benchmarks pruning $(BENCH_ARGS)
+
+# Time to a confirmed-better model against Trainer.hyperparameter_search (Optuna,
+# MedianPruner) and Ray Tune (ASHA + OptunaSearch), each choice confirmed with the same 5
+# fresh seeds (also part of bench). See docs/benchmarks/peers.md for how long it takes.
+bench-peers: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks peers $(BENCH_ARGS)
 
 # --- services ------------------------------------------------------------------------------------
 postgres:

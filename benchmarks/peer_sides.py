@@ -64,7 +64,9 @@ class PeerTask:
         self.__dict__.update(state, log=print)
 
 
-def tokenized(task: PeerTask) -> tuple[Any, Any]:
+def tokenized(task: PeerTask) -> tuple[Any, Any, Any]:
+    """The tokenizer, and the train and validation splits tokenized (unpadded: the
+    Trainer pads each batch, given the tokenizer as its processing_class)."""
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
@@ -73,10 +75,11 @@ def tokenized(task: PeerTask) -> tuple[Any, Any]:
     def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
         return dict(tokenizer(batch["text"], truncation=True, max_length=task.max_length))
 
-    return tuple(  # type: ignore[return-value]
+    train, validation = (
         load_from_disk(str(path)).map(encode, batched=True, remove_columns=["text"])
         for path in (task.train_dir, task.validation_dir)
     )
+    return tokenizer, train, validation
 
 
 def model_init(task: PeerTask) -> Callable[..., Any]:
@@ -189,10 +192,11 @@ def run_hyperparameter_search(task: PeerTask) -> dict[str, Any]:
         ledger[trial.number] = {"curve": [], "examples": 0}
         return suggest_params(trial, task.space)
 
-    train, validation = tokenized(task)
+    tokenizer, train, validation = tokenized(task)
     trainer = quiet(
         Trainer(
             model=None,
+            processing_class=tokenizer,
             args=training_arguments(task, task.scratch / "hyperparameter-search", {}),
             train_dataset=train,
             eval_dataset=validation,
@@ -255,7 +259,9 @@ def _states(states: Any) -> dict[str, int]:
 # --- Ray Tune: ASHA with OptunaSearch ---------------------------------------------------------
 
 
-def ray_trial(config: dict[str, Any], task: PeerTask, train: Any, validation: Any) -> None:
+def ray_trial(
+    config: dict[str, Any], task: PeerTask, tokenizer: Any, train: Any, validation: Any
+) -> None:
     """One Ray Tune trial: a Trainer fine-tuning ``config``, every evaluation reported to
     Tune (ASHA decides there whether the trial goes on)."""
     import torch
@@ -284,6 +290,7 @@ def ray_trial(config: dict[str, Any], task: PeerTask, train: Any, validation: An
         Trainer(
             model=None,
             args=training_arguments(task, output, params),
+            processing_class=tokenizer,
             train_dataset=train,
             eval_dataset=validation,
             model_init=model_init(task),
@@ -329,7 +336,7 @@ def run_ray_tune(task: PeerTask) -> dict[str, Any]:
     )
     try:
         init_seconds = time.time() - started
-        train, validation = tokenized(task)
+        tokenizer, train, validation = tokenized(task)
 
         class TrialLines(tune.Callback):
             def __init__(self) -> None:
@@ -347,7 +354,9 @@ def run_ray_tune(task: PeerTask) -> dict[str, Any]:
 
         tuner = tune.Tuner(
             tune.with_resources(
-                tune.with_parameters(ray_trial, task=task, train=train, validation=validation),
+                tune.with_parameters(
+                    ray_trial, task=task, tokenizer=tokenizer, train=train, validation=validation
+                ),
                 {"cpu": task.threads},
             ),
             tune_config=tune.TuneConfig(
@@ -355,11 +364,12 @@ def run_ray_tune(task: PeerTask) -> dict[str, Any]:
                 # not hand them on through the limiter max_concurrent_trials puts around
                 # OptunaSearch.
                 search_alg=OptunaSearch(
-                    space=DefineByRun(task.space), metric="eval_loss", mode="min", sampler=task.sampler.build()
+                    space=DefineByRun(task.space),
+                    metric="eval_loss",
+                    mode="min",
+                    sampler=task.sampler.build(),
                 ),
-                scheduler=ASHAScheduler(
-                    metric="eval_loss", mode="min", max_t=task.max_evaluations
-                ),
+                scheduler=ASHAScheduler(metric="eval_loss", mode="min", max_t=task.max_evaluations),
                 num_samples=task.n_trials,
                 max_concurrent_trials=1,
             ),
@@ -373,8 +383,9 @@ def run_ray_tune(task: PeerTask) -> dict[str, Any]:
         grid = tuner.fit()
         wall = time.time() - started
         best = grid.get_best_result(metric="eval_loss", mode="min")
-        trials = []
-        for index, result in enumerate(grid):
+        trials: list[dict[str, Any]] = []
+        for index in range(len(grid)):
+            result = grid[index]
             history = result.metrics_dataframe
             curve = (
                 history[["examples", "step", "eval_loss", "eval_accuracy", "timestamp"]].to_dict(
@@ -403,7 +414,7 @@ def run_ray_tune(task: PeerTask) -> dict[str, Any]:
         chosen_id = (best.metrics or {}).get("trial_id")
         chosen = next(t for t in trials if t["trial_id"] == chosen_id)
         for trial in trials:
-            early = trial["examples"] < trial["planned_examples"]
+            early = int(trial["examples"]) < int(trial["planned_examples"])
             trial["outcome"] = "stopped by ASHA" if early else "ran to its end"
         return {
             "route": RAY_ROUTE,

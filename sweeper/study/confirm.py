@@ -159,7 +159,7 @@ def check_arguments(top_k: int | None, seeds: SeedsArgument | None) -> None:
         )
     if seeds is None:
         return
-    shown = seeds if isinstance(seeds, int) else ",".join(str(seed) for seed in seeds)
+    shown = _seeds_text(seeds)
     count = seed_count(seeds) or 0
     if count < 2:
         raise ConfigError(
@@ -378,19 +378,24 @@ def _stored_plan(companion: optuna.Study | None) -> Plan | None:
     return Plan.model_validate(stored) if stored is not None else None
 
 
-def _check_same_plan(
-    plan: Plan, top_k: int | None, seeds: SeedsArgument | None, name: str
-) -> None:
-    given_seeds: Any = seeds if seeds is None or isinstance(seeds, int) else list(seeds)
-    stored_seeds: Any = plan.seeds if isinstance(given_seeds, list) else len(plan.seeds)
-    for flag, asked, stored in (("--top", top_k, plan.top_k), ("--seeds", given_seeds, stored_seeds)):
-        if isinstance(asked, list):
-            asked, stored = ",".join(map(str, asked)), ",".join(map(str, stored))
-        if asked is not None and asked != stored:
+def _seeds_text(seeds: SeedsArgument) -> str:
+    return str(seeds) if isinstance(seeds, int) else ",".join(str(seed) for seed in seeds)
+
+
+def _check_same_plan(plan: Plan, top_k: int | None, seeds: SeedsArgument | None, name: str) -> None:
+    checks: list[tuple[str, str, str]] = []
+    if top_k is not None:
+        checks.append(("--top", str(top_k), str(plan.top_k)))
+    if seeds is not None:
+        stored = len(plan.seeds) if isinstance(seeds, int) else plan.seeds
+        checks.append(("--seeds", _seeds_text(seeds), _seeds_text(stored)))
+    for flag, asked, stored_text in checks:
+        if asked != stored_text:
             raise ConfirmError(
                 f"{flag}={asked}, but the confirmation of study {name!r} was started with "
-                f"{flag} {stored} and its plan is frozen; run `sweeper confirm` with {flag} "
-                f"{stored} (or without it), or delete study {companion_name(name)!r} to start over"
+                f"{flag} {stored_text} and its plan is frozen; run `sweeper confirm` with "
+                f"{flag} {stored_text} (or without it), or delete study {companion_name(name)!r} "
+                "to start over"
             )
 
 
