@@ -233,6 +233,7 @@ def study_config(
     if unpruned:
         overrides["pruner"] = {"type": "none"}
         overrides["early_stopping.patience"] = None
+        overrides["near_chance.at_fraction"] = None
     return load_study_config(args.study, overrides, notify=lambda message: None)
 
 
@@ -248,6 +249,7 @@ def default_rules(config: Any) -> dict[str, Any]:
             if patience is None
             else {"patience": patience, "min_delta": float(getattr(rule, "min_delta", 0.0))}
         ),
+        "near_chance": config.near_chance.model_dump(mode="json"),
     }
 
 
@@ -387,9 +389,22 @@ def _run_examples(config: Any, trial_number: int) -> int:
 # --- the replay -----------------------------------------------------------------------------
 
 
-def strategies(default_config: Any) -> list[Any]:
-    """none, the default rules, each of them alone, successive halving and hyperband (the
-    last two with sweeper's own defaults for them)."""
+def near_chance_rule(config: Any, majority_rate: float | None, at_fraction: float = 0.5) -> Any:
+    """The near-chance rule for the replay: the study file's when it has one on, else one at
+    ``at_fraction`` of the plan with the default margin."""
+    from sweeper.trial.training import NearChance
+
+    if majority_rate is None:
+        return None
+    rule = config.near_chance
+    return NearChance(rule.at_fraction or at_fraction, rule.margin, majority_rate)
+
+
+def strategies(default_config: Any, majority_rate: float | None = None) -> list[Any]:
+    """none; the default rules (the study file's pruner, early stopping and near-chance
+    rule); each of them alone; successive halving and hyperband (sweeper's own defaults for
+    them); the rank pruner (sweeper's defaults) with and without the near-chance rule and
+    early stopping, and the median pruner with the near-chance rule."""
     from benchmarks.replay import EarlyStopping, Strategy
     from sweeper.settings.pruners import pruner_config
 
@@ -398,19 +413,24 @@ def strategies(default_config: Any) -> list[Any]:
     early = EarlyStopping(stopping["patience"], stopping["min_delta"]) if stopping else None
     halving = pruner_config({"type": "successive_halving"})
     hyperband = pruner_config({"type": "hyperband"})
+    rank = pruner_config({"type": "rank"})
+    median = pruner_config({"type": "median", "n_startup_trials": 3, "n_warmup_steps": 2})
+    chance = near_chance_rule(default_config, majority_rate)
+    own_chance = chance if default_config.near_chance.at_fraction is not None else None
     stop_text = (
         f"early stopping (patience {early.patience}, min_delta {early.min_delta:g})"
         if early
         else "no early stopping"
     )
+    chance_text = (
+        f"near chance at {chance.at_fraction:g} of the plan (margin {chance.margin:g})"
+        if chance
+        else "near chance (no majority rate)"
+    )
+    default_text = f"{rules['pruner']} + {stop_text}" + (f" + {chance_text}" if own_chance else "")
     found = [
         Strategy("none", description="no pruner, no early stopping"),
-        Strategy(
-            "default",
-            default_config.pruner.build,
-            early,
-            description=f"{rules['pruner']} + {stop_text}",
-        ),
+        Strategy("default", default_config.pruner.build, early, default_text, own_chance),
         Strategy("default pruner only", default_config.pruner.build, None, rules["pruner"]),
     ]
     if early is not None:
@@ -418,19 +438,50 @@ def strategies(default_config: Any) -> list[Any]:
     found += [
         Strategy("successive_halving", halving.build, None, halving.describe()),
         Strategy("hyperband", hyperband.build, None, hyperband.describe()),
+        Strategy("rank", rank.build, None, rank.describe()),
+        Strategy("rank + early stopping", rank.build, early, f"{rank.describe()} + {stop_text}"),
     ]
+    if chance is not None:
+        found += [
+            Strategy("near chance only", None, None, chance_text, chance),
+            Strategy(
+                "median + near chance + early stopping",
+                median.build,
+                early,
+                f"{median.describe()} + {chance_text} + {stop_text}",
+                chance,
+            ),
+            Strategy(
+                "rank + near chance + early stopping",
+                rank.build,
+                early,
+                f"{rank.describe()} + {chance_text} + {stop_text}",
+                chance,
+            ),
+        ]
     return found
 
 
+def majority_rate(config: Any) -> float | None:
+    """The validation split's majority-class rate (what near chance is measured from)."""
+    from collections import Counter
+
+    from sweeper.trial.data import LABEL, load_splits
+
+    labels = load_splits(config.dataset).validation[LABEL]
+    return max(Counter(labels).values()) / len(labels) if len(labels) else None
+
+
 def run_replay(unpruned_study: Any, default_config: Any, noise: float | None) -> dict[str, Any]:
-    from benchmarks.replay import curves_from_trials, replay_all
+    from benchmarks.replay import curves_from_trials, replay_all, rule_checks
 
     metric = default_config.objective.metric
     direction = default_config.objective.study_direction
     curves = curves_from_trials(unpruned_study.get_trials(deepcopy=False), metric)
+    majority = majority_rate(default_config)
     results = replay_all(
         curves,
-        strategies(default_config),
+        strategies(default_config, majority),
         direction=direction,
         noise=noise,
         study_name=unpruned_study.study_name,
@@ -439,11 +490,15 @@ def run_replay(unpruned_study: Any, default_config: Any, noise: float | None) ->
         "metric": metric,
         "direction": direction,
         "noise": noise,
+        "majority_rate": majority,
         "curves": len(curves),
         "grid_points": sum(
             1 for curve in curves for point in curve.points if point.grid is not None
         ),
-        "strategies": {name: result.as_dict() for name, result in results.items()},
+        "strategies": {
+            name: result.as_dict() | rule_checks(result, curves, majority)
+            for name, result in results.items()
+        },
     }
 
 
@@ -554,8 +609,8 @@ def print_tables(payload: dict[str, Any]) -> None:
             f"(winner {winner}; seed noise {'-' if noise is None else f'{noise:.4f}'})"
         )
         print(
-            f"  {'strategy':<22}{'examples':>10}{'x none':>8}  {'winner':<28}"
-            f"{'within noise after':>20}  best kept"
+            f"  {'strategy':<40}{'examples':>10}{'x none':>8}  {'winner':<28}"
+            f"{'within noise after':>20}  {'complete':>8}  {'dead past half':<16}best kept"
         )
         for name, r in results.items():
             if r["winner_outcome"] == "complete":
@@ -567,9 +622,10 @@ def print_tables(payload: dict[str, Any]) -> None:
             first = r["first_within_noise_examples"]
             first_text = "-" if first is None else f"{first} (#{r['first_within_noise_trial']})"
             best = "-" if r["best_value"] is None else f"#{r['best_trial']} {r['best_value']:.4f}"
+            dead = ", ".join(f"#{n}" for n in r.get("dead_past_half", [])) or "none"
             print(
-                f"  {name:<22}{r['examples']:>10}{r['ratio']:>8.3f}  {fate:<28}"
-                f"{first_text:>20}  {best}"
+                f"  {name:<40}{r['examples']:>10}{r['ratio']:>8.3f}  {fate:<28}"
+                f"{first_text:>20}  {r.get('complete_trials', '-'):>8}  {dead:<16}{best}"
             )
     unpruned, default = payload.get("unpruned"), payload.get("default_live")
     if isinstance(unpruned, dict):

@@ -31,7 +31,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 Direction = Literal["minimize", "maximize"]
-Outcome = Literal["complete", "pruned", "early_stopped", "diverged"]
+Outcome = Literal["complete", "pruned", "early_stopped", "diverged", "near_chance"]
+# Stopped, so PRUNED: the study keeps no value for them.
+STOPPED: tuple[str, ...] = ("pruned", "diverged", "near_chance")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Point:
     grid: int | None
     examples: int
     value: float
+    accuracy: float | None = None  # validation accuracy there (for the near-chance rule)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,12 @@ class Curve:
     def examples(self) -> int:
         """What the whole run trained: the last step is always evaluated."""
         return self.points[-1].examples
+
+    def best_accuracy(self, upto: int | None = None) -> float | None:
+        """The best accuracy of its points (the first ``upto`` + 1 of them)."""
+        points = self.points if upto is None else self.points[: upto + 1]
+        found = [p.accuracy for p in points if p.accuracy is not None]
+        return max(found) if found else None
 
     def best(self, direction: Direction) -> float | None:
         finite = [p.value for p in self.points if math.isfinite(p.value)]
@@ -86,6 +95,9 @@ class Strategy:
     pruner: Callable[[], optuna.pruners.BasePruner] | None = None
     early_stopping: EarlyStopping | None = None
     description: str = ""
+    # sweeper.trial.training.NearChance: a trial still near chance after a share of its
+    # plan (its unpruned curve's examples) is stopped.
+    near_chance: Any = None
 
 
 @dataclass(frozen=True)
@@ -271,10 +283,18 @@ def replay(
                     break
             # At the planned end nothing is stopped early, whatever the rule says.
             last_point = index == len(curve.points) - 1
+            rule = strategy.near_chance
+            if (
+                rule is not None
+                and not last_point
+                and rule.stops(point.examples, curve.examples, curve.best_accuracy(index))
+            ):
+                outcome, stop_index = "near_chance", index
+                break
             if stopper is not None and stopper.should_stop(point.value) and not last_point:
                 outcome, stop_index = "early_stopped", index
                 break
-        if outcome in ("pruned", "diverged"):
+        if outcome in STOPPED:
             study.tell(trial, state=TrialState.PRUNED)
             kept = None
         else:
@@ -359,11 +379,13 @@ def curve_from_history(
                 continue
             examples = int(row["step"]) * examples_per_step
             grid = int(row["step"])
+        accuracy = row.get("accuracy")
         points.append(
             Point(
                 None if grid is None else int(grid),
                 int(examples),
                 math.nan if value is None else float(value),
+                None if accuracy is None else float(accuracy),
             )
         )
     return Curve(number, tuple(points)) if points else None
@@ -392,3 +414,43 @@ def curves_from_trials(trials: Iterable[FrozenTrial], metric: str) -> list[Curve
         if curve is not None:
             curves.append(curve)
     return curves
+
+
+# --- the issue's checks on a replay -----------------------------------------------------------
+
+# Issue "A search that stops dead trials by half their plan": "near chance" is a best
+# accuracy within 2 points of the validation split's majority-class rate; the pruner's
+# start-up trials (the median pruner's 3) are not held to the half-plan rule.
+NEAR_CHANCE_MARGIN = 0.02
+STARTUP_TRIALS = 3
+
+
+def rule_checks(
+    result: ReplayResult,
+    curves: Sequence[Curve],
+    majority_rate: float | None,
+    *,
+    margin: float = NEAR_CHANCE_MARGIN,
+    startup: int = STARTUP_TRIALS,
+) -> dict[str, Any]:
+    """What the issue asks of a strategy: at least 3 complete trials (what ``sweeper confirm
+    --top 3`` needs), no trial after the start-up trials that ends near chance past half of
+    its plan, and the unpruned winner never stopped before its best evaluation."""
+    by_trial = {curve.trial: curve for curve in curves}
+    dead_past_half: list[int] = []
+    for position, replayed in enumerate(result.trials):
+        curve = by_trial[replayed.trial]
+        ran = [p for p in curve.points if p.examples <= replayed.examples]
+        accuracies = [p.accuracy for p in ran if p.accuracy is not None]
+        if majority_rate is None or not accuracies or position < startup:
+            continue
+        near = max(accuracies) <= majority_rate + margin
+        if near and replayed.examples > 0.5 * replayed.full_examples:
+            dead_past_half.append(replayed.trial)
+    complete = sum(1 for t in result.trials if t.outcome in ("complete", "early_stopped"))
+    return {
+        "complete_trials": complete,
+        "dead_past_half": dead_past_half,
+        "winner_lost": result.winner_lost,
+        "checks_met": complete >= 3 and not dead_past_half and not result.winner_lost,
+    }

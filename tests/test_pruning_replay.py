@@ -272,7 +272,10 @@ def test_pruning_benchmark_is_registered_and_builds_both_studies(tmp_path: Path)
     assert default.pruner == study.pruner and default.early_stopping == study.early_stopping
     names = [strategy.name for strategy in strategies(default)]
     assert names[:3] == ["none", "default", "default pruner only"]
-    assert names[-2:] == ["successive_halving", "hyperband"]
+    assert names[3:6] == ["early stopping only", "successive_halving", "hyperband"]
+    assert "rank + near chance + early stopping" in [
+        strategy.name for strategy in strategies(default, majority_rate=0.5)
+    ]
 
 
 def test_summary_and_replay_against_live() -> None:
@@ -316,3 +319,152 @@ def test_summary_and_replay_against_live() -> None:
     assert not summarize(payload)["target_met"]
     payload["default_confirmation"] = "not run"
     assert "target_met" not in summarize(payload)
+
+
+# --- the rank pruner and the near-chance rule (issue "stops dead trials by half their plan") --
+
+
+def rank(keep_top: int = 3, keep_fraction: float = 0.3, n_warmup_steps: int = 2) -> Strategy:
+    config = pruner_config(
+        {
+            "type": "rank",
+            "keep_top": keep_top,
+            "keep_fraction": keep_fraction,
+            "n_warmup_steps": n_warmup_steps,
+        }
+    )
+    return Strategy("rank", config.build)
+
+
+BAD = [curve(n, [0.70, 0.69, 0.68, 0.67]) for n in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("curves", "expected"),
+    [
+        # The first keep_top trials at a grid point always go on.
+        (BAD, ["complete", "complete", "complete"]),
+        # A 4th as bad as the others is ranked out at the first grid point past the warm-up,
+        # even though the finished trials are all bad: the median of them is no bar here.
+        ([*BAD, curve(3, [0.70, 0.695, 0.69, 0.685])], ["complete"] * 3 + ["pruned@2"]),
+        # One better than them all at grid 2 goes on.
+        ([*BAD, curve(3, [0.70, 0.60, 0.50, 0.40])], ["complete"] * 4),
+        # Pruned trials count at the grid points they reached: the 5th is compared with 4.
+        (
+            [*BAD, curve(3, [0.70, 0.695, 0.69, 0.685]), curve(4, [0.70, 0.68, 0.5, 0.4])],
+            ["complete"] * 3 + ["pruned@2", "complete"],
+        ),
+    ],
+    ids=["first-three", "bad-fourth", "good-fourth", "pruned-count"],
+)
+def test_rank_pruner_keeps_the_best_at_each_grid_point(
+    curves: list[Curve], expected: list[str]
+) -> None:
+    result = replay(curves, rank())
+    got = [
+        t.outcome if t.outcome != "pruned" else f"pruned@{t.stopped_at_grid}" for t in result.trials
+    ]
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "keep_fraction", "outcome"),
+    [
+        # 6 of the 10 earlier trials are better: rank 7, outside ceil(0.3 x 11) = 4.
+        (0.465, 0.3, "pruned"),
+        # 3 are better: rank 4, inside ceil(0.3 x 11) = 4 ...
+        (0.435, 0.3, "complete"),
+        # ... but outside ceil(0.2 x 11) = 3.
+        (0.435, 0.2, "pruned"),
+    ],
+)
+def test_rank_pruner_keep_fraction_widens_the_kept_set(
+    value: float, keep_fraction: float, outcome: str
+) -> None:
+    # Ten trials, each better than the one before at grid 2 (so all kept), then an 11th.
+    curves = [curve(n, [0.7, 0.50 - 0.01 * n, 0.3]) for n in range(10)]
+    curves.append(curve(10, [0.7, value, 0.3]))
+    result = replay(curves, rank(keep_top=1, keep_fraction=keep_fraction))
+    assert [t.outcome for t in result.trials[:10]] == ["complete"] * 10
+    assert result.trials[10].outcome == outcome
+
+
+def test_rank_pruner_maximizes_when_the_study_does() -> None:
+    up = [curve(n, [0.5, 0.6 + 0.01 * n, 0.7]) for n in range(3)]
+    result = replay([*up, curve(3, [0.5, 0.5, 0.5])], rank(), direction="maximize")
+    assert result.trials[3].outcome == "pruned"
+    better = replay([*up, curve(3, [0.5, 0.9, 0.9])], rank(), direction="maximize")
+    assert better.trials[3].outcome == "complete"
+
+
+def accuracy_curve(trial: int, accuracies: list[float], loss: float = 0.69) -> Curve:
+    return Curve(
+        trial,
+        tuple(
+            Point(k, k * PER, loss - 0.001 * k, accuracy)
+            for k, accuracy in enumerate(accuracies, start=1)
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("accuracies", "at_fraction", "outcome", "examples"),
+    [
+        # Still at the majority rate (0.5) at half its plan (grid 4 of 8): stopped there.
+        ([0.5] * 8, 0.5, "near_chance", 400),
+        # Within the margin (0.52 <= 0.5 + 0.02) is near chance too.
+        ([0.5, 0.51, 0.52, 0.52, 0.6, 0.7, 0.8, 0.8], 0.5, "near_chance", 400),
+        # Past the margin before half its plan: never stopped, even if it falls back.
+        ([0.5, 0.53, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5], 0.5, "complete", 800),
+        # A late rule lets it run further.
+        ([0.5] * 8, 0.75, "near_chance", 600),
+    ],
+)
+def test_near_chance_stops_a_dead_trial_at_its_share_of_the_plan(
+    accuracies: list[float], at_fraction: float, outcome: str, examples: int
+) -> None:
+    from sweeper.trial.training import NearChance
+
+    rule = NearChance(at_fraction=at_fraction, margin=0.02, majority_rate=0.5)
+    result = replay([accuracy_curve(0, accuracies)], Strategy("near", near_chance=rule))
+    assert (result.trials[0].outcome, result.trials[0].examples) == (outcome, examples)
+    if outcome == "near_chance":
+        assert result.trials[0].value is None  # stopped: PRUNED, no value kept
+
+
+def test_near_chance_rule_from_the_study_and_its_labels() -> None:
+    from sweeper.settings.config import load_study_config
+    from sweeper.trial.training import NearChance
+
+    study = Path(__file__).resolve().parents[1] / "studies" / "imdb.yaml"
+    off = load_study_config(study, {"near_chance.at_fraction": None}, notify=lambda m: None)
+    assert NearChance.of(off, [0, 1, 1]) is None
+    on = load_study_config(study, {"near_chance.at_fraction": 0.5}, notify=lambda m: None)
+    rule = NearChance.of(on, [0, 1, 1, 1])
+    assert rule is not None and rule.majority_rate == 0.75 and rule.margin == 0.02
+    assert not rule.stops(step=4, planned_steps=10, best_accuracy=0.75)  # before half
+    assert rule.stops(step=5, planned_steps=10, best_accuracy=0.77)
+    assert not rule.stops(step=5, planned_steps=10, best_accuracy=0.78)
+
+
+def test_rule_checks_count_complete_trials_and_dead_ones_past_half() -> None:
+    from benchmarks.replay import rule_checks
+
+    curves = [
+        accuracy_curve(0, [0.6, 0.7, 0.8, 0.8]),
+        accuracy_curve(1, [0.5, 0.5, 0.5, 0.5]),
+        accuracy_curve(2, [0.6, 0.7, 0.7, 0.7]),
+        accuracy_curve(3, [0.5, 0.5, 0.51, 0.5]),  # after the start-up trials, dead
+    ]
+    none = replay(curves, NONE)
+    checks = rule_checks(none, curves, majority_rate=0.5)
+    # Trial 1 is dead too, but a start-up trial; trial 3 ran its whole plan.
+    assert checks["complete_trials"] == 4 and checks["dead_past_half"] == [3]
+    assert not checks["checks_met"]
+    from sweeper.trial.training import NearChance
+
+    rule = NearChance(0.5, 0.02, 0.5)
+    stopped = replay(curves, Strategy("near", near_chance=rule))
+    checks = rule_checks(stopped, curves, majority_rate=0.5)
+    assert checks["dead_past_half"] == [] and checks["complete_trials"] == 2
+    assert not checks["checks_met"]  # fewer than 3 complete trials

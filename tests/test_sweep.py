@@ -275,3 +275,27 @@ def test_trials_release_their_models_and_trainers(
         if isinstance(obj, (PreTrainedModel, Trainer, torch.optim.Optimizer))
     ]
     assert alive == []
+
+
+def test_a_trial_near_chance_at_its_share_of_the_plan_is_pruned(
+    write_study: Callable[..., Path], tmp_path: Path
+) -> None:
+    # margin 0.99: every accuracy is "near chance", so the rule must stop the trial at the
+    # first evaluation at or past half of its planned steps, and no earlier.
+    params = {"learning_rate": 1e-3, "per_device_train_batch_size": 16, "num_train_epochs": 2}
+    path = write_study(
+        baselines=[{"name": "dead", "params": {**params, "seed": 42}}],
+        budget={"n_trials": 1},
+        pruner={"type": "none"},
+        near_chance={"at_fraction": 0.5, "margin": 0.99},
+    )
+    assert sweep(path) == 0
+    study = load_existing_study("tiny", f"sqlite:///{tmp_path / 'runs' / 'tiny' / 'study.db'}")
+    (trial,) = study.get_trials()
+    assert trial.state == TrialState.PRUNED
+    reason = trial.user_attrs["stop_reason"]
+    assert re.match(r"near chance at step \d+.* of \d+ planned steps: best accuracy", reason)
+    planned = trial.user_attrs["planned_steps"]
+    steps = [row["step"] for row in trial.user_attrs["history"]]
+    assert steps[-1] >= planned / 2 and all(step < planned / 2 for step in steps[:-1])
+    assert steps[-1] < planned

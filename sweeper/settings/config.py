@@ -236,6 +236,22 @@ class EarlyStoppingConfig(_Strict):
     """The improvement on its best that counts for early stopping."""
 
 
+class NearChanceConfig(_Strict):
+    """ "Dead": a trial whose best validation accuracy is still within ``margin`` of the
+    majority-class rate of the validation split once it has trained ``at_fraction`` of its
+    planned steps is stopped, PRUNED. Its validation loss may still creep down (a model that
+    learns the label prior lowers it) while it never leaves the majority class, and among
+    trials that are mostly as bad no pruner calls it worse than the others. Off during
+    `sweeper confirm`, as the pruner is."""
+
+    at_fraction: float | None = Field(default=None, gt=0.0, le=1.0)
+    """The share of its planned steps after which a trial still near chance is stopped (0.5:
+    half); null is off."""
+    margin: float = Field(default=0.02, ge=0.0, lt=1.0)
+    """How close to the majority-class rate a best accuracy counts as near chance (0.02: 2
+    points)."""
+
+
 class TrainingConfig(_Strict):
     """Fixed training arguments, as in the model cards (Adam, linear schedule, eval batch 32)."""
 
@@ -399,6 +415,8 @@ class StudyConfig(_Strict):
     """When trials are evaluated, and so compared."""
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     """Ending a trial that stopped improving (it compares a trial with itself)."""
+    near_chance: NearChanceConfig = NearChanceConfig()
+    """Stopping a trial still near chance part-way through its plan (off by default)."""
     objective: ObjectiveConfig = ObjectiveConfig()
     """What the study optimizes."""
     pruner: PrunerConfig = MedianPrunerConfig(type="median")

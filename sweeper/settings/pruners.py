@@ -8,10 +8,12 @@ line what it does (:meth:`describe`), for the model card.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Annotated, Any, ClassVar, Literal
 
 import optuna
+from optuna.trial import TrialState
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 
@@ -152,6 +154,61 @@ class HyperbandPrunerConfig(_Wrappable):
         )
 
 
+class RankPruner(optuna.pruners.BasePruner):
+    """Stops a trial that is not among the best at its grid point, counting every trial that
+    reached that point (finished, pruned or still running), as successive halving and ASHA
+    rank a rung: so a trial is stopped even when most trials so far are bad, where the
+    median of finished trials is a low bar. The best ``keep_top`` at a grid point always go
+    on (the configurations ``sweeper confirm --top`` re-trains need finished trials), and
+    so does the best ``keep_fraction`` of them. Each trial is ranked by its best value up to
+    that grid point, the others by theirs."""
+
+    def __init__(self, keep_top: int, keep_fraction: float, n_warmup_steps: int):
+        self.keep_top, self.keep_fraction = keep_top, keep_fraction
+        self.n_warmup_steps = n_warmup_steps
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None or step < self.n_warmup_steps:
+            return False
+        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        mine = _best_up_to(trial.intermediate_values, step, maximize)
+        if mine is None:
+            return False
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        others = [
+            best
+            for other in study.get_trials(deepcopy=False, states=states)
+            if other.number != trial.number and step in other.intermediate_values
+            if (best := _best_up_to(other.intermediate_values, step, maximize)) is not None
+        ]
+        keep = max(self.keep_top, math.ceil(self.keep_fraction * (len(others) + 1)))
+        better = sum(1 for value in others if (value > mine if maximize else value < mine))
+        return better + 1 > keep
+
+
+def _best_up_to(values: dict[int, float], step: int, maximize: bool) -> float | None:
+    finite = [v for s, v in values.items() if s <= step and math.isfinite(v)]
+    if not finite:
+        return None
+    return max(finite) if maximize else min(finite)
+
+
+class RankPrunerConfig(_Wrappable):
+    type: Literal["rank"]
+    title: ClassVar[str] = "rank"
+    keep_top: int = Field(default=3, ge=1)
+    """The best this many trials at a grid point always go on (default 3, `sweeper confirm
+    --top`'s: enough finished trials to confirm)."""
+    keep_fraction: float = Field(default=0.3, gt=0.0, le=1.0)
+    """And so does this best share of the trials that reached the grid point."""
+    n_warmup_steps: int = Field(default=2, ge=0)
+    """Grid points (evaluations) before a trial may be ranked out."""
+
+    def _inner(self) -> optuna.pruners.BasePruner:
+        return RankPruner(self.keep_top, self.keep_fraction, self.n_warmup_steps)
+
+
 class ThresholdPrunerConfig(_Wrappable):
     type: Literal["threshold"]
     title: ClassVar[str] = "threshold"
@@ -189,6 +246,7 @@ PrunerConfig = Annotated[
     | PercentilePrunerConfig
     | SuccessiveHalvingPrunerConfig
     | HyperbandPrunerConfig
+    | RankPrunerConfig
     | ThresholdPrunerConfig,
     Field(discriminator="type"),
 ]
@@ -199,6 +257,7 @@ PRUNER_TYPES: dict[str, type[_PrunerBase]] = {
     "percentile": PercentilePrunerConfig,
     "successive_halving": SuccessiveHalvingPrunerConfig,
     "hyperband": HyperbandPrunerConfig,
+    "rank": RankPrunerConfig,
     "threshold": ThresholdPrunerConfig,
 }
 DEFAULT_PRUNER = "median"

@@ -450,6 +450,7 @@ class ConfirmObjective(Objective):
     def __init__(self, context: SweepContext, plan: Plan, show_progress: bool = True):
         super().__init__(context, show_progress)
         self.plan = plan
+        self.near_chance = None  # a re-run is never stopped for being near chance
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         config_id = trial.user_attrs.get(CONFIRM_CONFIG_ATTR)

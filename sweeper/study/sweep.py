@@ -82,9 +82,16 @@ from sweeper.trial.checkpoints import (
     remove_checkpoints,
     trial_checkpoint_dir,
 )
-from sweeper.trial.data import DataSplits, PreparedData, check_unchanged, prepare_data, split_attrs
+from sweeper.trial.data import (
+    LABEL,
+    DataSplits,
+    PreparedData,
+    check_unchanged,
+    prepare_data,
+    split_attrs,
+)
 from sweeper.trial.models import check_same_model
-from sweeper.trial.training import TrialOutcome, train_trial
+from sweeper.trial.training import NearChance, TrialOutcome, train_trial
 from sweeper.views.console import StudyProgress, TrialProgressBar
 from sweeper.views.results import best_trial
 
@@ -128,6 +135,8 @@ class Objective:
         self.show_progress = show_progress
         # Runs in training.report_to are named <run_prefix>-trial-<N>.
         self.run_prefix = context.config.name
+        # The near_chance rule needs the validation split's majority-class rate.
+        self.near_chance = NearChance.of(context.config, context.data.validation[LABEL])
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """The trial's hyperparameters: sampled from the study's search space (or enqueued)."""
@@ -160,6 +169,7 @@ class Objective:
             self.context.data,
             output_dir,
             on_evaluation=on_evaluation,
+            near_chance=self.near_chance,
             callbacks=callbacks,
             resume_from_checkpoint=resume_from[0] if resume_from else None,
             stop_requested=lambda: stop.requested,

@@ -11,6 +11,7 @@ peaked early), where the best checkpoint is, and why it stopped early if it did.
 
 from __future__ import annotations
 
+import collections
 import gc
 import importlib
 import json
@@ -129,6 +130,31 @@ class TrialOutcome:
     # and what its checkpoints cost (see benchmarks/checkpoints.py).
     store_error: str | None = None
     checkpoint_costs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NearChance:
+    """``near_chance`` with the validation split's majority-class rate: a trial whose best
+    accuracy is at most ``majority_rate + margin`` after ``at_fraction`` of its planned
+    steps is stopped."""
+
+    at_fraction: float
+    margin: float
+    majority_rate: float
+
+    @classmethod
+    def of(cls, config: StudyConfig, validation_labels: Sequence[int]) -> NearChance | None:
+        rule = config.near_chance
+        if rule.at_fraction is None or not validation_labels:
+            return None
+        counts = collections.Counter(int(label) for label in validation_labels)
+        majority = max(counts.values()) / len(validation_labels)
+        return cls(rule.at_fraction, rule.margin, majority)
+
+    def stops(self, step: int, planned_steps: int, best_accuracy: float | None) -> bool:
+        if planned_steps <= 0 or step < self.at_fraction * planned_steps:
+            return False
+        return best_accuracy is None or best_accuracy <= self.majority_rate + self.margin
 
 
 def precision_flags(mode: str) -> dict[str, bool]:
@@ -311,11 +337,14 @@ class EvaluationRecorder(TrainerCallback):
         maximize: bool,
         on_evaluation: EvaluationHook | None,
         grid: EvaluationGrid,
+        near_chance: NearChance | None = None,
     ):
         self.objective_key = objective_key
         self.maximize = maximize
         self.on_evaluation = on_evaluation
         self.grid = grid
+        self.near_chance = near_chance
+        self.best_accuracy: float | None = None
         self.outcome = TrialOutcome(examples_per_step=grid.examples_per_step)
         self._training_loss: float | None = None
 
@@ -414,15 +443,32 @@ class EvaluationRecorder(TrainerCallback):
             )
             return
         self._keep_if_best(float(value), state.global_step)
+        accuracy = metrics.get(metric("accuracy").trainer_key)
+        if accuracy is not None and math.isfinite(accuracy):
+            self.best_accuracy = max(self.best_accuracy or 0.0, float(accuracy))
         epoch = float(state.epoch or 0.0)
         point = self.grid.index(state.global_step, epoch)
         # Off the grid (the extra evaluation at a last step between grid points): no other
         # trial reports there, so the pruner is not asked.
-        if point is None or self.on_evaluation is None:
-            return
-        if self.on_evaluation(point, float(value)):
+        hook = self.on_evaluation
+        if point is not None and hook is not None and hook(point, float(value)):
             where = self.grid.where(state.global_step, epoch)
             self._stop(control, f"pruned at {where} ({self.objective_key}={value:.4f})")
+            return
+        rule = self.near_chance
+        # At the planned end the trial has finished anyway: nothing is stopped there.
+        if (
+            rule is not None
+            and state.global_step < state.max_steps
+            and rule.stops(state.global_step, state.max_steps, self.best_accuracy)
+        ):
+            where = self.grid.where(state.global_step, epoch)
+            self._stop(
+                control,
+                f"near chance at {where} of {state.max_steps} planned steps: best accuracy "
+                f"{self.best_accuracy or 0.0:.4f}, the majority class is "
+                f"{rule.majority_rate:.4f} of validation (margin {rule.margin:g})",
+            )
 
 
 class EarlyStopping(EarlyStoppingCallback):
@@ -614,6 +660,7 @@ def train_trial(
     output_dir: Path,
     *,
     on_evaluation: EvaluationHook | None = None,
+    near_chance: NearChance | None = None,
     callbacks: Sequence[TrainerCallback] = (),
     resume_from_checkpoint: Path | None = None,
     stop_requested: Callable[[], bool] | None = None,
@@ -628,7 +675,8 @@ def train_trial(
     and ``interrupted_at_step`` set. ``run_name`` names the run in the tracking tools of
     ``training.report_to`` (a retry passes its first trial's, and continues that run).
     With ``store_url`` (the retry chain's prefix in an object store) every checkpoint is
-    also uploaded there in the background, for a retry on any machine.
+    also uploaded there in the background, for a retry on any machine. With
+    ``near_chance`` a trial still near chance part-way through its plan is stopped as pruned.
     """
     maximize = config.objective.study_direction == "maximize"
     recorder = EvaluationRecorder(
@@ -636,6 +684,7 @@ def train_trial(
         maximize,
         on_evaluation,
         EvaluationGrid.of(config, params),
+        near_chance,
     )
     outcome = recorder.outcome
     stoppers = _stoppers(config, recorder, stop_requested)
