@@ -592,6 +592,7 @@ def _search_lines(summary: StudySummary, metric: str) -> list[str]:
         f"{_grid_unit(config)}, saving {summary.saved_steps} of the "
         f"{summary.planned_steps_stopped} steps the stopped trials had planned.",
         f"- Early stopping: {_early_stopping_text(config, summary)}",
+        *_near_chance_lines(config),
         f"- Search space: {_search_space(config)}.",
     ]
 
@@ -683,6 +684,17 @@ def _grid_unit(config: StudyConfig) -> str:
     if evaluation.strategy == "examples":
         return f"number of training examples (an evaluation every {evaluation.examples})"
     return "epoch" if evaluation.strategy == "epoch" else "step"
+
+
+def _near_chance_lines(config: StudyConfig) -> list[str]:
+    rule = config.near_chance
+    if rule.at_fraction is None:
+        return []
+    return [
+        f"- Near chance: a trial whose best validation accuracy was still within "
+        f"{rule.margin:g} of the majority-class rate after {rule.at_fraction:g} of its planned "
+        "steps was stopped (pruned)."
+    ]
 
 
 def _early_stopping_text(config: StudyConfig, summary: StudySummary) -> str:
