@@ -137,6 +137,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and no seed noise)",
     )
     parser.add_argument(
+        "--replay-from",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="no training: replay the unpruned curves an earlier run stored in JSON (its "
+        "pruning.json) through every strategy, with that run's seed noise, and print the table",
+    )
+    parser.add_argument(
         "--no-live",
         action="store_true",
         help="stages 1-3 only: the unpruned search, its confirmation and the replay",
@@ -734,12 +742,63 @@ def device_text() -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def replay_stored(args: argparse.Namespace) -> int:
+    """``--replay-from``: the replay stage again, on the curves an earlier run stored (its
+    sizes come from that run's settings), written to ``pruning-replay.json``."""
+    import json
+
+    from benchmarks.replay import Curve, Point, replay_all, rule_checks
+
+    stored = json.loads(Path(args.replay_from).read_text())
+    unpruned = stored.get("unpruned")
+    if not isinstance(unpruned, dict):
+        raise SystemExit(f"{args.replay_from} holds no unpruned search to replay")
+    sizes = {key: stored["settings"][key] for key in FULL}
+    config = study_config(args, sizes, stored["settings"]["model"], Path("."), "default", False)
+    curves = [
+        Curve(trial["number"], tuple(Point(**point) for point in trial["curve"]))
+        for trial in sorted(unpruned["trials"], key=lambda t: t["number"])
+        if trial["curve"]
+    ]
+    confirmed = stored.get("unpruned_confirmation")
+    noise = (confirmed.get("objective") or {}).get("std") if isinstance(confirmed, dict) else None
+    majority = majority_rate(config)
+    direction = config.objective.study_direction
+    results = replay_all(
+        curves,
+        strategies(config, majority),
+        direction=direction,
+        noise=noise,
+        study_name=unpruned["study"],
+    )
+    payload = {
+        "replayed_from": str(args.replay_from),
+        "replay": {
+            "metric": config.objective.metric,
+            "direction": direction,
+            "noise": noise,
+            "majority_rate": majority,
+            "curves": len(curves),
+            "strategies": {
+                name: result.as_dict() | rule_checks(result, curves, majority)
+                for name, result in results.items()
+            },
+        },
+    }
+    print_tables(payload)
+    print(f"[pruning] replay written to {Results('pruning-replay', payload).save()}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     if args.write_fp16_copy is not None:
         path = write_fp16_copy(args.model, args.write_fp16_copy)
         size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
         print(f"[pruning] fp16 copy of {args.model} written to {path} ({size / 2**20:.1f} MiB)")
         return 0
+
+    if args.replay_from is not None:
+        return replay_stored(args)
 
     from benchmarks.gpu import full_precision_copy
     from benchmarks.trial_loop import _quiet

@@ -152,9 +152,10 @@ class NearChance:
         return cls(rule.at_fraction, rule.margin, majority)
 
     def stops(self, step: int, planned_steps: int, best_accuracy: float | None) -> bool:
-        if planned_steps <= 0 or step < self.at_fraction * planned_steps:
+        # No accuracy (none computed yet): nothing to judge the trial by.
+        if best_accuracy is None or planned_steps <= 0 or step < self.at_fraction * planned_steps:
             return False
-        return best_accuracy is None or best_accuracy <= self.majority_rate + self.margin
+        return best_accuracy <= self.majority_rate + self.margin
 
 
 def precision_flags(mode: str) -> dict[str, bool]:
