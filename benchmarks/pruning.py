@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import shutil
 import tempfile
@@ -143,6 +144,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="no training: replay the unpruned curves an earlier run stored in JSON (its "
         "pruning.json) through every strategy, with that run's seed noise, and print the table",
+    )
+    parser.add_argument(
+        "--unpruned-from",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="take stages 1-2 (the unpruned search and its confirmation) from an earlier run "
+        "of the same size (its pruning.json) and run the rest: to measure new default rules",
     )
     parser.add_argument(
         "--no-live",
@@ -483,22 +492,36 @@ def majority_rate(config: Any) -> float | None:
     return max(Counter(labels).values()) / len(labels) if len(labels) else None
 
 
-def run_replay(unpruned_study: Any, default_config: Any, noise: float | None) -> dict[str, Any]:
-    from benchmarks.replay import curves_from_trials, replay_all, rule_checks
+def curves_of(unpruned: dict[str, Any]) -> list[Any]:
+    """The unpruned search's curves as its stage stored them, in start order."""
+    from benchmarks.replay import Curve, Point
 
-    metric = default_config.objective.metric
+    rows = sorted(unpruned["trials"], key=lambda t: t["number"])
+    return [
+        Curve(row["number"], tuple(Point(**point) for point in row["curve"]))
+        for row in rows
+        if row["curve"]
+    ]
+
+
+def run_replay(
+    unpruned: dict[str, Any], default_config: Any, noise: float | None
+) -> dict[str, Any]:
+    """Stage 3: the unpruned curves replayed through every strategy, with the issue's checks."""
+    from benchmarks.replay import replay_all, rule_checks
+
     direction = default_config.objective.study_direction
-    curves = curves_from_trials(unpruned_study.get_trials(deepcopy=False), metric)
+    curves = curves_of(unpruned)
     majority = majority_rate(default_config)
     results = replay_all(
         curves,
         strategies(default_config, majority),
         direction=direction,
         noise=noise,
-        study_name=unpruned_study.study_name,
+        study_name=unpruned["study"],
     )
     return {
-        "metric": metric,
+        "metric": default_config.objective.metric,
         "direction": direction,
         "noise": noise,
         "majority_rate": majority,
@@ -745,49 +768,41 @@ def device_text() -> str:
 def replay_stored(args: argparse.Namespace) -> int:
     """``--replay-from``: the replay stage again, on the curves an earlier run stored (its
     sizes come from that run's settings), written to ``pruning-replay.json``."""
-    import json
-
-    from benchmarks.replay import Curve, Point, replay_all, rule_checks
-
     stored = json.loads(Path(args.replay_from).read_text())
     unpruned = stored.get("unpruned")
     if not isinstance(unpruned, dict):
         raise SystemExit(f"{args.replay_from} holds no unpruned search to replay")
     sizes = {key: stored["settings"][key] for key in FULL}
     config = study_config(args, sizes, stored["settings"]["model"], Path("."), "default", False)
-    curves = [
-        Curve(trial["number"], tuple(Point(**point) for point in trial["curve"]))
-        for trial in sorted(unpruned["trials"], key=lambda t: t["number"])
-        if trial["curve"]
-    ]
     confirmed = stored.get("unpruned_confirmation")
     noise = (confirmed.get("objective") or {}).get("std") if isinstance(confirmed, dict) else None
-    majority = majority_rate(config)
-    direction = config.objective.study_direction
-    results = replay_all(
-        curves,
-        strategies(config, majority),
-        direction=direction,
-        noise=noise,
-        study_name=unpruned["study"],
-    )
     payload = {
         "replayed_from": str(args.replay_from),
-        "replay": {
-            "metric": config.objective.metric,
-            "direction": direction,
-            "noise": noise,
-            "majority_rate": majority,
-            "curves": len(curves),
-            "strategies": {
-                name: result.as_dict() | rule_checks(result, curves, majority)
-                for name, result in results.items()
-            },
-        },
+        "replay": run_replay(unpruned, config, noise),
     }
     print_tables(payload)
     print(f"[pruning] replay written to {Results('pruning-replay', payload).save()}")
     return 0
+
+
+def run_unpruned(results: Results, config: Any, sizes: dict[str, Any]) -> dict[str, Any]:
+    """Stages 1 and 2: the unpruned search, and its winner confirmed over seeds."""
+    stage = time.perf_counter()
+    _, unpruned = run_search(config, "unpruned")
+    results.set("unpruned", unpruned)
+    print(f"[pruning] stage 1 (unpruned) {time.perf_counter() - stage:.0f} s", flush=True)
+    if sizes["seeds"] <= 0:
+        results.set("unpruned_confirmation", "not asked (--seeds 0)")
+        return unpruned
+    stage = time.perf_counter()
+    confirmed = confirm(config, sizes["seeds"])
+    results.set("unpruned_confirmation", confirmed)
+    print(
+        f"[pruning] stage 2 (confirm unpruned) {time.perf_counter() - stage:.0f} s: "
+        f"{_spread(confirmed.get('objective'))}",
+        flush=True,
+    )
+    return unpruned
 
 
 def run(args: argparse.Namespace) -> int:
@@ -849,26 +864,22 @@ def run(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     try:
-        stage = time.perf_counter()
-        unpruned_study, unpruned = run_search(unpruned_config, "unpruned")
-        results.set("unpruned", unpruned)
-        print(f"[pruning] stage 1 (unpruned) {time.perf_counter() - stage:.0f} s", flush=True)
-
-        noise: float | None = None
-        if sizes["seeds"] > 0:
-            stage = time.perf_counter()
-            confirmed = confirm(unpruned_config, sizes["seeds"])
-            results.set("unpruned_confirmation", confirmed)
-            noise = (confirmed.get("objective") or {}).get("std")
-            print(
-                f"[pruning] stage 2 (confirm unpruned) {time.perf_counter() - stage:.0f} s: "
-                f"{_spread(confirmed.get('objective'))}",
-                flush=True,
-            )
+        if args.unpruned_from is not None:
+            # Stages 1 and 2 as an earlier run of the same size measured them.
+            stored = json.loads(Path(args.unpruned_from).read_text())
+            results.set("unpruned_from", str(args.unpruned_from))
+            unpruned = stored["unpruned"]
+            results.set("unpruned", unpruned)
+            results.set("unpruned_confirmation", stored["unpruned_confirmation"])
+            print(f"[pruning] stages 1-2 taken from {args.unpruned_from}", flush=True)
         else:
-            results.set("unpruned_confirmation", "not asked (--seeds 0)")
+            unpruned = run_unpruned(results, unpruned_config, sizes)
+        confirmed = results.payload["unpruned_confirmation"]
+        noise = (
+            (confirmed.get("objective") or {}).get("std") if isinstance(confirmed, dict) else None
+        )
 
-        results.set("replay", run_replay(unpruned_study, default_config, noise))
+        results.set("replay", run_replay(unpruned, default_config, noise))
         print("[pruning] stage 3 (replay) done", flush=True)
 
         if not args.no_live:

@@ -202,8 +202,9 @@ class RankPrunerConfig(_Wrappable):
     --top`'s: enough finished trials to confirm)."""
     keep_fraction: float = Field(default=0.3, gt=0.0, le=1.0)
     """And so does this best share of the trials that reached the grid point."""
-    n_warmup_steps: int = Field(default=2, ge=0)
-    """Grid points (evaluations) before a trial may be ranked out."""
+    n_warmup_steps: int = Field(default=1, ge=0)
+    """Grid points (evaluations) before a trial may be ranked out (from grid point 1: the
+    pruning benchmark's replay spent least so, and kept the winner)."""
 
     def _inner(self) -> optuna.pruners.BasePruner:
         return RankPruner(self.keep_top, self.keep_fraction, self.n_warmup_steps)
