@@ -458,6 +458,13 @@ def strategies(default_config: Any, majority_rate: float | None = None) -> list[
     found += [
         Strategy("successive_halving", halving.build, None, halving.describe()),
         Strategy("hyperband", hyperband.build, None, hyperband.describe()),
+        Strategy(
+            "median + early stopping (until 2026-12-02)",
+            median.build,
+            early,
+            f"{median.describe()} + {stop_text}: the default study's rules before the rank "
+            "pruner and the near-chance rule",
+        ),
         Strategy("rank", rank.build, None, rank.describe()),
         Strategy("rank + early stopping", rank.build, early, f"{rank.describe()} + {stop_text}"),
     ]
