@@ -59,7 +59,8 @@ def dashboard_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C, as a user stops it
         try:
-            process.wait(timeout=15)
+            # Generous: on a loaded 2-core machine the shutdown once took longer than 15 s.
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
