@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -128,3 +130,30 @@ def random_bert(
     BertForSequenceClassification(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def close_staged_run(
+    results: Results,
+    started: float,
+    summarize: Callable[[dict[str, Any]], dict[str, Any]],
+    scratch: Path,
+    keep: bool,
+) -> None:
+    """The end of a staged benchmark, also after a failed stage: its total time and summary
+    written, its scratch directory removed unless kept."""
+    results.payload["total_seconds"] = round(time.perf_counter() - started, 2)
+    results.set("summary", summarize(results.payload))
+    if keep:
+        print(f"[{results.name}] scratch kept at {scratch}")
+    else:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def report_staged_run(results: Results, print_tables: Callable[[dict[str, Any]], None]) -> int:
+    print_tables(results.payload)
+    print(
+        f"[{results.name}] {results.payload['total_seconds']:.0f} s in all; results written to "
+        f"{results.save()}",
+        flush=True,
+    )
+    return 0

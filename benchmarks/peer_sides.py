@@ -238,9 +238,19 @@ def run_hyperparameter_search(task: PeerTask) -> dict[str, Any]:
     return {
         "route": HPS_ROUTE,
         "pruner": "MedianPruner(n_startup_trials=5, n_warmup_steps=0) (Optuna's defaults)",
+        **search_summary(wall, trials, chosen, "state"),
+    }
+
+
+def search_summary(
+    wall: float, trials: list[dict[str, Any]], chosen: dict[str, Any], state_key: str
+) -> dict[str, Any]:
+    """What the peers benchmark compares of a side's search: its time, its training, how
+    its trials ended, and the configuration it chose and when it first held it."""
+    return {
         "wall_seconds": round(wall, 2),
         "examples": sum(t["examples"] for t in trials),
-        "states": _states(t["state"] for t in trials),
+        "states": _states(t[state_key] for t in trials),
         "chosen_trial": chosen["number"],
         "chosen_params": chosen["params"],
         "chosen_value": chosen["value"],
@@ -422,14 +432,7 @@ def run_ray_tune(task: PeerTask) -> dict[str, Any]:
             "scheduler": f"ASHAScheduler(max_t={task.max_evaluations}, grace_period=1, "
             "reduction_factor=4) (Ray's defaults but max_t)",
             "init_seconds": round(init_seconds, 2),
-            "wall_seconds": round(wall, 2),
-            "examples": sum(t["examples"] for t in trials),
-            "states": _states(t["outcome"] for t in trials),
-            "chosen_trial": chosen["number"],
-            "chosen_params": chosen["params"],
-            "chosen_value": chosen["value"],
-            "chosen_at_seconds": chosen["ended_at_seconds"],
-            "trials": trials,
+            **search_summary(wall, trials, chosen, "outcome"),
         }
     finally:
         ray.shutdown()

