@@ -309,7 +309,10 @@ class TrialLine:
 def live_outcome(trial: Any) -> str:
     """A live trial's end in the replay's terms."""
     if trial.state.name == "PRUNED":
-        return "diverged" if "diverged" in str(trial.user_attrs.get("stop_reason")) else "pruned"
+        reason = str(trial.user_attrs.get("stop_reason"))
+        if reason.startswith("near chance"):
+            return "near_chance"
+        return "diverged" if "diverged" in reason else "pruned"
     if trial.state.name == "COMPLETE":
         return "early_stopped" if trial.user_attrs.get("early_stopped_at") else "complete"
     return str(trial.state.name.lower())
