@@ -184,7 +184,7 @@ BAD_STUDIES = [
     pytest.param(
         with_changes(pruner={"type": "bogus"}),
         r"pruner\.type: expected one of \['hyperband', 'median', 'none', 'percentile', "
-        r"'successive_halving', 'threshold'\], but got 'bogus'",
+        r"'rank', 'successive_halving', 'threshold'\], but got 'bogus'",
         id="unknown-pruner",
     ),
     pytest.param(

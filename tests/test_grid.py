@@ -51,10 +51,11 @@ def one_word_rows(count: int, flip_every: int = 0) -> list[str]:
 
 
 def default_rules() -> dict[str, Any]:
-    """The rules of the default study (studies/imdb.yaml): its pruner and early stopping."""
+    """The rules of the default study (studies/imdb.yaml): its pruner, near-chance rule and
+    early stopping."""
     document = yaml.safe_load((REPO_ROOT / "studies" / "imdb.yaml").read_text(encoding="utf-8"))
     assert document["evaluation"]["strategy"] == "examples"
-    return {"pruner": document["pruner"], "early_stopping": document["early_stopping"]}
+    return {key: document[key] for key in ("pruner", "near_chance", "early_stopping")}
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def grid_sweep(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -
 @pytest.mark.timeout(300)
 def test_a_dead_trial_is_pruned_by_the_default_rules(grid_sweep: GridSweep) -> None:
     """It is never early-stopped as "not improving" first: the pruner is asked at every
-    grid point from n_warmup_steps on, and compares it with the finished trials there."""
+    grid point from n_warmup_steps on, and compares it with the other trials there."""
     dead, learners = grid_sweep.dead, grid_sweep.learners
     assert [t.state for t in learners] == [TrialState.COMPLETE] * 3
     assert dead.state == TrialState.PRUNED, dead.user_attrs
