@@ -168,11 +168,14 @@ def run_sweeper(config: Any) -> dict[str, Any]:
 
     started = time.time()
     study, search = run_search(config, "sweeper", tag=NAME)
+    search.pop("best_value", None)
+    route = {"route": "sweeper.study.sweep.run_study (what `sweeper sweep` runs)"}
+    if search["best_trial"] is None:  # every trial stopped: nothing chosen, nothing to confirm
+        return {**route, **search, "chosen_trial": None, "chosen_params": None}
     best = study.best_trial
     chosen_at = best.datetime_complete.timestamp() - started if best.datetime_complete else None
-    search.pop("best_value", None)
     return {
-        "route": "sweeper.study.sweep.run_study (what `sweeper sweep` runs)",
+        **route,
         **search,
         "chosen_trial": best.number,
         "chosen_params": best.params,
@@ -369,6 +372,16 @@ def run(args: argparse.Namespace) -> int:
         side: study_config(args, sizes, model, scratch, side.replace("_", "-"), False, "peers")
         for side in SIDES
     }
+    if sizes["quick"]:
+        # At --quick size (32 validation reviews, one epoch of 128) every trial is near
+        # chance: the near-chance rule would stop them all and leave nothing to compare. The
+        # quick size checks the harness; the default size runs the study's own rules.
+        configs = {
+            side: config.model_copy(
+                update={"near_chance": config.near_chance.model_copy(update={"at_fraction": None})}
+            )
+            for side, config in configs.items()
+        }
     seeds = fresh_seeds(configs["sweeper"], sizes["seeds"])
     results = Results(
         NAME,
@@ -434,11 +447,15 @@ def run_confirmations(
 ) -> None:
     for side in sides:
         search = results.payload[side]
+        if search.get("chosen_params") is None:
+            results.set(f"{side}_confirmation", "nothing to confirm: no trial completed")
+            continue
         twin = next(
             (
                 other
                 for other in sides[: sides.index(side)]
-                if same_configuration(
+                if results.payload[other].get("chosen_params") is not None
+                and same_configuration(
                     results.payload[other]["chosen_params"], search["chosen_params"]
                 )
             ),
