@@ -51,11 +51,12 @@ def one_word_rows(count: int, flip_every: int = 0) -> list[str]:
 
 
 def default_rules() -> dict[str, Any]:
-    """The rules of the default study (studies/imdb.yaml): its pruner, near-chance rule and
-    early stopping."""
+    """The rules of the default study (studies/imdb.yaml) that compare trials on the grid:
+    its pruner and early stopping. (Its near-chance rule would stop these tiny learners too,
+    which learn from a random model; tests/test_sweep.py tests that rule.)"""
     document = yaml.safe_load((REPO_ROOT / "studies" / "imdb.yaml").read_text(encoding="utf-8"))
     assert document["evaluation"]["strategy"] == "examples"
-    return {key: document[key] for key in ("pruner", "near_chance", "early_stopping")}
+    return {"pruner": document["pruner"], "early_stopping": document["early_stopping"]}
 
 
 @dataclass(frozen=True)
