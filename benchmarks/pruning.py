@@ -619,10 +619,11 @@ def live_checks(search: dict[str, Any], majority_rate: float | None) -> dict[str
     replay's question: live, nobody knows the rest of a stopped curve.)"""
     from benchmarks.replay import NEAR_CHANCE_MARGIN, STARTUP_TRIALS
 
-    complete = sum(1 for t in search["trials"] if t["state"] == "COMPLETE")
+    complete = sum(1 for t in search["trials"] if t.get("outcome") in ("complete", "early_stopped"))
     dead = []
     for position, trial in enumerate(sorted(search["trials"], key=lambda t: t["number"])):
-        accuracies = [p.get("accuracy") for p in trial["curve"] if p.get("accuracy") is not None]
+        curve = trial.get("curve") or []
+        accuracies = [p.get("accuracy") for p in curve if p.get("accuracy") is not None]
         planned = (trial.get("planned_steps") or 0) * (trial.get("examples_per_step") or 0)
         if position < STARTUP_TRIALS or majority_rate is None or not accuracies or not planned:
             continue

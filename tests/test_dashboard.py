@@ -44,6 +44,9 @@ def dashboard_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # As from a terminal: a suite started in the background by a non-interactive shell
+        # ignores SIGINT, and a child would inherit that and never see the Ctrl-C below.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines: list[str] = []
     try:
@@ -59,8 +62,7 @@ def dashboard_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C, as a user stops it
         try:
-            # Generous: on a loaded 2-core machine the shutdown once took longer than 15 s.
-            process.wait(timeout=60)
+            process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()

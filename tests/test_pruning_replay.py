@@ -291,7 +291,12 @@ def test_summary_and_replay_against_live() -> None:
         },
         "default_live": {
             "examples": 400,
-            "trials": [trial(0, 1e-5, "complete", 300), trial(1, 3e-5, "pruned", 100)],
+            "trials": [
+                trial(0, 1e-5, "complete", 200),
+                trial(1, 3e-5, "pruned", 100),
+                trial(2, 4e-5, "complete", 50),
+                trial(3, 5e-5, "early_stopped", 50),
+            ],
         },
         "replay": {
             "direction": "minimize",
@@ -311,10 +316,16 @@ def test_summary_and_replay_against_live() -> None:
     }
     summary = summarize(payload)
     assert summary["live_ratio"] == 0.4 and summary["ratio_met"]
+    assert summary["live_checks"]["complete_trials"] == 3 and summary["live_checks"]["checks_met"]
     assert summary["quality_met"] and summary["target_met"]  # 0.41 <= 0.40 + 0.02
     check = summary["replay_vs_live"]
     # Trial 1 drew other parameters live: only trial 0 is compared, and it disagrees.
     assert check["same_params_trials"] == 1 and check["agree"] == 0
+    # Fewer than 3 complete trials (what `sweeper confirm --top 3` needs): not met.
+    payload["default_live"]["trials"][3]["outcome"] = "pruned"
+    assert not summarize(payload)["live_checks"]["checks_met"]
+    assert not summarize(payload)["target_met"]
+    payload["default_live"]["trials"][3]["outcome"] = "early_stopped"
     payload["default_confirmation"] = {"objective": {"mean": 0.43, "std": 0.01, "n": 3}}
     assert not summarize(payload)["target_met"]
     payload["default_confirmation"] = "not run"
