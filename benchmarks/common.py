@@ -157,3 +157,11 @@ def report_staged_run(results: Results, print_tables: Callable[[dict[str, Any]],
         flush=True,
     )
     return 0
+
+
+def spread_text(spread: dict[str, Any] | None) -> str:
+    """A confirmed mean ± std over seeds, as the benchmarks print it."""
+    if not spread:
+        return "-"
+    std = spread.get("std")
+    return f"{spread['mean']:.4f} ± {std:.4f}" if std is not None else f"{spread['mean']:.4f}"

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import pruning
-from benchmarks.common import Results, close_staged_run, environment, report_staged_run
+from benchmarks.common import Results, close_staged_run, environment, report_staged_run, spread_text
 
 NAME = "peers"
 HELP = (
@@ -295,13 +295,6 @@ def summarize(payload: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _spread(spread: dict[str, Any] | None) -> str:
-    if not spread:
-        return "-"
-    std = spread.get("std")
-    return f"{spread['mean']:.4f} ± {std:.4f}" if std is not None else f"{spread['mean']:.4f}"
-
-
 def print_tables(payload: dict[str, Any]) -> None:
     print(
         f"\n[peers] {'side':<22}{'wall s':>8}{'examples':>10}{'chosen at s':>12}  "
@@ -322,8 +315,8 @@ def print_tables(payload: dict[str, Any]) -> None:
             f"  {side:<22}{search['wall_seconds']:>8.0f}{search['examples']:>10}"
             f"{'-' if chosen_at is None else f'{chosen_at:.0f}':>12}  {states:<36}"
             f"{'-' if value is None else f'{value:.4f}':>16}  "
-            f"{_spread(confirmed.get('objective')):<22}{_spread(confirmed.get('accuracy')):<22}"
-            f"{_spread(confirmed.get('test_accuracy'))}"
+            f"{spread_text(confirmed.get('objective')):<22}{spread_text(confirmed.get('accuracy')):<22}"
+            f"{spread_text(confirmed.get('test_accuracy'))}"
         )
     summary = payload.get("summary") or {}
     if "time_ratio" in summary:
@@ -471,7 +464,7 @@ def run_confirmations(
         results.set(f"{side}_confirmation", confirmed)
         print(
             f"[peers] confirm {side}: {time.perf_counter() - stage:.0f} s: "
-            f"{_spread(confirmed.get('objective'))}"
+            f"{spread_text(confirmed.get('objective'))}"
             f"{f' (the same choice as {twin})' if twin else ''}",
             flush=True,
         )

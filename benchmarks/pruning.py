@@ -47,6 +47,7 @@ from benchmarks.common import (
     close_staged_run,
     environment,
     report_staged_run,
+    spread_text,
 )
 
 NAME = "pruning"
@@ -675,13 +676,6 @@ def replay_vs_live(payload: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _spread(spread: dict[str, Any] | None) -> str:
-    if not spread:
-        return "-"
-    std = spread.get("std")
-    return f"{spread['mean']:.4f} ± {std:.4f}" if std is not None else f"{spread['mean']:.4f}"
-
-
 def print_tables(payload: dict[str, Any]) -> None:
     replayed = payload.get("replay")
     if isinstance(replayed, dict):
@@ -737,8 +731,8 @@ def print_tables(payload: dict[str, Any]) -> None:
             confirmed = confirmed if isinstance(confirmed, dict) else {}
             print(
                 f"  {label:<10}{search['examples']:>10}{ratio:>8.3f}{search['wall_seconds']:>9.0f}"
-                f"  {states:<34}{best:>14}  {_spread(confirmed.get('objective')):<22}"
-                f"{_spread(confirmed.get('accuracy')):<22}{_spread(confirmed.get('test_accuracy'))}"
+                f"  {states:<34}{best:>14}  {spread_text(confirmed.get('objective')):<22}"
+                f"{spread_text(confirmed.get('accuracy')):<22}{spread_text(confirmed.get('test_accuracy'))}"
             )
     summary = payload.get("summary") or {}
     check = summary.get("replay_vs_live")
@@ -829,7 +823,7 @@ def confirm_stage(results: Results, key: str, config: Any, seeds: int, label: st
     results.set(key, confirmed)
     print(
         f"[pruning] {label} {time.perf_counter() - stage:.0f} s: "
-        f"{_spread(confirmed.get('objective'))}",
+        f"{spread_text(confirmed.get('objective'))}",
         flush=True,
     )
 
