@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,10 +261,7 @@ def search_summary(
 
 
 def _states(states: Any) -> dict[str, int]:
-    counted: dict[str, int] = {}
-    for state in states:
-        counted[state] = counted.get(state, 0) + 1
-    return dict(sorted(counted.items()))
+    return dict(sorted(Counter(states).items()))
 
 
 # --- Ray Tune: ASHA with OptunaSearch ---------------------------------------------------------

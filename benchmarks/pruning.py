@@ -506,12 +506,10 @@ def strategies(default_config: Any, majority_rate: float | None = None) -> list[
 
 def majority_rate(config: Any) -> float | None:
     """The validation split's majority-class rate (what near chance is measured from)."""
-    from collections import Counter
-
     from sweeper.trial.data import LABEL, load_splits
+    from sweeper.trial.training import majority_rate as rate
 
-    labels = load_splits(config.dataset).validation[LABEL]
-    return max(Counter(labels).values()) / len(labels) if len(labels) else None
+    return rate(load_splits(config.dataset).validation[LABEL])
 
 
 def curves_of(unpruned: dict[str, Any]) -> list[Any]:

@@ -132,6 +132,14 @@ class TrialOutcome:
     checkpoint_costs: dict[str, Any] = field(default_factory=dict)
 
 
+def majority_rate(labels: Sequence[int]) -> float | None:
+    """The share of the most frequent label (None for no labels): what near chance is
+    measured from."""
+    if not labels:
+        return None
+    return max(collections.Counter(int(label) for label in labels).values()) / len(labels)
+
+
 @dataclass(frozen=True)
 class NearChance:
     """``near_chance`` with the validation split's majority-class rate: a trial whose best
@@ -145,10 +153,9 @@ class NearChance:
     @classmethod
     def of(cls, config: StudyConfig, validation_labels: Sequence[int]) -> NearChance | None:
         rule = config.near_chance
-        if rule.at_fraction is None or not validation_labels:
+        majority = majority_rate(validation_labels)
+        if rule.at_fraction is None or majority is None:
             return None
-        counts = collections.Counter(int(label) for label in validation_labels)
-        majority = max(counts.values()) / len(validation_labels)
         return cls(rule.at_fraction, rule.margin, majority)
 
     def stops(self, step: int, planned_steps: int, best_accuracy: float | None) -> bool:
