@@ -25,7 +25,7 @@ import importlib.util
 from types import ModuleType
 
 # In the order `python -m benchmarks` runs them.
-BENCHMARK_MODULES = ("trial_loop", "storage", "gpu", "pruning", "checkpoints", "peers")
+BENCHMARK_MODULES = ("trial_loop", "storage", "gpu", "pruning", "checkpoints", "peers", "overhead")
 
 
 def available() -> dict[str, ModuleType]:

@@ -40,6 +40,7 @@ from typing import Any
 
 from benchmarks import pruning
 from benchmarks.common import Results, close_staged_run, environment, report_staged_run, spread_text
+from sweeper.trial.speed import resolve_speed
 
 NAME = "peers"
 HELP = (
@@ -148,7 +149,7 @@ def peer_task(config: Any, sizes: dict[str, Any], model: str, scratch: Path, thr
         eval_steps=eval_steps,
         max_evaluations=max(1, steps // eval_steps),
         fixed_arguments={
-            "per_device_eval_batch_size": training.eval_batch_size,
+            "per_device_eval_batch_size": resolve_speed(training).eval_batch_size,
             "adam_beta1": training.adam_beta1,
             "adam_beta2": training.adam_beta2,
             "adam_epsilon": training.adam_epsilon,

@@ -506,10 +506,10 @@ def strategies(default_config: Any, majority_rate: float | None = None) -> list[
 
 def majority_rate(config: Any) -> float | None:
     """The validation split's majority-class rate (what near chance is measured from)."""
-    from sweeper.trial.data import LABEL, load_splits
+    from sweeper.trial.data import LABEL, column_values, load_splits
     from sweeper.trial.training import majority_rate as rate
 
-    return rate(load_splits(config.dataset).validation[LABEL])
+    return rate(column_values(load_splits(config.dataset).validation, LABEL))
 
 
 def curves_of(unpruned: dict[str, Any]) -> list[Any]:

@@ -53,7 +53,7 @@ def test_card_has_the_trainer_cards_form_and_the_sweep(
     hyper = section(card, "Training hyperparameters")
     assert f"- learning_rate: {best.params['learning_rate']:.6g}\n" in hyper
     assert f"- train_batch_size: {best.params['per_device_train_batch_size']}\n" in hyper
-    assert "- eval_batch_size: 32\n" in hyper
+    assert "- eval_batch_size: auto (32 on a CPU, 128 on a GPU)\n" in hyper
     assert f"- seed: {best.params['seed']}\n" in hyper
     assert "- optimizer: Adam with betas=(0.9,0.999) and epsilon=1e-08\n" in hyper
     assert "- lr_scheduler_type: linear\n" in hyper

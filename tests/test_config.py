@@ -56,7 +56,7 @@ def test_minimal_study_gets_card_defaults(tmp_path: Path) -> None:
     assert config.name == "study"
     assert config.training.adam_beta1 == 0.9 and config.training.adam_beta2 == 0.999
     assert config.training.adam_epsilon == 1e-8 and config.training.lr_scheduler_type == "linear"
-    assert config.training.eval_batch_size == 32
+    assert config.training.eval_batch_size == "auto"  # 32 on a CPU, 128 on a GPU
     assert config.search_space.learning_rate == FloatRange(low=1e-6, high=1e-3, log=True)
     assert config.search_space.per_device_train_batch_size == Choices(choices=[8, 16, 32, 64])
     assert 42 in config.search_space.seed.choices  # type: ignore[union-attr]

@@ -20,6 +20,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
+    PositiveInt,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -255,8 +257,8 @@ class NearChanceConfig(_Strict):
 class TrainingConfig(_Strict):
     """Fixed training arguments, as in the model cards (Adam, linear schedule, eval batch 32)."""
 
-    eval_batch_size: int = Field(default=32, ge=1)
-    """Rows per evaluation batch (it changes no result)."""
+    eval_batch_size: PositiveInt | Literal["auto"] = "auto"
+    """Rows per evaluation batch (it changes no result); auto: 32 on a CPU, 128 on a GPU."""
     adam_beta1: float = Field(default=0.9, ge=0.0, lt=1.0)
     """Adam's beta1, as in the model cards."""
     adam_beta2: float = Field(default=0.999, ge=0.0, lt=1.0)
@@ -274,6 +276,24 @@ class TrainingConfig(_Strict):
     group_by_length: bool = True
     """Training batches of texts of similar length (less padding); evaluation always runs longest
     first."""
+    # Speed levers: how batches reach the model and how it runs, never what it computes.
+    # sweeper.trial.speed decides every auto, per device (docs/benchmarks/speed.md).
+    dataloader_workers: NonNegativeInt | Literal["auto"] = "auto"
+    """Processes that load and pad batches; auto: 0 on a CPU (they would share its cores),
+    2 on a GPU."""
+    persistent_workers: bool = True
+    """Keep those processes for the whole trial instead of starting them again for every
+    pass over training and every evaluation."""
+    pad_to_multiple_of: PositiveInt | Literal["auto"] | None = "auto"
+    """Pad each batch to a multiple of this many tokens (fewer distinct shapes); auto: none
+    on a CPU, 8 on a GPU."""
+    non_blocking: bool | Literal["auto"] = "auto"
+    """Copy batches to the GPU without waiting (from pinned memory); auto: on a GPU."""
+    torch_compile: bool = False
+    """Compile the model with torch.compile (inductor); the recompile limit fits the study's
+    padded lengths and compiled kernels are cached under output_dir for later trials."""
+    tf32: bool = True
+    """TF32 for fp32 matrix products on GPUs that have it (Ampere and later)."""
     report_to: str | list[str] = "none"
     """Experiment tracking through the Trainer's own integrations: none, a name (tensorboard,
     wandb, mlflow, ... any of transformers' INTEGRATION_TO_CALLBACK), a list of them, or all.
@@ -442,6 +462,10 @@ class StudyConfig(_Strict):
     keep_all_checkpoints: bool = False
     """Keep the checkpoints of pruned and non-best trials (default: deleted once no retry can need
     them)."""
+    resume_checkpoint_minutes: float = Field(default=10.0, ge=0)
+    """A trial saves a checkpoint at each evaluation that is its best so far (the one it keeps)
+    and, for a retry after a crash to resume from, at any evaluation once this many minutes
+    have passed since its last one; 0 = at every evaluation. A stop signal always saves one."""
 
     @model_validator(mode="before")
     @classmethod
@@ -500,6 +524,12 @@ class StudyConfig(_Strict):
     @property
     def study_dir(self) -> Path:
         return Path(self.output_dir) / self.name
+
+    @property
+    def compile_cache_dir(self) -> Path:
+        """Where torch.compile's kernels are cached (training.torch_compile): beside the
+        tokenized data, shared by every study and worker under this output_dir."""
+        return Path(self.output_dir) / "cache" / "inductor"
 
     @property
     def storage_url(self) -> str:

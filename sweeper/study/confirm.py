@@ -584,13 +584,14 @@ def evaluate_test(
 ) -> SplitScores:
     """One kept checkpoint on the test split, with the study's metrics."""
     from sweeper.trial.evaluation import evaluate_checkpoint
+    from sweeper.trial.speed import resolve_speed
 
     scores = evaluate_checkpoint(
         checkpoint,
         test,
         tokenizer=data.tokenizer,
         num_labels=data.num_labels,
-        batch_size=config.training.eval_batch_size,
+        batch_size=resolve_speed(config.training).eval_batch_size,
         label_smoothing=float(params.get("label_smoothing_factor", 0.0)),
     )
     return SplitScores(

@@ -87,6 +87,7 @@ from sweeper.trial.data import (
     DataSplits,
     PreparedData,
     check_unchanged,
+    column_values,
     prepare_data,
     split_attrs,
 )
@@ -136,7 +137,9 @@ class Objective:
         # Runs in training.report_to are named <run_prefix>-trial-<N>.
         self.run_prefix = context.config.name
         # The near_chance rule needs the validation split's majority-class rate.
-        self.near_chance = NearChance.of(context.config, context.data.validation[LABEL])
+        self.near_chance = NearChance.of(
+            context.config, column_values(context.data.validation, LABEL)
+        )
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """The trial's hyperparameters: sampled from the study's search space (or enqueued)."""

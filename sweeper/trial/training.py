@@ -48,6 +48,7 @@ from sweeper.trial.checkpoints import (
 )
 from sweeper.trial.data import PreparedData
 from sweeper.trial.models import load_classifier
+from sweeper.trial.speed import apply_tf32, configure_compile, resolve_speed
 
 EvaluationHook = Callable[[int, float], bool]
 # An epoch counts as ended when state.epoch is this close to a whole number.
@@ -198,12 +199,12 @@ def build_training_arguments(
     if strategy == "steps":
         every = EvaluationGrid.of(config, params).eval_steps or evaluation.steps
         interval |= {"eval_steps": every, "save_steps": every, "logging_steps": every}
-    on_gpu = torch.cuda.is_available()
     arguments: dict[str, Any] = {
         "output_dir": str(output_dir),
         # The trial's hyperparameters, each as its entry in sweeper.settings.hyperparameters says.
         **training_arguments(params),
-        "per_device_eval_batch_size": training.eval_batch_size,
+        # Loader workers, pinned memory, eval batch, compilation: sweeper.trial.speed.
+        **resolve_speed(training).training_arguments(),
         "adam_beta1": training.adam_beta1,
         "adam_beta2": training.adam_beta2,
         "adam_epsilon": training.adam_epsilon,
@@ -223,9 +224,6 @@ def build_training_arguments(
         "report_to": training.report_to,
         "run_name": run_name,
         "disable_tqdm": True,
-        "dataloader_pin_memory": on_gpu,
-        "dataloader_num_workers": 2 if on_gpu else 0,
-        "tf32": True if on_gpu and torch.cuda.get_device_capability()[0] >= 8 else None,
         **precision_flags(training.mixed_precision),
         **interval,
     }
@@ -312,16 +310,23 @@ def build_trainer(
     ``run_name`` (default: the checkpoint directory's name) names the trial's run in the
     tracking tools of ``training.report_to``; ``resumed_from_step`` is the step a retry
     resumes from (see :class:`TensorBoardRun`)."""
-    on_gpu = torch.cuda.is_available()
+    speed = resolve_speed(config.training)
+    if speed.torch_compile:
+        configure_compile(config.model.max_length, speed, str(config.compile_cache_dir))
     run_name = run_name or output_dir.name
+    arguments = build_training_arguments(config, params, output_dir, run_name=run_name)
+    # After the arguments: the Trainer's own TF32 switch (torch_compile with bf16 sets it)
+    # leaves torch's two APIs disagreeing; this makes them agree, on or off.
+    if speed.device == "gpu":
+        apply_tf32(speed.tf32)
     trainer = _SortedEvaluationTrainer(
         model=model,
-        args=build_training_arguments(config, params, output_dir, run_name=run_name),
+        args=arguments,
         train_dataset=data.train,
         eval_dataset=data.validation,
         processing_class=data.tokenizer,
         data_collator=DataCollatorWithPadding(
-            data.tokenizer, pad_to_multiple_of=8 if on_gpu else None
+            data.tokenizer, pad_to_multiple_of=speed.pad_to_multiple_of
         ),
         compute_metrics=build_compute_metrics(data.num_labels),
         callbacks=list(callbacks),
@@ -346,8 +351,11 @@ class EvaluationRecorder(TrainerCallback):
         on_evaluation: EvaluationHook | None,
         grid: EvaluationGrid,
         near_chance: NearChance | None = None,
+        resume_checkpoint_seconds: float = 0.0,
     ):
         self.objective_key = objective_key
+        self.resume_checkpoint_seconds = resume_checkpoint_seconds
+        self._last_save = time.monotonic()
         self.maximize = maximize
         self.on_evaluation = on_evaluation
         self.grid = grid
@@ -389,6 +397,26 @@ class EvaluationRecorder(TrainerCallback):
         best = self.outcome.best_value
         if best is None or (value > best if self.maximize else value < best):
             self.outcome.best_value, self.outcome.best_step = value, step
+
+    def _save_if_needed(self, control: TrainerControl, step: int) -> None:
+        """A checkpoint at this evaluation only when it is the trial's best so far (the one
+        the trial keeps) or a retry's resume point is due (resume_checkpoint_minutes): a
+        checkpoint holds the weights and the optimizer's state, three times the weights,
+        and writing one at every evaluation was most of a short trial's fixed cost."""
+        improved = self.outcome.best_step == step
+        due = time.monotonic() - self._last_save >= self.resume_checkpoint_seconds
+        if not (improved or due):
+            control.should_save = False
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._last_save = time.monotonic()
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._last_save = time.monotonic()
 
     def _stop(self, control: TrainerControl, reason: str) -> None:
         if self.outcome.stop_reason is None:
@@ -451,6 +479,7 @@ class EvaluationRecorder(TrainerCallback):
             )
             return
         self._keep_if_best(float(value), state.global_step)
+        self._save_if_needed(control, state.global_step)
         accuracy = metrics.get(metric("accuracy").trainer_key)
         if accuracy is not None and math.isfinite(accuracy):
             self.best_accuracy = max(self.best_accuracy or 0.0, float(accuracy))
@@ -693,6 +722,7 @@ def train_trial(
         on_evaluation,
         EvaluationGrid.of(config, params),
         near_chance,
+        resume_checkpoint_seconds=config.resume_checkpoint_minutes * 60,
     )
     outcome = recorder.outcome
     stoppers = _stoppers(config, recorder, stop_requested)

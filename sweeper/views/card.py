@@ -47,6 +47,7 @@ from sweeper.settings.hyperparameters import (
 )
 from sweeper.settings.metrics import METRICS, OBJECTIVE_NAMES, metric
 from sweeper.settings.metrics import f1_average as metrics_f1_average
+from sweeper.trial.speed import DEVICE_DEFAULTS
 from sweeper.views.confirmation import Confirmation, load_confirmed_run, spread_text
 from sweeper.views.results import (
     StudySummary,
@@ -88,6 +89,14 @@ def _number(value: Any) -> str:
             return str(value)
         return f"{value:.4f}" if len(str(value).split(".")[-1]) > 4 else str(value)
     return str(value)
+
+
+def _eval_batch_text(value: int | str) -> str:
+    """The evaluation batch as the study file set it; auto depends on the worker's device."""
+    if value != "auto":
+        return _hyper(value)
+    cpu, gpu = (DEVICE_DEFAULTS[device]["eval_batch_size"] for device in ("cpu", "gpu"))
+    return f"auto ({cpu} on a CPU, {gpu} on a GPU)"
 
 
 def _hyper(value: Any) -> str:
@@ -267,7 +276,7 @@ def _hyperparameters(trial: FrozenTrial, config: StudyConfig) -> list[str]:
     lines = [
         "The following hyperparameters were used during training:",
         *searched,
-        f"- eval_batch_size: {_hyper(training.eval_batch_size)}",
+        f"- eval_batch_size: {_eval_batch_text(training.eval_batch_size)}",
     ]
     accumulation = training.gradient_accumulation_steps
     if accumulation > 1:
