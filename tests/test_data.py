@@ -256,3 +256,49 @@ def test_hub_dataset_fails_fast_offline(
     ):
         prepare_data(dataset_config("imdb"), tokenizer, 32, tmp_path / "cache")
     assert time.perf_counter() - started < 10
+
+
+@pytest.mark.parametrize(
+    ("rows", "shares", "test_size", "train_size", "seed"),
+    [
+        (100, (0.5, 0.5), 0.2, None, 42),  # a fraction: ceil, as datasets rounds it
+        (101, (0.7, 0.3), 0.25, None, 7),
+        (3179, (0.5, 0.5), 636, None, 42),  # a number of rows (the imdb study's test split)
+        (500, (0.6, 0.3, 0.1), None, 64, 42),  # a cap: train_size rows kept
+        (37, (0.8, 0.2), 0.3, None, 0),
+    ],
+)
+def test_stratified_split_draws_what_train_test_split_draws(
+    rows: int,
+    shares: tuple[float, ...],
+    test_size: float | int | None,
+    train_size: int | None,
+    seed: int,
+) -> None:
+    """sweeper's stratified split reads the labels at once but must keep every existing
+    study's rows: the same rows, in the same order, as datasets' own train_test_split."""
+    from datasets import ClassLabel
+
+    from sweeper.trial.data import LABEL, stratified_split
+
+    labels = [
+        next(i for i, edge in enumerate(_edges(shares)) if n / rows < edge) for n in range(rows)
+    ]
+    split = Dataset.from_dict({"row": list(range(rows)), LABEL: labels}).cast_column(
+        LABEL, ClassLabel(names=[f"c{i}" for i in range(len(shares))])
+    )
+    expected = split.train_test_split(
+        test_size=test_size, train_size=train_size, seed=seed, stratify_by_column=LABEL
+    )
+    train, test = stratified_split(split, seed, test_size=test_size, train_size=train_size)
+    assert train["row"][:] == expected["train"]["row"][:]
+    assert test["row"][:] == expected["test"]["row"][:]
+
+
+def _edges(shares: tuple[float, ...]) -> list[float]:
+    total, edges = 0.0, []
+    for share in shares:
+        total += share
+        edges.append(total)
+    edges[-1] = 1.01
+    return edges
