@@ -39,10 +39,10 @@ RUN_ARGS       = \
 .DEFAULT_GOAL := help
 
 .PHONY: help docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench \
-        bench-gpu bench-pruning bench-peers postgres postgres-embedded postgres-embedded-stop slurm clean clean-results
+        bench-gpu bench-overhead bench-pruning bench-peers postgres postgres-embedded postgres-embedded-stop slurm clean clean-results
 
 help:
-	@echo "targets: docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu bench-pruning bench-peers postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
+	@echo "targets: docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu bench-overhead bench-pruning bench-peers postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
 	@echo "vars:    STUDY=$(STUDY) N_TRIALS STORAGE CHECKPOINT_ROOT SET=\"k=v ...\" GPUS HOST PORT TOP SEEDS PYTEST_ARGS BENCH_ARGS"
 
 # --- environment ---------------------------------------------------------------------------------
@@ -105,10 +105,17 @@ lint: $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
-# The GPU benchmark (within --time-budget, 330 s by default; 184 s on an H200). BENCH_ARGS="--quick"
-# smoke-tests it on a CPU; BENCH_ARGS="--minilm DIR" where the MiniLM package is not installed.
+# The GPU benchmark (within --time-budget, 360 s by default: a rerun fits 15 minutes of a lent
+# GPU). BENCH_ARGS="--quick" smoke-tests it on a CPU; "--minilm DIR" where the MiniLM package
+# is not installed.
 bench-gpu: $(STAMP)
 	$(BIN)/python -m benchmarks gpu $(BENCH_ARGS)
+
+# A worker's start-up and a trial's fixed cost through the real `sweeper sweep` (also part of
+# bench; about 3 minutes on 2 CPU cores). BENCH_ARGS="--set training.dataloader_workers=2"
+# measures a speed lever; docs/benchmarks/speed.md.
+bench-overhead: $(STAMP)
+	$(BIN)/python -m benchmarks overhead $(BENCH_ARGS)
 
 # What pruning buys (also part of bench): an unpruned search replayed through each pruning
 # strategy, then the default rules live, both winners confirmed over seeds. About an hour
