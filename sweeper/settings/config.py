@@ -888,6 +888,21 @@ RUN_KEYS: dict[str, str] = {
     "output_dir": "where this machine writes reports, caches and SQLite files",
     "checkpoint_root": "where this machine keeps trial checkpoints",
     "keep_all_checkpoints": "whether checkpoints of pruned and non-best trials are kept",
+    "resume_checkpoint_minutes": "how much training a crash may cost this machine's trials",
+    # The speed levers (sweeper.trial.speed): how this machine feeds and runs the model;
+    # what a trial computes stays the same, to floating-point order.
+    **{
+        f"training.{lever}": "a speed lever for this machine's device"
+        for lever in (
+            "dataloader_workers",
+            "persistent_workers",
+            "pad_to_multiple_of",
+            "non_blocking",
+            "eval_batch_size",
+            "torch_compile",
+            "tf32",
+        )
+    },
     "dataset.path": (
         "where this machine finds the data; the stored split sizes and fingerprints must match"
     ),
