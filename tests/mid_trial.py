@@ -33,7 +33,8 @@ def held_mid_trial(
     alive: Callable[[], bool] = lambda: True,
     timeout_seconds: float = 300,
 ) -> Iterator[None]:
-    """Once two trial directories have a checkpoint newer than ``after``, hold the table of
+    """Once two trial directories have a checkpoint newer than ``after`` (the study saves one
+    at every evaluation: ``resume_checkpoint_minutes: 0``), hold the table of
     reported values locked while the block runs: each worker then waits in its next
     evaluation's report, mid-trial, and carries on (stopping, if it was told to) when the
     lock goes. ``describe()`` says what was going on when waiting fails; ``alive()`` false

@@ -124,6 +124,8 @@ def test_slurm_array_survives_preemption_and_the_time_limit(
         dataset={"max_train_rows": 96, "max_validation_rows": 24},
         search_space={"num_train_epochs": 6, "per_device_train_batch_size": 8},
         evaluation={"strategy": "steps", "steps": 6},
+        # A checkpoint at every evaluation: what held_mid_trial waits for.
+        resume_checkpoint_minutes=0,
         pruner={"type": "none"},
         budget={"n_trials": n_trials},
         workers={"heartbeat_interval_seconds": 2, "grace_period_seconds": 20, "poll_seconds": 1},

@@ -24,9 +24,11 @@ from sweeper.launch.cli import main
 from sweeper.runtime.workers import FAKE_GPU_COUNT_ENV, StopRequest
 from sweeper.study.sweep import load_existing_study
 
-# Trials of 4 epochs x 12 steps with a checkpoint every 4 steps; the test holds them mid-trial
-# (see held_mid_trial) whatever this machine's speed.
+# Trials of 4 epochs x 12 steps with a checkpoint every 4 steps (at every evaluation, best or
+# not: resume_checkpoint_minutes 0); the test holds them mid-trial (see held_mid_trial)
+# whatever this machine's speed.
 TRIALS = {
+    "resume_checkpoint_minutes": 0,
     "dataset": {"max_train_rows": 96, "max_validation_rows": 24},
     "search_space": {"num_train_epochs": 4, "per_device_train_batch_size": 8},
     "evaluation": {"strategy": "steps", "steps": 4},
