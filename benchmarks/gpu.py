@@ -360,28 +360,14 @@ def study_document(
 
 
 def _precision_switches() -> dict[str, Any]:
-    """torch's TF32 switches as they stand (the legacy and the torch >= 2.9 API)."""
+    """torch's TF32 switches as they stand: sweeper's readings of both APIs, and the new
+    process-wide switch transformers sets."""
     import torch
 
-    readings: dict[str, Any] = {}
-    probes: dict[str, Callable[[], Any]] = {
-        "torch.get_float32_matmul_precision()": torch.get_float32_matmul_precision,
-        "torch.backends.fp32_precision": lambda: torch.backends.fp32_precision,  # type: ignore[attr-defined]
-        "torch.backends.cuda.matmul.fp32_precision": lambda: (
-            torch.backends.cuda.matmul.fp32_precision
-        ),
-        "torch.backends.cudnn.conv.fp32_precision": lambda: (
-            torch.backends.cudnn.conv.fp32_precision  # type: ignore[attr-defined]
-        ),
-        "torch.backends.cuda.matmul.allow_tf32": lambda: torch.backends.cuda.matmul.allow_tf32,
-        "torch.backends.cudnn.allow_tf32": lambda: torch.backends.cudnn.allow_tf32,
-    }
-    for name, read in probes.items():
-        try:
-            readings[name] = read()
-        except Exception as exc:
-            readings[name] = f"unreadable: {exc.__class__.__name__}: {exc}"
-    return readings
+    from sweeper.trial.speed import tf32_readings
+
+    generic = getattr(torch.backends, "fp32_precision", None)
+    return {**tf32_readings(), "fp32_precision": generic}
 
 
 def fp32_matmul_tflops() -> float | None:

@@ -351,7 +351,8 @@ def freeze_startup_heap() -> None:
     :func:`sweeper.trial.training.release_memory` as it ends, so a long study does not grow),
     and a full collection walks every tracked object: over the half a million that torch
     and transformers leave behind it took 0.23 s, twice a trial, on a 2-core CPU; after the
-    freeze it walks only what the trial made (docs/benchmarks/speed.md)."""
+    freeze it walks only what the trial made (docs/benchmarks/speed.md). ``run_trials``
+    unfreezes it when it returns."""
     gc.collect()
     gc.freeze()
 
@@ -379,7 +380,6 @@ def run_trials(
     when no trial is waiting or running, and waits while some run elsewhere (one may die
     and come back as a retry)."""
     stop = stop or StopRequest()
-    freeze_startup_heap()
     lock = open_lock(storage_url, f"budget/{study.study_name}")
     started = time.monotonic()
     trials_run = 0
@@ -392,6 +392,7 @@ def run_trials(
         return run_objective(objective, trial)
 
     waiting_logged = False
+    freeze_startup_heap()  # undone in the finally below: a caller's heap is its own after
     try:
         while True:
             if stop.requested:
@@ -425,6 +426,7 @@ def run_trials(
                 lock.release()
     finally:
         lock.close()
+        gc.unfreeze()
 
 
 def _optimize_one(
