@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -165,3 +166,31 @@ def spread_text(spread: dict[str, Any] | None) -> str:
         return "-"
     std = spread.get("std")
     return f"{spread['mean']:.4f} ± {std:.4f}" if std is not None else f"{spread['mean']:.4f}"
+
+
+def run_command(
+    command: list[str],
+    env: dict[str, str],
+    timeout: float | None,
+    log_path: Path,
+    cwd: Path | None = None,
+) -> dict[str, Any]:
+    """Runs a command, its output to ``log_path``, until it exits or ``timeout`` seconds
+    (None: no limit) pass; then SIGTERM (sweeper's workers checkpoint and stop) and, 30 s
+    later, SIGKILL. Its exit code, whether it was cut off, and its start and end (epoch
+    seconds)."""
+    started = time.time()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        cut_off = False
+        try:
+            code = process.wait(timeout=None if timeout is None else max(timeout, 1.0))
+        except subprocess.TimeoutExpired:
+            cut_off = True
+            process.send_signal(signal.SIGTERM)
+            try:
+                code = process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                code = process.wait()
+    return {"exit_code": code, "cut_off": cut_off, "started": started, "ended": time.time()}

@@ -59,8 +59,6 @@ import json
 import math
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -70,7 +68,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Results, environment, results_dir
+from benchmarks.common import Results, environment, results_dir, run_command
 
 NAME = "gpu"
 HELP = (
@@ -863,28 +861,6 @@ def throughput(
 
 
 # --- step 3: trials per hour with N trials per GPU ---------------------------------------------
-
-
-def run_command(
-    command: list[str], env: dict[str, str], timeout: float, log_path: Path
-) -> dict[str, Any]:
-    """Runs a command until it exits or ``timeout`` (then SIGTERM: workers checkpoint and
-    stop); its exit code, whether it was cut off, and its start and end (epoch seconds)."""
-    started = time.time()
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        cut_off = False
-        try:
-            code = process.wait(timeout=max(timeout, 1.0))
-        except subprocess.TimeoutExpired:
-            cut_off = True
-            process.send_signal(signal.SIGTERM)  # the workers checkpoint and stop
-            try:
-                code = process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                code = process.wait()
-    return {"exit_code": code, "cut_off": cut_off, "started": started, "ended": time.time()}
 
 
 def study_times(trials: list[Any], started: float, ended: float) -> dict[str, Any]:

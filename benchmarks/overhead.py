@@ -29,14 +29,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO_ROOT, Results, environment
+from benchmarks.common import REPO_ROOT, Results, environment, run_command
 
 NAME = "overhead"
 HELP = (
@@ -186,12 +184,9 @@ def one_run(
     env = dict(os.environ, SWEEPER_PROBE_EVENTS=str(events_path))
     env["SWEEPER_PROBE_MARKS"] = str(marks_path)
     log_path = scratch / f"{name}.log"
-    started = time.time()
-    with log_path.open("wb") as log:
-        code = subprocess.run(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT
-        ).returncode
-    wall = time.time() - started
+    ran = run_command(command, env, None, log_path, cwd=REPO_ROOT)
+    started, code = ran["started"], ran["exit_code"]
+    wall = ran["ended"] - started
     if code != 0:
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
         raise SystemExit(f"[{NAME}] sweeper sweep exited {code}:\n" + "\n".join(tail))
