@@ -168,11 +168,10 @@ def configure_compile(max_length: int, speed: Speed, cache_dir: str | None) -> N
     import os
 
     import torch._dynamo
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
     limit = compile_recompile_limit(max_length, speed.pad_to_multiple_of)
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
-    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-
     # inductor writes its default into the environment the first time it asks, so a value
     # equal to the default is not the user's: only a folder the user chose is kept.
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")

@@ -402,7 +402,8 @@ class EvaluationRecorder(TrainerCallback):
         """A checkpoint at this evaluation only when it is the trial's best so far (the one
         the trial keeps) or a retry's resume point is due (resume_checkpoint_minutes): a
         checkpoint holds the weights and the optimizer's state, three times the weights,
-        and writing one at every evaluation was most of a short trial's fixed cost."""
+        the largest cost of a short trial outside training and evaluation (0.4 s a save on
+        MiniLM on a 2-core CPU, docs/benchmarks/speed.md)."""
         improved = self.outcome.best_step == step
         due = time.monotonic() - self._last_save >= self.resume_checkpoint_seconds
         if not (improved or due):
