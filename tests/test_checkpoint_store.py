@@ -29,7 +29,14 @@ from sweeper.attributes import (
 )
 from sweeper.launch.cli import main
 from sweeper.study.sweep import load_existing_study
-from sweeper.trial.checkpoints import MANIFEST_SUFFIX, TrialStore, store_filesystem
+from sweeper.trial import checkpoints
+from sweeper.trial.checkpoints import (
+    MANIFEST_SUFFIX,
+    BackgroundUploader,
+    TrialStore,
+    retry_store_call,
+    store_filesystem,
+)
 
 # test_workers' long trials (120 steps, a checkpoint every 10), each worker keeping its
 # cache in its own directory (output_dir relative).
@@ -234,6 +241,76 @@ def test_a_partial_or_corrupt_upload_is_never_resumed_from(
     assert store.manifests() == []
 
 
+def fake_checkpoint(directory: Path, step: int) -> Path:
+    checkpoint = directory / f"checkpoint-{step}"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (checkpoint / "model.safetensors").write_bytes(os.urandom(4096))
+    return checkpoint
+
+
+@pytest.mark.parametrize(
+    ("failures", "delays", "outcome"),
+    [
+        (0, (), "done"),  # one try, fine
+        (2, (0.0, 0.0), "done"),  # failed twice, the third try succeeds
+        (3, (0.0, 0.0), "raised: try 3"),  # three tries, all failed: the last error
+        (1, (), "raised: try 1"),  # no retries after a give-up
+    ],
+)
+def test_a_store_call_is_tried_again_after_each_delay(
+    failures: int, delays: tuple[float, ...], outcome: str
+) -> None:
+    tries: list[int] = []
+
+    def call() -> str:
+        tries.append(1)
+        if len(tries) <= failures:
+            raise ConnectionError(f"try {len(tries)}")
+        return "done"
+
+    try:
+        result = retry_store_call(call, delays)
+    except ConnectionError as error:
+        result = f"raised: {error}"
+    assert result == outcome
+    assert len(tries) == min(failures + 1, len(delays) + 1)
+
+
+def test_an_uploader_that_gave_up_recovers_when_the_store_answers_again(
+    s3_environment: dict[str, str],
+    s3_server: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Down past its retries: the trial is marked not resumable and later saves get one
+    try each; the first upload after the store is back stores it and clears the mark."""
+    monkeypatch.setattr(checkpoints, "STORE_RETRY_DELAYS_SECONDS", (0.1, 0.1))
+    logged: list[str] = []
+    store = TrialStore(bucket_url(s3_server, "recover"))
+    uploader = BackgroundUploader(store, tmp_path / "staging", log=logged.append)
+    try:
+        s3_server.stop()
+        try:
+            uploader.submit(fake_checkpoint(tmp_path, 10), 10, 10)
+            assert uploader.flush(timeout=120)
+            assert uploader.error is not None
+            assert "uploading step 10" in uploader.error
+            assert "failed 3 times" in uploader.error
+            assert "cannot resume from the store" in uploader.error
+        finally:
+            s3_server.start()
+        uploader.submit(fake_checkpoint(tmp_path, 20), 20, 10)
+        assert uploader.flush(timeout=120)
+        assert uploader.error is None, logged
+        assert uploader.uploaded == [20]
+        assert "answers again: step 20 is stored" in logged[-1]
+        assert [m["step"] for m in store.manifests()] == [20]
+    finally:
+        uploader.close()
+        store.remove()
+
+
 @pytest.mark.timeout(600)
 def test_a_store_that_goes_away_loses_nothing_in_the_study(
     write_study: Callable[..., Path],
@@ -261,7 +338,9 @@ def test_a_store_that_goes_away_loses_nothing_in_the_study(
     assert worker.wait(timeout=400) == 0, log.read_text()
     trial = load_existing_study(name, url).get_trials()[0]
     assert trial.state == TrialState.COMPLETE
-    assert CHECKPOINT_STORE_ERROR_ATTR not in trial.user_attrs, trial.user_attrs
+    assert CHECKPOINT_STORE_ERROR_ATTR not in trial.user_attrs, (
+        f"{trial.user_attrs[CHECKPOINT_STORE_ERROR_ATTR]}\n{log.read_text()}"
+    )
     assert len(manifests_under(trial_url)) == 1
 
     # Gone for good, mid-trial: training goes on without resumability.

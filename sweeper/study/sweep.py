@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,10 +75,11 @@ from sweeper.settings.samplers import build_sampler
 from sweeper.study.preflight import PreflightResult, run_preflight
 from sweeper.study.resolve import check_run_keys_only, drop_stored_credentials, leaf_keys
 from sweeper.trial.checkpoints import (
-    UPLOAD_RETRY_DELAYS_SECONDS,
+    STORE_RETRY_DELAYS_SECONDS,
     TrialStore,
     last_checkpoint,
     remove_checkpoints,
+    retry_store_call,
     trial_checkpoint_dir,
 )
 from sweeper.trial.data import (
@@ -237,26 +237,28 @@ class Objective:
         """A retry on any machine: the store's newest complete checkpoint (downloaded and
         verified into the local cache) unless this machine holds one as new. Checkpoints
         passed over, and a fresh start for want of any, are recorded on the trial."""
-        for delay in (*UPLOAD_RETRY_DELAYS_SECONDS, None):
-            try:
-                store = TrialStore(store_url)
-                manifests = store.manifests()
-                if local is not None and all(int(m["step"]) <= local[1] for m in manifests):
-                    return local
-                found = store.restore(output_dir)
-                break
-            except Exception as error:  # the store's client raises its own families
-                if local is not None:
-                    note = f"the store failed ({error}); this machine's copy used"
-                    trial.set_user_attr(RESUME_FALLBACK_ATTR, note)
-                    return local
-                if delay is None:
-                    # Not a fresh start: its first upload would prune the stored progress.
-                    raise CheckpointStoreError(
-                        f"{store_url} could not be read to resume trial #{trial.number} "
-                        f"({error}); nothing was trained"
-                    ) from None
-                time.sleep(delay)
+
+        def read_store() -> tuple[list[dict[str, Any]], tuple[Path, int, list[str]] | None]:
+            store = TrialStore(store_url)
+            manifests = store.manifests()
+            if local is not None and all(int(m["step"]) <= local[1] for m in manifests):
+                return manifests, (local[0], local[1], [])
+            return manifests, store.restore(output_dir)
+
+        try:
+            # With a copy on this machine, one try: a failing store is passed over for it.
+            delays = () if local is not None else STORE_RETRY_DELAYS_SECONDS
+            manifests, found = retry_store_call(read_store, delays)
+        except Exception as error:  # the store's client raises its own families
+            if local is not None:
+                note = f"the store failed ({error}); this machine's copy used"
+                trial.set_user_attr(RESUME_FALLBACK_ATTR, note)
+                return local
+            # Not a fresh start: its first upload would prune the stored progress.
+            raise CheckpointStoreError(
+                f"{store_url} could not be read to resume trial #{trial.number} "
+                f"({error}); nothing was trained"
+            ) from None
         passed_over = found[2] if found else [f"step {m['step']}" for m in manifests]
         if found is None:
             passed_over.append("no complete checkpoint left: started over")

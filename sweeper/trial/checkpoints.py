@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sweeper.errors import CheckpointStoreError, CheckpointStoreReadError
 from sweeper.trial.stores import (
@@ -288,8 +288,30 @@ def fetch_checkpoint(location: str | Path, cache: Path) -> Path:
     raise CheckpointStoreError(f"{url} has no complete checkpoint (no manifest for step {step})")
 
 
-# Waits between the tries of one upload; after the last, the trial goes on without it.
-UPLOAD_RETRY_DELAYS_SECONDS = (1.0, 2.0, 4.0, 8.0)
+# Waits between the tries of one store call (an upload, the end of a trial's listing and
+# clean-up): about half a minute in all, so a store that restarts or fails over costs no
+# checkpoint; after the last, the trial goes on without it.
+STORE_RETRY_DELAYS_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+T = TypeVar("T")
+
+
+def retry_store_call(
+    call: Callable[[], T],
+    delays: tuple[float, ...] = STORE_RETRY_DELAYS_SECONDS,
+    give_up: Callable[[], bool] = lambda: False,
+) -> T:
+    """``call()``, tried again after each of ``delays`` while the store's client raises (its
+    own families: botocore, gcsfs and aiohttp errors); the last error is raised, and so is
+    the current one as soon as ``give_up()`` is true."""
+    for delay in (*delays, None):
+        try:
+            return call()
+        except Exception:
+            if delay is None or give_up():
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable: the last try raises or returns")
 
 
 def _snapshot(checkpoint: Path, target: Path) -> None:
@@ -314,7 +336,9 @@ class BackgroundUploader:
     one thread uploads. Pending uploads collapse to the newest, so a slow link never queues
     stale ones. After each upload the store keeps that checkpoint and the best one, nothing
     else. An upload that keeps failing is given up after its retries: training goes on,
-    and :attr:`error` says the trial is no longer resumable from the store."""
+    and :attr:`error` says the trial is no longer resumable from the store. Later uploads
+    get one try each (a store that is down would cost every save its retries); the first
+    that succeeds clears :attr:`error`, since the trial can resume from the store again."""
 
     def __init__(
         self,
@@ -387,10 +411,7 @@ class BackgroundUploader:
                 snapshot, step, best_step = self._pending
                 self._pending, self._busy = None, True
             try:
-                # Given up once: the trial is not resumable from the store any more, and a
-                # store that is down would cost every later save its retries too.
-                if self.error is None:
-                    self._upload(snapshot, step, best_step)
+                self._upload(snapshot, step, best_step)
             finally:
                 shutil.rmtree(snapshot, ignore_errors=True)
                 with self._condition:
@@ -398,30 +419,38 @@ class BackgroundUploader:
                     self._condition.notify_all()
 
     def _upload(self, snapshot: Path, step: int, best_step: int | None) -> None:
-        for attempt, delay in enumerate((*UPLOAD_RETRY_DELAYS_SECONDS, None), start=1):
-            started = time.perf_counter()
-            try:
-                self.bytes_uploaded += self.store.upload(snapshot, step)
-                self.upload_seconds.append(time.perf_counter() - started)
-                self.uploaded.append(step)
-                if self.prune:
-                    keep = {step} | ({best_step} if best_step is not None else set())
-                    # A failed clean-up is not a failed upload: the checkpoint is stored,
-                    # and the next upload's clean-up deletes what this one left.
-                    with contextlib.suppress(Exception):
-                        self.store.keep_only(keep)
-                return
-            except Exception as error:  # the store's client raises its own families
+        delays = STORE_RETRY_DELAYS_SECONDS if self.error is None else ()
+        started = time.perf_counter()
+        try:
+            uploaded = retry_store_call(
+                lambda: self.store.upload(snapshot, step), delays, give_up=self._is_closed
+            )
+        except Exception as error:  # the store's client raises its own families
+            if self.error is None:
                 reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
-                if delay is None:
-                    self.error = (
-                        f"uploading step {step} to {self.store.url} failed {attempt} times "
-                        f"({reason}); training went on, but this trial cannot resume from "
-                        "the store"
-                    )
-                    self.log(f"[sweeper] {self.error}")
-                    return
-                with self._condition:
-                    if self._closed:
-                        return
-                time.sleep(delay)
+                self.error = (
+                    f"uploading step {step} to {self.store.url} failed {len(delays) + 1} "
+                    f"times over {time.perf_counter() - started:.0f} s ({reason}); training "
+                    "went on, but this trial cannot resume from the store"
+                )
+                self.log(f"[sweeper] {self.error}")
+            return
+        self.bytes_uploaded += uploaded
+        self.upload_seconds.append(time.perf_counter() - started)
+        self.uploaded.append(step)
+        if self.error is not None:
+            self.error = None
+            self.log(
+                f"[sweeper] {self.store.url} answers again: step {step} is stored, and this "
+                "trial can resume from the store again"
+            )
+        if self.prune:
+            keep = {step} | ({best_step} if best_step is not None else set())
+            # A failed clean-up is not a failed upload: the checkpoint is stored, and the
+            # next upload's clean-up deletes what this one left.
+            with contextlib.suppress(Exception):
+                self.store.keep_only(keep)
+
+    def _is_closed(self) -> bool:
+        with self._condition:
+            return self._closed

@@ -41,10 +41,12 @@ from sweeper.settings.hyperparameters import training_arguments
 from sweeper.settings.metrics import METRICS, build_compute_metrics, metric
 from sweeper.trial.checkpoints import (
     CHECKPOINT_PREFIX,
+    STORE_RETRY_DELAYS_SECONDS,
     TRAINER_STATE_FILE,
     BackgroundUploader,
     TrialStore,
     remove_checkpoints,
+    retry_store_call,
 )
 from sweeper.trial.data import PreparedData
 from sweeper.trial.models import load_classifier
@@ -630,23 +632,30 @@ def _finish_uploads(
         "bytes_uploaded": uploader.bytes_uploaded,
     }
     best_step = checkpoint_step(outcome.best_checkpoint)
-    if not (completed or stopped) or best_step is None or uploader.error is not None:
+    if not (completed or stopped) or best_step is None:
         return
+    # After a given-up upload, one try each: the store has failed for half a minute already.
+    delays = STORE_RETRY_DELAYS_SECONDS if uploader.error is None else ()
     store = uploader.store
     local_best = output_dir / f"{CHECKPOINT_PREFIX}{best_step}"
     try:
-        stored = {int(m["step"]) for m in store.manifests()}
+        stored = retry_store_call(lambda: {int(m["step"]) for m in store.manifests()}, delays)
         if best_step not in stored and local_best.is_dir():
-            # Collapsed away by a newer upload while it was the best: sent now, once (after
-            # a stop too: the retry elsewhere goes on comparing against it).
-            store.upload(local_best, best_step)
+            # Collapsed away by a newer upload while it was the best, or given up while the
+            # store was down: sent now (after a stop too: the retry elsewhere goes on
+            # comparing against it).
+            retry_store_call(lambda: store.upload(local_best, best_step), delays)
         if not completed:
             return
         if uploader.prune:
-            store.keep_only({best_step})
+            retry_store_call(lambda: store.keep_only({best_step}), delays)
         outcome.best_checkpoint = store.checkpoint_url(best_step)
+        # A complete trial needs no resume: with its best checkpoint stored, nothing is lost.
+        outcome.store_error = None
     except Exception as error:  # the store's client raises its own families
-        outcome.store_error = f"the best checkpoint (step {best_step}) was not stored: {error}"
+        outcome.store_error = uploader.error or (
+            f"the best checkpoint (step {best_step}) was not stored: {error}"
+        )
 
 
 def release_memory() -> None:
