@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from sweeper.attributes import (
 )
 from sweeper.launch.cli import main
 from sweeper.study.sweep import load_existing_study
-from sweeper.trial import checkpoints
+from sweeper.trial import checkpoints, training
 from sweeper.trial.checkpoints import (
     MANIFEST_SUFFIX,
     BackgroundUploader,
@@ -311,6 +312,60 @@ def test_an_uploader_that_gave_up_recovers_when_the_store_answers_again(
         store.remove()
 
 
+@pytest.mark.parametrize(
+    ("uploaded_before", "store_up_at_end", "expected_error"),
+    [
+        # Collapsed away while it was the best: sent at the end, named by its URL.
+        (False, True, None),
+        (
+            True,
+            False,
+            r"failed at the trial's end \(.+\); its best checkpoint \(step 10\) was "
+            r"stored before, but best_checkpoint names this machine's copy",
+        ),
+        (
+            False,
+            False,
+            r"failed at the trial's end \(.+\); its best checkpoint \(step 10\) was "
+            r"not stored, and best_checkpoint names this machine's copy",
+        ),
+    ],
+)
+def test_a_completed_trial_stores_its_best_checkpoint_or_says_why_not(
+    s3_environment: dict[str, str],
+    s3_server: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    uploaded_before: bool,
+    store_up_at_end: bool,
+    expected_error: str | None,
+) -> None:
+    monkeypatch.setattr(training, "STORE_RETRY_DELAYS_SECONDS", (0.1,))
+    store = TrialStore(bucket_url(s3_server, "end"))
+    uploader = BackgroundUploader(store, tmp_path / "staging", log=lambda line: None)
+    best = fake_checkpoint(tmp_path / "output", 10)
+    if uploaded_before:
+        uploader.submit(best, 10, 10)
+        assert uploader.flush(timeout=60) and uploader.uploaded == [10]
+    outcome = training.TrialOutcome(best_checkpoint=str(best))
+    if not store_up_at_end:
+        s3_server.stop()
+    try:
+        training._finish_uploads(uploader, outcome, best.parent, completed=True)
+    finally:
+        if not store_up_at_end:
+            s3_server.start()
+    if expected_error is None:
+        assert outcome.store_error is None
+        assert outcome.best_checkpoint == store.checkpoint_url(10)
+        assert [m["step"] for m in store.manifests()] == [10]
+    else:
+        assert outcome.store_error is not None
+        assert re.search(expected_error, outcome.store_error), outcome.store_error
+        assert outcome.best_checkpoint == str(best)
+    store.remove()
+
+
 @pytest.mark.timeout(600)
 def test_a_store_that_goes_away_loses_nothing_in_the_study(
     write_study: Callable[..., Path],
@@ -325,8 +380,13 @@ def test_a_store_that_goes_away_loses_nothing_in_the_study(
     store = bucket_url(s3_server, "flaky")
     name = f"flaky-{uuid.uuid4().hex[:6]}"
     url = f"sqlite:///{tmp_path / 'study.db'}"
+    # A checkpoint at every evaluation (not only at a new best), so uploads are in flight
+    # while the server is down, whichever evaluations improve.
     path = write_study(
-        name, **{**LONG, "output_dir": str(tmp_path / "runs")}, checkpoint_root=store
+        name,
+        **{**LONG, "output_dir": str(tmp_path / "runs")},
+        checkpoint_root=store,
+        resume_checkpoint_minutes=0,
     )
     log = tmp_path / "worker.log"
     worker = start_sweeper(["sweep", str(path), "--storage", url], log)

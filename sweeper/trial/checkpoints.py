@@ -426,7 +426,8 @@ class BackgroundUploader:
                 lambda: self.store.upload(snapshot, step), delays, give_up=self._is_closed
             )
         except Exception as error:  # the store's client raises its own families
-            if self.error is None:
+            # Cut short by close() (a pruned trial's end): not a store that failed.
+            if self.error is None and not self._is_closed():
                 reason = " ".join(f"{type(error).__name__}: {error}".split())[:300]
                 self.error = (
                     f"uploading step {step} to {self.store.url} failed {len(delays) + 1} "

@@ -653,8 +653,11 @@ def _finish_uploads(
         # A complete trial needs no resume: with its best checkpoint stored, nothing is lost.
         outcome.store_error = None
     except Exception as error:  # the store's client raises its own families
+        stored_before = best_step in uploader.uploaded
         outcome.store_error = uploader.error or (
-            f"the best checkpoint (step {best_step}) was not stored: {error}"
+            f"the store failed at the trial's end ({error}); its best checkpoint (step "
+            f"{best_step}) {'was stored before, but' if stored_before else 'was not stored, and'}"
+            " best_checkpoint names this machine's copy"
         )
 
 
