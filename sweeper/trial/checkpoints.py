@@ -288,9 +288,9 @@ def fetch_checkpoint(location: str | Path, cache: Path) -> Path:
     raise CheckpointStoreError(f"{url} has no complete checkpoint (no manifest for step {step})")
 
 
-# Waits between the tries of one store call (an upload, the end of a trial's listing and
-# clean-up): about half a minute in all, so a store that restarts or fails over costs no
-# checkpoint; after the last, the trial goes on without it.
+# Waits between the tries of one store call (an upload; a trial's end: listing, storing the
+# best, clean-up; a retry's read of the store): about half a minute in all, so a store that
+# restarts or fails over costs no checkpoint; after the last, the trial goes on without it.
 STORE_RETRY_DELAYS_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 T = TypeVar("T")
