@@ -209,6 +209,14 @@ def test_a_retry_resumes_from_the_store_on_another_machine(
     assert len(manifests_under(f"{store}/{name}/confirm")) == 1
 
 
+def fake_checkpoint(directory: Path, step: int) -> Path:
+    checkpoint = directory / f"checkpoint-{step}"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (checkpoint / "model.safetensors").write_bytes(os.urandom(4096))
+    return checkpoint
+
+
 def test_a_partial_or_corrupt_upload_is_never_resumed_from(
     s3_environment: dict[str, str], s3_server: Any, tmp_path: Path
 ) -> None:
@@ -217,11 +225,7 @@ def test_a_partial_or_corrupt_upload_is_never_resumed_from(
     url = bucket_url(s3_server, "partial")
     store = TrialStore(url)
     for step in (10, 20):
-        checkpoint = tmp_path / f"checkpoint-{step}"
-        checkpoint.mkdir()
-        (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
-        (checkpoint / "model.safetensors").write_bytes(os.urandom(4096))
-        store.upload(checkpoint, step)
+        store.upload(fake_checkpoint(tmp_path, step), step)
     # Step 30: cut short by a kill, before its manifest.
     store.fs.pipe_file(f"{store.root}/checkpoint-30/model.safetensors", b"half")
     # Step 20: a file changed after its manifest was written.
@@ -240,14 +244,6 @@ def test_a_partial_or_corrupt_upload_is_never_resumed_from(
     assert [p for p in store.fs.find(store.root) if "/checkpoint-30/" in p] == []
     store.remove()
     assert store.manifests() == []
-
-
-def fake_checkpoint(directory: Path, step: int) -> Path:
-    checkpoint = directory / f"checkpoint-{step}"
-    checkpoint.mkdir(parents=True)
-    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step}))
-    (checkpoint / "model.safetensors").write_bytes(os.urandom(4096))
-    return checkpoint
 
 
 @pytest.mark.parametrize(
@@ -340,7 +336,7 @@ def test_a_completed_trial_stores_its_best_checkpoint_or_says_why_not(
     store_up_at_end: bool,
     expected_error: str | None,
 ) -> None:
-    monkeypatch.setattr(training, "STORE_RETRY_DELAYS_SECONDS", (0.1,))
+    monkeypatch.setattr(checkpoints, "STORE_RETRY_DELAYS_SECONDS", (0.1,))
     store = TrialStore(bucket_url(s3_server, "end"))
     uploader = BackgroundUploader(store, tmp_path / "staging", log=lambda line: None)
     best = fake_checkpoint(tmp_path / "output", 10)

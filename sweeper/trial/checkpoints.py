@@ -419,7 +419,7 @@ class BackgroundUploader:
                     self._condition.notify_all()
 
     def _upload(self, snapshot: Path, step: int, best_step: int | None) -> None:
-        delays = STORE_RETRY_DELAYS_SECONDS if self.error is None else ()
+        delays = self.retry_delays()
         started = time.perf_counter()
         try:
             uploaded = retry_store_call(
@@ -451,6 +451,11 @@ class BackgroundUploader:
             # next upload's clean-up deletes what this one left.
             with contextlib.suppress(Exception):
                 self.store.keep_only(keep)
+
+    def retry_delays(self) -> tuple[float, ...]:
+        """The waits for this trial's next store call: after a given-up upload, none (one
+        try), since the store has failed for half a minute already."""
+        return STORE_RETRY_DELAYS_SECONDS if self.error is None else ()
 
     def _is_closed(self) -> bool:
         with self._condition:

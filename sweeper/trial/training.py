@@ -41,7 +41,6 @@ from sweeper.settings.hyperparameters import training_arguments
 from sweeper.settings.metrics import METRICS, build_compute_metrics, metric
 from sweeper.trial.checkpoints import (
     CHECKPOINT_PREFIX,
-    STORE_RETRY_DELAYS_SECONDS,
     TRAINER_STATE_FILE,
     BackgroundUploader,
     TrialStore,
@@ -634,8 +633,7 @@ def _finish_uploads(
     best_step = checkpoint_step(outcome.best_checkpoint)
     if not (completed or stopped) or best_step is None:
         return
-    # After a given-up upload, one try each: the store has failed for half a minute already.
-    delays = STORE_RETRY_DELAYS_SECONDS if uploader.error is None else ()
+    delays = uploader.retry_delays()
     store = uploader.store
     local_best = output_dir / f"{CHECKPOINT_PREFIX}{best_step}"
     try:
