@@ -26,6 +26,13 @@ class StorageError(SweeperError):
     """The Optuna storage cannot be reached or does not hold the study."""
 
 
+class StorageOutageError(StorageError):
+    """The study database could not be reached for longer than
+    ``workers.storage_outage_seconds`` while a worker ran: the worker saved what it could
+    (the trial's checkpoint) and exits with :data:`EXIT_STORAGE_OUTAGE`; the trial is
+    retried later, by this worker restarted or by another."""
+
+
 class PreflightError(ConfigError):
     """The pre-flight check found something that would fail every trial."""
 
@@ -84,6 +91,10 @@ EXIT_OK = 0
 EXIT_USER_ERROR = 2
 # The study's last workers.max_consecutive_failures trials all raised (TrialsFailingError).
 EXIT_TRIALS_FAILING = 3
+# The study database was unreachable for longer than workers.storage_outage_seconds while the
+# worker ran (StorageOutageError): checkpoint saved, the trial is retried later. A restart
+# may well fix it, so the schedulers restart the worker (EX_TEMPFAIL of sysexits.h).
+EXIT_STORAGE_OUTAGE = 75
 # Stopped by a signal, cleanly: checkpoint saved, trial re-enqueued (128 + the signal).
 EXIT_STOPPED_SIGINT = 130  # Ctrl-C
 EXIT_STOPPED_SIGUSR1 = 138  # Slurm's time-limit warning: the worker requeued its own task

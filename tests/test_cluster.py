@@ -15,7 +15,13 @@ import pytest
 import yaml
 
 from sweeper.attributes import STUDY_READY_ATTR
-from sweeper.errors import EXIT_STOPPED_SIGTERM, EXIT_TRIALS_FAILING, EXIT_USER_ERROR, ConfigError
+from sweeper.errors import (
+    EXIT_STOPPED_SIGTERM,
+    EXIT_STORAGE_OUTAGE,
+    EXIT_TRIALS_FAILING,
+    EXIT_USER_ERROR,
+    ConfigError,
+)
 from sweeper.launch.cli import main
 from sweeper.launch.cluster import (
     K8sOptions,
@@ -242,7 +248,11 @@ def test_k8s_manifests_validate_strictly_against_the_schema() -> None:
     rules = spec["podFailurePolicy"]["rules"]
     assert rules[0]["action"] == "FailJob"
     assert rules[0]["onExitCodes"]["values"] == [EXIT_USER_ERROR, EXIT_TRIALS_FAILING]
-    assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    # A database outage the worker waited out for workers.storage_outage_seconds: restart
+    # the pod without counting it against the backoff limit.
+    assert rules[1]["action"] == "Ignore"
+    assert rules[1]["onExitCodes"]["values"] == [EXIT_STORAGE_OUTAGE]
+    assert rules[2] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
     claim = pod["volumes"][0]["persistentVolumeClaim"]["claimName"]
     assert claim == "sweeper-checkpoints"
     assert creator["spec"]["template"]["spec"]["volumes"] == pod["volumes"]

@@ -3,7 +3,9 @@ report, card, export, dashboard.
 
 Settings resolve as command line, then study file, then defaults. Every SweeperError is
 printed as one readable message with exit status 2 (3 when the study's last trials all
-failed: TrialsFailingError); nothing else is caught here.
+failed: TrialsFailingError; 75 when the study database was gone for longer than
+workers.storage_outage_seconds: StorageOutageError). A database error that reaches here
+unexplained is one line too, never a traceback.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from sweeper.attributes import (
 from sweeper.credentials import STORAGE_ENV
 from sweeper.errors import (
     EXIT_OK,
+    EXIT_STORAGE_OUTAGE,
     EXIT_TRIALS_FAILING,
     EXIT_USER_ERROR,
     ConfigError,
+    StorageOutageError,
     SweeperError,
     TrialsFailingError,
 )
@@ -526,6 +530,8 @@ def command_worker(args: argparse.Namespace) -> int:
     )
     if stop is not None and stop.signal_number is not None:
         _requeue_on_time_limit(stop.signal_number)
+    elif code == EXIT_STORAGE_OUTAGE:
+        _requeue_after_outage()
     return code
 
 
@@ -539,6 +545,33 @@ def _requeue_on_time_limit(signal_number: int) -> None:
 
     if signal_number == signal.SIGUSR1 and SPAWNED_BY_GPUS_ENV not in os.environ:
         requeue_own_slurm_task()
+
+
+def _requeue_after_outage() -> None:
+    """A worker that gave up on the study database under Slurm requeues its task, once per
+    task (by the `--gpus` parent, not by each of its workers): the new run waits in the
+    queue, then resumes the trial from its checkpoint if the database is back."""
+    from sweeper.runtime.slurm import requeue_own_slurm_task
+    from sweeper.runtime.workers import SPAWNED_BY_GPUS_ENV
+
+    if SPAWNED_BY_GPUS_ENV not in os.environ:
+        requeue_own_slurm_task(why="study database unreachable")
+
+
+def _database_failure(exc: BaseException) -> str:
+    """One line for a database error no command explained (never a traceback)."""
+    from sweeper.runtime.outage import classify, short_reason
+
+    reason = short_reason(exc)
+    if classify(exc) == "too many clients":
+        return (
+            f"the study database has no free connection ({reason}): its max_connections is "
+            "taken; raise max_connections on the server, or run fewer workers"
+        )
+    return (
+        f"the study database failed: {reason}; check that it is up and reachable (host, "
+        "port, credentials), then run the same command again"
+    )
 
 
 def _child_argv(argv: Sequence[str]) -> list[str]:
@@ -863,9 +896,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         with args.stop.installed():
             quiet_libraries()
             return COMMANDS[args.command](args)
+    except StorageOutageError as exc:
+        print(f"sweeper: error: {exc}", file=sys.stderr)
+        if args.command in ("sweep", "worker"):
+            _requeue_after_outage()
+        return EXIT_STORAGE_OUTAGE
     except SweeperError as exc:
         print(f"sweeper: error: {exc}", file=sys.stderr)
         return EXIT_TRIALS_FAILING if isinstance(exc, TrialsFailingError) else EXIT_USER_ERROR
+    except Exception as exc:
+        import optuna
+        import sqlalchemy
+
+        if not isinstance(
+            exc, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)
+        ):
+            raise
+        print(f"sweeper: error: {_database_failure(exc)}", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ code  meaning                                                      what the sche
 2     a user error (study file, data, model, storage): a restart   Kubernetes fails the Job;
       will not fix it                                              Slurm does not requeue
 3     the study's last trials all raised (TrialsFailingError)      the same as 2
+75    the study database was unreachable for longer than           Slurm: the worker has
+      workers.storage_outage_seconds (StorageOutageError):         requeued its task itself;
+      checkpoint saved, the trial is retried later                 Kubernetes restarts the
+                                                                   pod without counting it
 130   stopped by SIGINT, checkpoint saved, trial re-enqueued       retried
 138   stopped by SIGUSR1 (Slurm's time-limit warning), checkpoint  the worker has requeued
       saved: the worker requeues its own task (scontrol requeue)   its task itself
@@ -44,6 +48,7 @@ from sweeper.credentials import STORAGE_ENV
 from sweeper.errors import (
     EXIT_STOPPED_SIGINT,
     EXIT_STOPPED_SIGTERM,
+    EXIT_STORAGE_OUTAGE,
     EXIT_STOPPED_SIGUSR1,
     EXIT_TRIALS_FAILING,
     EXIT_USER_ERROR,
@@ -270,7 +275,11 @@ def _sbatch_header(options: SlurmOptions) -> list[str]:
         f"{EXIT_USER_ERROR} a user error",
         f"# (study file, data, model, storage), {EXIT_TRIALS_FAILING} the study's last trials "
         "all raised: neither",
-        "# is requeued, since a restart would not fix it. `sweeper show` lists each trial's",
+        "# is requeued, since a restart would not fix it. "
+        f"{EXIT_STORAGE_OUTAGE} the study database was gone for longer",
+        "# than workers.storage_outage_seconds: the trial's checkpoint is saved and the worker",
+        "# requeues its own task (scontrol requeue), which resumes once the database is back.",
+        "# `sweeper show` lists each trial's",
         "# Slurm job, array task and restart count.",
         "#",
         f"# No storage URL in this file: the worker reads it from ${STORAGE_ENV}, which sbatch",
@@ -433,7 +442,8 @@ class K8sOptions:
 
 def _pod_failure_policy(container: str, codes: Sequence[int]) -> dict[str, Any]:
     """Fail the Job at once on an exit code a restart will not fix; never count a
-    disruption (preemption, eviction, node drain) against the backoff limit."""
+    disruption (preemption, eviction, node drain) or a study database outage (the worker
+    waited workers.storage_outage_seconds first) against the backoff limit."""
     return {
         "rules": [
             {
@@ -442,6 +452,14 @@ def _pod_failure_policy(container: str, codes: Sequence[int]) -> dict[str, Any]:
                     "containerName": container,
                     "operator": "In",
                     "values": list(codes),
+                },
+            },
+            {
+                "action": "Ignore",
+                "onExitCodes": {
+                    "containerName": container,
+                    "operator": "In",
+                    "values": [EXIT_STORAGE_OUTAGE],
                 },
             },
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},

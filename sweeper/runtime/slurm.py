@@ -33,16 +33,19 @@ def slurm_attrs() -> dict[str, str | int]:
     return attrs
 
 
-def requeue_own_slurm_task(log: Callable[[str], None] = print) -> bool:
-    """After a clean stop on the time-limit warning (SIGUSR1): put this Slurm task back in
-    the queue (``scontrol requeue $SLURM_JOB_ID``), so it carries on in a fresh allocation.
-    True when it was requeued; False outside Slurm or when scontrol refused (said why)."""
+def requeue_own_slurm_task(
+    log: Callable[[str], None] = print, why: str = "time limit near"
+) -> bool:
+    """After a clean stop on the time-limit warning (SIGUSR1), or a study database gone for
+    longer than workers.storage_outage_seconds: put this Slurm task back in the queue
+    (``scontrol requeue $SLURM_JOB_ID``), so it carries on in a fresh allocation. True when
+    it was requeued; False outside Slurm or when scontrol refused (said why)."""
     job = os.environ.get("SLURM_JOB_ID")
     if not job:
         return False
     scontrol = shutil.which("scontrol")
     if scontrol is None:
-        log("[sweeper] SIGUSR1 under Slurm, but scontrol is not on PATH: the task is not requeued")
+        log(f"[sweeper] {why} under Slurm, but scontrol is not on PATH: the task is not requeued")
         return False
     # The requeue ends this task with a SIGTERM: the stop is done, nothing is left to save.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -59,5 +62,5 @@ def requeue_own_slurm_task(log: Callable[[str], None] = print) -> bool:
         return False
     task = os.environ.get("SLURM_ARRAY_TASK_ID")
     shown = f"{os.environ.get('SLURM_ARRAY_JOB_ID')}_{task}" if task else job
-    log(f"[sweeper] time limit near: Slurm task {shown} requeued (`scontrol requeue {job}`)")
+    log(f"[sweeper] {why}: Slurm task {shown} requeued (`scontrol requeue {job}`)")
     return True

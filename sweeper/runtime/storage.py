@@ -9,22 +9,33 @@ busy timeout) so a few local workers can share one file.
 from __future__ import annotations
 
 import contextlib
+import copy
+import datetime
 import fcntl
 import hashlib
+import json
 import os
 import threading
+import uuid
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import optuna
 import sqlalchemy
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from sweeper.credentials import drop_secret_query
 from sweeper.errors import StorageError
+from sweeper.runtime.outage import StorageHealth, classify, driver_message
 from sweeper.settings.config import WorkersConfig
+
+T = TypeVar("T")
 
 CONNECT_TIMEOUT_SECONDS = 5
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
@@ -37,43 +48,61 @@ class StorageLock(Protocol):
 
 
 class _PostgresAdvisoryLock:
-    """A session-level advisory lock: freed by the server if the worker dies holding it."""
+    """A session-level advisory lock: freed by the server if the worker dies holding it.
 
-    def __init__(self, url: str, key: int):
+    Its connection is its own. One the server dropped (a restart, a firewall's idle timeout)
+    is replaced when the lock is next taken: the server freed the lock with it. Connection
+    failures are retried as ``health`` says (a started worker rides out an outage)."""
+
+    def __init__(self, url: str, key: int, health: StorageHealth):
         self._engine = sqlalchemy.create_engine(
-            url, poolclass=sqlalchemy.pool.NullPool, connect_args={"connect_timeout": 5}
+            url,
+            poolclass=sqlalchemy.pool.NullPool,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
         )
+        self._health = health
+        self._key = key
+        self._held = False
+        self._connection: sqlalchemy.Connection | None = None
         try:
-            self._connection = self._engine.connect()
+            self._connection = health.call(self._engine.connect, "connecting for a lock")
         except sqlalchemy.exc.SQLAlchemyError as exc:
             self._engine.dispose()
             raise StorageError(
                 f"storage={redact(url)!r} cannot be reached: {exc.__class__.__name__}: "
                 f"{_first_line(exc)}. Check the host, port, database name and credentials"
             ) from None
-        self._key = key
-        self._held = False
 
-    def acquire(self) -> None:
+    def _lock_once(self) -> None:
+        if self._connection is None or self._connection.invalidated or self._connection.closed:
+            self._connection = self._engine.connect()
         try:
             self._connection.exec_driver_sql(f"SELECT pg_advisory_lock({self._key})")
         except sqlalchemy.exc.OperationalError:
-            # The connection sat idle through a long trial and was dropped (a server
-            # restart, a firewall's idle timeout): a lock on a fresh one is as good.
+            # Dropped while idle through a long trial: a lock on a fresh one is as good.
             self._connection.invalidate()
             self._connection = self._engine.connect()
             self._connection.exec_driver_sql(f"SELECT pg_advisory_lock({self._key})")
+
+    def acquire(self) -> None:
+        self._health.call(self._lock_once, "taking the study's lock")
         self._held = True
 
     def release(self) -> None:
-        if self._held:
-            self._held = False
+        if not self._held or self._connection is None:
+            return
+        self._held = False
+        try:
             self._connection.exec_driver_sql(f"SELECT pg_advisory_unlock({self._key})")
+        except sqlalchemy.exc.SQLAlchemyError:
+            # The connection is gone, and the server freed the lock with it.
+            self._connection.invalidate()
 
     def close(self) -> None:
         with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
             self.release()
-            self._connection.close()
+            if self._connection is not None:
+                self._connection.close()
         self._engine.dispose()
 
 
@@ -116,13 +145,18 @@ class _ProcessLock:
         self.release()
 
 
-def open_lock(storage_url: str, name: str) -> StorageLock:
+def open_lock(storage_url: str, name: str, health: StorageHealth | None = None) -> StorageLock:
     """A lock every process using ``storage_url`` shares, named ``name``; a worker that dies
-    holding it releases it (the server ends its session, the kernel closes its file)."""
+    holding it releases it (the server ends its session, the kernel closes its file).
+    ``health`` (the storage's) decides which connection failures it waits out."""
     backend = make_url(storage_url).get_backend_name()
     if backend == "postgresql":
         digest = hashlib.blake2b(f"sweeper/{name}".encode(), digest_size=8).digest()
-        return _PostgresAdvisoryLock(storage_url, int.from_bytes(digest, "big", signed=True))
+        return _PostgresAdvisoryLock(
+            storage_url,
+            int.from_bytes(digest, "big", signed=True),
+            health or storage_health_for(storage_url),
+        )
     database = sqlite_path(storage_url)
     if database is not None:
         return _FileLock(database.with_name(f"{database.name}.{name.replace('/', '.')}.lock"))
@@ -171,14 +205,249 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+class _RetryOnce(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a failed trial, done once however often it is asked: two workers
+    that fail the same stale trial, or a retried write whose first try did land (the reply
+    was lost), must not enqueue it twice. Optuna lists a retry's ancestors in
+    ``retry_history``."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        for other in study.get_trials(deepcopy=False):
+            if trial.number in other.system_attrs.get(RETRY_HISTORY_SYSTEM_ATTR, ()):
+                return
+        super().__call__(study, trial)
+
+
 def retry_callback(workers: WorkersConfig) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
     """Re-enqueues a dead worker's trial with the same params and its reported values, so
     the retry resumes from the trial's last checkpoint and its curve continues."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RetryHeartbeatStaleTrialCallback(
-            max_retry=workers.max_retries, inherit_intermediate_values=True
+        return _RetryOnce(max_retry=workers.max_retries, inherit_intermediate_values=True)
+
+
+# Optuna's RetryHeartbeatStaleTrialCallback lists a retry's ancestors (trial numbers) here.
+RETRY_HISTORY_SYSTEM_ATTR = "retry_history"
+# Set on every trial this storage creates: a creation retried after a lost reply finds the
+# trial its first try made instead of making a second (an orphan RUNNING trial).
+CREATION_ID_SYSTEM_ATTR = "sweeper:creation_id"
+
+# The storage calls a worker makes (through Optuna's _CachedStorage, and its own), each
+# retried through an outage by ResilientRDBStorage. Writes here are idempotent in Optuna
+# (upserts, duplicates ignored) or made so below (trial creation, state changes).
+_RETRIED_CALLS = (
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_all_studies",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
+    "_set_trial_param",
+    "get_trial_param",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial_id_from_study_id_trial_number",
+    "get_trial",
+    "_get_trials",
+    "_get_best_trial_id",
+)
+
+
+class ResilientRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage, riding out a database that goes away (sweeper.runtime.outage).
+
+    Why a subclass: Optuna turns every SQLAlchemy error into ``StorageInternalError`` inside
+    each method, and its studies reach the storage only through these methods, so retrying
+    here covers sampling, reports, the pruner, tell, heartbeats and attributes alike, with
+    the driver's error still in reach (the cause) to tell an outage from a bad write.
+
+    - Every call in ``_RETRIED_CALLS`` is retried through ``health`` (a started worker rides
+      an outage out; before, only a lack of free connections is waited for). A failure that
+      is no outage is one line naming the database.
+    - ``record_heartbeat`` never raises: Optuna's heartbeat thread would end for good.
+    - ``_get_stale_trial_ids`` finds none until this worker has seen the database up for a
+      full grace period: after an outage every heartbeat is old, and the live workers need
+      a heartbeat interval to beat again. It also finds RUNNING trials that never had a
+      heartbeat (a claim whose reply was lost), once they are older than the grace period.
+    - A retried trial creation or state change checks what its lost first try did.
+    """
+
+    def __init__(self, url: str, health: StorageHealth, **options: Any) -> None:
+        self.health = health
+        super().__init__(url, **options)
+
+    def _call(self, name: str, attempt: Callable[[], T]) -> T:
+        try:
+            return self.health.call(attempt, f"calling {name.lstrip('_')}")
+        except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as exc:
+            raise StorageError(
+                f"storage={self.health.url!r}: {name.lstrip('_')} failed: {driver_message(exc)}"
+            ) from exc
+
+    # --- heartbeats and staleness -------------------------------------------------------------
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as error:  # never let the heartbeat thread die
+            failure = classify(error)
+            if failure is not None:
+                self.health.failed(error, failure)
+            return
+        self.health.succeeded()
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        grace = self.grace_period or 2 * (self.heartbeat_interval or 0)
+        if self.health.seconds_up < grace:
+            return []
+        stale = self._call(
+            "_get_stale_trial_ids",
+            lambda: super(ResilientRDBStorage, self)._get_stale_trial_ids(study_id),
         )
+        return stale + [
+            trial_id
+            for trial_id in self._call("_get_stale_trial_ids", lambda: self._orphans(study_id))
+            if trial_id not in stale
+        ]
+
+    def _orphans(self, study_id: int) -> list[int]:
+        grace = datetime.timedelta(seconds=self.grace_period or 2 * (self.heartbeat_interval or 0))
+        with _create_scoped_session(self.scoped_session, True) as session:
+            trials = (
+                session.query(models.TrialModel)
+                .outerjoin(
+                    models.TrialHeartbeatModel,
+                    models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id,
+                )
+                .filter(models.TrialModel.study_id == study_id)
+                .filter(models.TrialModel.state == TrialState.RUNNING)
+                .filter(models.TrialHeartbeatModel.trial_heartbeat_id.is_(None))
+                .all()
+            )
+            started = [(trial.trial_id, trial.datetime_start) for trial in trials]
+        # datetime_start is the creating worker's local time, as Optuna writes it.
+        now = datetime.datetime.now()
+        return [
+            trial_id for trial_id, start in started if start is not None and now - start > grace
+        ]
+
+    # --- writes a lost reply must not repeat ----------------------------------------------------
+
+    def _create_new_trial(
+        self, study_id: int, template_trial: FrozenTrial | None = None
+    ) -> FrozenTrial:
+        token = uuid.uuid4().hex
+        if template_trial is None:
+            template = FrozenTrial(
+                number=-1,
+                state=TrialState.RUNNING,
+                value=None,
+                values=None,
+                datetime_start=datetime.datetime.now(),
+                datetime_complete=None,
+                params={},
+                distributions={},
+                user_attrs={},
+                system_attrs={},
+                intermediate_values={},
+                trial_id=-1,
+            )
+        else:
+            template = copy.deepcopy(template_trial)
+        # A retry's template carries its failed trial's id: each creation gets its own.
+        template.system_attrs = {**template.system_attrs, CREATION_ID_SYSTEM_ATTR: token}
+        tries = 0
+
+        def attempt() -> FrozenTrial:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                made = self._trial_with_creation_id(token)
+                if made is not None:
+                    return super(ResilientRDBStorage, self).get_trial(made)
+            return self._create_trial_once(study_id, template)
+
+        return self._call("_create_new_trial", attempt)
+
+    def _create_trial_once(self, study_id: int, template: FrozenTrial) -> FrozenTrial:
+        """One try of Optuna's trial creation (its own loop retries a failed commit blindly)."""
+        with _create_scoped_session(self.scoped_session) as session:
+            # Locks the study row: trial numbers are counted, not drawn from a sequence.
+            models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+            row = self._get_prepared_new_trial(study_id, template, session)
+            frozen = copy.deepcopy(template)
+            frozen.number = row.number
+            frozen.datetime_start = row.datetime_start
+            frozen._trial_id = row.trial_id
+            return frozen
+
+    def _trial_with_creation_id(self, token: str) -> int | None:
+        with _create_scoped_session(self.scoped_session) as session:
+            row = (
+                session.query(models.TrialSystemAttributeModel.trial_id)
+                .filter(models.TrialSystemAttributeModel.key == CREATION_ID_SYSTEM_ATTR)
+                .filter(models.TrialSystemAttributeModel.value_json == json.dumps(token))
+                .first()
+            )
+        return None if row is None or row[0] is None else int(row[0])
+
+    def set_trial_state_values(
+        self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+    ) -> bool:
+        tries = 0
+
+        def attempt() -> bool:
+            nonlocal tries
+            tries += 1
+            if tries > 1 and state != TrialState.WAITING:
+                current = super(ResilientRDBStorage, self).get_trial(trial_id)
+                if state.is_finished() and current.state == state:
+                    return True  # the first try landed; its reply was lost
+                if state == TrialState.RUNNING and current.state == TrialState.RUNNING:
+                    # Claimed by us or by another worker: not ours to run. Were it ours, it
+                    # has no heartbeat and is retried once older than the grace period.
+                    return False
+            return super(ResilientRDBStorage, self).set_trial_state_values(trial_id, state, values)
+
+        return self._call("set_trial_state_values", attempt)
+
+
+def _retried(name: str) -> Callable[..., Any]:
+    method = getattr(optuna.storages.RDBStorage, name)
+
+    def call(self: ResilientRDBStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, lambda: method(self, *args, **kwargs))
+
+    call.__name__ = name
+    call.__doc__ = method.__doc__
+    return call
+
+
+for _name in _RETRIED_CALLS:
+    setattr(ResilientRDBStorage, _name, _retried(_name))
+
+
+def storage_health_for(url: str, workers: WorkersConfig | None = None) -> StorageHealth:
+    """A fresh view of the database at ``url``, with the outage limit of ``workers``."""
+    limit = (workers or WorkersConfig()).storage_outage_seconds
+    server = make_url(url).get_backend_name() != "sqlite"
+    health = StorageHealth(url, redact(url), limit, retries=server)
+    if not server:
+        health.up_for_at_least(float("inf"))  # a file on this machine is never "down"
+    return health
+
+
+def storage_health(study: optuna.Study) -> StorageHealth | None:
+    """The health of a study's storage, when sweeper opened it (``open_storage``)."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    return storage.health if isinstance(storage, ResilientRDBStorage) else None
 
 
 def _parsed_or_error(url: str) -> str:
@@ -194,11 +463,12 @@ def _parsed_or_error(url: str) -> str:
     return shown
 
 
-def check_reachable(url: str) -> None:
+def check_reachable(url: str, workers: WorkersConfig | None = None) -> None:
     """Fail now, with the reason, when the storage cannot be used; write nothing.
 
     A SQLite file that does not exist yet only needs a directory it can be created in; a
-    server is connected to and asked ``select 1``.
+    server is connected to and asked ``select 1`` (a server with no free connection is
+    waited for, up to ``workers.storage_outage_seconds``; anything else fails at once).
     """
     shown = _parsed_or_error(url)
     path = sqlite_path(url)
@@ -218,16 +488,62 @@ def check_reachable(url: str) -> None:
         raise StorageError(
             f"storage={shown!r} needs the Python package {exc.name!r}; pip install it"
         ) from None
-    try:
+    health = storage_health_for(url, workers)
+
+    def select_one() -> None:
         with engine.connect() as connection:
             connection.exec_driver_sql("select 1")
+
+    try:
+        health.call(select_one, "connecting")
     except sqlalchemy.exc.SQLAlchemyError as exc:
-        raise StorageError(
-            f"storage={shown!r} cannot be reached: {exc.__class__.__name__}: {_first_line(exc)}. "
-            f"Check the host, port, database name and credentials"
-        ) from None
+        raise _unreachable(shown, exc) from None
     finally:
         engine.dispose()
+
+
+def _unreachable(shown: str, exc: BaseException) -> StorageError:
+    return StorageError(
+        f"storage={shown!r} cannot be reached: {exc.__class__.__name__}: {_first_line(exc)}. "
+        f"Check the host, port, database name and credentials"
+    )
+
+
+def _has_optuna_schema(url: str, health: StorageHealth) -> bool:
+    """Whether Optuna's tables are in the database (a new database has none)."""
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **_connect_args(url))
+    try:
+
+        def inspect() -> bool:
+            with engine.connect() as connection:
+                return sqlalchemy.inspect(connection).has_table(models.StudyModel.__tablename__)
+
+        return health.call(inspect, "reading the schema")
+    finally:
+        engine.dispose()
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    return {key: value for key, value in _engine_kwargs(url).items() if key == "connect_args"}
+
+
+def _server_uptime_seconds(storage: optuna.storages.RDBStorage) -> float:
+    """How long the PostgreSQL server has been up (0 for other servers, or if unknown)."""
+    if storage.engine.dialect.name != "postgresql":
+        return 0.0
+    with (
+        contextlib.suppress(sqlalchemy.exc.SQLAlchemyError),
+        storage.engine.connect() as connection,
+    ):
+        uptime = connection.exec_driver_sql(
+            "SELECT EXTRACT(EPOCH FROM now() - pg_postmaster_start_time())"
+        ).scalar()
+        return float(uptime or 0.0)
+    return 0.0
+
+
+class NoStudiesError(StorageError):
+    """The database holds no Optuna tables yet: no study has been created in it."""
 
 
 def open_storage(
@@ -235,17 +551,22 @@ def open_storage(
     heartbeat: bool = True,
     create: bool = True,
     workers: WorkersConfig | None = None,
-) -> optuna.storages.RDBStorage:
-    """An RDBStorage for ``url``, with heartbeats and a retry of stale trials when asked.
+) -> ResilientRDBStorage:
+    """An RDBStorage for ``url``, with heartbeats and a retry of stale trials when asked,
+    that rides out a database that goes away once its worker has started
+    (:class:`ResilientRDBStorage`).
 
-    With ``create=False`` a SQLite file that does not exist yet is an error instead of being
-    created, so read-only commands (show, best, report) never leave empty databases around.
+    With ``create=False`` nothing is created: a SQLite file that does not exist yet, or a
+    database with no Optuna tables yet, is :class:`NoStudiesError`, so read-only commands
+    (show, best, report) never leave empty databases around. With ``create=True`` the
+    tables are created under a lock, so workers starting together on a new database create
+    them once.
     """
     shown = _parsed_or_error(url)
     path = sqlite_path(url)
     if path is not None:
         if not create and not path.exists():
-            raise StorageError(
+            raise NoStudiesError(
                 f"storage={shown!r}: no such SQLite file; run the sweep first or pass --storage"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -264,29 +585,43 @@ def open_storage(
             "heartbeat_stale_trial_callback": retry_callback(workers),
         }
     try:
-        # Workers starting together on a new database would all create its tables; one does.
-        schema_lock = open_lock(url, "schema") if create else _ProcessLock()
+        health = storage_health_for(url, workers)
+        server = path is None and make_url(url).get_backend_name() != "sqlite"
+        if server and not create and not _has_optuna_schema(url, health):
+            raise NoStudiesError(
+                f"storage={shown!r} holds no study yet (no Optuna tables); create one with "
+                "`sweeper create STUDY_FILE` or `sweeper sweep STUDY_FILE`"
+            )
+        # Workers starting together on a new database would all create its tables; one does,
+        # and the others find them.
+        schema_lock = open_lock(url, "schema", health) if create else _ProcessLock()
         try:
             schema_lock.acquire()
+            skip = server and _has_optuna_schema(url, health)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **options)
+                storage = health.call(
+                    lambda: ResilientRDBStorage(
+                        url,
+                        health,
+                        engine_kwargs=_engine_kwargs(url),
+                        skip_table_creation=skip,
+                        **options,
+                    ),
+                    "opening the storage",
+                )
         finally:
             schema_lock.close()
+        health.up_for_at_least(_server_uptime_seconds(storage))
+        return storage
     except ModuleNotFoundError as exc:
         raise StorageError(
             f"storage={shown!r} needs the Python package {exc.name!r}; pip install it"
         ) from None
-    except (sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
-        raise StorageError(
-            f"storage={shown!r} cannot be reached: {exc.__class__.__name__}: {_first_line(exc)}. "
-            f"Check the host, port, database name and credentials"
-        ) from None
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, OSError) as exc:
+        raise _unreachable(shown, exc) from None
 
 
 def _first_line(exc: BaseException) -> str:
-    """The driver's own message without the SQL echo and doc links SQLAlchemy appends,
-    and with any password it might quote removed."""
-    original = getattr(exc, "orig", None) or exc
-    text = str(original).strip().splitlines()
-    return text[0] if text else exc.__class__.__name__
+    """The driver's own message without the SQL echo and doc links SQLAlchemy appends."""
+    return driver_message(exc)

@@ -16,6 +16,12 @@ callbacks), with two things Optuna leaves to the caller:
   ``STOP_WINDOW_SECONDS`` of it are the same stop arriving again (the process group, a
   ``--gpus`` parent forwarding it, Slurm signalling every process); a second Ctrl-C after
   that exits immediately.
+- **A database that goes away.** Once the loop runs, the storage rides out an outage
+  (:mod:`sweeper.runtime.outage`): every call retries for up to
+  ``workers.storage_outage_seconds``. Past that, a trial stops with a checkpoint and is left
+  RUNNING, untold (telling it would need the database): its heartbeat goes stale and it is
+  retried like a dead worker's, and the worker exits with
+  :class:`~sweeper.errors.StorageOutageError`.
 - **A failing trial fails alone.** Anything a trial raises (other than a stop we asked
   for and storage errors) fails that trial with its reason stored on it, and the worker
   goes on. After ``workers.max_consecutive_failures`` such trials in a row (all workers
@@ -55,11 +61,12 @@ from sweeper.attributes import (
 from sweeper.errors import (
     ConfigError,
     StorageError,
+    StorageOutageError,
     TrialCrashed,
     TrialInterrupted,
     TrialsFailingError,
 )
-from sweeper.runtime.storage import open_lock, redact, retry_callback
+from sweeper.runtime.storage import open_lock, redact, retry_callback, storage_health
 from sweeper.settings.config import WorkersConfig
 
 # Trials that used up budget. Failed trials do not: the heartbeat retries them.
@@ -380,7 +387,10 @@ def run_trials(
     when no trial is waiting or running, and waits while some run elsewhere (one may die
     and come back as a retry)."""
     stop = stop or StopRequest()
-    lock = open_lock(storage_url, f"budget/{study.study_name}")
+    health = storage_health(study)
+    if health is not None:
+        health.armed = True  # started: from now on an outage is ridden out, not an error
+    lock = open_lock(storage_url, f"budget/{study.study_name}", health)
     started = time.monotonic()
     trials_run = 0
     current: dict[str, int] = {}
@@ -389,7 +399,12 @@ def run_trials(
         # The trial is RUNNING in storage now: other workers will count it.
         lock.release()
         current["trial_id"] = trial._trial_id
-        return run_objective(objective, trial)
+        try:
+            return run_objective(objective, trial)
+        except StorageOutageError as outage:
+            # Past the outage limit: Optuna must not tell the trial (that needs the
+            # database); it stays RUNNING, goes stale and is retried.
+            raise _AbandonedTrial(outage) from outage
 
     waiting_logged = False
     freeze_startup_heap()  # undone in the finally below: a caller's heap is its own after
@@ -400,8 +415,11 @@ def run_trials(
             if timeout_seconds is not None and time.monotonic() - started >= timeout_seconds:
                 return WorkerResult(trials_run, "timeout")
             lock.acquire()
+            outages = health.outages if health is not None else 0
             try:
                 action, waiting_note = _next_action(study, workers, n_trials, queue_only)
+                if health is not None and health.outages != outages:
+                    continue  # the database went away under the lock: count again
                 if action == "done":
                     return WorkerResult(trials_run, "budget met")
                 if action == "wait":
@@ -429,6 +447,28 @@ def run_trials(
         gc.unfreeze()
 
 
+class _AbandonedTrial(BaseException):
+    """Carries a StorageOutageError out of ``study.optimize`` past Optuna's tell: Optuna
+    tells the trial of any ``Exception`` (a storage call past the outage limit), and a
+    failed tell ends in an ``UnboundLocalError`` inside Optuna."""
+
+    def __init__(self, outage: StorageOutageError):
+        super().__init__(str(outage))
+        self.outage = outage
+
+
+def _outage_in(error: BaseException) -> StorageOutageError | None:
+    """The StorageOutageError behind ``error`` (Optuna may have raised on top of it)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, StorageOutageError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _optimize_one(
     study: optuna.Study,
     gated: Callable[[optuna.Trial], float],
@@ -444,6 +484,13 @@ def _optimize_one(
     except TrialInterrupted as interrupted:
         _retry_now(study, current.get("trial_id"), workers, log)
         return interrupted.signal_number
+    except _AbandonedTrial as abandoned:
+        raise abandoned.outage from None
+    except Exception as error:
+        outage = _outage_in(error)
+        if outage is not None:
+            raise outage from None
+        raise
     _report_crash(study, current.get("trial_id"), log)
     return None
 

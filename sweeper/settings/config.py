@@ -390,6 +390,10 @@ class WorkersConfig(_Strict):
     max_consecutive_failures: int = Field(default=3, ge=1)
     """Trials that raised, in a row across all workers, after which every worker stops with exit
     status 3."""
+    storage_outage_seconds: float = Field(default=600.0, gt=0)
+    """How long a running worker rides out a study database it cannot reach (a restart, a
+    failover, no free connection): it trains on and retries with backoff; past this it saves a
+    checkpoint and exits with status 75, and the trial is retried later."""
     poll_seconds: float = Field(default=5.0, gt=0)
     """How often a worker with nothing to start looks again (trials may die and be retried)."""
     trials_per_gpu: int = 1
@@ -882,7 +886,10 @@ def dump_config(config: StudyConfig) -> str:
 # list them from here (run_keys_markdown).
 RUN_KEYS: dict[str, str] = {
     "budget": "the trial budget and timeout: how long the study runs on",
-    "workers": "heartbeats, retries, polling and trials per GPU: how workers share the study",
+    "workers": (
+        "heartbeats, retries, polling, database outages and trials per GPU: how workers "
+        "share the study"
+    ),
     "training.report_to": "experiment tracking, which changes no trial's result",
     "storage": "the storage URL as this machine reaches it",
     "output_dir": "where this machine writes reports, caches and SQLite files",

@@ -223,7 +223,7 @@ def run_preflight(config: StudyConfig) -> PreflightResult:
     tokenizer = _collect(problems, lambda: load_tokenizer(config.model.name))
     if model_config is not None and tokenizer is not None:
         problems += check_max_length(config, model_config, tokenizer)
-    _collect(problems, lambda: check_reachable(config.storage_url))
+    _collect(problems, lambda: check_reachable(config.storage_url, config.workers))
     if config.checkpoint_store is not None:
         # Write, read and delete a small object, in seconds: what every trial will do.
         _collect(problems, lambda: check_store(str(config.checkpoint_root)))

@@ -25,7 +25,7 @@ from optuna.storages import BaseStorage
 
 from sweeper.credentials import STORAGE_ENV, scrub_document
 from sweeper.errors import ConfigError, StorageError
-from sweeper.runtime.storage import open_storage, redact, sqlite_path
+from sweeper.runtime.storage import NoStudiesError, open_storage, redact, sqlite_path
 from sweeper.settings.config import (
     CONFIG_ATTR,
     DEFAULT_STUDIES_DIR,
@@ -146,7 +146,10 @@ def stored_attributes(name: str, storage_url: str) -> dict[str, Any] | None:
     a password in it is rewritten without it here, so no view shows it again."""
     if (database := sqlite_path(storage_url)) is not None and not database.exists():
         return None  # no database file yet: a new study
-    storage = open_storage(storage_url, heartbeat=False, create=False)
+    try:
+        storage = open_storage(storage_url, heartbeat=False, create=False)
+    except NoStudiesError:
+        return None  # a new database: no tables yet, and none created here
     try:
         study_id = storage.get_study_id_from_name(name)
         return drop_stored_credentials(storage, study_id, storage.get_study_user_attrs(study_id))

@@ -49,8 +49,16 @@ from sweeper.attributes import (
     WORKER_ATTR,
 )
 from sweeper.errors import CheckpointStoreError, ConfigError, StorageError
+from sweeper.runtime.outage import DeferredReports
 from sweeper.runtime.slurm import slurm_attrs
-from sweeper.runtime.storage import open_lock, open_storage, redact
+from sweeper.runtime.storage import (
+    NoStudiesError,
+    open_lock,
+    open_storage,
+    redact,
+    sqlite_path,
+    storage_health,
+)
 from sweeper.runtime.workers import (
     StopRequest,
     TrialInterrupted,
@@ -159,11 +167,18 @@ class Objective:
             trial.set_user_attr(RESUMED_FROM_STEP_ATTR, resume_from[1])
             trial.set_user_attr(FAILURE_ATTR, None)
 
+        # Reports wait in a queue while the study database is down; training goes on.
+        health = storage_health(trial.study)
+        reports = DeferredReports(trial, health)
+
         def on_evaluation(grid_point: int, value: float) -> bool:
             # The grid point, not the step: trials of every batch size report the same
             # indices for the same amount of training, so the pruner compares them.
-            trial.report(value, grid_point)
-            return trial.should_prune()
+            return reports.report(grid_point, value)
+
+        def stop_requested() -> bool:
+            # Past the outage limit the trial stops as for a signal: with a checkpoint.
+            return stop.requested or (health is not None and health.exceeded)
 
         callbacks = [TrialProgressBar(trial.number)] if self.show_progress else []
         outcome = train_trial(
@@ -175,12 +190,18 @@ class Objective:
             near_chance=self.near_chance,
             callbacks=callbacks,
             resume_from_checkpoint=resume_from[0] if resume_from else None,
-            stop_requested=lambda: stop.requested,
+            stop_requested=stop_requested,
             # <study>-trial-<N>, N the first trial of the retry chain (as the checkpoint
             # directory): a retry continues its first trial's run in training.report_to.
             run_name=f"{self.run_prefix}-{output_dir.name}",
             store_url=store_url,
         )
+        if outcome.interrupted_at_step is not None and not stop.requested and health is not None:
+            raise health.outage_error(
+                f"trial #{trial.number} trained (it stopped at step "
+                f"{outcome.interrupted_at_step} with a checkpoint saved)"
+            )
+        reports.flush()
         record_outcome(trial, outcome)
         if outcome.interrupted_at_step is not None:
             signal_number = stop.signal_number or 2
@@ -537,9 +558,17 @@ def load_existing_study(
     retries of a command that runs trials: confirm). A configuration an earlier sweeper
     stored with the storage password in it is rewritten without it, so no view shows it
     again."""
-    storage = open_storage(
-        storage_url, heartbeat=workers is not None, create=False, workers=workers
-    )
+    try:
+        storage = open_storage(
+            storage_url, heartbeat=workers is not None, create=False, workers=workers
+        )
+    except NoStudiesError:
+        if sqlite_path(storage_url) is not None:
+            raise
+        raise StorageError(
+            f"no study named {name!r} in {redact(storage_url)}; studies there: none (the "
+            "database holds no study yet: `sweeper create` or `sweeper sweep` makes one)"
+        ) from None
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
