@@ -48,8 +48,8 @@ from sweeper.credentials import STORAGE_ENV
 from sweeper.errors import (
     EXIT_STOPPED_SIGINT,
     EXIT_STOPPED_SIGTERM,
-    EXIT_STORAGE_OUTAGE,
     EXIT_STOPPED_SIGUSR1,
+    EXIT_STORAGE_OUTAGE,
     EXIT_TRIALS_FAILING,
     EXIT_USER_ERROR,
     ConfigError,

@@ -542,6 +542,39 @@ def _server_uptime_seconds(storage: optuna.storages.RDBStorage) -> float:
     return 0.0
 
 
+def _open_rdb_storage(
+    url: str, shown: str, create: bool, health: StorageHealth, options: dict[str, Any]
+) -> ResilientRDBStorage:
+    server = make_url(url).get_backend_name() != "sqlite"
+    if server and not create and not _has_optuna_schema(url, health):
+        raise NoStudiesError(
+            f"storage={shown!r} holds no study yet (no Optuna tables); create one with "
+            "`sweeper create STUDY_FILE` or `sweeper sweep STUDY_FILE`"
+        )
+    # Workers starting together on a new database would all create its tables; one does,
+    # and the others find them.
+    schema_lock = open_lock(url, "schema", health) if create else _ProcessLock()
+    try:
+        schema_lock.acquire()
+        skip = server and _has_optuna_schema(url, health)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = health.call(
+                lambda: ResilientRDBStorage(
+                    url,
+                    health,
+                    engine_kwargs=_engine_kwargs(url),
+                    skip_table_creation=skip,
+                    **options,
+                ),
+                "opening the storage",
+            )
+    finally:
+        schema_lock.close()
+    health.up_for_at_least(_server_uptime_seconds(storage))
+    return storage
+
+
 class NoStudiesError(StorageError):
     """The database holds no Optuna tables yet: no study has been created in it."""
 
@@ -585,35 +618,7 @@ def open_storage(
             "heartbeat_stale_trial_callback": retry_callback(workers),
         }
     try:
-        health = storage_health_for(url, workers)
-        server = path is None and make_url(url).get_backend_name() != "sqlite"
-        if server and not create and not _has_optuna_schema(url, health):
-            raise NoStudiesError(
-                f"storage={shown!r} holds no study yet (no Optuna tables); create one with "
-                "`sweeper create STUDY_FILE` or `sweeper sweep STUDY_FILE`"
-            )
-        # Workers starting together on a new database would all create its tables; one does,
-        # and the others find them.
-        schema_lock = open_lock(url, "schema", health) if create else _ProcessLock()
-        try:
-            schema_lock.acquire()
-            skip = server and _has_optuna_schema(url, health)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                storage = health.call(
-                    lambda: ResilientRDBStorage(
-                        url,
-                        health,
-                        engine_kwargs=_engine_kwargs(url),
-                        skip_table_creation=skip,
-                        **options,
-                    ),
-                    "opening the storage",
-                )
-        finally:
-            schema_lock.close()
-        health.up_for_at_least(_server_uptime_seconds(storage))
-        return storage
+        return _open_rdb_storage(url, shown, create, storage_health_for(url, workers), options)
     except ModuleNotFoundError as exc:
         raise StorageError(
             f"storage={shown!r} needs the Python package {exc.name!r}; pip install it"

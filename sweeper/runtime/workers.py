@@ -66,7 +66,13 @@ from sweeper.errors import (
     TrialInterrupted,
     TrialsFailingError,
 )
-from sweeper.runtime.storage import open_lock, redact, retry_callback, storage_health
+from sweeper.runtime.storage import (
+    StorageLock,
+    open_lock,
+    redact,
+    retry_callback,
+    storage_health,
+)
 from sweeper.settings.config import WorkersConfig
 
 # Trials that used up budget. Failed trials do not: the heartbeat retries them.
@@ -394,17 +400,7 @@ def run_trials(
     started = time.monotonic()
     trials_run = 0
     current: dict[str, int] = {}
-
-    def gated(trial: optuna.Trial) -> float:
-        # The trial is RUNNING in storage now: other workers will count it.
-        lock.release()
-        current["trial_id"] = trial._trial_id
-        try:
-            return run_objective(objective, trial)
-        except StorageOutageError as outage:
-            # Past the outage limit: Optuna must not tell the trial (that needs the
-            # database); it stays RUNNING, goes stale and is retried.
-            raise _AbandonedTrial(outage) from outage
+    gated = _gated_objective(objective, lock, current)
 
     waiting_logged = False
     freeze_startup_heap()  # undone in the finally below: a caller's heap is its own after
@@ -445,6 +441,25 @@ def run_trials(
     finally:
         lock.close()
         gc.unfreeze()
+
+
+def _gated_objective(
+    objective: Callable[[optuna.Trial], float], lock: StorageLock, current: dict[str, int]
+) -> Callable[[optuna.Trial], float]:
+    """``objective`` as ``run_trials`` runs it: the budget lock is released once the trial
+    is RUNNING (other workers count it), and an outage past the limit leaves Optuna untold."""
+
+    def gated(trial: optuna.Trial) -> float:
+        lock.release()
+        current["trial_id"] = trial._trial_id
+        try:
+            return run_objective(objective, trial)
+        except StorageOutageError as outage:
+            # Past the outage limit: Optuna must not tell the trial (that needs the
+            # database); it stays RUNNING, goes stale and is retried.
+            raise _AbandonedTrial(outage) from outage
+
+    return gated
 
 
 class _AbandonedTrial(BaseException):
