@@ -61,7 +61,6 @@ from sweeper.attributes import (
 from sweeper.errors import (
     ConfigError,
     StorageError,
-    StorageOutageError,
     TrialCrashed,
     TrialInterrupted,
     TrialsFailingError,
@@ -454,30 +453,31 @@ def _gated_objective(
         current["trial_id"] = trial._trial_id
         try:
             return run_objective(objective, trial)
-        except StorageOutageError as outage:
-            # Past the outage limit: Optuna must not tell the trial (that needs the
-            # database); it stays RUNNING, goes stale and is retried.
-            raise _AbandonedTrial(outage) from outage
+        except StorageError as failure:
+            # The database failed the trial (past the outage limit, or a fault waiting
+            # cannot fix): Optuna must not tell it (that needs the database); it stays
+            # RUNNING, goes stale and is retried.
+            raise _AbandonedTrial(failure) from failure
 
     return gated
 
 
 class _AbandonedTrial(BaseException):
-    """Carries a StorageOutageError out of ``study.optimize`` past Optuna's tell: Optuna
-    tells the trial of any ``Exception`` (a storage call past the outage limit), and a
-    failed tell ends in an ``UnboundLocalError`` inside Optuna."""
+    """Carries a StorageError out of ``study.optimize`` past Optuna's tell: Optuna tells
+    the trial of any ``Exception``, and a failed tell ends in an ``UnboundLocalError``
+    inside Optuna."""
 
-    def __init__(self, outage: StorageOutageError):
-        super().__init__(str(outage))
-        self.outage = outage
+    def __init__(self, failure: StorageError):
+        super().__init__(str(failure))
+        self.failure = failure
 
 
-def _outage_in(error: BaseException) -> StorageOutageError | None:
-    """The StorageOutageError behind ``error`` (Optuna may have raised on top of it)."""
+def _storage_error_in(error: BaseException) -> StorageError | None:
+    """The StorageError behind ``error`` (Optuna may have raised on top of it)."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
-        if isinstance(current, StorageOutageError):
+        if isinstance(current, StorageError):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
@@ -500,11 +500,11 @@ def _optimize_one(
         _retry_now(study, current.get("trial_id"), workers, log)
         return interrupted.signal_number
     except _AbandonedTrial as abandoned:
-        raise abandoned.outage from None
+        raise abandoned.failure from None
     except Exception as error:
-        outage = _outage_in(error)
-        if outage is not None:
-            raise outage from None
+        failure = _storage_error_in(error)
+        if failure is not None:
+            raise failure from None
         raise
     _report_crash(study, current.get("trial_id"), log)
     return None

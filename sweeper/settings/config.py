@@ -390,7 +390,7 @@ class WorkersConfig(_Strict):
     max_consecutive_failures: int = Field(default=3, ge=1)
     """Trials that raised, in a row across all workers, after which every worker stops with exit
     status 3."""
-    storage_outage_seconds: float = Field(default=600.0, gt=0)
+    storage_outage_seconds: float = Field(default=600, gt=0)
     """How long a running worker rides out a study database it cannot reach (a restart, a
     failover, no free connection): it trains on and retries with backoff; past this it saves a
     checkpoint and exits with status 75, and the trial is retried later."""
