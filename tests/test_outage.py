@@ -396,7 +396,7 @@ def test_workers_started_together_on_an_empty_database(server: Server) -> None:
             text=True,
             env={**os.environ, "SWEEPER_STORAGE": server.url},
         )
-        for _ in range(4)
+        for _ in range(3)
     ]
     for reader in readers:
         out, err = reader.communicate(timeout=240)
@@ -419,7 +419,7 @@ def test_workers_started_together_on_an_empty_database(server: Server) -> None:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        for _ in range(6)
+        for _ in range(4)
     ]
     for creator in creators:
         out, _ = creator.communicate(timeout=240)
