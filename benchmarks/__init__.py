@@ -13,19 +13,39 @@ but fails to import is an error, never silently skipped. A benchmark module defi
     ``--quick`` (a smoke test of the harness in about a minute) is expected;
 ``run(args) -> int``
     runs it, prints a summary, writes ``benchmarks/results/<name>.json`` (see
-    :func:`benchmarks.common.write_results`) and returns an exit status.
+    :func:`benchmarks.common.write_results`) and returns an exit status;
+``requirements(args) -> dict[str, str]`` (optional)
+    the packages this run needs beyond the venv, each with what installs it: checked
+    before anything runs (:func:`missing_requirements`), so a missing extra is one line.
 
 Heavy imports (torch, transformers) belong inside ``run`` so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 from types import ModuleType
 
 # In the order `python -m benchmarks` runs them.
 BENCHMARK_MODULES = ("trial_loop", "storage", "gpu", "pruning", "checkpoints", "peers", "overhead")
+
+
+def missing_requirements(module: ModuleType, args: argparse.Namespace) -> list[str]:
+    """One line per package the run of ``module`` with ``args`` needs and cannot import,
+    saying what installs it."""
+    needs: dict[str, str] = module.requirements(args) if hasattr(module, "requirements") else {}
+    missing = []
+    for package, install in needs.items():
+        try:
+            importlib.import_module(package)
+        except ImportError:
+            missing.append(
+                f"python -m benchmarks {module.NAME} needs the Python package {package!r}, "
+                f"which is not installed: {install}"
+            )
+    return missing
 
 
 def available() -> dict[str, ModuleType]:

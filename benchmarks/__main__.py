@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks import available
+from benchmarks import available, missing_requirements
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -48,11 +48,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.benchmark is not None:
         # `--quick trial-loop` as well as `trial-loop --quick`
         args.quick = bool(getattr(args, "quick", False) or args.quick_all)
-        return int(modules[args.benchmark].run(args))
+        runs = [(modules[args.benchmark], args)]
+    else:
+        runs = [
+            (module, sub[name].parse_args(["--quick"] if args.quick_all else []))
+            for name, module in modules.items()
+        ]
+    # Every run's packages are checked before the first starts: none fails half-way.
+    missing = [line for module, own in runs for line in missing_requirements(module, own)]
+    if missing:
+        for line in missing:
+            print(f"benchmarks: error: {line}", file=sys.stderr)
+        return 2
     status = 0
-    for name, module in modules.items():
-        print(f"=== benchmark {name} ===", flush=True)
-        own = sub[name].parse_args(["--quick"] if args.quick_all else [])
+    for module, own in runs:
+        if len(runs) > 1:
+            print(f"=== benchmark {module.NAME} ===", flush=True)
         status = max(status, int(module.run(own)))
     return status
 

@@ -340,6 +340,16 @@ def print_tables(payload: dict[str, Any]) -> None:
 # --- the run ----------------------------------------------------------------------------------
 
 
+def requirements(args: argparse.Namespace) -> dict[str, str]:
+    """Ray Tune, for the ray_tune side (the bench extra; `make bench-peers` installs it)."""
+    if "ray_tune" not in str(args.sides):
+        return {}
+    return {
+        "ray": "run `make bench-peers`, or `pip install -e '.[bench]'`; or leave Ray Tune out "
+        "with --sides sweeper,hyperparameter_search"
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 

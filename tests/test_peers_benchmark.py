@@ -158,3 +158,41 @@ def test_a_peer_not_run_leaves_no_target() -> None:
     }
     summary = summarize(payload)
     assert "time_ratio" not in summary and "target_met" not in summary
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["peers", "--quick"], "python -m benchmarks peers needs the Python package 'ray'"),
+        (["--quick"], "python -m benchmarks peers needs the Python package 'ray'"),
+    ],
+)
+def test_a_missing_extra_is_one_line_before_anything_runs(argv: list[str], says: str) -> None:
+    # `None` in sys.modules makes `import ray` fail as if the bench extra were not installed.
+    code = (
+        "import sys; sys.modules['ray'] = None; from benchmarks.__main__ import main; "
+        f"sys.exit(main({argv!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == ""  # nothing ran
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("benchmarks: error: " + says)
+    assert "make bench-peers" in line and "pip install -e '.[bench]'" in line
+
+
+def test_peers_without_ray_tune_needs_no_ray() -> None:
+    import argparse
+
+    from benchmarks import missing_requirements
+    from benchmarks import peers as peers_module
+
+    args = argparse.Namespace(sides="sweeper,hyperparameter_search")
+    assert missing_requirements(peers_module, args) == []
