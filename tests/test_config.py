@@ -12,12 +12,14 @@ import yaml
 from sweeper.errors import ConfigError
 from sweeper.launch.cli import build_parser, resolve_config
 from sweeper.settings.config import (
+    BLOCKS_OFF,
     Choices,
     FloatRange,
     IntRange,
     find_study_file,
     load_study_config,
     parse_overrides,
+    stored_document,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -257,6 +259,38 @@ def test_unknown_study_name_lists_the_available_ones(tmp_path: Path) -> None:
 )
 def test_overrides_parse_as_yaml_scalars(pairs: list[str], expected: dict[str, Any]) -> None:
     assert parse_overrides(pairs) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "block", "off"),
+    [
+        ("file", "near_chance", {"at_fraction": None, "margin": 0.02}),
+        ("set", "near_chance", {"at_fraction": None, "margin": 0.02}),
+        ("file", "early_stopping", {"patience": None, "min_delta": 0.0}),
+        ("set", "early_stopping", {"patience": None, "min_delta": 0.0}),
+        ("file", "pruner", {"type": "none"}),
+        ("set", "pruner", {"type": "none"}),
+    ],
+)
+def test_a_block_set_to_null_is_its_off_form_and_stored_so(
+    tmp_path: Path, source: str, block: str, off: dict[str, Any]
+) -> None:
+    on: dict[str, dict[str, Any]] = {
+        "near_chance": {"at_fraction": 0.5, "margin": 0.05},
+        "early_stopping": {"patience": 3, "min_delta": 0.01},
+        "pruner": {"type": "median", "n_startup_trials": 2},
+    }
+    document = {**MINIMAL, **on}
+    if source == "file":
+        config = load_study_config(write(tmp_path, {**document, block: None}))
+    else:
+        config = load_study_config(write(tmp_path, document), parse_overrides([f"{block}=null"]))
+    stored = stored_document(config)
+    assert stored[block] == off  # never null: the off form, as the reference says
+    for other, settings in on.items():
+        if other != block:  # the other blocks stay on, as the file has them
+            assert settings.items() <= stored[other].items()
+    assert BLOCKS_OFF[block].items() <= stored[block].items()
 
 
 def test_override_without_equals_sign_is_an_error() -> None:

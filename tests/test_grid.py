@@ -189,13 +189,8 @@ def test_batch_8_and_batch_32_trials_report_at_the_same_grid_points(
                 assert trial.intermediate_values[row["grid"]] == row["validation_loss"]
 
 
-@pytest.mark.timeout(300)
-def test_an_overfitting_trial_is_early_stopped_complete_with_its_best_evaluation(
-    tmp_path: Path, write_study: Callable[..., Path]
-) -> None:
-    """Validation rows disagree with training on a third of them: as the model grows sure
-    of the sentiment word, validation loss falls, then rises (overconfidence). The trial
-    ends early, COMPLETE, scored by and keeping its best evaluation, and is the best trial."""
+def overfitting_study(tmp_path: Path, write_study: Callable[..., Path]) -> Path:
+    """Two trials whose validation loss falls, then rises: the first overfits."""
     folder = tmp_path / "overfit"
     folder.mkdir()
     (folder / "train.csv").write_text("\n".join(one_word_rows(192)) + "\n", encoding="utf-8")
@@ -222,6 +217,17 @@ def test_an_overfitting_trial_is_early_stopped_complete_with_its_best_evaluation
         pruner={"type": "none"},
         budget={"n_trials": 2},
     )
+    return path
+
+
+@pytest.mark.timeout(300)
+def test_an_overfitting_trial_is_early_stopped_complete_with_its_best_evaluation(
+    tmp_path: Path, write_study: Callable[..., Path]
+) -> None:
+    """Validation rows disagree with training on a third of them: as the model grows sure
+    of the sentiment word, validation loss falls, then rises (overconfidence). The trial
+    ends early, COMPLETE, scored by and keeping its best evaluation, and is the best trial."""
+    path = overfitting_study(tmp_path, write_study)
     assert main(["sweep", str(path), "--no-progress"]) == 0
     study = load_existing_study("overfit", f"sqlite:///{tmp_path / 'runs' / 'overfit'}/study.db")
     overfit = study.trials[0]
@@ -251,6 +257,22 @@ def test_an_overfitting_trial_is_early_stopped_complete_with_its_best_evaluation
     assert f"complete, early-stopped at step {stopped}" in render_report(study)
     assert overfit.value is not None and study.trials[1].value is not None
     assert study.trials[1].value > overfit.value
+
+
+@pytest.mark.timeout(300)
+def test_early_stopping_set_to_null_lets_the_overfitting_trial_run_its_plan(
+    tmp_path: Path, write_study: Callable[..., Path]
+) -> None:
+    path = overfitting_study(tmp_path, write_study)
+    argv = ["sweep", str(path), "--no-progress", "--set", "early_stopping=null"]
+    assert main(argv) == 0
+    study = load_existing_study("overfit", f"sqlite:///{tmp_path / 'runs' / 'overfit'}/study.db")
+    overfit = study.trials[0]
+    assert overfit.state == TrialState.COMPLETE
+    assert "early_stopped_at" not in overfit.user_attrs  # the rule would have stopped it
+    assert overfit.user_attrs["history"][-1]["step"] == overfit.user_attrs["planned_steps"]
+    stored = study.user_attrs["config"]["early_stopping"]
+    assert stored["patience"] is None
 
 
 # --- configuration ---------------------------------------------------------------------------

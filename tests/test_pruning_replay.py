@@ -450,6 +450,9 @@ def test_near_chance_rule_from_the_study_and_its_labels() -> None:
     study = Path(__file__).resolve().parents[1] / "studies" / "imdb.yaml"
     off = load_study_config(study, {"near_chance.at_fraction": None}, notify=lambda m: None)
     assert NearChance.of(off, [0, 1, 1]) is None
+    # `--set near_chance=null` is the same off form: no rule, so no trial is stopped by it.
+    null = load_study_config(study, {"near_chance": None}, notify=lambda m: None)
+    assert null.near_chance == off.near_chance and NearChance.of(null, [0, 1, 1]) is None
     on = load_study_config(study, {"near_chance.at_fraction": 0.5}, notify=lambda m: None)
     rule = NearChance.of(on, [0, 1, 1, 1])
     assert rule is not None and rule.majority_rate == 0.75 and rule.margin == 0.02

@@ -421,6 +421,15 @@ class WorkersConfig(_Strict):
         return self
 
 
+# The study-file blocks a user may turn off with null (`near_chance: null`, `--set
+# early_stopping=null`), and the form null stands for: what the study stores and shows.
+BLOCKS_OFF: dict[str, dict[str, Any]] = {
+    "early_stopping": {"patience": None},
+    "near_chance": {"at_fraction": None},
+    "pruner": {"type": "none"},
+}
+
+
 class StudyConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     """The study's name in the storage (default: the study file's name without its suffix)."""
@@ -438,14 +447,16 @@ class StudyConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     """When trials are evaluated, and so compared."""
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
-    """Ending a trial that stopped improving (it compares a trial with itself)."""
+    """Ending a trial that stopped improving (it compares a trial with itself); null turns it off
+    (stored as patience: null)."""
     near_chance: NearChanceConfig = NearChanceConfig()
-    """Stopping a trial still near chance part-way through its plan (off by default)."""
+    """Stopping a trial still near chance part-way through its plan (off by default); null turns
+    it off (stored as at_fraction: null)."""
     objective: ObjectiveConfig = ObjectiveConfig()
     """What the study optimizes."""
     pruner: PrunerConfig = MedianPrunerConfig(type="median")
     """Which Optuna pruner stops trials worse than the others; pruner.type picks it and the
-    settings it takes."""
+    settings it takes; null turns pruning off (stored as type: none)."""
     sampler: SamplerConfig = TPESamplerConfig(type="tpe")
     """Which Optuna sampler draws trials; sampler.type picks it."""
     budget: BudgetConfig = BudgetConfig()
@@ -474,6 +485,16 @@ class StudyConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _default_types(cls, document: Any) -> Any:
+        # A block set to null is its off form (BLOCKS_OFF), stored as that form.
+        if isinstance(document, dict):
+            document = {
+                **document,
+                **{
+                    block: dict(off)
+                    for block, off in BLOCKS_OFF.items()
+                    if block in document and document[block] is None
+                },
+            }
         # pruner.type and sampler.type pick the config model; a section without one is the
         # default pruner (median) or sampler (TPE), as before they were typed.
         if isinstance(document, dict):

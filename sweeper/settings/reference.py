@@ -21,6 +21,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from sweeper.settings.config import (
+    BLOCKS_OFF,
     RUN_KEYS,
     BudgetConfig,
     DatasetConfig,
@@ -141,6 +142,16 @@ def _typed(section: str, types: Mapping[str, type[BaseModel]], default: str) -> 
     return lines
 
 
+def _off_note(section: str) -> list[str]:
+    """How to turn a block off with null (BLOCKS_OFF), under its heading."""
+    if section not in BLOCKS_OFF:
+        return []
+    form = ", ".join(
+        f"{key}: {'null' if value is None else value}" for key, value in BLOCKS_OFF[section].items()
+    )
+    return [f"`{section}: null` (or `--set {section}=null`) turns it off: stored as `{form}`.", ""]
+
+
 def study_file_reference() -> str:
     """The whole page, as Markdown."""
     top = {k: f for k, f in StudyConfig.model_fields.items() if k not in _OWN_SECTIONS}
@@ -159,10 +170,12 @@ def study_file_reference() -> str:
         *_table(_rows("", top)),
     ]
     for section, model in SECTIONS.items():
-        lines += ["", f"## {section}", "", *_table(_rows(f"{section}.", model.model_fields))]
+        lines += ["", f"## {section}", "", *_off_note(section)]
+        lines += _table(_rows(f"{section}.", model.model_fields))
     lines += ["", "## search_space", "", *_search_space()]
     lines += ["", "## Metrics", "", *_metrics()]
-    lines += ["", "## pruner", "", *_typed("pruner", PRUNER_TYPES, DEFAULT_PRUNER)]
+    lines += ["", "## pruner", "", *_off_note("pruner")]
+    lines += _typed("pruner", PRUNER_TYPES, DEFAULT_PRUNER)
     lines += ["", "## sampler", "", *_typed("sampler", SAMPLER_TYPES, DEFAULT_SAMPLER)]
     lines += [
         "",
