@@ -448,15 +448,15 @@ class StudyConfig(_Strict):
     """When trials are evaluated, and so compared."""
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     """Ending a trial that stopped improving (it compares a trial with itself); null turns it off
-    (stored as patience: null)."""
+    (BLOCKS_OFF)."""
     near_chance: NearChanceConfig = NearChanceConfig()
     """Stopping a trial still near chance part-way through its plan (off by default); null turns
-    it off (stored as at_fraction: null)."""
+    it off (BLOCKS_OFF)."""
     objective: ObjectiveConfig = ObjectiveConfig()
     """What the study optimizes."""
     pruner: PrunerConfig = MedianPrunerConfig(type="median")
     """Which Optuna pruner stops trials worse than the others; pruner.type picks it and the
-    settings it takes; null turns pruning off (stored as type: none)."""
+    settings it takes; null turns pruning off (BLOCKS_OFF)."""
     sampler: SamplerConfig = TPESamplerConfig(type="tpe")
     """Which Optuna sampler draws trials; sampler.type picks it."""
     budget: BudgetConfig = BudgetConfig()
@@ -485,19 +485,13 @@ class StudyConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _default_types(cls, document: Any) -> Any:
-        # A block set to null is its off form (BLOCKS_OFF), stored as that form.
         if isinstance(document, dict):
-            document = {
-                **document,
-                **{
-                    block: dict(off)
-                    for block, off in BLOCKS_OFF.items()
-                    if block in document and document[block] is None
-                },
-            }
-        # pruner.type and sampler.type pick the config model; a section without one is the
-        # default pruner (median) or sampler (TPE), as before they were typed.
-        if isinstance(document, dict):
+            # A block set to null is its off form (BLOCKS_OFF), stored as that form.
+            for block, off in BLOCKS_OFF.items():
+                if block in document and document[block] is None:
+                    document = {**document, block: dict(off)}
+            # pruner.type and sampler.type pick the config model; a section without one is
+            # the default pruner (median) or sampler (TPE), as before they were typed.
             for section, default in (("pruner", DEFAULT_PRUNER), ("sampler", DEFAULT_SAMPLER)):
                 settings = document.get(section)
                 if isinstance(settings, dict) and "type" not in settings:
