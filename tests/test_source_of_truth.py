@@ -27,6 +27,7 @@ from sweeper.credentials import STORAGE_ENV, scrub_document, without_credentials
 from sweeper.launch.cli import main
 from sweeper.runtime.workers import FAKE_GPU_COUNT_ENV
 from sweeper.settings.config import RUN_KEYS, is_run_key, run_keys_markdown
+from sweeper.study.resolve import resolve_study
 from sweeper.study.sweep import load_existing_study
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -160,17 +161,96 @@ def test_a_changed_study_key_is_refused_and_nothing_runs(
     assert finished("truth", url) == 1
 
 
-def test_a_changed_study_file_is_refused_too(
+def _file_notes(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "differs from the stored study" in line]
+
+
+def test_a_changed_study_file_is_a_template_and_the_stored_values_run(
     created_study: tuple[Path, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Edited after the study was created (evaluation.steps 3 -> 5, budget.n_trials 1 -> 7):
+    one note names what differs and the stored values run; only the typed budget applies."""
     path, url = created_study
     document = yaml.safe_load(path.read_text())
     document["evaluation"]["steps"] = 5
+    document["budget"]["n_trials"] = 7
     path.write_text(yaml.safe_dump(document))
     capsys.readouterr()
-    assert main(["worker", str(path), "--storage", url, "--n-trials", "2"]) == 2
-    assert "evaluation.steps: the study has 3, given 5" in capsys.readouterr().err
-    assert finished("truth", url) == 1
+    assert main(["worker", str(path), "--storage", url, "--n-trials", "2", "--no-progress"]) == 0
+    assert _file_notes(capsys.readouterr().err) == [
+        f"[sweeper] note: {path} differs from the stored study 'truth' in 1 key "
+        "(evaluation.steps): the stored values are used; --set KEY=VALUE changes a run key "
+        "(the budget: --n-trials, or N_TRIALS= with make), --set name=NEW starts a new study "
+        "from the file"
+    ]
+    study = load_existing_study("truth", url)
+    second = study.get_trials(deepcopy=False)[-1]
+    # Evaluated every 3 steps, as stored, not every 5 as the file now says.
+    assert sorted(second.intermediate_values)[:2] == [3, 6]
+    assert finished("truth", url) == 2
+    # The file's budget of 7 is a note, not a request: the stored budget (1) is met.
+    assert main(["worker", str(path), "--storage", url, "--no-progress"]) == 0
+    assert "in 2 keys (budget.n_trials, evaluation.steps)" in capsys.readouterr().err
+    assert finished("truth", url) == 2
+
+
+@pytest.mark.timeout(600)
+def test_every_command_beside_the_study_file_runs_the_study_created_with_set(
+    write_study: Callable[..., Path],
+    small_csv: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Created with --set (another data file with other columns, another length), then
+    sweep, worker, check and confirm beside the unchanged study file with nothing repeated:
+    each notes the file's differences and runs the stored study (the file's data would fail
+    the study's data check)."""
+    import pandas as pd
+
+    other_data = tmp_path / "renamed.csv"
+    pd.read_csv(small_csv).rename(columns={"review": "text", "sentiment": "label"}).to_csv(
+        other_data, index=False
+    )
+    path = write_study("templated", budget={"n_trials": 2})
+    url = f"sqlite:///{tmp_path / 'templated.db'}"
+    common = ["--storage", url, "--no-progress"]
+    created = [
+        *("--set", f"dataset.path={other_data}", "--set", "dataset.text_column=text"),
+        *("--set", "dataset.label_column=label", "--set", "model.max_length=32"),
+        *("--set", "keep_all_checkpoints=true"),
+    ]
+    assert main(["sweep", str(path), *common, *created]) == 0
+    assert finished("templated", url) == 2
+    note = (
+        f"[sweeper] note: {path} differs from the stored study 'templated' in 4 keys "
+        "(dataset.label_column, dataset.path, dataset.text_column, model.max_length): "
+        "the stored values are used"
+    )
+    capsys.readouterr()
+    # A typed run key applies (the budget); the stored keep_all_checkpoints stays true.
+    assert main(["sweep", str(path), *common, "--n-trials", "3"]) == 0
+    assert _file_notes(capsys.readouterr().err)[0].startswith(note)
+    assert main(["worker", str(path), *common, "--n-trials", "4"]) == 0
+    assert _file_notes(capsys.readouterr().err)[0].startswith(note)
+    assert finished("templated", url) == 4
+    resolved = resolve_study(path, {"storage": url})
+    assert resolved.config.keep_all_checkpoints is True
+    assert resolved.config.model.max_length == 32
+    assert resolved.config.dataset.path == str(other_data)
+
+    assert main(["check", str(path), "--storage", url]) == 0
+    assert _file_notes(capsys.readouterr().err)[0].startswith(note)
+    assert main(["confirm", str(path), *common, "--top", "1", "--seeds", "2"]) == 0
+    captured = capsys.readouterr()
+    assert _file_notes(captured.err)[0].startswith(note) and "(winner)" in captured.out
+    reruns = load_existing_study("templated.confirm", url).get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE,)
+    )
+    assert len(reruns) == 2
+
+    # Typed, a key that is not a run key is still refused when it differs.
+    assert main(["check", str(path), "--storage", url, "--set", "model.max_length=64"]) == 2
+    assert "model.max_length: the study has 32, given 64" in capsys.readouterr().err
 
 
 def test_run_keys_may_change_and_the_model_is_checked(
@@ -493,8 +573,6 @@ def test_a_run_key_left_out_keeps_its_stored_value(
     """Created keeping all checkpoints and with a poll interval: a worker started later from
     the same study file without them keeps the study's values, not the defaults; given
     again, they change (run keys)."""
-    from sweeper.study.resolve import resolve_study
-
     path = write_study("kept")
     url = f"sqlite:///{tmp_path / 'kept.db'}"
     created = ["create", str(path), "--storage", url, "--set", "keep_all_checkpoints=true"]

@@ -816,7 +816,8 @@ def _switch_types(
             )
 
 
-def _notice(message: str) -> None:
+def notice(message: str) -> None:
+    """A one-line note on stderr: something the user may want to know, and the command goes on."""
     print(f"[sweeper] note: {message}", file=sys.stderr, flush=True)
 
 
@@ -835,7 +836,7 @@ def read_study_document(
     study: str | Path,
     overrides: dict[str, Any] | None = None,
     studies_dir: Path = DEFAULT_STUDIES_DIR,
-    notify: Callable[[str], None] = _notice,
+    notify: Callable[[str], None] = notice,
 ) -> tuple[Path, dict[str, Any]]:
     """The study file's document with the dotted-key overrides applied, not yet validated:
     (its path, the document). What a user wrote, key by key."""
@@ -869,7 +870,7 @@ def load_study_config(
     study: str | Path,
     overrides: dict[str, Any] | None = None,
     studies_dir: Path = DEFAULT_STUDIES_DIR,
-    notify: Callable[[str], None] = _notice,
+    notify: Callable[[str], None] = notice,
 ) -> StudyConfig:
     """Read a study file, apply dotted-key overrides and validate the result."""
     return config_from_document(*read_study_document(study, overrides, studies_dir, notify))

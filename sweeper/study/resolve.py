@@ -3,11 +3,15 @@
 A study stores its resolved configuration when it is created (``sweeper.study.sweep.ensure_study``,
 the ``config`` user attribute, without credentials). From then on that stored configuration
 is the study's truth: ``sweep`` when it resumes, ``worker``, ``create``, ``check`` and
-``confirm`` run from it, on any machine, with or without the study file. The study file and
-``--set`` are read to create a study; on an existing one they may change only what belongs
-to a run or a machine (:data:`sweeper.settings.config.RUN_KEYS`), and any other key they give that
-differs from the stored value is an error naming the key and both values, before anything
-runs.
+``confirm`` run from it, on any machine, with or without the study file.
+
+On an existing study each key resolves as: typed (``--set``, the command's flags,
+``SWEEPER_STORAGE``), then stored, then the study file. The study file is a template there:
+it gives only the study's name and storage, and where it differs from the stored
+configuration one note names every differing key and the command goes on with the stored
+values. What is typed may change only what belongs to a run or a machine
+(:data:`sweeper.settings.config.RUN_KEYS`); any other typed key that differs from the
+stored value is an error naming the key and both values, before anything runs.
 
 The storage URL comes from ``--storage``, then the ``SWEEPER_STORAGE`` environment variable,
 then the study file (``storage``), then SQLite under ``output_dir``.
@@ -16,7 +20,7 @@ then the study file (``storage``), then SQLite under ``output_dir``.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,7 @@ from sweeper.settings.config import (
     config_from_document,
     find_study_file,
     is_run_key,
+    notice,
     read_study_document,
     stored_config,
     validate_document,
@@ -100,14 +105,14 @@ def _shown(value: Any) -> str:
 
 
 def check_run_keys_only(
-    stored: StudyConfig, given: StudyConfig, given_keys: list[str], storage_url: str
+    stored: StudyConfig, given: StudyConfig, typed_keys: list[str], storage_url: str
 ) -> None:
-    """Refuse any key the study file or ``--set`` gives, outside :data:`RUN_KEYS`, whose
-    value differs from the study's stored one; every such key is named with both values."""
+    """Refuse any typed key (``--set``, a flag) outside :data:`RUN_KEYS` whose value differs
+    from the study's stored one; every such key is named with both values."""
     stored_values = stored.model_dump(mode="json")
     given_values = given.model_dump(mode="json")
     differences = []
-    for key in dict.fromkeys(given_keys):
+    for key in dict.fromkeys(typed_keys):
         if key == "name" or is_run_key(key):
             continue
         before, after = _value_at(stored_values, key), _value_at(given_values, key)
@@ -116,28 +121,54 @@ def check_run_keys_only(
     if differences:
         raise ConfigError(
             f"study {stored.name!r} in {redact(storage_url)} already exists, and its stored "
-            "configuration is its truth: the study file and --set may change only what "
+            "configuration is its truth: --set and the command's flags may change only what "
             f"belongs to a run or a machine ({', '.join(RUN_KEYS)}). These differ:\n"
             + "\n".join(differences)
-            + "\nDrop them from --set, restore them in the study file, or start a new study "
-            "with --set name=NEW; nothing was run"
+            + "\nDrop them from --set, or start a new study from the study file with "
+            "--set name=NEW; nothing was run"
         )
 
 
 def _with_run_keys(
-    stored: StudyConfig, given: StudyConfig, given_keys: list[str], storage_url: str
+    stored: StudyConfig, given: StudyConfig, typed_keys: list[str], storage_url: str
 ) -> StudyConfig:
-    """The stored configuration, with the run keys the study file or the command line give
-    (a run key they leave out keeps its stored value, not the default) and the storage the
-    study was found in."""
+    """The stored configuration, with the run keys typed on the command line (one not typed
+    keeps its stored value, whatever the study file says) and the storage the study was
+    found in."""
     document = stored.model_dump(mode="json")
     given_values = given.model_dump(mode="json")
-    for key in given_keys:
+    for key in typed_keys:
         value = _value_at(given_values, key)
         if is_run_key(key) and value is not _MISSING:
             apply_overrides(document, {key: value})
     document["storage"] = storage_url
     return validate_document(document, f"the stored configuration of study {stored.name!r}")
+
+
+def _under(key: str, prefixes: Iterable[str]) -> bool:
+    return any(key == prefix or key.startswith(f"{prefix}.") for prefix in prefixes)
+
+
+def file_differences(stored: StudyConfig, given: StudyConfig, file_keys: list[str]) -> list[str]:
+    """The keys the study file gives whose value differs from the stored configuration, in
+    the file's order (the file's values are in ``given`` wherever nothing typed them)."""
+    stored_values = stored.model_dump(mode="json")
+    given_values = given.model_dump(mode="json")
+    return [
+        key
+        for key in dict.fromkeys(file_keys)
+        if _value_at(stored_values, key) != _value_at(given_values, key)
+    ]
+
+
+def differences_note(study_file: Path, name: str, keys: list[str]) -> str:
+    """The one line that says the study file of an existing study is a template."""
+    count = f"{len(keys)} key" + ("" if len(keys) == 1 else "s")
+    return (
+        f"{study_file} differs from the stored study {name!r} in {count} ({', '.join(keys)}): "
+        "the stored values are used; --set KEY=VALUE changes a run key (the budget: "
+        "--n-trials, or N_TRIALS= with make), --set name=NEW starts a new study from the file"
+    )
 
 
 def stored_attributes(name: str, storage_url: str) -> dict[str, Any] | None:
@@ -177,16 +208,18 @@ class _Located:
     study_file: Path | None
     name: str
     storage_url: str
-    # The study file's configuration with the overrides, and the keys it gives explicitly.
+    # The study file's configuration with the overrides (None without a study file).
     given: StudyConfig | None
-    given_keys: list[str]
+    # The leaf keys typed on the command line, and the other keys the study file gives.
+    typed_keys: list[str]
+    file_keys: list[str]
 
 
 def _locate(
     study: str | Path,
     overrides: dict[str, Any],
     studies_dir: Path,
-    notify: Callable[[str], None] | None,
+    notify: Callable[[str], None],
 ) -> _Located:
     study_file = optional_study_file(study, studies_dir)
     if study_file is None:
@@ -195,11 +228,13 @@ def _locate(
             name=name, output_dir=str(overrides.get("output_dir") or "runs"), storage=None
         )
         storage_url = str(overrides.get("storage") or default.storage_url)
-        return _Located(None, name, storage_url, None, list(overrides))
-    options = {"notify": notify} if notify is not None else {}
-    path, document = read_study_document(study_file, overrides, studies_dir, **options)
+        return _Located(None, name, storage_url, None, list(overrides), [])
+    path, document = read_study_document(study_file, overrides, studies_dir, notify)
     given = config_from_document(path, document)
-    return _Located(study_file, given.name, given.storage_url, given, leaf_keys(document))
+    keys = leaf_keys(document)
+    typed = [key for key in keys if _under(key, overrides)]
+    from_file = [key for key in keys if key not in typed and key not in ("name", "storage")]
+    return _Located(study_file, given.name, given.storage_url, given, typed, from_file)
 
 
 def locate_study(
@@ -207,7 +242,7 @@ def locate_study(
 ) -> tuple[str, str]:
     """(name, storage URL) of a study, for the commands that only read it: its study file is
     optional, as everything they show comes from the storage."""
-    located = _locate(study, overrides, studies_dir, notify=None)
+    located = _locate(study, overrides, studies_dir, notify=notice)
     return located.name, located.storage_url
 
 
@@ -216,7 +251,7 @@ def resolve_study(
     overrides: dict[str, Any],
     *,
     studies_dir: Path = DEFAULT_STUDIES_DIR,
-    notify: Callable[[str], None] | None = None,
+    notify: Callable[[str], None] = notice,
 ) -> ResolvedStudy:
     """The configuration a command runs with (see the module's docstring). ``overrides``
     are dotted keys from ``--set`` and the command's flags (``storage`` among them when
@@ -245,9 +280,13 @@ def resolve_study(
         document = stored.model_dump(mode="json")
         apply_overrides(document, overrides)
         given = validate_document(document, f"--set on study {name!r}")
-    check_run_keys_only(stored, given, located.given_keys, storage_url)
+    check_run_keys_only(stored, given, located.typed_keys, storage_url)
+    if located.study_file is not None and (
+        differing := file_differences(stored, given, located.file_keys)
+    ):
+        notify(differences_note(located.study_file, name, differing))
     return ResolvedStudy(
-        _with_run_keys(stored, given, located.given_keys, storage_url),
+        _with_run_keys(stored, given, located.typed_keys, storage_url),
         exists=True,
         study_file=located.study_file,
         user_attrs=attrs,
