@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -18,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from servers import stop_process
+from servers import free_port, stop_process
 
 BUCKET = "checkpoints"
 PROJECT = "sweeper-test"
@@ -35,17 +34,11 @@ def fake_gcs_server_binary() -> str | None:
         return shutil.which("fake-gcs-server")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class GCSServer:
     directory: Path
     binary: str
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
 

