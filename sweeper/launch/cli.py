@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -398,11 +398,22 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def resolve_config(args: argparse.Namespace) -> StudyConfig:
     """The configuration the command runs with: a new study's from its study file (CLI
     flags, then ``--set``, then the file, then defaults); an existing study's stored one,
-    with the run and machine keys (sweeper.settings.config.RUN_KEYS) from the command line and the
-    study file (sweeper.study.resolve)."""
+    with the run and machine keys (sweeper.settings.config.RUN_KEYS) typed on the command
+    line, the study file being only a template there (sweeper.study.resolve)."""
     from sweeper.study.resolve import resolve_study
 
-    return resolve_study(args.study, _overrides(args), studies_dir=args.studies_dir).config
+    return resolve_study(
+        args.study, _overrides(args), studies_dir=args.studies_dir, notify=_notify()
+    ).config
+
+
+def _notify() -> Callable[[str], None]:
+    """Notes go to stderr once per command: the workers `--gpus` starts stay quiet, as their
+    parent resolved the same study and said it."""
+    from sweeper.runtime.workers import SPAWNED_BY_GPUS_ENV
+    from sweeper.settings.config import notice
+
+    return (lambda _message: None) if SPAWNED_BY_GPUS_ENV in os.environ else notice
 
 
 def _study_name_and_storage(args: argparse.Namespace) -> tuple[str, str]:
@@ -470,7 +481,9 @@ def command_check(args: argparse.Namespace) -> int:
     from sweeper.trial.data import check_unchanged
     from sweeper.trial.models import check_same_model
 
-    resolved = resolve_study(args.study, _overrides(args), studies_dir=args.studies_dir)
+    resolved = resolve_study(
+        args.study, _overrides(args), studies_dir=args.studies_dir, notify=_notify()
+    )
     config = resolved.config
     checked = preflight_with_notices(config)
     if resolved.user_attrs is not None:
