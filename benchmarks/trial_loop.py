@@ -43,7 +43,7 @@ DEFAULT_LEARNING_RATES = (1e-5, 3e-5, 5e-5, 1e-4)
 TEXT, LABEL_COLUMN, LABEL_NAMES = "review", "sentiment", ("negative", "positive")
 SWEEPER, HF = "sweeper", "hyperparameter_search"
 
-# The targets of issue 2.
+# The targets docs/benchmarks/trial-loop.md reports against.
 TARGET_RATIO, TARGET_OVERHEAD, TARGET_ACCURACY_GAP = 0.8, 0.03, 0.02
 
 QUICK = {"train_rows": 200, "validation_rows": 100, "max_length": 128, "trials": 2}

@@ -66,10 +66,6 @@ def without_credentials(url: str) -> str:
     return drop_secret_query(f"{scheme}://{rest}")
 
 
-def has_credentials(url: str) -> bool:
-    return without_credentials(url) != url
-
-
 def scrub_document(document: dict[str, Any]) -> dict[str, Any]:
     """A study's configuration document (as stored) with every URL key's credentials
     dropped; the input is not changed."""

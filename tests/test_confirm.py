@@ -200,7 +200,7 @@ def test_best_card_export_and_report_use_the_confirmed_winner(
     card = (tmp_path / "card" / "README.md").read_text(encoding="utf-8")
     assert f"# conf-{confirmation.winner}-seed-{seed}" in card
     assert "results on the validation split (`train (25% held out)`" in card
-    assert "On the test split (`train (20% held out as test)`)" in card
+    assert "On the test split (`a stratified 20% of 'train' held out (split seed 42)`)" in card
     assert "### Confirmation over seeds" in card and f"- seed: {seed}\n" in card
 
     capsys.readouterr()

@@ -182,6 +182,6 @@ def test_busy_port_and_unknown_study_are_clear_errors(finished_study: FinishedSt
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(DashboardError, match=rf"--port={port}: cannot listen there"):
-            Dashboard(finished_study.storage_url, "views", port=port)
+            Dashboard(finished_study.storage_url, "views", host="127.0.0.1", port=port)
     with pytest.raises(DashboardError, match=r"no study named 'nope'.*\['views'\]"):
-        Dashboard(finished_study.storage_url, "nope")
+        Dashboard(finished_study.storage_url, "nope", host="127.0.0.1")

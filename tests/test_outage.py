@@ -36,7 +36,7 @@ from sweeper.runtime.storage import (
     retry_callback,
     storage_health,
 )
-from sweeper.runtime.workers import run_trials
+from sweeper.runtime.workers import StopReason, run_trials
 from sweeper.settings.config import WorkersConfig
 from sweeper.study.sweep import load_existing_study
 
@@ -272,7 +272,7 @@ def test_a_short_outage_when_a_heartbeat_is_due_leaves_the_heartbeat_thread_aliv
         log=lambda line: None,
     )
     judging.join(timeout=120)
-    assert result.reason == "budget met" and result.trials_run == 1
+    assert result.reason is StopReason.BUDGET_MET and result.trials_run == 1
     assert judge_verdicts == [[]]  # the heartbeat went on after the outage: not stale
     (trial,) = study.get_trials()
     assert trial.state == TrialState.COMPLETE
@@ -323,7 +323,7 @@ def test_a_lost_reply_creates_no_orphan_and_fails_no_finished_trial(
         log=lambda line: None,
     )
     assert lost == {"creation": 1, "tell": 1}
-    assert result.reason == "budget met" and result.trials_run == 3
+    assert result.reason is StopReason.BUDGET_MET and result.trials_run == 3
     trials = study.get_trials()
     assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 3
     assert [trial.number for trial in trials] == [0, 1, 2]

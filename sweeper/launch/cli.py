@@ -36,9 +36,15 @@ from sweeper.errors import (
 from sweeper.settings.config import (
     DEFAULT_STUDIES_DIR,
     StudyConfig,
+    check_trials_per_gpu_flag,
     find_study_file,
     parse_overrides,
 )
+
+# `sweeper dashboard`'s defaults (and so `make dashboard`'s): this machine only, optuna-dashboard's
+# usual port.
+DASHBOARD_HOST = "127.0.0.1"
+DASHBOARD_PORT = 8080
 
 
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
@@ -361,14 +367,14 @@ def _add_view_commands(commands: Any) -> None:
     _study_arguments(dashboard)
     dashboard.add_argument(
         "--host",
-        default="127.0.0.1",
-        help="address to bind (default: 127.0.0.1, this machine only)",
+        default=DASHBOARD_HOST,
+        help=f"address to bind (default: {DASHBOARD_HOST}, this machine only)",
     )
     dashboard.add_argument(
         "--port",
         type=int,
-        default=8080,
-        help="port to listen on (default: 8080; 0 = any free port)",
+        default=DASHBOARD_PORT,
+        help=f"port to listen on (default: {DASHBOARD_PORT}; 0 = any free port)",
     )
 
 
@@ -449,12 +455,8 @@ def command_sweep(args: argparse.Namespace) -> int:
 
 
 def command_confirm(args: argparse.Namespace) -> int:
-    from sweeper.study.confirm import (
-        check_arguments,
-        confirmation_table,
-        run_confirmation,
-        test_split_text,
-    )
+    from sweeper.study.confirm import check_arguments, confirmation_table, run_confirmation
+    from sweeper.views.confirmation import describe_test_split
 
     check_arguments(args.top, args.seeds)  # before the study file is even read
     config = resolve_config(args)
@@ -470,7 +472,7 @@ def command_confirm(args: argparse.Namespace) -> int:
             flush=True,
         )
         return 128 + signal_number if signal_number is not None else EXIT_OK
-    print(confirmation_table(confirmation, test_split_text(config)))
+    print(confirmation_table(confirmation, describe_test_split(config.dataset)))
     return EXIT_OK
 
 
@@ -503,11 +505,7 @@ def command_check(args: argparse.Namespace) -> int:
 
 def command_worker(args: argparse.Namespace) -> int:
     per_gpu_flag = getattr(args, "trials_per_gpu", None)
-    if per_gpu_flag is not None and per_gpu_flag < 1:
-        raise ConfigError(
-            f"--trials-per-gpu must be at least 1, but got --trials-per-gpu={per_gpu_flag}; "
-            "pass 1 for one trial per GPU, or more to share each GPU between trials"
-        )
+    check_trials_per_gpu_flag(per_gpu_flag)
     if args.gpus is None:
         from sweeper.runtime.workers import SPAWNED_BY_GPUS_ENV
 

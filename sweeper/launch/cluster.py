@@ -55,6 +55,7 @@ from sweeper.errors import (
     ConfigError,
 )
 from sweeper.runtime.storage import redact
+from sweeper.settings.config import check_trials_per_gpu_flag
 
 # --- how long a stopped worker needs ---------------------------------------------------------
 
@@ -201,11 +202,7 @@ class SlurmOptions:
 
 def _shared_gpu_args(trials_per_gpu: int) -> list[str]:
     """Worker arguments for ``trials_per_gpu`` trials sharing the one GPU a task or pod holds."""
-    if trials_per_gpu < 1:
-        raise ConfigError(
-            f"--trials-per-gpu must be at least 1, but got --trials-per-gpu={trials_per_gpu}; "
-            "pass 1 for one trial per GPU, or more to share each GPU between trials"
-        )
+    check_trials_per_gpu_flag(trials_per_gpu)
     if trials_per_gpu == 1:
         return []
     return ["--gpus", "all", "--trials-per-gpu", str(trials_per_gpu)]

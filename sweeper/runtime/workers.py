@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import enum
 import gc
 import logging
 import os
@@ -299,10 +300,18 @@ def check_failure_streak(study: optuna.Study, workers: WorkersConfig) -> None:
 # --- the loop ------------------------------------------------------------------------------------
 
 
+class StopReason(enum.Enum):
+    """Why a worker's loop ended."""
+
+    BUDGET_MET = "budget met"
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"
+
+
 @dataclass
 class WorkerResult:
     trials_run: int
-    reason: str  # "budget met", "timeout", "interrupted"
+    reason: StopReason
     signal_number: int | None = None
 
 
@@ -406,9 +415,9 @@ def run_trials(
     try:
         while True:
             if stop.requested:
-                return WorkerResult(trials_run, "interrupted", stop.signal_number)
+                return WorkerResult(trials_run, StopReason.INTERRUPTED, stop.signal_number)
             if timeout_seconds is not None and time.monotonic() - started >= timeout_seconds:
-                return WorkerResult(trials_run, "timeout")
+                return WorkerResult(trials_run, StopReason.TIMEOUT)
             lock.acquire()
             outages = health.outages if health is not None else 0
             try:
@@ -416,7 +425,7 @@ def run_trials(
                 if health is not None and health.outages != outages:
                     continue  # the database went away under the lock: count again
                 if action == "done":
-                    return WorkerResult(trials_run, "budget met")
+                    return WorkerResult(trials_run, StopReason.BUDGET_MET)
                 if action == "wait":
                     lock.release()
                     if not waiting_logged:
@@ -429,7 +438,7 @@ def run_trials(
                 interrupted = _optimize_one(study, gated, callbacks, current, workers, log)
                 if interrupted is not None:
                     stop.request(interrupted)
-                    return WorkerResult(trials_run, "interrupted", interrupted)
+                    return WorkerResult(trials_run, StopReason.INTERRUPTED, interrupted)
                 trials_run += 1
             except optuna.exceptions.StorageInternalError as exc:
                 raise StorageError(
@@ -595,12 +604,8 @@ def gpu_worker_environments(
     gpus: Sequence[int], trials_per_gpu: int = 1
 ) -> list[tuple[int, dict[str, str]]]:
     """(GPU, extra environment) of each worker process: ``trials_per_gpu`` per GPU, each
-    pinned with CUDA_VISIBLE_DEVICES and, when several share a GPU, told its memory share."""
-    if trials_per_gpu < 1:
-        raise ConfigError(
-            f"trials_per_gpu must be at least 1, but got {trials_per_gpu}; "
-            "pass --trials-per-gpu 1 (one trial per GPU) or more"
-        )
+    pinned with CUDA_VISIBLE_DEVICES and, when several share a GPU, told its memory share.
+    ``trials_per_gpu`` comes checked from the flag or the study's configuration."""
     # GPU indices count the devices this process sees: where CUDA_VISIBLE_DEVICES already
     # narrows them (a Slurm task's --gres, a user's own pinning), index i is its i-th entry.
     visible = [

@@ -18,7 +18,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     NonNegativeInt,
     PositiveInt,
@@ -53,6 +52,7 @@ from sweeper.settings.samplers import (
     SamplerConfig,
     TPESamplerConfig,
 )
+from sweeper.settings.strict import StrictModel
 
 STUDY_SUFFIXES = (".yaml", ".yml", ".toml")
 DEFAULT_STUDIES_DIR = Path("studies")
@@ -80,13 +80,7 @@ REPORT_TO_INTEGRATIONS = (
 )
 
 
-class _Strict(BaseModel):
-    # A field's docstring is its description: the study-file reference is generated from
-    # them (sweeper.settings.reference), so it cannot drift from the code.
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
-
-
-class DatasetConfig(_Strict):
+class DatasetConfig(StrictModel):
     path: str
     """Where the data is: a hub dataset id; a CSV, TSV, JSON, JSON-lines or Parquet file (text
     formats may be .gz/.bz2/.xz/.zip compressed); a folder of split files (train.csv,
@@ -181,7 +175,7 @@ class DatasetConfig(_Strict):
         return value
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     name: str
     """The encoder to fine-tune: a hub model id, a local directory (relative to the study file's
     folder when it exists there) or package:<pkg>/<dir>, a folder inside an installed Python
@@ -194,7 +188,7 @@ class ModelConfig(_Strict):
     out when unset."""
 
 
-class EvaluationConfig(_Strict):
+class EvaluationConfig(StrictModel):
     """When a trial is evaluated (and checkpointed), and so where the pruner may compare it.
 
     ``examples``: every ``examples`` training examples, the same grid for every batch size
@@ -223,7 +217,7 @@ class EvaluationConfig(_Strict):
         return self
 
 
-class EarlyStoppingConfig(_Strict):
+class EarlyStoppingConfig(StrictModel):
     """ "Stopped improving": transformers' EarlyStoppingCallback ends a trial whose objective
     has not improved on its best by more than ``min_delta`` for ``patience`` evaluations in a
     row. The trial is COMPLETE with its best evaluation's value and checkpoint (an
@@ -238,7 +232,7 @@ class EarlyStoppingConfig(_Strict):
     """The improvement on its best that counts for early stopping."""
 
 
-class NearChanceConfig(_Strict):
+class NearChanceConfig(StrictModel):
     """ "Dead": a trial whose best validation accuracy is still within ``margin`` of the
     majority-class rate of the validation split once it has trained ``at_fraction`` of its
     planned steps is stopped, PRUNED. Its validation loss may still creep down (a model that
@@ -254,7 +248,7 @@ class NearChanceConfig(_Strict):
     points)."""
 
 
-class TrainingConfig(_Strict):
+class TrainingConfig(StrictModel):
     """Fixed training arguments, as in the model cards (Adam, linear schedule, eval batch 32)."""
 
     eval_batch_size: PositiveInt | Literal["auto"] = "auto"
@@ -317,7 +311,7 @@ class TrainingConfig(_Strict):
         return value
 
 
-class Baseline(_Strict):
+class Baseline(StrictModel):
     name: str
     """The baseline's name, as the report, the card and confirm show it."""
     params: dict[str, float | int]
@@ -335,7 +329,7 @@ class Baseline(_Strict):
         return value
 
 
-class ObjectiveConfig(_Strict):
+class ObjectiveConfig(StrictModel):
     # A name in sweeper.settings.metrics.METRICS, which also says its direction.
     metric: str = "validation_loss"
     """What the study optimizes: a metric of sweeper.settings.metrics.METRICS (validation_loss
@@ -363,7 +357,7 @@ class ObjectiveConfig(_Strict):
         return self.direction or metric(self.metric).direction
 
 
-class BudgetConfig(_Strict):
+class BudgetConfig(StrictModel):
     n_trials: int | None = Field(default=20, ge=1)
     """Finished (complete or pruned) trials the study runs to, counted in storage across every
     worker and run."""
@@ -377,7 +371,20 @@ class BudgetConfig(_Strict):
         return self
 
 
-class WorkersConfig(_Strict):
+TRIALS_PER_GPU_FIX = "1 for one trial per GPU, or more to share each GPU between trials"
+
+
+def check_trials_per_gpu_flag(value: int | None) -> None:
+    """The rule of ``workers.trials_per_gpu`` (at least 1) for the ``--trials-per-gpu`` flag
+    of ``worker``, ``slurm`` and ``k8s``; the study file's key is checked by its validator."""
+    if value is not None and value < 1:
+        raise ConfigError(
+            f"--trials-per-gpu must be at least 1, but got --trials-per-gpu={value}; "
+            f"pass {TRIALS_PER_GPU_FIX}"
+        )
+
+
+class WorkersConfig(StrictModel):
     """How workers share a study: Optuna heartbeats decide when a silent worker is dead."""
 
     heartbeat_interval_seconds: int = Field(default=30, ge=1)
@@ -406,7 +413,7 @@ class WorkersConfig(_Strict):
         if value < 1:
             raise ValueError(
                 "must be at least 1 (worker processes per GPU); set workers.trials_per_gpu "
-                "(or --trials-per-gpu) to 1 for one trial per GPU, or more to share each GPU"
+                f"(or --trials-per-gpu) to {TRIALS_PER_GPU_FIX}"
             )
         return value
 
@@ -430,7 +437,7 @@ BLOCKS_OFF: dict[str, dict[str, Any]] = {
 }
 
 
-class StudyConfig(_Strict):
+class StudyConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     """The study's name in the storage (default: the study file's name without its suffix)."""
     dataset: DatasetConfig
@@ -440,7 +447,7 @@ class StudyConfig(_Strict):
     search_space: SearchSpace = SearchSpace()
     """What Optuna samples per hyperparameter: {low, high, log} (float), {low, high, step} (int),
     {choices: [...]}, or a fixed value (the table below)."""
-    baselines: list[Baseline] = []
+    baselines: list[Baseline] = Field(default_factory=list)
     """Configurations enqueued first (the model cards' runs), as [{name, params}]."""
     training: TrainingConfig = TrainingConfig()
     """Fixed training arguments, as in the model cards."""

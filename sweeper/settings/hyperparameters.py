@@ -22,14 +22,12 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
+
+from sweeper.settings.strict import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FloatRange(_Strict):
+class FloatRange(StrictModel):
     low: float
     high: float
     log: bool = False
@@ -43,7 +41,7 @@ class FloatRange(_Strict):
         return self
 
 
-class IntRange(_Strict):
+class IntRange(StrictModel):
     low: int
     high: int
     step: int = 1
@@ -57,7 +55,7 @@ class IntRange(_Strict):
         return self
 
 
-class Choices(_Strict):
+class Choices(StrictModel):
     choices: list[float | int] = Field(min_length=1)
 
 
@@ -244,7 +242,7 @@ def _check_spec(name: str, spec: ParamSpec) -> ParamSpec:
     return spec
 
 
-class SearchSpaceBase(_Strict):
+class SearchSpaceBase(StrictModel):
     """The ``search_space`` section: one key per entry of :data:`HYPERPARAMETERS`."""
 
     if TYPE_CHECKING:  # the fields are made from the table; to a type checker, any name

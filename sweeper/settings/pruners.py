@@ -14,12 +14,12 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import optuna
 from optuna.trial import TrialState
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import Field, TypeAdapter, model_validator
+
+from sweeper.settings.strict import StrictModel
 
 
-class _PrunerBase(BaseModel):
-    # Field docstrings are descriptions: the study-file reference is generated from them.
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+class _PrunerBase(StrictModel):
     title: ClassVar[str] = ""
 
     def build(self) -> optuna.pruners.BasePruner:

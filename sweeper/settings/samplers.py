@@ -10,12 +10,12 @@ import warnings
 from typing import Annotated, Any, Literal
 
 import optuna
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import Field, TypeAdapter
+
+from sweeper.settings.strict import StrictModel
 
 
-class _SamplerBase(BaseModel):
-    # Field docstrings are descriptions: the study-file reference is generated from them.
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+class _SamplerBase(StrictModel):
     # Workers started together get seed + their index (sweeper.runtime.workers), or they would
     # sample the same trials.
     seed: int | None = 42

@@ -49,7 +49,7 @@ from optuna.distributions import (
     json_to_distribution,
 )
 from optuna.trial import FrozenTrial, TrialState
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
 from sweeper.attributes import (
     BASELINE_ATTR,
@@ -66,7 +66,7 @@ from sweeper.attributes import (
 )
 from sweeper.errors import ConfigError, ConfirmError
 from sweeper.runtime.storage import open_lock, redact
-from sweeper.runtime.workers import StopRequest, WorkerResult, run_trials
+from sweeper.runtime.workers import StopReason, StopRequest, WorkerResult, run_trials
 from sweeper.settings.config import StudyConfig
 from sweeper.settings.hyperparameters import (
     Choices,
@@ -76,6 +76,7 @@ from sweeper.settings.hyperparameters import (
     fixed_params,
 )
 from sweeper.settings.hyperparameters import suggest as suggest_param
+from sweeper.settings.strict import StrictModel
 from sweeper.study.sweep import Objective, SweepContext, prepare_study_data
 from sweeper.trial.checkpoints import (
     CheckpointStoreError,
@@ -110,11 +111,7 @@ SEED_HIGH = 2**31 - 1
 CONFIDENCE = 0.95
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PlannedConfig(_Frozen):
+class PlannedConfig(StrictModel):
     """A configuration to re-train, as frozen when confirmation first started."""
 
     id: str  # "c1", "c2", ... or "baseline:<name>"
@@ -126,13 +123,13 @@ class PlannedConfig(_Frozen):
     selected_value: float | None  # the best single-seed value of those trials
 
 
-class Plan(_Frozen):
+class Plan(StrictModel):
     """The companion study's ``candidates``: what is re-trained, with which seeds."""
 
     top_k: int
     seeds: list[int]
     configs: list[PlannedConfig]
-    notes: list[str] = []
+    notes: list[str] = Field(default_factory=list)
 
     def config(self, config_id: str) -> PlannedConfig:
         return next(config for config in self.configs if config.id == config_id)
@@ -892,19 +889,6 @@ def confirmation_table(confirmation: Confirmation, test_split: str | None = None
     return "\n".join(lines)
 
 
-def test_split_text(config: StudyConfig) -> str | None:
-    """How the table, the report and the card name the test split; None without one."""
-    dataset = config.dataset
-    if dataset.test_split:
-        return f"the {dataset.test_split!r} split"
-    if dataset.test_fraction:
-        return (
-            f"a stratified {dataset.test_fraction:.0%} of {dataset.train_split!r} held out "
-            f"(split seed {dataset.split_seed})"
-        )
-    return None
-
-
 # --- the entry points --------------------------------------------------------------------------
 
 
@@ -959,7 +943,7 @@ def run_confirmation(
             f"in study {companion.study_name!r}, pruning off"
         )
         result = run_pending(config, data, companion, plan, stop=stop, show_progress=show_progress)
-        if result.reason != "budget met":
+        if result.reason is not StopReason.BUDGET_MET:
             return None
         return finalize(config, data, study, companion, plan, log)
 
@@ -985,6 +969,6 @@ def run_pending_confirmation(
         f"[sweeper] the sweep's budget is met; running the waiting re-runs of {companion.study_name!r}"
     )
     result = run_pending(config, data, companion, plan, stop=stop, show_progress=show_progress)
-    if result.reason != "budget met":
+    if result.reason is not StopReason.BUDGET_MET:
         return None
     return finalize(config, data, study, companion, plan, log)

@@ -38,7 +38,9 @@ from sweeper.attributes import (
     EXAMPLES_PER_STEP_ATTR,
     FAILURE_ATTR,
     HISTORY_ATTR,
+    LABEL_NAMES_ATTR,
     MODEL_FINGERPRINT_ATTR,
+    OBJECTIVE_METRIC_ATTR,
     PLANNED_STEPS_ATTR,
     RESUME_FALLBACK_ATTR,
     RESUMED_FROM_STEP_ATTR,
@@ -60,6 +62,7 @@ from sweeper.runtime.storage import (
     storage_health,
 )
 from sweeper.runtime.workers import (
+    StopReason,
     StopRequest,
     TrialInterrupted,
     budget_counts,
@@ -433,8 +436,8 @@ def ensure_study(
             for key, value in (
                 (CONFIG_ATTR, stored_document(config)),
                 (CONFIG_VERSION_ATTR, CONFIG_VERSION),
-                ("objective_metric", config.objective.metric),
-                ("label_names", label_names),
+                (OBJECTIVE_METRIC_ATTR, config.objective.metric),
+                (LABEL_NAMES_ATTR, label_names),
                 *(split_attrs(splits).items() if splits is not None else ()),
                 *([(MODEL_FINGERPRINT_ATTR, model_fingerprint)] if model_fingerprint else ()),
             ):
@@ -544,9 +547,9 @@ def run_study(
             callbacks=callbacks,
             stop=stop,
         )
-        if result.reason == "budget met" and result.trials_run == 0:
+        if result.reason is StopReason.BUDGET_MET and result.trials_run == 0:
             print(f"[sweeper] study {config.name!r} already has its {n_trials} finished trials")
-        if result.reason == "budget met" and on_budget_met is not None:
+        if result.reason is StopReason.BUDGET_MET and on_budget_met is not None:
             on_budget_met(config, data, study, stop=stop, show_progress=show_progress)
     return study
 

@@ -1,11 +1,11 @@
 """The model card (README.md) of a study's best trial.
 
-It follows the card the ``transformers.Trainer`` writes, the form of the cards in
-DEVELOPERS.md: the base model and dataset, the kept evaluation's metrics, the training
-hyperparameters, the training-results table (one row per evaluation, from the trial's
-stored history) and the framework versions. Then what those cards lack: how many trials
-the sweep ran, with which sampler and pruner, the baselines' scores beside the best, and
-which evaluation was kept and why. :func:`model_card` builds it as a
+It follows the card the ``transformers.Trainer`` writes, the form of the two published
+model cards the default study's baselines come from (studies/imdb.yaml): the base model and
+dataset, the kept evaluation's metrics, the training hyperparameters, the training-results
+table (one row per evaluation, from the trial's stored history) and the framework versions.
+Then what those cards lack: how many trials the sweep ran, with which sampler and pruner, the
+baselines' scores beside the best, and which evaluation was kept and why. :func:`model_card` builds it as a
 ``huggingface_hub.ModelCard``; :func:`render_card` gives its text and :func:`write_card`
 saves it.
 
@@ -48,7 +48,12 @@ from sweeper.settings.hyperparameters import (
 from sweeper.settings.metrics import METRICS, OBJECTIVE_NAMES, metric
 from sweeper.settings.metrics import f1_average as metrics_f1_average
 from sweeper.trial.speed import DEVICE_DEFAULTS
-from sweeper.views.confirmation import Confirmation, load_confirmed_run, spread_text
+from sweeper.views.confirmation import (
+    Confirmation,
+    describe_test_split,
+    load_confirmed_run,
+    spread_text,
+)
 from sweeper.views.results import (
     StudySummary,
     history,
@@ -243,7 +248,7 @@ def card_data(
     test = confirmation.export_run.test if confirmation is not None else None
     if test is not None:
         scores = {"validation_loss": test.loss, "accuracy": test.accuracy, "f1": test.f1}
-        results += eval_results(scores, dataset, average, split=_test_split_name(dataset))
+        results += eval_results(scores, dataset, average, split=describe_test_split(dataset))
     name = (
         f"{study.study_name}-{confirmation.winner}-seed-{confirmation.export_seed}"
         if confirmation is not None
@@ -466,13 +471,6 @@ def render_card(study: optuna.Study, trial: FrozenTrial | None = None) -> str:
     return str(model_card(study, trial))
 
 
-def _test_split_name(dataset: DatasetConfig) -> str:
-    """The test split: its name, or the share of the training split held out."""
-    if dataset.test_split:
-        return dataset.test_split
-    return f"{dataset.train_split} ({(dataset.test_fraction or 0):.0%} held out as test)"
-
-
 def _scores_lines(loss: Any, accuracy: Any, f1: Any) -> list[str]:
     return [f"- Loss: {_number(loss)}", f"- Accuracy: {_number(accuracy)}", f"- F1: {_number(f1)}"]
 
@@ -498,7 +496,7 @@ def _results_intro(
     if test is not None:
         lines += [
             "",
-            f"On the test split (`{_test_split_name(dataset)}`), never used to select it, from "
+            f"On the test split (`{describe_test_split(dataset)}`), never used to select it, from "
             "the same checkpoint:",
             *_scores_lines(test.loss, test.accuracy, test.f1),
         ]
@@ -528,7 +526,7 @@ def _confirmation_section(confirmation: Confirmation, dataset: DatasetConfig) ->
         f"({', '.join(str(s) for s in confirmation.seeds)}), pruning off. Mean ± standard "
         f"deviation over seeds; validation is `{_split_name(dataset)}`"
         + (
-            f", test is `{_test_split_name(dataset)}` (the winner and the baselines only)."
+            f", test is `{describe_test_split(dataset)}` (the winner and the baselines only)."
             if dataset.test_split or dataset.test_fraction
             else "; the study has no test split."
         ),

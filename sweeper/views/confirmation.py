@@ -16,11 +16,13 @@ from typing import Any, Literal
 
 import optuna
 from optuna.trial import FrozenTrial
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
 from sweeper.attributes import (
     CONFIRMATION_ATTR,
 )
+from sweeper.settings.config import DatasetConfig
+from sweeper.settings.strict import StrictModel
 
 CONFIRM_SUFFIX = ".confirm"
 # Written when confirmation first starts, so a rerun re-trains the same configurations.
@@ -30,11 +32,7 @@ def companion_name(study_name: str) -> str:
     return f"{study_name}{CONFIRM_SUFFIX}"
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SplitScores(_Frozen):
+class SplitScores(StrictModel):
     """One run's scores on one split, at the evaluation it kept (its best validation)."""
 
     loss: float | None = None
@@ -42,7 +40,7 @@ class SplitScores(_Frozen):
     f1: float | None = None
 
 
-class Run(_Frozen):
+class Run(StrictModel):
     """One re-run of a configuration with one seed: a trial of the companion study."""
 
     seed: int
@@ -53,7 +51,7 @@ class Run(_Frozen):
     best_checkpoint: str | None = None
 
 
-class Spread(_Frozen):
+class Spread(StrictModel):
     """Mean and standard deviation over seeds (std: sample, n - 1; None for one seed)."""
 
     mean: float
@@ -61,7 +59,7 @@ class Spread(_Frozen):
     n: int
 
 
-class ConfirmedConfig(_Frozen):
+class ConfirmedConfig(StrictModel):
     """A configuration (every hyperparameter but the seed) and its re-runs."""
 
     id: str  # "c1", "c2", ... for candidates; "baseline:<name>" for baselines
@@ -85,7 +83,7 @@ class ConfirmedConfig(_Frozen):
         return self.selected_value - self.objective.mean
 
 
-class Comparison(_Frozen):
+class Comparison(StrictModel):
     """The winner against one baseline, paired by seed (same seeds on both sides)."""
 
     baseline: str  # the baseline's name
@@ -104,7 +102,7 @@ class Comparison(_Frozen):
         )
 
 
-class Confirmation(_Frozen):
+class Confirmation(StrictModel):
     study: str
     metric: str
     direction: Literal["minimize", "maximize"]
@@ -116,7 +114,9 @@ class Confirmation(_Frozen):
     # ``sweeper export`` exports.
     export_seed: int
     comparisons: list[Comparison]
-    notes: list[str] = []  # e.g. "only 2 finished configurations, not the 3 asked for"
+    notes: list[str] = Field(
+        default_factory=list
+    )  # e.g. "only 2 finished configurations, not the 3 asked for"
 
     def config(self, config_id: str) -> ConfirmedConfig:
         return next(config for config in self.configs if config.id == config_id)
@@ -170,3 +170,16 @@ def spread_text(value: Spread | None, number: Callable[[float], str] = lambda x:
 def on_validation(metric: str) -> str:
     """``validation_loss``, ``validation accuracy``: the metric, named with its split."""
     return metric if metric.startswith("validation") else f"validation {metric}"
+
+
+def describe_test_split(dataset: DatasetConfig) -> str | None:
+    """How the confirmation table, the report and the model card name the test split (one
+    wording for all of them); None without one."""
+    if dataset.test_split:
+        return f"the {dataset.test_split!r} split"
+    if dataset.test_fraction:
+        return (
+            f"a stratified {dataset.test_fraction:.0%} of {dataset.train_split!r} held out "
+            f"(split seed {dataset.split_seed})"
+        )
+    return None

@@ -1,4 +1,5 @@
-"""optuna-dashboard on a study's storage, bound to loopback unless told otherwise.
+"""optuna-dashboard on a study's storage, on the host and port it is given (`sweeper dashboard`
+(sweeper.launch.cli) binds loopback unless told otherwise).
 
 :class:`Dashboard` binds the port first (so a busy port fails at once with a clear message,
 and port 0 picks a free one), then serves optuna-dashboard's WSGI app from a threaded
@@ -18,9 +19,6 @@ import optuna
 from sweeper.errors import DashboardError
 from sweeper.runtime.storage import open_storage, redact
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
-
 
 class _ThreadedServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
@@ -36,7 +34,7 @@ class _QuietHandler(WSGIRequestHandler):
 class Dashboard:
     """optuna-dashboard serving one storage; ``url`` deep-links to the study."""
 
-    def __init__(self, storage_url: str, study_name: str, host: str = DEFAULT_HOST, port: int = 0):
+    def __init__(self, storage_url: str, study_name: str, *, host: str, port: int = 0):
         from optuna_dashboard import wsgi
 
         self.storage_url = storage_url
