@@ -238,7 +238,7 @@ def study_config(
     """The default study's search at the benchmark's size, as study ``<prefix>-<label>``.
     ``unpruned``: no pruner and no early stopping; otherwise the study file's own pruner and
     early stopping (the default rules) as they are."""
-    from sweeper.settings.config import load_study_config
+    from sweeper.settings.study_file import load_study_config
 
     epochs: Any = 1 if sizes["max_epochs"] == 1 else {"low": 1, "high": int(sizes["max_epochs"])}
     overrides: dict[str, Any] = {
@@ -411,8 +411,8 @@ def _run_examples(config: Any, trial_number: int) -> int:
     import optuna
 
     from benchmarks.replay import curves_from_trials
+    from sweeper.records.confirmation import companion_name
     from sweeper.runtime.storage import open_storage
-    from sweeper.views.confirmation import companion_name
 
     storage = open_storage(config.storage_url, heartbeat=False, create=False)
     companion = optuna.load_study(study_name=companion_name(config.name), storage=storage)
@@ -427,7 +427,7 @@ def _run_examples(config: Any, trial_number: int) -> int:
 def near_chance_rule(config: Any, majority_rate: float | None, at_fraction: float = 0.5) -> Any:
     """The near-chance rule for the replay: the study file's when it has one on, else one at
     ``at_fraction`` of the plan with the default margin."""
-    from sweeper.trial.training import NearChance
+    from sweeper.trial.grid import NearChance
 
     if majority_rate is None:
         return None
@@ -507,7 +507,7 @@ def strategies(default_config: Any, majority_rate: float | None = None) -> list[
 def majority_rate(config: Any) -> float | None:
     """The validation split's majority-class rate (what near chance is measured from)."""
     from sweeper.trial.data import LABEL, column_values, load_splits
-    from sweeper.trial.training import majority_rate as rate
+    from sweeper.trial.grid import majority_rate as rate
 
     return rate(column_values(load_splits(config.dataset).validation, LABEL))
 

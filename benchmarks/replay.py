@@ -95,7 +95,7 @@ class Strategy:
     pruner: Callable[[], optuna.pruners.BasePruner] | None = None
     early_stopping: EarlyStopping | None = None
     description: str = ""
-    # sweeper.trial.training.NearChance: a trial still near chance after a share of its
+    # sweeper.trial.grid.NearChance: a trial still near chance after a share of its
     # plan (its unpruned curve's examples) is stopped.
     near_chance: Any = None
 

@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 from sweeper.errors import SweeperError
 
 if TYPE_CHECKING:
-    from sweeper.settings.config import StudyConfig, load_study_config
+    from sweeper.records.results import StudySummary, summarize
+    from sweeper.settings.config import StudyConfig
+    from sweeper.settings.study_file import load_study_config
     from sweeper.study.sweep import create_study, run_study
     from sweeper.study.sweep import load_existing_study as load_study
-    from sweeper.views.results import StudySummary, summarize
 
 __all__ = [
     "StudyConfig",
@@ -48,9 +49,9 @@ except PackageNotFoundError:  # run from a source tree that was never installed
 # config checks do not pay for importing torch.
 _LAZY = {
     "StudyConfig": ("sweeper.settings.config", "StudyConfig"),
-    "load_study_config": ("sweeper.settings.config", "load_study_config"),
-    "StudySummary": ("sweeper.views.results", "StudySummary"),
-    "summarize": ("sweeper.views.results", "summarize"),
+    "load_study_config": ("sweeper.settings.study_file", "load_study_config"),
+    "StudySummary": ("sweeper.records.results", "StudySummary"),
+    "summarize": ("sweeper.records.results", "summarize"),
     "create_study": ("sweeper.study.sweep", "create_study"),
     "run_study": ("sweeper.study.sweep", "run_study"),
     "load_study": ("sweeper.study.sweep", "load_existing_study"),

@@ -2,11 +2,11 @@
 
 The study and its trials are the record of a sweep: the views, the card, confirm and the
 workers of other machines read these keys back, and optuna-dashboard shows them. Renaming
-one is a format change of every stored study (sweeper.settings.config.CONFIG_VERSION).
+one is a format change of every stored study (sweeper.settings.stored.CONFIG_VERSION).
 """
 
 # --- on the study ---------------------------------------------------------------------------------
-# Its resolved configuration, without credentials (sweeper.settings.config.stored_document).
+# Its resolved configuration, without credentials (sweeper.settings.stored.stored_document).
 CONFIG_ATTR = "config"
 CONFIG_VERSION_ATTR = "config_version"
 OBJECTIVE_METRIC_ATTR = "objective_metric"

@@ -19,7 +19,8 @@ from optuna.trial import TrialState, create_trial
 from sweeper.attributes import CONFIG_ATTR, CONFIG_VERSION_ATTR
 from sweeper.errors import CardError
 from sweeper.launch.cli import main
-from sweeper.settings.config import CONFIG_VERSION, StudyConfig
+from sweeper.settings.config import StudyConfig
+from sweeper.settings.stored import CONFIG_VERSION
 from sweeper.study.sweep import load_existing_study
 from sweeper.views.card import RESULTS_HEADER, render_card
 

@@ -30,7 +30,7 @@ from sweeper.attributes import (
 )
 from sweeper.launch.cli import main
 from sweeper.study.sweep import load_existing_study
-from sweeper.trial import checkpoints, training
+from sweeper.trial import callbacks, checkpoints
 from sweeper.trial.checkpoints import (
     MANIFEST_SUFFIX,
     BackgroundUploader,
@@ -343,11 +343,11 @@ def test_a_completed_trial_stores_its_best_checkpoint_or_says_why_not(
     if uploaded_before:
         uploader.submit(best, 10, 10)
         assert uploader.flush(timeout=60) and uploader.uploaded == [10]
-    outcome = training.TrialOutcome(best_checkpoint=str(best))
+    outcome = callbacks.TrialOutcome(best_checkpoint=str(best))
     if not store_up_at_end:
         s3_server.stop()
     try:
-        training._finish_uploads(uploader, outcome, best.parent, completed=True)
+        callbacks.finish_uploads(uploader, outcome, best.parent, completed=True)
     finally:
         if not store_up_at_end:
             s3_server.start()

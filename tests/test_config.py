@@ -11,16 +11,9 @@ import yaml
 
 from sweeper.errors import ConfigError
 from sweeper.launch.cli import build_parser, resolve_config
-from sweeper.settings.config import (
-    BLOCKS_OFF,
-    Choices,
-    FloatRange,
-    IntRange,
-    find_study_file,
-    load_study_config,
-    parse_overrides,
-    stored_document,
-)
+from sweeper.settings.config import BLOCKS_OFF, Choices, FloatRange, IntRange
+from sweeper.settings.stored import stored_document
+from sweeper.settings.study_file import find_study_file, load_study_config, parse_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

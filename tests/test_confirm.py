@@ -28,9 +28,9 @@ from optuna.trial import TrialState
 
 from sweeper.attributes import CANDIDATES_ATTR, CONFIRM_CONFIG_ATTR, CONFIRM_SEED_ATTR
 from sweeper.launch.cli import main
+from sweeper.records.confirmation import companion_name, load_confirmation
 from sweeper.study.confirm import SEED_HIGH, derive_seeds
 from sweeper.study.sweep import load_existing_study
-from sweeper.views.confirmation import companion_name, load_confirmation
 
 SWEEP_SEEDS = {42, 7}  # the search space's seed choices (conftest.base_study)
 QUICK = {

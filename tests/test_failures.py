@@ -24,7 +24,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper.errors import EXIT_TRIALS_FAILING, ConfigError, TrialsFailingError
 from sweeper.launch.cli import main
 from sweeper.runtime.workers import check_failure_streak, failure_streak
-from sweeper.settings.config import WorkersConfig, load_study_config
+from sweeper.settings.config import WorkersConfig
+from sweeper.settings.study_file import load_study_config
 from sweeper.study.sweep import load_existing_study, run_study
 from sweeper.views.report import render_report
 

@@ -23,9 +23,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.errors import ConfigError
 from sweeper.launch.cli import main
-from sweeper.settings.config import load_study_config
+from sweeper.records.results import format_value
+from sweeper.settings.study_file import load_study_config
 from sweeper.study.sweep import load_existing_study
-from sweeper.views.results import format_value
 
 POSITIVE = ["wonderful", "great", "superb", "moving", "brilliant", "delightful"]
 NEGATIVE = ["awful", "boring", "dreadful", "terrible", "dull", "painful"]
@@ -141,9 +141,9 @@ def test_a_dead_trial_is_pruned_by_the_default_rules(grid_sweep: GridSweep) -> N
 def test_the_report_says_what_pruning_saved_in_examples_and_where_each_trial_stopped(
     grid_sweep: GridSweep,
 ) -> None:
+    from sweeper.records.results import examples_saved, summarize
     from sweeper.views.figures import EXAMPLES_TITLE, loss_curves_figure
     from sweeper.views.report import render_report
-    from sweeper.views.results import examples_saved, summarize
 
     dead = grid_sweep.dead
     stopped_at = max(dead.intermediate_values)
@@ -396,7 +396,7 @@ def test_steps_with_a_searched_batch_size_gets_a_notice(
 def test_the_grid_point_each_strategy_reports(
     strategy: str, step: int, epoch: float, index: int | None
 ) -> None:
-    from sweeper.trial.training import EvaluationGrid
+    from sweeper.trial.grid import EvaluationGrid
 
     grid = EvaluationGrid(strategy, examples_per_step=16, examples_per_point=96)
     assert grid.index(step, epoch) == index

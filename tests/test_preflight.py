@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from sweeper.launch.cli import main
-from sweeper.settings.config import load_study_config
+from sweeper.settings.study_file import load_study_config
 from sweeper.study.preflight import (
     CHECKPOINT_BYTES_PER_PARAMETER,
     check_directory,

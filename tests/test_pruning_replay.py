@@ -250,7 +250,7 @@ def test_pruning_benchmark_is_registered_and_builds_both_studies(tmp_path: Path)
 
     from benchmarks import available
     from benchmarks.pruning import add_arguments, resolve_sizes, strategies, study_config
-    from sweeper.settings.config import load_study_config
+    from sweeper.settings.study_file import load_study_config
 
     assert "pruning" in available()
     parser = argparse.ArgumentParser()
@@ -434,7 +434,7 @@ def accuracy_curve(trial: int, accuracies: list[float], loss: float = 0.69) -> C
 def test_near_chance_stops_a_dead_trial_at_its_share_of_the_plan(
     accuracies: list[float], at_fraction: float, outcome: str, examples: int
 ) -> None:
-    from sweeper.trial.training import NearChance
+    from sweeper.trial.grid import NearChance
 
     rule = NearChance(at_fraction=at_fraction, margin=0.02, majority_rate=0.5)
     result = replay([accuracy_curve(0, accuracies)], Strategy("near", near_chance=rule))
@@ -444,8 +444,8 @@ def test_near_chance_stops_a_dead_trial_at_its_share_of_the_plan(
 
 
 def test_near_chance_rule_from_the_study_and_its_labels() -> None:
-    from sweeper.settings.config import load_study_config
-    from sweeper.trial.training import NearChance
+    from sweeper.settings.study_file import load_study_config
+    from sweeper.trial.grid import NearChance
 
     study = Path(__file__).resolve().parents[1] / "studies" / "imdb.yaml"
     off = load_study_config(study, {"near_chance.at_fraction": None}, notify=lambda m: None)
@@ -475,7 +475,7 @@ def test_rule_checks_count_complete_trials_and_dead_ones_past_half() -> None:
     # Trial 1 is dead too, but a start-up trial; trial 3 ran its whole plan.
     assert checks["complete_trials"] == 4 and checks["dead_past_half"] == [3]
     assert not checks["checks_met"]
-    from sweeper.trial.training import NearChance
+    from sweeper.trial.grid import NearChance
 
     rule = NearChance(0.5, 0.02, 0.5)
     stopped = replay(curves, Strategy("near", near_chance=rule))

@@ -10,14 +10,9 @@ import optuna
 import pytest
 import yaml
 
+from sweeper.attributes import CONFIG_VERSION_ATTR
 from sweeper.errors import ConfigError
-from sweeper.settings.config import (
-    CONFIG_VERSION,
-    CONFIG_VERSION_ATTR,
-    StudyConfig,
-    load_study_config,
-    stored_config,
-)
+from sweeper.settings.config import StudyConfig
 from sweeper.settings.hyperparameters import (
     HYPERPARAMETERS,
     SEARCHABLE_PARAMS,
@@ -28,6 +23,8 @@ from sweeper.settings.hyperparameters import (
 )
 from sweeper.settings.pruners import MedianPrunerConfig, NoPrunerConfig, PercentilePrunerConfig
 from sweeper.settings.samplers import RandomSamplerConfig
+from sweeper.settings.stored import CONFIG_VERSION, stored_config
+from sweeper.settings.study_file import load_study_config
 from sweeper.trial.training import build_training_arguments
 
 MINIMAL: dict[str, Any] = {

@@ -16,10 +16,10 @@ from headless_chromium import Rendered, find_chromium, render
 from optuna.trial import TrialState
 
 from sweeper.launch.cli import main
+from sweeper.records.results import steps_run, summarize
 from sweeper.study.sweep import load_existing_study
 from sweeper.views.figures import figures
 from sweeper.views.report import render_report, write_report
-from sweeper.views.results import steps_run, summarize
 
 FIGURE_KEYS = ["history", "loss-curves", "parallel-coordinates", "importance", "overfitting"]
 READY = (

@@ -18,7 +18,6 @@ import pytest
 from optuna.trial import TrialState
 
 from sweeper.launch.cli import main
-from sweeper.settings.config import load_study_config
 from sweeper.settings.hyperparameters import (
     Choices,
     FloatRange,
@@ -28,6 +27,7 @@ from sweeper.settings.hyperparameters import (
 )
 from sweeper.settings.pruners import build_pruner, pruner_config
 from sweeper.settings.samplers import SamplerConfig, build_sampler, sampler_config
+from sweeper.settings.study_file import load_study_config
 from sweeper.study.sweep import load_existing_study
 
 Curve = list[float]

@@ -13,7 +13,8 @@ import pytest
 from transformers import AutoTokenizer, TrainerCallback
 
 from sweeper.errors import ConfigError
-from sweeper.settings.config import TrainingConfig, load_study_config
+from sweeper.settings.config import TrainingConfig
+from sweeper.settings.study_file import load_study_config
 from sweeper.trial.data import prepare_data
 from sweeper.trial.speed import compile_recompile_limit, resolve_speed
 from sweeper.trial.training import build_training_arguments, train_trial

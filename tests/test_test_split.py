@@ -20,7 +20,8 @@ from transformers import AutoTokenizer, Trainer
 
 from sweeper.errors import DataError
 from sweeper.launch.cli import main
-from sweeper.settings.config import DatasetConfig, load_study_config
+from sweeper.settings.config import DatasetConfig
+from sweeper.settings.study_file import load_study_config
 from sweeper.study.sweep import create_study
 from sweeper.trial.data import (
     CACHE_FORMAT_VERSION,

@@ -20,7 +20,8 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from sweeper.errors import ConfigError
 from sweeper.runtime.workers import StopRequest
-from sweeper.settings.config import REPORT_TO_INTEGRATIONS, SEARCHABLE_PARAMS, load_study_config
+from sweeper.settings.config import REPORT_TO_INTEGRATIONS, SEARCHABLE_PARAMS
+from sweeper.settings.study_file import load_study_config
 from sweeper.study.sweep import load_existing_study, run_study
 
 MINIMAL: dict[str, Any] = {

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from sweeper.settings.config import load_study_config
+from sweeper.settings.study_file import load_study_config
 from sweeper.trial.data import prepare_data
 from sweeper.trial.models import load_classifier
 from sweeper.trial.training import build_trainer, train_trial

@@ -33,13 +33,8 @@ from sweeper.errors import (
     SweeperError,
     TrialsFailingError,
 )
-from sweeper.settings.config import (
-    DEFAULT_STUDIES_DIR,
-    StudyConfig,
-    check_trials_per_gpu_flag,
-    find_study_file,
-    parse_overrides,
-)
+from sweeper.settings.config import StudyConfig, check_trials_per_gpu_flag
+from sweeper.settings.study_file import DEFAULT_STUDIES_DIR, find_study_file
 
 # `sweeper dashboard`'s defaults (and so `make dashboard`'s): this machine only, optuna-dashboard's
 # usual port.
@@ -379,26 +374,11 @@ def _add_view_commands(commands: Any) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """``--set`` pairs, then the command's flags on top (CLI flags win over ``--set``); the
-    storage from ``--storage``, else ``SWEEPER_STORAGE``."""
-    from sweeper.study.resolve import storage_from_environment
+    """What the command line types: ``--set`` pairs, the command's flags, the storage
+    (sweeper.study.resolve.typed_overrides holds the precedence)."""
+    from sweeper.study.resolve import typed_overrides
 
-    overrides: dict[str, Any] = parse_overrides(args.overrides)
-    flag_keys = {
-        "n_trials": "budget.n_trials",
-        "timeout": "budget.timeout_seconds",
-        "checkpoint_root": "checkpoint_root",
-        "keep_all_checkpoints": "keep_all_checkpoints",
-        "trials_per_gpu": "workers.trials_per_gpu",
-    }
-    for attribute, key in flag_keys.items():
-        value = getattr(args, attribute, None)
-        if value is not None:
-            overrides[key] = value
-    storage = storage_from_environment(args.storage)
-    if storage is not None:
-        overrides["storage"] = storage
-    return overrides
+    return typed_overrides(args.overrides, vars(args), args.storage)
 
 
 def resolve_config(args: argparse.Namespace) -> StudyConfig:
@@ -417,7 +397,7 @@ def _notify() -> Callable[[str], None]:
     """Notes go to stderr once per command: the workers `--gpus` starts stay quiet, as their
     parent resolved the same study and said it."""
     from sweeper.runtime.workers import SPAWNED_BY_GPUS_ENV
-    from sweeper.settings.config import notice
+    from sweeper.settings.study_file import notice
 
     return (lambda _message: None) if SPAWNED_BY_GPUS_ENV in os.environ else notice
 
@@ -455,8 +435,9 @@ def command_sweep(args: argparse.Namespace) -> int:
 
 
 def command_confirm(args: argparse.Namespace) -> int:
-    from sweeper.study.confirm import check_arguments, confirmation_table, run_confirmation
-    from sweeper.views.confirmation import describe_test_split
+    from sweeper.records.confirmation import describe_test_split
+    from sweeper.study.confirm import check_arguments, run_confirmation
+    from sweeper.views.console import confirmation_table
 
     check_arguments(args.top, args.seeds)  # before the study file is even read
     config = resolve_config(args)
@@ -624,7 +605,7 @@ def command_best(args: argparse.Namespace) -> int:
 
 def _study_output_dir(study: Any) -> Path:
     """Where the sweep wrote its files: <output_dir>/<study> from the stored config."""
-    from sweeper.settings.config import stored_config
+    from sweeper.settings.stored import stored_config
 
     return stored_config(study.study_name, study.user_attrs).study_dir
 
@@ -718,7 +699,7 @@ def _cluster_config(args: argparse.Namespace) -> StudyConfig:
     a script or manifests needs no database: only ``--submit`` (which creates the study)
     reads the stored configuration; the workers resolve their own when they start."""
     from sweeper.launch.cluster import require_server_storage
-    from sweeper.settings.config import load_study_config
+    from sweeper.settings.study_file import load_study_config
 
     if getattr(args, "submit", False):
         config = resolve_config(args)
@@ -809,7 +790,7 @@ def command_k8s(args: argparse.Namespace) -> int:
         render_k8s,
         require_server_storage,
     )
-    from sweeper.settings.config import load_study_config
+    from sweeper.settings.study_file import load_study_config
 
     # The pods take the URL from the Secret; a --storage given here is only checked.
     config = load_study_config(args.study, _overrides(args), studies_dir=args.studies_dir)

@@ -1,37 +1,24 @@
-"""Study files: typed, validated configuration at the edge.
-
-A study file (YAML or TOML) is read once, command-line overrides are applied on top of it
-(CLI, then study file, then the defaults below), and the result is validated into a
-:class:`StudyConfig`. Anything wrong fails here, before a single file is written, with the
-key, the value given and what was expected. :func:`load_study_config` is the entry point.
+"""What a study file says: the typed schema (:class:`StudyConfig` and its sections), its
+defaults and the rules between its keys, and which keys may change on an existing study
+(:data:`RUN_KEYS`). Reading a file is sweeper.settings.study_file; validation errors are told
+by sweeper.settings.validation; the stored configuration is sweeper.settings.stored.
 """
 
 from __future__ import annotations
 
 import math
-import sys
-import tomllib
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
-    BaseModel,
     Field,
     NonNegativeInt,
     PositiveInt,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from sweeper.attributes import (
-    CONFIG_ATTR,
-    CONFIG_VERSION_ATTR,
-)
-from sweeper.credentials import scrub_document
 from sweeper.errors import ConfigError
 from sweeper.settings.hyperparameters import (
     BY_NAME,
@@ -45,18 +32,13 @@ from sweeper.settings.hyperparameters import (
     is_searched,
 )
 from sweeper.settings.metrics import OBJECTIVE_NAMES, metric
-from sweeper.settings.pruners import DEFAULT_PRUNER, PRUNER_TYPES, MedianPrunerConfig, PrunerConfig
+from sweeper.settings.pruners import DEFAULT_PRUNER, MedianPrunerConfig, PrunerConfig
 from sweeper.settings.samplers import (
     DEFAULT_SAMPLER,
-    SAMPLER_TYPES,
     SamplerConfig,
     TPESamplerConfig,
 )
 from sweeper.settings.strict import StrictModel
-
-STUDY_SUFFIXES = (".yaml", ".yml", ".toml")
-DEFAULT_STUDIES_DIR = Path("studies")
-
 
 # What TrainingArguments.report_to accepts in transformers 5: the keys of
 # transformers.integrations.INTEGRATION_TO_CALLBACK (tests/test_tracking.py checks that this
@@ -624,285 +606,6 @@ def _out_of_space(spec: ParamSpec, value: float | int, capped_param: bool) -> st
     return None
 
 
-def find_study_file(study: str | Path, studies_dir: Path = DEFAULT_STUDIES_DIR) -> Path:
-    """A study is a path to a study file, or a name under ``studies/``."""
-    candidate = Path(study)
-    if candidate.suffix in STUDY_SUFFIXES or candidate.parent != Path("."):
-        if not candidate.is_file():
-            raise ConfigError(f"study file {str(candidate)!r} does not exist")
-        return candidate
-    for suffix in STUDY_SUFFIXES:
-        path = studies_dir / f"{study}{suffix}"
-        if path.is_file():
-            return path
-    available = sorted(p.stem for p in studies_dir.glob("*") if p.suffix in STUDY_SUFFIXES)
-    raise ConfigError(
-        f"no study named {str(study)!r}: expected {studies_dir}/{study}.yaml (or .yml, .toml); "
-        f"studies found: {available or 'none'}"
-    )
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["a.b=1", "c=x"]`` -> ``{"a.b": 1, "c": "x"}``; values are parsed as YAML scalars."""
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(
-                f"--set expects KEY=VALUE (e.g. model.max_length=128), but got {pair!r}"
-            )
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({exc})") from exc
-        overrides[key.strip()] = _number_or_string(value)
-    return overrides
-
-
-def _number_or_string(value: Any) -> Any:
-    """YAML 1.1 reads 1e-6 (no dot) as a string; people mean the number."""
-    if isinstance(value, str):
-        try:
-            return (
-                float(value)
-                if value.strip().lower() not in {"nan", "inf", "-inf", "infinity"}
-                else value
-            )
-        except ValueError:
-            return value
-    return value
-
-
-def _apply_override(document: dict[str, Any], dotted_key: str, value: Any) -> None:
-    node = document
-    parts = dotted_key.split(".")
-    for depth, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            prefix = ".".join(parts[: depth + 1])
-            raise ConfigError(f"cannot set {dotted_key!r}: {prefix!r} is {child!r}, not a mapping")
-        node = child
-    node[parts[-1]] = value
-
-
-def _read_document(path: Path) -> dict[str, Any]:
-    text = path.read_text(encoding="utf-8")
-    try:
-        document = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(
-            f"study file {path} is not valid {path.suffix[1:].upper()}: {exc}"
-        ) from exc
-    if document is None:
-        raise ConfigError(
-            f"study file {path} is empty; expected at least dataset and model sections"
-        )
-    if not isinstance(document, dict):
-        raise ConfigError(
-            f"study file {path} must hold a mapping, but holds {type(document).__name__}"
-        )
-    return document
-
-
-# Pydantic puts the union member in an error's location ("FloatRange", or the "median" of
-# pruner.type); the user's key has none of them.
-_UNION_MEMBERS = {"FloatRange", "IntRange", "Choices", "float", "int"}
-_TYPED_SECTIONS: dict[str, Mapping[str, type[BaseModel]]] = {
-    "pruner": PRUNER_TYPES,
-    "sampler": SAMPLER_TYPES,
-}
-
-
-def _user_key(location: tuple[Any, ...]) -> tuple[str, str | None]:
-    """The dotted key a user wrote, and the pruner/sampler type the error was found under."""
-    parts = [str(part) for part in location if not str(part).startswith("function-")]
-    typed = None
-    if len(parts) > 1 and parts[0] in _TYPED_SECTIONS and parts[1] in _TYPED_SECTIONS[parts[0]]:
-        typed = parts.pop(1)
-    return ".".join(p for p in parts if p not in _UNION_MEMBERS), typed
-
-
-def _spec_shapes(name: str) -> str:
-    if BY_NAME[name].integer:
-        return "a whole number, {low, high, step} of whole numbers, or {choices: [...]}"
-    return "a number, {low, high, log}, or {choices: [...]}"
-
-
-def _spec_error_name(item: Any) -> str | None:
-    """The hyperparameter of an error found while trying one shape of its spec, if any."""
-    location = item["loc"]
-    if len(location) < 3 or location[0] != "search_space" or location[1] not in BY_NAME:
-        return None
-    # A member with a validator is named "function-after[_check(), FloatRange]".
-    member = str(location[2])
-    if member.startswith("function-"):
-        member = member.rsplit(", ", 1)[-1].rstrip("]")
-    return str(location[1]) if member in _UNION_MEMBERS else None
-
-
-def _format_validation_error(source: str, error: ValidationError) -> str:
-    lines = []
-    items = error.errors()
-    # A spec whose shape matched (a range) but whose values did not: that shape's message
-    # says what is wrong; the other shapes it was tried as would only confuse.
-    shape_matched = {
-        name for item in items if (name := _spec_error_name(item)) and item["type"] == "value_error"
-    }
-    shapes_reported: set[str] = set()
-    for item in items:
-        location = item["loc"]
-        name_tried = _spec_error_name(item)
-        if name_tried in shape_matched and item["type"] != "value_error":
-            continue
-        if name_tried is not None and name_tried not in shape_matched:
-            # A spec that fits none of its shapes: one line, not one per shape tried.
-            name = name_tried
-            if name in shapes_reported:
-                continue
-            shapes_reported.add(name)
-            given = item.get("input")
-            lines.append(f"  search_space.{name}: expected {_spec_shapes(name)}, but got {given!r}")
-            continue
-        key, typed = _user_key(location)
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden" and typed is not None:
-            section = key.split(".")[0]
-            allowed = sorted(set(_TYPED_SECTIONS[section][typed].model_fields) - {"type"})
-            message = (
-                f"is not a setting of the {typed} {section} ({section}.type={typed}); "
-                f"its settings are {allowed or 'none'}"
-            )
-        elif item["type"] == "extra_forbidden":
-            message = "unknown key (check its spelling; see studies/imdb.yaml for every key)"
-        elif item["type"] == "missing":
-            message = "is required but missing"
-        elif item["type"] == "union_tag_invalid":
-            section = key.split(".")[0]
-            key = f"{section}.type"
-            message = f"expected one of {sorted(_TYPED_SECTIONS[section])}"
-        given = item.get("input")
-        shown = (
-            ""
-            if item["type"] in {"missing", "extra_forbidden"}
-            or isinstance(given, dict)
-            or "but got" in message  # the message already shows the value
-            else f", but got {given!r}"
-        )
-        if item["type"] == "union_tag_invalid" and isinstance(given, dict):
-            shown = f", but got {given.get('type')!r}"
-        # A check across sections (StudyConfig's own) names its keys in its message.
-        lines.append(f"  {key}: {message}{shown}" if key else f"  {message}{shown}")
-    unique = list(dict.fromkeys(lines))
-    return f"invalid {source}:\n" + "\n".join(unique)
-
-
-def _switch_types(
-    document: dict[str, Any], overrides: dict[str, Any], notify: Callable[[str], None]
-) -> None:
-    """``--set pruner.type=none`` on a file that configures the median pruner: the file's
-    median settings that the new type does not have are dropped, with a notice. Settings
-    given on the command line for another type stay, and fail validation with their key."""
-    for section, types in _TYPED_SECTIONS.items():
-        new_type = overrides.get(f"{section}.type")
-        settings = document.get(section)
-        if new_type is None or new_type not in types or not isinstance(settings, dict):
-            continue
-        accepted = set(types[new_type].model_fields)
-        from_cli = {key.split(".", 1)[1] for key in overrides if key.startswith(f"{section}.")}
-        dropped = sorted(key for key in settings if key not in accepted and key not in from_cli)
-        for key in dropped:
-            del settings[key]
-        if dropped:
-            listed = ", ".join(f"{section}.{key}" for key in dropped)
-            notify(
-                f"{section}.type={new_type} from the command line: the study file's {listed} "
-                f"{'does' if len(dropped) == 1 else 'do'} not apply to it and "
-                f"{'is' if len(dropped) == 1 else 'are'} ignored"
-            )
-
-
-def notice(message: str) -> None:
-    """A one-line note on stderr: something the user may want to know, and the command goes on."""
-    print(f"[sweeper] note: {message}", file=sys.stderr, flush=True)
-
-
-def _resolve_path(value: str, base: Path) -> str:
-    """dataset.path and model.name: a path that exists relative to the study file's folder
-    is made absolute; anything else is left as given (a hub id, an absolute path, or a path
-    relative to the current directory). output_dir, checkpoint_root and storage are never
-    resolved here: they are relative to the current directory."""
-    candidate = (base / value).expanduser()
-    if candidate.exists():
-        return str(candidate.resolve())
-    return value
-
-
-def read_study_document(
-    study: str | Path,
-    overrides: dict[str, Any] | None = None,
-    studies_dir: Path = DEFAULT_STUDIES_DIR,
-    notify: Callable[[str], None] = notice,
-) -> tuple[Path, dict[str, Any]]:
-    """The study file's document with the dotted-key overrides applied, not yet validated:
-    (its path, the document). What a user wrote, key by key."""
-    path = find_study_file(study, studies_dir)
-    document = _read_document(path)
-    document.setdefault("name", path.stem)
-    overrides = overrides or {}
-    for section, default in (("pruner", DEFAULT_PRUNER), ("sampler", DEFAULT_SAMPLER)):
-        if isinstance(document.get(section), dict):
-            document[section].setdefault("type", default)
-    # Before the overrides: the file's own settings of its type are what may be dropped.
-    _switch_types(document, overrides, notify)
-    apply_overrides(document, overrides)
-    return path, document
-
-
-def apply_overrides(document: dict[str, Any], overrides: dict[str, Any]) -> None:
-    for key, value in overrides.items():
-        _apply_override(document, key, value)
-
-
-def validate_document(document: dict[str, Any], source: str) -> StudyConfig:
-    """A study document validated into :class:`StudyConfig`; ``source`` names it in errors."""
-    try:
-        return StudyConfig.model_validate(document)
-    except ValidationError as exc:
-        raise ConfigError(_format_validation_error(source, exc)) from None
-
-
-def load_study_config(
-    study: str | Path,
-    overrides: dict[str, Any] | None = None,
-    studies_dir: Path = DEFAULT_STUDIES_DIR,
-    notify: Callable[[str], None] = notice,
-) -> StudyConfig:
-    """Read a study file, apply dotted-key overrides and validate the result."""
-    return config_from_document(*read_study_document(study, overrides, studies_dir, notify))
-
-
-def config_from_document(path: Path, document: dict[str, Any]) -> StudyConfig:
-    """A study file's document validated; data and model paths relative to the file's
-    folder made absolute."""
-    config = validate_document(document, f"study file {path}")
-    base = path.parent
-    dataset = config.dataset.model_copy(update={"path": _resolve_path(config.dataset.path, base)})
-    model = config.model.model_copy(update={"name": _resolve_path(config.model.name, base)})
-    return config.model_copy(update={"dataset": dataset, "model": model})
-
-
-def stored_document(config: StudyConfig) -> dict[str, Any]:
-    """The configuration as a study stores it and ``config.resolved.yaml`` shows it: every
-    setting, and no credential (the storage URL's password is dropped)."""
-    return scrub_document(config.model_dump(mode="json"))
-
-
-def dump_config(config: StudyConfig) -> str:
-    return yaml.safe_dump(stored_document(config), sort_keys=False)
-
-
 # What belongs to a run or a machine, not to the study: on an existing study, the study
 # file and --set may change these keys (and what lies under them), and nothing else. The
 # stored configuration is the study's truth for every other key. docs and `sweeper --help`
@@ -950,70 +653,3 @@ def run_keys_markdown() -> str:
     """The table of :data:`RUN_KEYS` the docs show (a test keeps the docs in step)."""
     rows = [f"| `{key}` | {why} |" for key, why in RUN_KEYS.items()]
     return "\n".join(["| key | why it may change on an existing study |", "|---|---|", *rows])
-
-
-# The format of the config a study stores (its "config" user attribute, beside
-# "config_version"). 1: before pruner and sampler were typed, every pruner's settings stored
-# flat with their defaults, and no version stored. 2: typed pruner and sampler. 3: the
-# early_stopping section and evaluation.strategy examples.
-CONFIG_VERSION = 3
-
-
-def stored_config(study_name: str, user_attrs: dict[str, Any]) -> StudyConfig:
-    """The study's stored config, validated into :class:`StudyConfig` (migrated from the
-    format of an earlier sweeper). The card and the report read this, never raw dicts."""
-    document = user_attrs.get(CONFIG_ATTR)
-    if not isinstance(document, dict):
-        raise ConfigError(
-            f"study {study_name!r} has no stored sweeper config (user attribute "
-            f"{CONFIG_ATTR!r}); it was not created by sweeper, or its creator stopped early: "
-            f"run `sweeper create` with its study file to complete it"
-        )
-    version = user_attrs.get(CONFIG_VERSION_ATTR, 1)
-    if not isinstance(version, int) or version > CONFIG_VERSION:
-        raise ConfigError(
-            f"study {study_name!r} was written by a newer sweeper ({CONFIG_VERSION_ATTR}="
-            f"{version!r}; this one reads up to {CONFIG_VERSION}): upgrade sweeper to read it"
-        )
-    # Each step takes a document one version further.
-    if version <= 1:
-        document = _migrate_v1(document)
-    if version <= 2:
-        document = _migrate_v2(document)
-    try:
-        # A study stored before credentials were dropped may still hold a password: it
-        # never reaches a view, a file or a log line from here.
-        return StudyConfig.model_validate(scrub_document(document))
-    except ValidationError as exc:
-        source = f"config stored in study {study_name!r} ({CONFIG_VERSION_ATTR}={version})"
-        raise ConfigError(
-            _format_validation_error(source, exc)
-            + "\nthe study's stored config no longer validates; open it with the sweeper "
-            "version that wrote it, or run the study again under a new name"
-        ) from None
-
-
-def _migrate_v1(document: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 stored every pruner setting of the flat PrunerConfig (and the TPE ones on
-    the random sampler); version 2 keeps the settings of the chosen type only."""
-    migrated = dict(document)
-    for section, types, default in (
-        ("pruner", PRUNER_TYPES, DEFAULT_PRUNER),
-        ("sampler", SAMPLER_TYPES, DEFAULT_SAMPLER),
-    ):
-        settings = dict(migrated.get(section) or {})
-        kind = settings.get("type", default)
-        if kind in types:
-            accepted = set(types[kind].model_fields)
-            settings = {key: value for key, value in settings.items() if key in accepted}
-        if section == "pruner" and kind == "hyperband" and settings.get("min_resource") == "auto":
-            settings["min_resource"] = 1  # what version 1 passed to Optuna for "auto"
-        migrated[section] = settings
-    return migrated
-
-
-def _migrate_v2(document: dict[str, Any]) -> dict[str, Any]:
-    """Version 2 had no early stopping: its trials ran until the pruner stopped them or to
-    their planned end. Stated explicitly (patience null, off), so the card and the report
-    never claim a rule those trials did not run under, whatever the default becomes."""
-    return {**document, "early_stopping": {"patience": None, "min_delta": 0.0}}

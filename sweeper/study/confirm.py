@@ -13,7 +13,7 @@ companion study as ``candidates``, so a rerun never picks again):
   never one the sweep could choose itself.
 
 The re-runs are trials of the companion study ``<study>.confirm``
-(:func:`sweeper.views.confirmation.companion_name`) in the same storage, enqueued with fixed
+(:func:`sweeper.records.confirmation.companion_name`) in the same storage, enqueued with fixed
 params and run by :func:`sweeper.runtime.workers.run_trials` in its queue-only mode: the budget,
 heartbeats and retries of a killed trial (which resumes from its checkpoint) work as for
 sweep trials, any number of ``sweeper confirm`` (or ``sweeper worker``) processes share the
@@ -26,7 +26,7 @@ per configuration the validation objective and accuracy as mean ± std over seed
 winner is the best mean; every seed of the winner and of each baseline is evaluated once on
 the test split from its kept checkpoint (none without a test split, and the notes say so);
 the winner is compared to each baseline paired by seed, with a 95% t interval. The result is
-stored as :class:`sweeper.views.confirmation.Confirmation` (user attribute ``confirmation`` of the
+stored as :class:`sweeper.records.confirmation.Confirmation` (user attribute ``confirmation`` of the
 companion study); then every checkpoint but the exported one (the winner's median seed) is
 deleted, unless ``keep_all_checkpoints``.
 """
@@ -65,6 +65,18 @@ from sweeper.attributes import (
     TEST_SCORES_ATTR_PREFIX,
 )
 from sweeper.errors import ConfigError, ConfirmError
+from sweeper.records.confirmation import (
+    Comparison,
+    Confirmation,
+    ConfirmedConfig,
+    Run,
+    SplitScores,
+    Spread,
+    companion_name,
+    load_confirmation,
+    validation_quantity,
+)
+from sweeper.records.results import kept_evaluation
 from sweeper.runtime.storage import open_lock, redact
 from sweeper.runtime.workers import StopReason, StopRequest, WorkerResult, run_trials
 from sweeper.settings.config import StudyConfig
@@ -85,19 +97,6 @@ from sweeper.trial.checkpoints import (
     remove_checkpoints,
 )
 from sweeper.trial.data import PreparedData
-from sweeper.views.confirmation import (
-    Comparison,
-    Confirmation,
-    ConfirmedConfig,
-    Run,
-    SplitScores,
-    Spread,
-    companion_name,
-    load_confirmation,
-    spread_text,
-)
-from sweeper.views.console import text_table
-from sweeper.views.results import format_value, kept_evaluation
 
 DEFAULT_TOP_K = 3
 DEFAULT_SEEDS = 3
@@ -476,7 +475,7 @@ def run_pending(
     show_progress: bool = True,
 ) -> WorkerResult:
     """Run the companion study's waiting re-runs until none is waiting or running."""
-    from sweeper.views.console import StudyProgress
+    from sweeper.runtime.progress import StudyProgress
 
     store = config.checkpoint_store
     context = SweepContext(
@@ -565,11 +564,6 @@ def compare(
         n=len(differences),
         verdict=verdict(baseline.name, ci95, higher_is_better),
     )
-
-
-def validation_quantity(metric: str) -> str:
-    """The objective on the validation split: ``validation_loss``, ``validation_accuracy``."""
-    return metric if metric.startswith("validation_") else f"validation_{metric}"
 
 
 def evaluate_test(
@@ -828,65 +822,6 @@ def _remove_checkpoints(companion: optuna.Study, keep: int) -> None:
         stored = trial.user_attrs.get(CHECKPOINT_STORE_ATTR)
         if stored and stored != kept.get(CHECKPOINT_STORE_ATTR):
             remove_checkpoints(stored)
-
-
-# --- the table -------------------------------------------------------------------------------
-
-
-def confirmation_table(confirmation: Confirmation, test_split: str | None = None) -> str:
-    """What ``sweeper confirm`` prints: one row per configuration, then the verdicts."""
-    metric = confirmation.metric
-    header = [
-        "config",
-        "name",
-        f"selected {metric} (1 seed)",
-        f"{validation_quantity(metric)} mean ± std",
-        "validation accuracy",
-        "test accuracy",
-        "test F1",
-        "test loss",
-        "optimism",
-    ]
-    rows = [header]
-    for config in confirmation.configs:
-        mark = " (winner)" if config.id == confirmation.winner else ""
-        rows.append(
-            [
-                config.id + mark,
-                config.name,
-                format_value(config.selected_value),
-                spread_text(config.objective, format_value),
-                spread_text(config.accuracy, format_value),
-                spread_text(config.test_accuracy, format_value),
-                spread_text(config.test_f1, format_value),
-                spread_text(config.test_loss, format_value),
-                format_value(config.optimism),
-            ]
-        )
-    seeds = ", ".join(str(seed) for seed in confirmation.seeds)
-    lines = [
-        f"confirmation of study {confirmation.study!r}: {len(confirmation.configs)} "
-        f"configuration(s) x {len(confirmation.seeds)} seeds ({seeds}); {confirmation.direction} "
-        f"{metric}, mean ± std over seeds (sample std); validation = the kept (best) evaluation "
-        f"of each run; test = {test_split or 'the test split'}, from the same checkpoint",
-        *text_table(rows),
-        "optimism = the sweep's single-seed value that selected it minus its confirmed mean",
-        "",
-    ]
-    for config in confirmation.configs:
-        params = " ".join(f"{k}={format_value(v)}" for k, v in config.params.items())
-        lines.append(f"{config.id}: {params}  (sweep trials {config.source_trials or '-'})")
-    winner = confirmation.winning
-    lines += [
-        "",
-        f"winner: {winner.id} ({winner.name}), the best mean {metric}; export uses its seed "
-        f"{confirmation.export_seed} (trial #{confirmation.export_run.trial} of "
-        f"{companion_name(confirmation.study)}), the median of its seeds",
-    ]
-    for comparison in confirmation.comparisons:
-        lines.append(f"  {comparison.text(winner.id)}: {comparison.verdict}")
-    lines += [f"note: {note}" for note in confirmation.notes]
-    return "\n".join(lines)
 
 
 # --- the entry points --------------------------------------------------------------------------

@@ -27,24 +27,23 @@ from typing import Any
 
 from optuna.storages import BaseStorage
 
+from sweeper.attributes import CONFIG_ATTR
 from sweeper.credentials import STORAGE_ENV, scrub_document
 from sweeper.errors import ConfigError, StorageError
 from sweeper.runtime.storage import NoStudiesError, open_storage, redact, sqlite_path
-from sweeper.settings.config import (
-    CONFIG_ATTR,
+from sweeper.settings.config import RUN_KEYS, StudyConfig, is_run_key
+from sweeper.settings.stored import stored_config
+from sweeper.settings.study_file import (
     DEFAULT_STUDIES_DIR,
-    RUN_KEYS,
     STUDY_SUFFIXES,
-    StudyConfig,
     apply_overrides,
     config_from_document,
     find_study_file,
-    is_run_key,
     notice,
+    parse_overrides,
     read_study_document,
-    stored_config,
-    validate_document,
 )
+from sweeper.settings.validation import validate_document
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,33 @@ def storage_from_environment(flag: str | None) -> str | None:
     """``--storage``, else ``SWEEPER_STORAGE``: how launchers pass a URL with a password
     without putting it on a command line."""
     return flag or os.environ.get(STORAGE_ENV) or None
+
+
+# The flags that set a study-file key, by their argparse attribute: a flag wins over --set.
+FLAG_KEYS = {
+    "n_trials": "budget.n_trials",
+    "timeout": "budget.timeout_seconds",
+    "checkpoint_root": "checkpoint_root",
+    "keep_all_checkpoints": "keep_all_checkpoints",
+    "trials_per_gpu": "workers.trials_per_gpu",
+}
+
+
+def typed_overrides(
+    set_pairs: list[str] | None, flags: Mapping[str, Any], storage_flag: str | None
+) -> dict[str, Any]:
+    """Every key the command line types, as dotted keys: ``--set`` pairs, then the command's
+    flags on top (:data:`FLAG_KEYS`), and the storage from ``--storage``, else
+    ``SWEEPER_STORAGE``. On an existing study these win over the stored configuration, which
+    wins over the study file (see the module's docstring)."""
+    overrides: dict[str, Any] = parse_overrides(set_pairs or [])
+    for attribute, key in FLAG_KEYS.items():
+        if flags.get(attribute) is not None:
+            overrides[key] = flags[attribute]
+    storage = storage_from_environment(storage_flag)
+    if storage is not None:
+        overrides["storage"] = storage
+    return overrides
 
 
 def optional_study_file(study: str | Path, studies_dir: Path) -> Path | None:

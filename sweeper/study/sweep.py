@@ -31,6 +31,8 @@ from sweeper.attributes import (
     CHECKPOINT_DIR_ATTR,
     CHECKPOINT_STORE_ATTR,
     CHECKPOINT_STORE_ERROR_ATTR,
+    CONFIG_ATTR,
+    CONFIG_VERSION_ATTR,
     CUDA_VISIBLE_DEVICES_ATTR,
     EARLY_STOP_NOTE_ATTR,
     EARLY_STOPPED_AT_ATTR,
@@ -50,8 +52,10 @@ from sweeper.attributes import (
     TRAIN_SECONDS_ATTR,
     WORKER_ATTR,
 )
-from sweeper.errors import CheckpointStoreError, ConfigError, StorageError
+from sweeper.errors import ConfigError, StorageError
+from sweeper.records.results import best_trial
 from sweeper.runtime.outage import DeferredReports
+from sweeper.runtime.progress import StudyProgress, TrialProgressBar
 from sweeper.runtime.slurm import slurm_attrs
 from sweeper.runtime.storage import (
     NoStudiesError,
@@ -70,27 +74,18 @@ from sweeper.runtime.workers import (
     run_trials,
     worker_index,
 )
-from sweeper.settings.config import (
-    CONFIG_ATTR,
-    CONFIG_VERSION,
-    CONFIG_VERSION_ATTR,
-    StudyConfig,
-    WorkersConfig,
-    dump_config,
-    stored_config,
-    stored_document,
-)
+from sweeper.settings.config import StudyConfig, WorkersConfig
 from sweeper.settings.hyperparameters import suggest_params
 from sweeper.settings.pruners import build_pruner
 from sweeper.settings.samplers import build_sampler
+from sweeper.settings.stored import CONFIG_VERSION, dump_config, stored_config, stored_document
 from sweeper.study.preflight import PreflightResult, run_preflight
 from sweeper.study.resolve import check_run_keys_only, drop_stored_credentials, leaf_keys
+from sweeper.trial.callbacks import TrialOutcome
 from sweeper.trial.checkpoints import (
-    STORE_RETRY_DELAYS_SECONDS,
-    TrialStore,
     last_checkpoint,
     remove_checkpoints,
-    retry_store_call,
+    resume_point,
     trial_checkpoint_dir,
 )
 from sweeper.trial.data import (
@@ -102,10 +97,9 @@ from sweeper.trial.data import (
     prepare_data,
     split_attrs,
 )
+from sweeper.trial.grid import NearChance
 from sweeper.trial.models import check_same_model
-from sweeper.trial.training import NearChance, TrialOutcome, train_trial
-from sweeper.views.console import StudyProgress, TrialProgressBar
-from sweeper.views.results import best_trial
+from sweeper.trial.training import train_trial
 
 
 @dataclass
@@ -240,55 +234,15 @@ class Objective:
             local = last_checkpoint(output_dir)
             if store_url is None:
                 return output_dir, None, local
-            return (
-                output_dir,
-                store_url,
-                self._resume_from_store(trial, store_url, output_dir, local),
-            )
+            point = resume_point(store_url, output_dir, local, f"trial #{trial.number}")
+            if point.passed_over:
+                trial.set_user_attr(RESUME_FALLBACK_ATTR, point.passed_over)
+            return output_dir, store_url, point.checkpoint
         # A new trial starts clean: anything here is left from a deleted study of this name.
         remove_checkpoints(output_dir)
         if store_url:
             remove_checkpoints(store_url)
         return output_dir, store_url, None
-
-    def _resume_from_store(
-        self,
-        trial: optuna.Trial,
-        store_url: str,
-        output_dir: Path,
-        local: tuple[Path, int] | None,
-    ) -> tuple[Path, int] | None:
-        """A retry on any machine: the store's newest complete checkpoint (downloaded and
-        verified into the local cache) unless this machine holds one as new. Checkpoints
-        passed over, and a fresh start for want of any, are recorded on the trial."""
-
-        def read_store() -> tuple[list[dict[str, Any]], tuple[Path, int, list[str]] | None]:
-            store = TrialStore(store_url)
-            manifests = store.manifests()
-            if local is not None and all(int(m["step"]) <= local[1] for m in manifests):
-                return manifests, (local[0], local[1], [])
-            return manifests, store.restore(output_dir)
-
-        try:
-            # With a copy on this machine, one try: a failing store is passed over for it.
-            delays = () if local is not None else STORE_RETRY_DELAYS_SECONDS
-            manifests, found = retry_store_call(read_store, delays)
-        except Exception as error:  # the store's client raises its own families
-            if local is not None:
-                note = f"the store failed ({error}); this machine's copy used"
-                trial.set_user_attr(RESUME_FALLBACK_ATTR, note)
-                return local
-            # Not a fresh start: its first upload would prune the stored progress.
-            raise CheckpointStoreError(
-                f"{store_url} could not be read to resume trial #{trial.number} "
-                f"({error}); nothing was trained"
-            ) from None
-        passed_over = found[2] if found else [f"step {m['step']}" for m in manifests]
-        if found is None:
-            passed_over.append("no complete checkpoint left: started over")
-        if passed_over:
-            trial.set_user_attr(RESUME_FALLBACK_ATTR, "; ".join(passed_over))
-        return (found[0], found[1]) if found else local
 
 
 class CheckpointJanitor:

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -312,6 +313,46 @@ def retry_store_call(
                 raise
             time.sleep(delay)
     raise AssertionError("unreachable: the last try raises or returns")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a retry resumes: a checkpoint and its step (None: it starts over), and what was
+    passed over on the way, or why this machine's copy was used (None: nothing)."""
+
+    checkpoint: tuple[Path, int] | None
+    passed_over: str | None = None
+
+
+def resume_point(
+    store_url: str, output_dir: Path, local: tuple[Path, int] | None, trial_name: str
+) -> ResumePoint:
+    """A retry on any machine: the store's newest complete checkpoint (downloaded and
+    verified into ``output_dir``) unless this machine holds one as new (``local``).
+    Raises CheckpointStoreError when the store cannot be read and this machine has no copy:
+    not a fresh start, as its first upload would prune the stored progress."""
+
+    def read_store() -> tuple[list[dict[str, Any]], tuple[Path, int, list[str]] | None]:
+        store = TrialStore(store_url)
+        manifests = store.manifests()
+        if local is not None and all(int(m["step"]) <= local[1] for m in manifests):
+            return manifests, (local[0], local[1], [])
+        return manifests, store.restore(output_dir)
+
+    try:
+        # With a copy on this machine, one try: a failing store is passed over for it.
+        delays = () if local is not None else STORE_RETRY_DELAYS_SECONDS
+        manifests, found = retry_store_call(read_store, delays)
+    except Exception as error:  # the store's client raises its own families
+        if local is not None:
+            return ResumePoint(local, f"the store failed ({error}); this machine's copy used")
+        raise CheckpointStoreError(
+            f"{store_url} could not be read to resume {trial_name} ({error}); nothing was trained"
+        ) from None
+    passed_over = found[2] if found else [f"step {m['step']}" for m in manifests]
+    if found is None:
+        passed_over.append("no complete checkpoint left: started over")
+    return ResumePoint((found[0], found[1]) if found else local, "; ".join(passed_over) or None)
 
 
 def _snapshot(checkpoint: Path, target: Path) -> None:

@@ -36,6 +36,19 @@ from sweeper.attributes import (
     STOP_REASON_ATTR,
 )
 from sweeper.errors import CardError
+from sweeper.records.confirmation import (
+    Confirmation,
+    describe_test_split,
+    load_confirmed_run,
+    spread_text,
+)
+from sweeper.records.results import (
+    StudySummary,
+    history,
+    kept_evaluation,
+    objective_metric,
+    summarize,
+)
 from sweeper.settings.config import DatasetConfig, StudyConfig
 from sweeper.settings.hyperparameters import (
     HYPERPARAMETERS,
@@ -48,19 +61,6 @@ from sweeper.settings.hyperparameters import (
 from sweeper.settings.metrics import METRICS, OBJECTIVE_NAMES, metric
 from sweeper.settings.metrics import f1_average as metrics_f1_average
 from sweeper.trial.speed import DEVICE_DEFAULTS
-from sweeper.views.confirmation import (
-    Confirmation,
-    describe_test_split,
-    load_confirmed_run,
-    spread_text,
-)
-from sweeper.views.results import (
-    StudySummary,
-    history,
-    kept_evaluation,
-    objective_metric,
-    summarize,
-)
 
 CARD_FILE = "README.md"
 # The Trainer card's results table: its fixed columns, then one per metric in METRICS.
@@ -437,7 +437,7 @@ def _versions() -> list[str]:
 
 
 def best_or_error(study: optuna.Study) -> FrozenTrial:
-    from sweeper.views.results import best_trial
+    from sweeper.records.results import best_trial
 
     best = best_trial(study)
     if best is None:

@@ -1,19 +1,13 @@
-"""What a person sees in the terminal: progress while a study runs, tables after.
-
-:class:`StudyProgress` prints one line per finished trial (done / pruned / failed, best so
-far); :class:`TrialProgressBar` draws a bar for the running trial; :func:`trials_table`
-and :func:`best_summary` back ``sweeper show`` and ``sweeper best``.
+"""What a person sees in the terminal after a study ran: :func:`trials_table` and
+:func:`best_summary` back ``sweeper show`` and ``sweeper best``, :func:`confirmation_table`
+``sweeper confirm``. (The progress while a study runs is sweeper.runtime.progress.)
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Any, TextIO
+from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
-from tqdm.auto import tqdm
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from sweeper.attributes import (
     BASELINE_ATTR,
@@ -31,103 +25,18 @@ from sweeper.attributes import (
     SLURM_RESTART_COUNT_ATTR,
     STOP_REASON_ATTR,
 )
+from sweeper.records.confirmation import (
+    Confirmation,
+    companion_name,
+    spread_text,
+    validation_quantity,
+)
+from sweeper.records.results import best_trial, format_value, one_line
 from sweeper.settings.hyperparameters import label
-from sweeper.settings.metrics import METRICS
-from sweeper.views.results import best_trial, count_states, format_value
-
-
-def one_line(text: Any, limit: int = 160) -> str:
-    """The first line of a stored reason, cut to ``limit`` characters, for a table cell."""
-    lines = str(text or "").strip().splitlines()
-    line = lines[0] if lines else ""
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def format_params(params: dict[str, Any]) -> str:
     return " ".join(f"{label(name)}={format_value(value)}" for name, value in params.items())
-
-
-class StudyProgress:
-    """An Optuna callback: after each trial, the study's tally and best value so far."""
-
-    def __init__(self, metric: str, stream: TextIO | None = None):
-        self.metric = metric
-        self.stream = stream or sys.stdout
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        counts = count_states(study)
-        best = best_trial(study)
-        outcome = trial.state.name.lower()
-        reason = trial.user_attrs.get(STOP_REASON_ATTR) or one_line(
-            trial.user_attrs.get(FAILURE_ATTR)
-        )
-        detail = (
-            f"{self.metric}={format_value(trial.value)}"
-            if trial.value is not None
-            else (reason or "")
-        )
-        if trial.user_attrs.get(EARLY_STOPPED_AT_ATTR) is not None:
-            detail += f" (early-stopped at step {trial.user_attrs[EARLY_STOPPED_AT_ATTR]})"
-        best_text = (
-            f"best {self.metric}={format_value(best.value)} (trial {best.number})"
-            if best
-            else "no best yet"
-        )
-        print(
-            f"[sweeper] trial {trial.number} {outcome}: {detail} | "
-            f"complete {counts[TrialState.COMPLETE]}, pruned {counts[TrialState.PRUNED]}, "
-            f"failed {counts[TrialState.FAIL]}, running {counts[TrialState.RUNNING]} | {best_text}",
-            file=self.stream,
-            flush=True,
-        )
-
-
-class TrialProgressBar(TrainerCallback):
-    """A bar per trial: steps done out of planned, with the last validation loss."""
-
-    def __init__(self, trial_number: int, position: int = 0):
-        self.trial_number = trial_number
-        self.position = position
-        self.bar: Any = None
-
-    def on_train_begin(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        self.bar = tqdm(
-            total=state.max_steps,
-            initial=state.global_step,
-            desc=f"trial {self.trial_number}",
-            unit="step",
-            position=self.position,
-            leave=False,
-            dynamic_ncols=True,
-        )
-
-    def on_step_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        if self.bar is not None:
-            self.bar.update(state.global_step - self.bar.n)
-
-    def on_evaluate(
-        self,
-        args: TrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        metrics: dict[str, float] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if self.bar is not None and metrics:
-            self.bar.set_postfix(
-                **{m.short: format_value(metrics.get(m.trainer_key)) for m in METRICS},
-            )
-
-    def on_train_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def trials_table(study: optuna.Study) -> str:
@@ -194,7 +103,7 @@ def text_table(rows: list[list[str]]) -> list[str]:
 def best_summary(study: optuna.Study, metric: str) -> str:
     """``sweeper best``: the confirmed winner when ``sweeper confirm`` has run, else the
     sweep's best trial, said to be a single-seed validation score."""
-    from sweeper.views.confirmation import (
+    from sweeper.records.confirmation import (
         companion_name,
         load_confirmed_run,
         on_validation,
@@ -236,4 +145,60 @@ def best_summary(study: optuna.Study, metric: str) -> str:
         f"(a single-seed validation score, not confirmed: `sweeper confirm {study.study_name}` "
         "re-trains the best configurations with fresh seeds)",
     ]
+    return "\n".join(lines)
+
+
+def confirmation_table(confirmation: Confirmation, test_split: str | None = None) -> str:
+    """What ``sweeper confirm`` prints: one row per configuration, then the verdicts."""
+    metric = confirmation.metric
+    header = [
+        "config",
+        "name",
+        f"selected {metric} (1 seed)",
+        f"{validation_quantity(metric)} mean ± std",
+        "validation accuracy",
+        "test accuracy",
+        "test F1",
+        "test loss",
+        "optimism",
+    ]
+    rows = [header]
+    for config in confirmation.configs:
+        mark = " (winner)" if config.id == confirmation.winner else ""
+        rows.append(
+            [
+                config.id + mark,
+                config.name,
+                format_value(config.selected_value),
+                spread_text(config.objective, format_value),
+                spread_text(config.accuracy, format_value),
+                spread_text(config.test_accuracy, format_value),
+                spread_text(config.test_f1, format_value),
+                spread_text(config.test_loss, format_value),
+                format_value(config.optimism),
+            ]
+        )
+    seeds = ", ".join(str(seed) for seed in confirmation.seeds)
+    lines = [
+        f"confirmation of study {confirmation.study!r}: {len(confirmation.configs)} "
+        f"configuration(s) x {len(confirmation.seeds)} seeds ({seeds}); {confirmation.direction} "
+        f"{metric}, mean ± std over seeds (sample std); validation = the kept (best) evaluation "
+        f"of each run; test = {test_split or 'the test split'}, from the same checkpoint",
+        *text_table(rows),
+        "optimism = the sweep's single-seed value that selected it minus its confirmed mean",
+        "",
+    ]
+    for config in confirmation.configs:
+        params = " ".join(f"{k}={format_value(v)}" for k, v in config.params.items())
+        lines.append(f"{config.id}: {params}  (sweep trials {config.source_trials or '-'})")
+    winner = confirmation.winning
+    lines += [
+        "",
+        f"winner: {winner.id} ({winner.name}), the best mean {metric}; export uses its seed "
+        f"{confirmation.export_seed} (trial #{confirmation.export_run.trial} of "
+        f"{companion_name(confirmation.study)}), the median of its seeds",
+    ]
+    for comparison in confirmation.comparisons:
+        lines.append(f"  {comparison.text(winner.id)}: {comparison.verdict}")
+    lines += [f"note: {note}" for note in confirmation.notes]
     return "\n".join(lines)

@@ -18,9 +18,9 @@ from sweeper.attributes import (
     LABEL_NAMES_ATTR,
 )
 from sweeper.errors import CheckpointStoreError, ExportError
+from sweeper.records.confirmation import load_confirmation, load_confirmed_run, on_validation
 from sweeper.trial.checkpoints import fetch_checkpoint, is_store_url
 from sweeper.views.card import CARD_FILE, best_or_error, render_card
-from sweeper.views.confirmation import load_confirmation, load_confirmed_run, on_validation
 
 
 def checkpoint_of(

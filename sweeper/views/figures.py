@@ -20,11 +20,8 @@ from sweeper.attributes import (
     BEST_STEP_ATTR,
 )
 from sweeper.errors import ConfigError
-from sweeper.settings.config import stored_config
-from sweeper.settings.hyperparameters import title as param_title
-from sweeper.settings.metrics import title as metric_title
-from sweeper.views.confirmation import Confirmation, load_confirmation
-from sweeper.views.results import (
+from sweeper.records.confirmation import Confirmation, load_confirmation
+from sweeper.records.results import (
     best_trial,
     early_stopped_at,
     format_value,
@@ -34,6 +31,9 @@ from sweeper.views.results import (
     planned_steps,
     validation_losses,
 )
+from sweeper.settings.hyperparameters import title as param_title
+from sweeper.settings.metrics import title as metric_title
+from sweeper.settings.stored import stored_config
 
 # Axis titles carry units (a metric's come from sweeper.settings.metrics). Losses are the Trainer's
 # mean cross-entropy (natural log).

@@ -1,6 +1,6 @@
 """The study report: one HTML file that opens offline and says how the sweep went.
 
-:func:`write_report` is the entry point; the numbers come from :mod:`sweeper.views.results` and
+:func:`write_report` is the entry point; the numbers come from :mod:`sweeper.records.results` and
 the figures from :mod:`sweeper.views.figures`.
 """
 
@@ -29,16 +29,13 @@ from sweeper.attributes import (
     TRACEBACK_ATTR,
     WORKER_ATTR,
 )
-from sweeper.settings.hyperparameters import title as param_title
-from sweeper.settings.metrics import METRICS
-from sweeper.views.confirmation import (
+from sweeper.records.confirmation import (
     ConfirmedConfig,
     companion_name,
     load_confirmation,
     spread_text,
 )
-from sweeper.views.figures import figures, seed_importance
-from sweeper.views.results import (
+from sweeper.records.results import (
     StudySummary,
     early_stopped_at,
     format_duration,
@@ -47,6 +44,9 @@ from sweeper.views.results import (
     stopped_comparisons,
     summarize,
 )
+from sweeper.settings.hyperparameters import title as param_title
+from sweeper.settings.metrics import METRICS
+from sweeper.views.figures import figures, seed_importance
 
 CAPTIONS = {
     "history": "Each dot is a complete trial's best evaluation; the line is the best so far.",

@@ -183,3 +183,8 @@ def describe_test_split(dataset: DatasetConfig) -> str | None:
             f"(split seed {dataset.split_seed})"
         )
     return None
+
+
+def validation_quantity(metric: str) -> str:
+    """The objective on the validation split: ``validation_loss``, ``validation_accuracy``."""
+    return metric if metric.startswith("validation_") else f"validation_{metric}"

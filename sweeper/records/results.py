@@ -26,7 +26,8 @@ from sweeper.attributes import (
     PLANNED_STEPS_ATTR,
     TRAIN_SECONDS_ATTR,
 )
-from sweeper.settings.config import StudyConfig, stored_config
+from sweeper.settings.config import StudyConfig
+from sweeper.settings.stored import stored_config
 
 
 def count_states(study: optuna.Study) -> dict[TrialState, int]:
@@ -260,3 +261,10 @@ def format_duration(seconds: float) -> str:
         return f"{minutes} min {secs:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def one_line(text: Any, limit: int = 160) -> str:
+    """The first line of a stored reason, cut to ``limit`` characters, for a table cell."""
+    lines = str(text or "").strip().splitlines()
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
