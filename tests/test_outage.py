@@ -30,8 +30,10 @@ from sweeper.errors import EXIT_STORAGE_OUTAGE, StorageError, StorageOutageError
 from sweeper.runtime import local_postgres
 from sweeper.runtime.outage import DeferredReports, classify, short_reason
 from sweeper.runtime.storage import (
+    NoStudiesError,
     ResilientRDBStorage,
     check_reachable,
+    open_lock,
     open_storage,
     retry_callback,
     storage_health,
@@ -426,6 +428,45 @@ def test_workers_started_together_on_an_empty_database(server: Server) -> None:
         assert creator.returncode == 0, out
     assert server.sql("SELECT count(*) FROM alembic_version") == [(1,)]
     assert server.sql("SELECT count(*) FROM version_info") == [(1,)]
+
+
+@pytest.mark.timeout(120)
+def test_a_reader_of_a_new_sqlite_database_waits_for_its_creator_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    """A worker resolving its study (or `show`) opens the storage read-only while another
+    worker creates the tables: it waits for the schema lock, then finds no study and creates
+    nothing. (Before, it stamped Optuna's versions beside the creator: UNIQUE constraint
+    failed on alembic_version, one worker out of two starting together.)"""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    (tmp_path / "study.db").touch()  # the file exists, as a creator's first step leaves it
+    creator_lock = open_lock(url, "schema")
+    creator_lock.acquire()
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            open_storage(url, heartbeat=False, create=False).engine.dispose()
+            outcome.append(None)
+        except NoStudiesError as error:
+            outcome.append(error)
+
+    reader = threading.Thread(target=read)
+    try:
+        reader.start()
+        reader.join(2.0)
+        assert reader.is_alive() and not outcome  # waiting for the creator
+    finally:
+        creator_lock.close()
+    reader.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], NoStudiesError), outcome
+    assert "holds no study yet" in str(outcome[0])
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            assert sqlalchemy.inspect(connection).get_table_names() == []
+    finally:
+        engine.dispose()
 
 
 @pytest.mark.timeout(120)

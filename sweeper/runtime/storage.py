@@ -546,17 +546,21 @@ def _open_rdb_storage(
     url: str, shown: str, create: bool, health: StorageHealth, options: dict[str, Any]
 ) -> ResilientRDBStorage:
     server = make_url(url).get_backend_name() != "sqlite"
-    if server and not create and not _has_optuna_schema(url, health):
-        raise NoStudiesError(
-            f"storage={shown!r} holds no study yet (no Optuna tables); create one with "
-            "`sweeper create STUDY_FILE` or `sweeper sweep STUDY_FILE`"
-        )
-    # Workers starting together on a new database would all create its tables; one does,
-    # and the others find them.
-    schema_lock = open_lock(url, "schema", health) if create else _ProcessLock()
+    # Workers starting together on a new database would all create its tables and stamp
+    # their versions; one does, under this lock, and the others find them. Readers take it
+    # too: Optuna's RDBStorage stamps the versions even when it creates no table, so a
+    # reader beside a creator would race it (on SQLite: UNIQUE constraint failed on
+    # alembic_version), and a reader must find the schema whole or not at all.
+    schema_lock = open_lock(url, "schema", health)
     try:
         schema_lock.acquire()
-        skip = server and _has_optuna_schema(url, health)
+        has_schema = _has_optuna_schema(url, health)
+        if not create and not has_schema:
+            raise NoStudiesError(
+                f"storage={shown!r} holds no study yet (no Optuna tables); create one with "
+                "`sweeper create STUDY_FILE` or `sweeper sweep STUDY_FILE`"
+            )
+        skip = server and has_schema
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = health.call(
