@@ -410,7 +410,7 @@ def _study_name_and_storage(args: argparse.Namespace) -> tuple[str, str]:
     return locate_study(args.study, _overrides(args), args.studies_dir)
 
 
-def command_sweep(args: argparse.Namespace) -> int:
+def _command_sweep(args: argparse.Namespace) -> int:
     from sweeper.runtime.workers import StopRequest, apply_gpu_memory_fraction
     from sweeper.study.confirm import run_pending_confirmation
     from sweeper.study.sweep import run_study
@@ -434,7 +434,7 @@ def command_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_confirm(args: argparse.Namespace) -> int:
+def _command_confirm(args: argparse.Namespace) -> int:
     from sweeper.records.confirmation import describe_test_split
     from sweeper.study.confirm import check_arguments, run_confirmation
     from sweeper.views.console import confirmation_table
@@ -457,7 +457,7 @@ def command_confirm(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def command_check(args: argparse.Namespace) -> int:
+def _command_check(args: argparse.Namespace) -> int:
     from sweeper.runtime.storage import redact
     from sweeper.study.resolve import resolve_study
     from sweeper.study.sweep import preflight_with_notices
@@ -484,7 +484,7 @@ def command_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_worker(args: argparse.Namespace) -> int:
+def _command_worker(args: argparse.Namespace) -> int:
     per_gpu_flag = getattr(args, "trials_per_gpu", None)
     check_trials_per_gpu_flag(per_gpu_flag)
     if args.gpus is None:
@@ -498,7 +498,7 @@ def command_worker(args: argparse.Namespace) -> int:
                 "running one worker",
                 flush=True,
             )
-        return command_sweep(args)
+        return _command_sweep(args)
     from sweeper.runtime.workers import gpu_count, parse_gpus, spawn_gpu_workers
 
     config = resolve_config(args)  # a bad study file fails here, once, not in every child
@@ -509,7 +509,7 @@ def command_worker(args: argparse.Namespace) -> int:
             "running one worker on the CPU",
             flush=True,
         )
-        return command_sweep(args)
+        return _command_sweep(args)
     gpus = parse_gpus(args.gpus, available)
     stop = getattr(args, "stop", None)
     code = spawn_gpu_workers(
@@ -584,7 +584,7 @@ def _child_argv(argv: Sequence[str]) -> list[str]:
     return kept
 
 
-def command_show(args: argparse.Namespace) -> int:
+def _command_show(args: argparse.Namespace) -> int:
     from sweeper.study.sweep import load_existing_study
     from sweeper.views.console import trials_table
 
@@ -593,7 +593,7 @@ def command_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_best(args: argparse.Namespace) -> int:
+def _command_best(args: argparse.Namespace) -> int:
     from sweeper.study.sweep import load_existing_study
     from sweeper.views.console import best_summary
 
@@ -617,7 +617,7 @@ def _open_existing_study(args: argparse.Namespace) -> tuple[str, Any]:
     return name, load_existing_study(name, storage)
 
 
-def command_report(args: argparse.Namespace) -> int:
+def _command_report(args: argparse.Namespace) -> int:
     from sweeper.views.report import write_report
 
     name, study = _open_existing_study(args)
@@ -626,7 +626,7 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_card(args: argparse.Namespace) -> int:
+def _command_card(args: argparse.Namespace) -> int:
     from sweeper.views.card import write_card
 
     name, study = _open_existing_study(args)
@@ -635,7 +635,7 @@ def command_card(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_export(args: argparse.Namespace) -> int:
+def _command_export(args: argparse.Namespace) -> int:
     from sweeper.views.export import confirmed_export, export_best
 
     name, study = _open_existing_study(args)
@@ -651,7 +651,7 @@ def command_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_dashboard(args: argparse.Namespace) -> int:
+def _command_dashboard(args: argparse.Namespace) -> int:
     from sweeper.runtime.storage import redact
     from sweeper.views.dashboard import Dashboard
 
@@ -671,7 +671,7 @@ def command_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def command_create(args: argparse.Namespace) -> int:
+def _command_create(args: argparse.Namespace) -> int:
     from sweeper.runtime.storage import redact
     from sweeper.study.sweep import create_study
 
@@ -709,7 +709,7 @@ def _cluster_config(args: argparse.Namespace) -> StudyConfig:
     return config
 
 
-def command_slurm(args: argparse.Namespace) -> int:
+def _command_slurm(args: argparse.Namespace) -> int:
     from sweeper.launch.cluster import (
         SlurmOptions,
         render_sbatch,
@@ -783,7 +783,7 @@ def _stop_seconds(given: int | None, config: StudyConfig, flag: str) -> int:
     return seconds
 
 
-def command_k8s(args: argparse.Namespace) -> int:
+def _command_k8s(args: argparse.Namespace) -> int:
     from sweeper.launch.cluster import (
         K8sOptions,
         dump_manifests,
@@ -840,23 +840,23 @@ def command_k8s(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "sweep": command_sweep,
-    "worker": command_worker,
-    "check": command_check,
-    "create": command_create,
-    "slurm": command_slurm,
-    "k8s": command_k8s,
-    "confirm": command_confirm,
-    "show": command_show,
-    "best": command_best,
-    "report": command_report,
-    "card": command_card,
-    "export": command_export,
-    "dashboard": command_dashboard,
+    "sweep": _command_sweep,
+    "worker": _command_worker,
+    "check": _command_check,
+    "create": _command_create,
+    "slurm": _command_slurm,
+    "k8s": _command_k8s,
+    "confirm": _command_confirm,
+    "show": _command_show,
+    "best": _command_best,
+    "report": _command_report,
+    "card": _command_card,
+    "export": _command_export,
+    "dashboard": _command_dashboard,
 }
 
 
-def quiet_libraries() -> None:
+def _quiet_libraries() -> None:
     """Our own lines and bars say what is going on; the libraries' per-load bars and
     Optuna's per-trial INFO line would only repeat it."""
     import datasets
@@ -878,7 +878,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # what --gpus children rerun
     try:
         if args.command not in ("sweep", "worker", "confirm"):
-            quiet_libraries()
+            _quiet_libraries()
             return COMMANDS[args.command](args)
         from sweeper.runtime.workers import StopRequest
 
@@ -886,7 +886,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the data is tokenized is as clean as one during training.
         args.stop = StopRequest()
         with args.stop.installed():
-            quiet_libraries()
+            _quiet_libraries()
             return COMMANDS[args.command](args)
     except StorageOutageError as exc:
         print(f"sweeper: error: {exc}", file=sys.stderr)

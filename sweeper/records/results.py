@@ -101,16 +101,16 @@ def planned_steps(trial: FrozenTrial) -> int:
     return int(trial.user_attrs.get(PLANNED_STEPS_ATTR) or 0)
 
 
-def steps_saved(trial: FrozenTrial) -> int:
+def _steps_saved(trial: FrozenTrial) -> int:
     """Steps a pruned trial planned but did not run."""
     if trial.state != TrialState.PRUNED:
         return 0
     return max(planned_steps(trial) - steps_run(trial), 0)
 
 
-def seconds_saved(trial: FrozenTrial) -> float:
+def _seconds_saved(trial: FrozenTrial) -> float:
     """Training time a pruned trial did not spend: its unrun steps at its own pace."""
-    ran, saved = steps_run(trial), steps_saved(trial)
+    ran, saved = steps_run(trial), _steps_saved(trial)
     seconds = float(trial.user_attrs.get(TRAIN_SECONDS_ATTR) or 0.0)
     if ran <= 0 or saved <= 0:
         return 0.0
@@ -130,7 +130,7 @@ def examples_per_step(trial: FrozenTrial) -> int:
 
 def examples_saved(trial: FrozenTrial) -> int:
     """Training examples a pruned trial planned but did not train on."""
-    return steps_saved(trial) * examples_per_step(trial)
+    return _steps_saved(trial) * examples_per_step(trial)
 
 
 def planned_examples(trial: FrozenTrial) -> int:
@@ -143,7 +143,7 @@ def early_stopped_at(trial: FrozenTrial) -> int | None:
     return int(step) if step is not None else None
 
 
-def stopped_where(trial: FrozenTrial) -> str:
+def _stopped_where(trial: FrozenTrial) -> str:
     """Where a trial stopped, as its last evaluation row says: "320 examples (step 20)"."""
     rows = history(trial)
     if not rows:
@@ -189,7 +189,7 @@ def stopped_comparisons(study: optuna.Study) -> list[StoppedComparison]:
             StoppedComparison(
                 trial=trial,
                 grid_point=point,
-                where=stopped_where(trial),
+                where=_stopped_where(trial),
                 value=float(trial.intermediate_values[point]),
                 winner_value=float(winner) if winner is not None else None,
             )
@@ -228,7 +228,7 @@ def summarize(study: optuna.Study) -> StudySummary:
         "waiting": by_state[TrialState.WAITING],
     }
     pruned = [trial for trial in trials if trial.state == TrialState.PRUNED]
-    saved = [seconds_saved(trial) for trial in pruned]
+    saved = [_seconds_saved(trial) for trial in pruned]
     return StudySummary(
         name=study.study_name,
         metric=objective_metric(study),
@@ -239,8 +239,8 @@ def summarize(study: optuna.Study) -> StudySummary:
         train_seconds=sum(float(t.user_attrs.get(TRAIN_SECONDS_ATTR) or 0.0) for t in trials),
         eval_seconds=sum(float(t.user_attrs.get(EVAL_SECONDS_ATTR) or 0.0) for t in trials),
         saved_seconds=sum(saved),
-        saved_trials=sum(1 for trial in pruned if steps_saved(trial) > 0),
-        saved_steps=sum(steps_saved(trial) for trial in pruned),
+        saved_trials=sum(1 for trial in pruned if _steps_saved(trial) > 0),
+        saved_steps=sum(_steps_saved(trial) for trial in pruned),
         planned_steps_stopped=sum(planned_steps(trial) for trial in pruned),
         config=stored_config(study.study_name, study.user_attrs),
         saved_examples=sum(examples_saved(trial) for trial in pruned),

@@ -113,7 +113,7 @@ def classify(error: BaseException) -> Failure | None:
     return "connection" if transient else None
 
 
-def database_host(url: str) -> str:
+def _database_host(url: str) -> str:
     """``host:port`` of a server URL (a Unix socket's directory for a local server)."""
     parsed = make_url(url)
     host = parsed.host or parsed.query.get("host") or "localhost"
@@ -145,7 +145,7 @@ class StorageHealth:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.url = shown_url
-        self.host = database_host(url) if retries else shown_url
+        self.host = _database_host(url) if retries else shown_url
         self.limit_seconds = limit_seconds
         # SQLite is a file on this machine: nothing to ride out, nothing to wait for.
         self.retries = retries

@@ -155,7 +155,7 @@ def open_lock(storage_url: str, name: str, health: StorageHealth | None = None) 
         return _PostgresAdvisoryLock(
             storage_url,
             int.from_bytes(digest, "big", signed=True),
-            health or storage_health_for(storage_url),
+            health or _storage_health_for(storage_url),
         )
     database = sqlite_path(storage_url)
     if database is not None:
@@ -434,7 +434,7 @@ for _name in _RETRIED_CALLS:
     setattr(ResilientRDBStorage, _name, _retried(_name))
 
 
-def storage_health_for(url: str, workers: WorkersConfig | None = None) -> StorageHealth:
+def _storage_health_for(url: str, workers: WorkersConfig | None = None) -> StorageHealth:
     """A fresh view of the database at ``url``, with the outage limit of ``workers``."""
     limit = (workers or WorkersConfig()).storage_outage_seconds
     server = make_url(url).get_backend_name() != "sqlite"
@@ -488,7 +488,7 @@ def check_reachable(url: str, workers: WorkersConfig | None = None) -> None:
         raise StorageError(
             f"storage={shown!r} needs the Python package {exc.name!r}; pip install it"
         ) from None
-    health = storage_health_for(url, workers)
+    health = _storage_health_for(url, workers)
 
     def select_one() -> None:
         with engine.connect() as connection:
@@ -622,7 +622,7 @@ def open_storage(
             "heartbeat_stale_trial_callback": retry_callback(workers),
         }
     try:
-        return _open_rdb_storage(url, shown, create, storage_health_for(url, workers), options)
+        return _open_rdb_storage(url, shown, create, _storage_health_for(url, workers), options)
     except ModuleNotFoundError as exc:
         raise StorageError(
             f"storage={shown!r} needs the Python package {exc.name!r}; pip install it"

@@ -216,7 +216,7 @@ PASSED_THROUGH: tuple[type[Exception], ...] = (
 )
 
 
-def describe_failure(error: BaseException) -> str:
+def _describe_failure(error: BaseException) -> str:
     """``"RuntimeError: message"``, as a user attribute holds it."""
     message = str(error).strip()
     text = f"{type(error).__name__}: {message}" if message else type(error).__name__
@@ -230,7 +230,7 @@ def failure_traceback(error: BaseException) -> str:
     return text if len(text) <= MAX_TRACEBACK_CHARS else "..." + text[-MAX_TRACEBACK_CHARS:]
 
 
-def run_objective(objective: Callable[[optuna.Trial], float], trial: optuna.Trial) -> float:
+def _run_objective(objective: Callable[[optuna.Trial], float], trial: optuna.Trial) -> float:
     """``objective(trial)``; what it raises of its own is stored on the trial (before Optuna
     marks it FAIL) and raised again as :class:`TrialCrashed`."""
     inherited = trial.user_attrs  # a retry starts with a copy of its failed trial's
@@ -242,7 +242,7 @@ def run_objective(objective: Callable[[optuna.Trial], float], trial: optuna.Tria
     except PASSED_THROUGH:
         raise
     except Exception as error:
-        reason = describe_failure(error)
+        reason = _describe_failure(error)
         trial.set_user_attr(FAILURE_ATTR, reason)
         trial.set_user_attr(TRACEBACK_ATTR, failure_traceback(error))
         raise TrialCrashed(reason) from error
@@ -326,12 +326,12 @@ def budget_counts(study: optuna.Study) -> tuple[int, int]:
     return finished, running
 
 
-def waiting_count(study: optuna.Study) -> int:
+def _waiting_count(study: optuna.Study) -> int:
     """Enqueued trials no worker has started yet (retries of dead trials among them)."""
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
-def fail_stale_trials(study: optuna.Study) -> None:
+def _fail_stale_trials(study: optuna.Study) -> None:
     """Optuna's own check: RUNNING trials whose heartbeat stopped are failed and retried."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -344,9 +344,9 @@ def _next_action(
     """Under the budget lock: whether the budget is met, a trial may start, or the worker
     waits (the budget is taken by running trials, one of which may die and come back);
     with the line to log when it waits."""
-    fail_stale_trials(study)
+    _fail_stale_trials(study)
     finished, running = budget_counts(study)
-    waiting = waiting_count(study) if queue_only else 0
+    waiting = _waiting_count(study) if queue_only else 0
     if n_trials is not None and finished >= n_trials:
         return "done", ""
     if queue_only and waiting == 0 and running == 0:
@@ -364,7 +364,7 @@ def _next_action(
     return "run", ""
 
 
-def freeze_startup_heap() -> None:
+def _freeze_startup_heap() -> None:
     """Move everything alive before the first trial (the imported libraries, the tokenized
     data, the study) out of the garbage collector's way: it lives as long as the worker.
 
@@ -411,7 +411,7 @@ def run_trials(
     gated = _gated_objective(objective, lock, current)
 
     waiting_logged = False
-    freeze_startup_heap()  # undone in the finally below: a caller's heap is its own after
+    _freeze_startup_heap()  # undone in the finally below: a caller's heap is its own after
     try:
         while True:
             if stop.requested:
@@ -461,7 +461,7 @@ def _gated_objective(
         lock.release()
         current["trial_id"] = trial._trial_id
         try:
-            return run_objective(objective, trial)
+            return _run_objective(objective, trial)
         except StorageError as failure:
             # The database failed the trial (past the outage limit, or a fault waiting
             # cannot fix): Optuna must not tell it (that needs the database); it stays

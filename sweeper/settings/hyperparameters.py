@@ -353,6 +353,6 @@ def label(name: str) -> str:
     return entry.label if entry else name
 
 
-def title(name: str) -> str:
+def param_title(name: str) -> str:
     entry = BY_NAME.get(name)
     return entry.title if entry else name

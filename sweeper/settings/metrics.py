@@ -155,7 +155,7 @@ def metric(name: str) -> Metric:
         raise ValueError(f"unknown metric {name!r}; expected one of {list(_BY_NAME)}") from None
 
 
-def title(name: str) -> str:
+def metric_title(name: str) -> str:
     """An axis title for the metric ``name`` (the name itself for one not in the table)."""
     entry = _BY_NAME.get(name)
     return entry.title if entry else name

@@ -64,7 +64,7 @@ from sweeper.attributes import (
     CONFIRMATION_ATTR,
     TEST_SCORES_ATTR_PREFIX,
 )
-from sweeper.errors import ConfigError, ConfirmError
+from sweeper.errors import CheckpointStoreError, ConfigError, ConfirmError
 from sweeper.records.confirmation import (
     Comparison,
     Confirmation,
@@ -90,12 +90,7 @@ from sweeper.settings.hyperparameters import (
 from sweeper.settings.hyperparameters import suggest as suggest_param
 from sweeper.settings.strict import StrictModel
 from sweeper.study.sweep import Objective, SweepContext, prepare_study_data
-from sweeper.trial.checkpoints import (
-    CheckpointStoreError,
-    fetch_checkpoint,
-    is_store_url,
-    remove_checkpoints,
-)
+from sweeper.trial.checkpoints import fetch_checkpoint, is_store_url, remove_checkpoints
 from sweeper.trial.data import PreparedData
 
 DEFAULT_TOP_K = 3
@@ -142,7 +137,7 @@ class Plan(StrictModel):
 SeedsArgument = int | Sequence[int]
 
 
-def seed_count(seeds: SeedsArgument | None) -> int | None:
+def _seed_count(seeds: SeedsArgument | None) -> int | None:
     return seeds if seeds is None or isinstance(seeds, int) else len(seeds)
 
 
@@ -156,7 +151,7 @@ def check_arguments(top_k: int | None, seeds: SeedsArgument | None) -> None:
     if seeds is None:
         return
     shown = _seeds_text(seeds)
-    count = seed_count(seeds) or 0
+    count = _seed_count(seeds) or 0
     if count < 2:
         raise ConfigError(
             f"--seeds must be at least 2, but got --seeds={shown}: one seed has no spread and "
@@ -305,7 +300,7 @@ def _planned_candidates(
     return candidates
 
 
-def plan_confirmation(
+def _plan_confirmation(
     study: optuna.Study, config: StudyConfig, top_k: int, seeds: SeedsArgument
 ) -> Plan:
     """The configurations to re-train and the fresh seeds (``seeds`` of them derived from
@@ -395,7 +390,7 @@ def _check_same_plan(plan: Plan, top_k: int | None, seeds: SeedsArgument | None,
             )
 
 
-def ensure_companion(
+def _ensure_companion(
     config: StudyConfig,
     study: optuna.Study,
     storage: optuna.storages.BaseStorage,
@@ -465,7 +460,7 @@ class ConfirmObjective(Objective):
         return {**fixed_params(self.context.config.search_space), **params}
 
 
-def run_pending(
+def _run_pending(
     config: StudyConfig,
     data: PreparedData,
     companion: optuna.Study,
@@ -566,7 +561,7 @@ def compare(
     )
 
 
-def evaluate_test(
+def _evaluate_test(
     config: StudyConfig,
     data: PreparedData,
     test: Any,
@@ -633,7 +628,7 @@ def export_seed(runs: Sequence[Run], maximize: bool) -> int:
     return ordered[(len(ordered) - 1) // 2].seed
 
 
-def finalize(
+def _finalize(
     config: StudyConfig,
     data: PreparedData,
     study: optuna.Study,
@@ -725,7 +720,7 @@ def _score_on_test(
                 f"[sweeper] {planned.id} ({planned.name}) seed {seed}: evaluating on the test split"
             )
             params = {**fixed, **planned.params, "seed": seed}
-            scores = evaluate_test(config, data, data.test, checkpoint, params)
+            scores = _evaluate_test(config, data, data.test, checkpoint, params)
             if is_store_url(stored):
                 remove_checkpoints(checkpoint)  # the fetched copy; the store keeps its own
             companion.set_user_attr(
@@ -858,7 +853,7 @@ def run_confirmation(
         )
         return existing
     if plan is None:
-        plan = plan_confirmation(
+        plan = _plan_confirmation(
             study, config, top_k or DEFAULT_TOP_K, seeds or DEFAULT_SEEDS
         )  # no finished trial: an error, nothing written
     checked = preflight_with_notices(config)
@@ -868,7 +863,7 @@ def run_confirmation(
     data = prepare_study_data(config, checked)
     stop = stop or StopRequest()
     with stop.installed():
-        companion, plan = ensure_companion(config, study, storage, plan, companion)
+        companion, plan = _ensure_companion(config, study, storage, plan, companion)
         for note in plan.notes:
             log(f"[sweeper] note: {note}")
         total = len(plan.configs) * len(plan.seeds)
@@ -877,10 +872,10 @@ def run_confirmation(
             f"{len(plan.configs)} configuration(s) x {len(plan.seeds)} seeds = {total} re-runs "
             f"in study {companion.study_name!r}, pruning off"
         )
-        result = run_pending(config, data, companion, plan, stop=stop, show_progress=show_progress)
+        result = _run_pending(config, data, companion, plan, stop=stop, show_progress=show_progress)
         if result.reason is not StopReason.BUDGET_MET:
             return None
-        return finalize(config, data, study, companion, plan, log)
+        return _finalize(config, data, study, companion, plan, log)
 
 
 def run_pending_confirmation(
@@ -903,7 +898,7 @@ def run_pending_confirmation(
     log(
         f"[sweeper] the sweep's budget is met; running the waiting re-runs of {companion.study_name!r}"
     )
-    result = run_pending(config, data, companion, plan, stop=stop, show_progress=show_progress)
+    result = _run_pending(config, data, companion, plan, stop=stop, show_progress=show_progress)
     if result.reason is not StopReason.BUDGET_MET:
         return None
-    return finalize(config, data, study, companion, plan, log)
+    return _finalize(config, data, study, companion, plan, log)

@@ -67,7 +67,7 @@ def _tokenizer_limit(tokenizer: Any) -> int | None:
     return int(limit) if isinstance(limit, int) and limit < NO_TOKENIZER_LIMIT else None
 
 
-def check_max_length(config: StudyConfig, model_config: Any, tokenizer: Any) -> list[str]:
+def _check_max_length(config: StudyConfig, model_config: Any, tokenizer: Any) -> list[str]:
     """``model.max_length`` within what the tokenizer and the position table allow."""
     max_length = config.model.max_length
     problems = []
@@ -88,7 +88,7 @@ def check_max_length(config: StudyConfig, model_config: Any, tokenizer: Any) -> 
     return problems
 
 
-def head_notice(config: StudyConfig, model_config: Any, label_names: list[str]) -> str | None:
+def _head_notice(config: StudyConfig, model_config: Any, label_names: list[str]) -> str | None:
     """A checkpoint fine-tuned for another number of labels gets a fresh head; say so."""
     pretrained = head_label_count(model_config)
     if pretrained is None or pretrained == len(label_names):
@@ -100,7 +100,7 @@ def head_notice(config: StudyConfig, model_config: Any, label_names: list[str]) 
     )
 
 
-def check_batch_sizes(config: StudyConfig, train_rows: int) -> list[str]:
+def _check_batch_sizes(config: StudyConfig, train_rows: int) -> list[str]:
     """Every batch the space can draw must fit the training split at least once."""
     sizes = candidate_values(config.search_space.spec("per_device_train_batch_size"))
     accumulation = config.training.gradient_accumulation_steps
@@ -197,7 +197,7 @@ def check_directory(key: str, directory: Path, needed_bytes: int | None) -> list
     return []
 
 
-def check_directories(config: StudyConfig, model_config: Any) -> list[str]:
+def _check_directories(config: StudyConfig, model_config: Any) -> list[str]:
     needed = checkpoint_bytes(model_config)
     local_root = config.checkpoint_root and config.checkpoint_store is None
     checkpoint_key = "checkpoint_root" if local_root else "output_dir"
@@ -222,19 +222,19 @@ def run_preflight(config: StudyConfig) -> PreflightResult:
     model_config = _collect(problems, lambda: load_model_config(config.model.name))
     tokenizer = _collect(problems, lambda: load_tokenizer(config.model.name))
     if model_config is not None and tokenizer is not None:
-        problems += check_max_length(config, model_config, tokenizer)
+        problems += _check_max_length(config, model_config, tokenizer)
     _collect(problems, lambda: check_reachable(config.storage_url, config.workers))
     if config.checkpoint_store is not None:
         # Write, read and delete a small object, in seconds: what every trial will do.
         _collect(problems, lambda: check_store(str(config.checkpoint_root)))
     if model_config is not None:
-        problems += check_directories(config, model_config)
+        problems += _check_directories(config, model_config)
     splits = _collect(problems, lambda: load_splits(config.dataset))
     notices: list[str] = [notice for notice in (grid_notice(config),) if notice]
     if splits is not None:
-        problems += check_batch_sizes(config, len(splits.train))
+        problems += _check_batch_sizes(config, len(splits.train))
         if model_config is not None:
-            notice = head_notice(config, model_config, splits.label_names)
+            notice = _head_notice(config, model_config, splits.label_names)
             notices += [notice] if notice else []
     if problems:
         lines = "\n".join(f"  {problem}" for problem in problems)

@@ -58,7 +58,7 @@ class ResolvedStudy:
     user_attrs: Mapping[str, Any] | None = None
 
 
-def storage_from_environment(flag: str | None) -> str | None:
+def _storage_from_environment(flag: str | None) -> str | None:
     """``--storage``, else ``SWEEPER_STORAGE``: how launchers pass a URL with a password
     without putting it on a command line."""
     return flag or os.environ.get(STORAGE_ENV) or None
@@ -85,13 +85,13 @@ def typed_overrides(
     for attribute, key in FLAG_KEYS.items():
         if flags.get(attribute) is not None:
             overrides[key] = flags[attribute]
-    storage = storage_from_environment(storage_flag)
+    storage = _storage_from_environment(storage_flag)
     if storage is not None:
         overrides["storage"] = storage
     return overrides
 
 
-def optional_study_file(study: str | Path, studies_dir: Path) -> Path | None:
+def _optional_study_file(study: str | Path, studies_dir: Path) -> Path | None:
     """The study file ``study`` names, or None when it names none and is a plain study name.
     A path that does not exist is still an error: the user meant a file."""
     candidate = Path(study)
@@ -175,7 +175,7 @@ def _under(key: str, prefixes: Iterable[str]) -> bool:
     return any(key == prefix or key.startswith(f"{prefix}.") for prefix in prefixes)
 
 
-def file_differences(stored: StudyConfig, given: StudyConfig, file_keys: list[str]) -> list[str]:
+def _file_differences(stored: StudyConfig, given: StudyConfig, file_keys: list[str]) -> list[str]:
     """The keys the study file gives whose value differs from the stored configuration, in
     the file's order (the file's values are in ``given`` wherever nothing typed them)."""
     stored_values = stored.model_dump(mode="json")
@@ -187,7 +187,7 @@ def file_differences(stored: StudyConfig, given: StudyConfig, file_keys: list[st
     ]
 
 
-def differences_note(study_file: Path, name: str, keys: list[str]) -> str:
+def _differences_note(study_file: Path, name: str, keys: list[str]) -> str:
     """The one line that says the study file of an existing study is a template."""
     count = f"{len(keys)} key" + ("" if len(keys) == 1 else "s")
     return (
@@ -197,7 +197,7 @@ def differences_note(study_file: Path, name: str, keys: list[str]) -> str:
     )
 
 
-def stored_attributes(name: str, storage_url: str) -> dict[str, Any] | None:
+def _stored_attributes(name: str, storage_url: str) -> dict[str, Any] | None:
     """The study's user attributes, or None when the storage holds no such study (or is a
     SQLite file that does not exist yet). A configuration an earlier sweeper stored with
     a password in it is rewritten without it here, so no view shows it again."""
@@ -247,7 +247,7 @@ def _locate(
     studies_dir: Path,
     notify: Callable[[str], None],
 ) -> _Located:
-    study_file = optional_study_file(study, studies_dir)
+    study_file = _optional_study_file(study, studies_dir)
     if study_file is None:
         name = str(overrides.get("name") or study)
         default = StudyConfig.model_construct(
@@ -285,7 +285,7 @@ def resolve_study(
     located = _locate(study, overrides, studies_dir, notify)
     name, storage_url, given = located.name, located.storage_url, located.given
     try:
-        attrs = stored_attributes(name, storage_url)
+        attrs = _stored_attributes(name, storage_url)
     except StorageError:
         if given is None:
             raise
@@ -308,9 +308,9 @@ def resolve_study(
         given = validate_document(document, f"--set on study {name!r}")
     check_run_keys_only(stored, given, located.typed_keys, storage_url)
     if located.study_file is not None and (
-        differing := file_differences(stored, given, located.file_keys)
+        differing := _file_differences(stored, given, located.file_keys)
     ):
-        notify(differences_note(located.study_file, name, differing))
+        notify(_differences_note(located.study_file, name, differing))
     return ResolvedStudy(
         _with_run_keys(stored, given, located.typed_keys, storage_url),
         exists=True,

@@ -327,7 +327,7 @@ def open_study(
     return study, False
 
 
-def enqueue_baselines(study: optuna.Study, config: StudyConfig) -> None:
+def _enqueue_baselines(study: optuna.Study, config: StudyConfig) -> None:
     for name, params in config.baseline_params():
         study.enqueue_trial(params, user_attrs={BASELINE_ATTR: name}, skip_if_exists=True)
 
@@ -385,7 +385,7 @@ def ensure_study(
             # optuna-dashboard and Optuna's plots say "validation_loss", not "Objective 0".
             study.set_metric_names([config.objective.metric])
         if not study.user_attrs.get(STUDY_READY_ATTR):
-            enqueue_baselines(study, config)  # skip_if_exists: never twice
+            _enqueue_baselines(study, config)  # skip_if_exists: never twice
             existing = study.user_attrs
             for key, value in (
                 (CONFIG_ATTR, stored_document(config)),

@@ -348,11 +348,11 @@ class StopOnRequest(TrainerCallback):
 
 def local_checkpoint(output_dir: Path, checkpoint: str | None) -> Path | None:
     """The local folder of a kept checkpoint named by its path or its store URL."""
-    step = checkpoint_step(checkpoint)
+    step = _checkpoint_step(checkpoint)
     return None if step is None else output_dir / f"{CHECKPOINT_PREFIX}{step}"
 
 
-def checkpoint_step(path: str | Path | None) -> int | None:
+def _checkpoint_step(path: str | Path | None) -> int | None:
     """The step of a ``.../checkpoint-<step>`` path or URL (None for none)."""
     if not path:
         return None
@@ -372,7 +372,7 @@ class UploadOnSave(TrainerCallback):
     ) -> None:
         checkpoint = Path(str(args.output_dir)) / f"{CHECKPOINT_PREFIX}{state.global_step}"
         if (checkpoint / TRAINER_STATE_FILE).is_file():
-            best = checkpoint_step(state.best_model_checkpoint)
+            best = _checkpoint_step(state.best_model_checkpoint)
             self.uploader.submit(checkpoint, state.global_step, best)
 
 
@@ -391,7 +391,7 @@ def finish_uploads(
         "upload_seconds": [round(value, 3) for value in uploader.upload_seconds],
         "bytes_uploaded": uploader.bytes_uploaded,
     }
-    best_step = checkpoint_step(outcome.best_checkpoint)
+    best_step = _checkpoint_step(outcome.best_checkpoint)
     if not (completed or stopped) or best_step is None:
         return
     delays = uploader.retry_delays()

@@ -107,7 +107,7 @@ def data_suffix(path: Path) -> str:
     return "".join(path.suffixes[-2:] if compressed else path.suffixes[-1:]).lower()
 
 
-def split_name(path: Path) -> str:
+def _split_file_name(path: Path) -> str:
     """``validation.csv.gz`` holds the split ``validation``."""
     return path.name[: len(path.name) - len(data_suffix(path))]
 
@@ -165,7 +165,10 @@ def _load_raw(config: DatasetConfig) -> tuple[DatasetDict, str]:
                 f"files named by split (train.csv, validation.csv, ...)"
             )
         splits = DatasetDict(
-            {split_name(p): Dataset.from_pandas(_read_file(p), preserve_index=False) for p in files}
+            {
+                _split_file_name(p): Dataset.from_pandas(_read_file(p), preserve_index=False)
+                for p in files
+            }
         )
         return splits, _file_digest(files)
     if data_suffix(Path(config.path)) in READABLE_SUFFIXES or config.path.startswith(

@@ -73,7 +73,7 @@ class Speed:
         }
 
 
-def device_name() -> str:
+def _device_name() -> str:
     import torch  # here, not at the top: the model card reads DEVICE_DEFAULTS without torch
 
     return "gpu" if torch.cuda.is_available() else "cpu"
@@ -81,7 +81,7 @@ def device_name() -> str:
 
 def resolve_speed(training: TrainingConfig, device: str | None = None) -> Speed:
     """The study's levers on ``device`` ("cpu" or "gpu"; default: this process's)."""
-    device = device or device_name()
+    device = device or _device_name()
     defaults = DEVICE_DEFAULTS[device]
 
     def pick(key: str) -> Any:
@@ -101,11 +101,11 @@ def resolve_speed(training: TrainingConfig, device: str | None = None) -> Speed:
         non_blocking=bool(pick("non_blocking")) and on_gpu,
         eval_batch_size=int(pick("eval_batch_size")),
         torch_compile=bool(training.torch_compile),
-        tf32=on_gpu and bool(training.tf32) and tf32_capable(),
+        tf32=on_gpu and bool(training.tf32) and _tf32_capable(),
     )
 
 
-def tf32_capable() -> bool:
+def _tf32_capable() -> bool:
     import torch
 
     return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8

@@ -62,7 +62,7 @@ def strip_protocol(url: str) -> str:
     return url.split("://", 1)[1].rstrip("/")
 
 
-def data_cache_dir() -> Path:
+def _data_cache_dir() -> Path:
     """Where data read from a store is kept on this machine (SWEEPER_DATA_CACHE, else
     ~/.cache/sweeper/data)."""
     configured = os.environ.get("SWEEPER_DATA_CACHE")
@@ -73,7 +73,7 @@ def fetch_data(url: str) -> Path:
     """``dataset.path`` as a store URL (a file, or a folder of split files): downloaded, each
     time, into this machine's cache; the study's split fingerprints then say whether it is
     the data the study was created on."""
-    target = data_cache_dir() / hashlib.sha256(url.encode()).hexdigest()[:16]
+    target = _data_cache_dir() / hashlib.sha256(url.encode()).hexdigest()[:16]
     local = target / strip_protocol(url).rsplit("/", 1)[-1]
     try:
         fs = store_filesystem(url)

@@ -5,9 +5,9 @@ model cards the default study's baselines come from (studies/imdb.yaml): the bas
 dataset, the kept evaluation's metrics, the training hyperparameters, the training-results
 table (one row per evaluation, from the trial's stored history) and the framework versions.
 Then what those cards lack: how many trials the sweep ran, with which sampler and pruner, the
-baselines' scores beside the best, and which evaluation was kept and why. :func:`model_card` builds it as a
-``huggingface_hub.ModelCard``; :func:`render_card` gives its text and :func:`write_card`
-saves it.
+baselines' scores beside the best, and which evaluation was kept and why.
+:func:`_model_card` builds it as a ``huggingface_hub.ModelCard``; :func:`render_card` gives
+its text and :func:`write_card` saves it.
 
 The YAML metadata is ``huggingface_hub``'s own ``ModelCardData``: ``base_model`` and
 ``datasets`` (hub ids only), ``pipeline_tag``, ``library_name``, ``license`` (where the study
@@ -232,7 +232,7 @@ def _license(study: optuna.Study, config: StudyConfig) -> str | None:
     return None
 
 
-def card_data(
+def _card_data(
     study: optuna.Study,
     trial: FrozenTrial,
     config: StudyConfig,
@@ -298,7 +298,7 @@ def _hyperparameters(trial: FrozenTrial, config: StudyConfig) -> list[str]:
     return lines
 
 
-def results_table(trial: FrozenTrial) -> list[str]:
+def _results_table(trial: FrozenTrial) -> list[str]:
     """The cards' training-results table, one row per evaluation of the trial."""
     widths = [len(title) for title in RESULTS_HEADER]
     lines = [
@@ -373,7 +373,7 @@ def _baselines_table(summary: StudySummary, best: FrozenTrial) -> list[str]:
     return lines
 
 
-def kept_evaluation_text(trial: FrozenTrial, metric: str, direction: str) -> str:
+def _kept_evaluation_text(trial: FrozenTrial, metric: str, direction: str) -> str:
     """Which evaluation's checkpoint is this model, and why that one and not the last."""
     rows = history(trial)
     kept = kept_evaluation(trial)
@@ -450,15 +450,15 @@ def best_or_error(study: optuna.Study) -> FrozenTrial:
     return best
 
 
-def model_card(study: optuna.Study, trial: FrozenTrial | None = None) -> ModelCard:
+def _model_card(study: optuna.Study, trial: FrozenTrial | None = None) -> ModelCard:
     """The model card of ``trial`` (default: the confirmed winner's exported run when
     ``sweeper confirm`` has run, else the study's best trial): ``huggingface_hub``'s
-    metadata (:func:`card_data`) over the Trainer-style body."""
+    metadata (:func:`_card_data`) over the Trainer-style body."""
     confirmed = load_confirmed_run(study) if trial is None else None
     confirmation = confirmed[0] if confirmed is not None else None
     best = trial or (confirmed[1] if confirmed is not None else best_or_error(study))
     summary = summarize(study)
-    data = card_data(study, best, summary.config, confirmation)
+    data = _card_data(study, best, summary.config, confirmation)
     body = _body(study, summary, best, confirmation)
     # The content is put together here rather than by ModelCard.from_template: that renders
     # the body as a Jinja2 template (jinja2 is not a dependency of huggingface_hub), and a
@@ -467,8 +467,8 @@ def model_card(study: optuna.Study, trial: FrozenTrial | None = None) -> ModelCa
 
 
 def render_card(study: optuna.Study, trial: FrozenTrial | None = None) -> str:
-    """The README.md text of ``trial`` (default: as :func:`model_card` picks it)."""
-    return str(model_card(study, trial))
+    """The README.md text of ``trial`` (default: as :func:`_model_card` picks it)."""
+    return str(_model_card(study, trial))
 
 
 def _scores_lines(loss: Any, accuracy: Any, f1: Any) -> list[str]:
@@ -616,7 +616,7 @@ def _procedure_lines(summary: StudySummary, best: FrozenTrial, metric: str) -> l
         "",
         "### Training results",
         "",
-        *results_table(best),
+        *_results_table(best),
         "",
         "### Hyperparameter search",
         "",
@@ -628,7 +628,7 @@ def _procedure_lines(summary: StudySummary, best: FrozenTrial, metric: str) -> l
         "",
         "#### Which evaluation was kept, and why",
         "",
-        kept_evaluation_text(best, metric, summary.direction),
+        _kept_evaluation_text(best, metric, summary.direction),
         "",
     ]
 
@@ -757,5 +757,5 @@ def write_card(study: optuna.Study, path: Path, trial: FrozenTrial | None = None
     path = Path(path)
     if path.is_dir() or not path.suffix:
         path = path / CARD_FILE
-    model_card(study, trial).save(path)
+    _model_card(study, trial).save(path)
     return path

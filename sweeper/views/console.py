@@ -35,7 +35,7 @@ from sweeper.records.results import best_trial, format_value, one_line
 from sweeper.settings.hyperparameters import label
 
 
-def format_params(params: dict[str, Any]) -> str:
+def _format_params(params: dict[str, Any]) -> str:
     return " ".join(f"{label(name)}={format_value(value)}" for name, value in params.items())
 
 
@@ -82,14 +82,14 @@ def trials_table(study: optuna.Study) -> str:
                 trial.state.name,
                 format_value(trial.value),
                 format_value(trial.user_attrs.get(BEST_STEP_ATTR)),
-                format_params(trial.params),
+                _format_params(trial.params),
                 "; ".join(notes),
             ]
         )
-    return "\n".join(text_table(rows))
+    return "\n".join(_text_table(rows))
 
 
-def text_table(rows: list[list[str]]) -> list[str]:
+def _text_table(rows: list[list[str]]) -> list[str]:
     """Rows of cells as aligned columns, the first row a header underlined with dashes."""
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = [
@@ -184,7 +184,7 @@ def confirmation_table(confirmation: Confirmation, test_split: str | None = None
         f"configuration(s) x {len(confirmation.seeds)} seeds ({seeds}); {confirmation.direction} "
         f"{metric}, mean ± std over seeds (sample std); validation = the kept (best) evaluation "
         f"of each run; test = {test_split or 'the test split'}, from the same checkpoint",
-        *text_table(rows),
+        *_text_table(rows),
         "optimism = the sweep's single-seed value that selected it minus its confirmed mean",
         "",
     ]

@@ -23,7 +23,7 @@ from sweeper.trial.checkpoints import fetch_checkpoint, is_store_url
 from sweeper.views.card import CARD_FILE, best_or_error, render_card
 
 
-def checkpoint_of(
+def _checkpoint_of(
     study: optuna.Study, cache: Path | None = None
 ) -> tuple[optuna.trial.FrozenTrial, Path]:
     """The trial to export and its kept checkpoint directory, or an error that says what to
@@ -69,7 +69,7 @@ def export_best(study: optuna.Study, target: Path, force: bool = False) -> Path:
             f"overwrite the files there"
         )
     with tempfile.TemporaryDirectory(prefix="sweeper-export-") as cache:
-        best, checkpoint = checkpoint_of(study, Path(cache))
+        best, checkpoint = _checkpoint_of(study, Path(cache))
         return _export(study, best, checkpoint, target)
 
 

@@ -31,8 +31,8 @@ from sweeper.records.results import (
     planned_steps,
     validation_losses,
 )
-from sweeper.settings.hyperparameters import title as param_title
-from sweeper.settings.metrics import title as metric_title
+from sweeper.settings.hyperparameters import param_title
+from sweeper.settings.metrics import metric_title
 from sweeper.settings.stored import stored_config
 
 # Axis titles carry units (a metric's come from sweeper.settings.metrics). Losses are the Trainer's
@@ -165,7 +165,7 @@ def _add_trial_markers(figure: go.Figure, complete: list[FrozenTrial], metric: s
         )
 
 
-def history_figure(study: optuna.Study) -> go.Figure:
+def _history_figure(study: optuna.Study) -> go.Figure:
     metric = objective_metric(study)
     title = f"Optimization history: {metric} of each complete trial"
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -405,7 +405,7 @@ def _relabel_params(labels: list[str], names: list[str]) -> list[str]:
     return titles
 
 
-def parallel_coordinates_figure(study: optuna.Study) -> go.Figure:
+def _parallel_coordinates_figure(study: optuna.Study) -> go.Figure:
     """Optuna's parallel-coordinates plot, with sweeper's axis titles and note."""
     metric = objective_metric(study)
     title = f"Parallel coordinates: searched hyperparameters and {metric} of complete trials"
@@ -430,7 +430,7 @@ def parallel_coordinates_figure(study: optuna.Study) -> go.Figure:
     return figure
 
 
-def importance_figure(study: optuna.Study) -> go.Figure:
+def _importance_figure(study: optuna.Study) -> go.Figure:
     """Optuna's hyperparameter-importance plot (fANOVA), or a note saying why there is none."""
     metric = objective_metric(study)
     title = f"Hyperparameter importance for {metric}"
@@ -530,7 +530,7 @@ def _overfitting_panel(
     figure.update_yaxes(title_text="loss (nats)", row=row, col=col)
 
 
-def overfitting_figure(study: optuna.Study) -> go.Figure:
+def _overfitting_figure(study: optuna.Study) -> go.Figure:
     title = "Overfitting check: training vs validation loss of each finished trial"
     finished = [
         t
@@ -602,7 +602,7 @@ def seed_importance(study: optuna.Study) -> tuple[float, int] | None:
     return float(importances["seed"]), len(complete)
 
 
-def confirmation_figure(study: optuna.Study, confirmation: Confirmation) -> go.Figure:
+def _confirmation_figure(study: optuna.Study, confirmation: Confirmation) -> go.Figure:
     """Each confirmed configuration's seeds (dots), their mean ± std (a bar with whiskers),
     and the single-seed value the sweep selected it by (an open diamond), baselines beside."""
     metric = confirmation.metric
@@ -667,13 +667,13 @@ def figures(study: optuna.Study) -> dict[str, go.Figure]:
     """Every figure of the report, keyed by the id of its place in the page (the
     confirmation's only when ``sweeper confirm`` has run)."""
     built = {
-        "history": history_figure(study),
+        "history": _history_figure(study),
         "loss-curves": loss_curves_figure(study),
-        "parallel-coordinates": parallel_coordinates_figure(study),
-        "importance": importance_figure(study),
-        "overfitting": overfitting_figure(study),
+        "parallel-coordinates": _parallel_coordinates_figure(study),
+        "importance": _importance_figure(study),
+        "overfitting": _overfitting_figure(study),
     }
     confirmation = load_confirmation(study)
     if confirmation is not None:
-        built["confirmation"] = confirmation_figure(study, confirmation)
+        built["confirmation"] = _confirmation_figure(study, confirmation)
     return built

@@ -44,7 +44,7 @@ from sweeper.records.results import (
     stopped_comparisons,
     summarize,
 )
-from sweeper.settings.hyperparameters import title as param_title
+from sweeper.settings.hyperparameters import param_title
 from sweeper.settings.metrics import METRICS
 from sweeper.views.figures import figures, seed_importance
 
