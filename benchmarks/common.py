@@ -110,10 +110,14 @@ def random_bert(
     heads: int,
     intermediate: int,
     tokenizer_source: str | Path = MINILM,
+    seed: int = 0,
 ) -> Path:
     """A randomly initialised BERT classifier of the given size, with the tokenizer of
     ``tokenizer_source`` (the packaged MiniLM's by default): a model no hub is needed for,
-    for the tests (tiny) and the benchmarks (up to distilbert's size)."""
+    for the tests (tiny) and the benchmarks (up to distilbert's size). The weights come from
+    ``seed``, so every run of a test or benchmark starts from the same model (unseeded, a
+    test comparing trials a few thousandths apart passed or failed by the draw)."""
+    import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from sweeper.trial.models import resolve_local_path
@@ -128,7 +132,10 @@ def random_bert(
         intermediate_size=intermediate,
         max_position_embeddings=512,
     )
-    BertForSequenceClassification(config).save_pretrained(directory)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = BertForSequenceClassification(config)
+    model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 
