@@ -1,5 +1,6 @@
 """The storage and the workers: Optuna's RDB storage and its locks (storage), riding out a
-study database that goes away (outage), the trial loop every worker runs with its budget,
+study database that goes away (outage), reads of only what a decision needs (queries,
+worker_reads), the trial loop every worker runs with its budget,
 signals and heartbeats (workers), the progress lines and bars while trials run (progress),
 the scheduler a worker runs under (slurm), and a local PostgreSQL without root
 (local_postgres)."""
@@ -21,6 +22,7 @@ _SURFACE = {
         "sqlite_path",
         "storage_health",
     ],
+    "worker_reads": ["reading_at_grid_point", "worker_storage"],
     "workers": [
         "SPAWNED_BY_GPUS_ENV",
         "StopReason",

@@ -15,10 +15,13 @@ import fcntl
 import hashlib
 import json
 import os
+import random
 import threading
+import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -33,12 +36,17 @@ from sqlalchemy.exc import ArgumentError
 from sweeper.credentials import drop_secret_query
 from sweeper.errors import StorageError
 from sweeper.runtime.outage import StorageHealth, classify, driver_message
+from sweeper.runtime.queries import curves_up_to, failed_since_finished, state_counts
 from sweeper.settings.config import WorkersConfig
 
 T = TypeVar("T")
 
 CONNECT_TIMEOUT_SECONDS = 5
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
+# A worker waiting for a lock another holds tries again after this long, doubling up to the
+# cap, each wait shortened by a random share so that waiting workers spread out.
+LOCK_FIRST_WAIT_SECONDS = 0.05
+LOCK_MAX_WAIT_SECONDS = 2.0
 
 
 class StorageLock(Protocol):
@@ -48,11 +56,13 @@ class StorageLock(Protocol):
 
 
 class _PostgresAdvisoryLock:
-    """A session-level advisory lock: freed by the server if the worker dies holding it.
+    """A session-level advisory lock, taken with ``pg_try_advisory_lock``: a worker that waits
+    for it holds no connection between its tries (jittered backoff from
+    ``LOCK_FIRST_WAIT_SECONDS`` to ``LOCK_MAX_WAIT_SECONDS``), and holds one only while the
+    lock is its own. The server frees the lock if the worker dies holding it.
 
-    Its connection is its own. One the server dropped (a restart, a firewall's idle timeout)
-    is replaced when the lock is next taken: the server freed the lock with it. Connection
-    failures are retried as ``health`` says (a started worker rides out an outage)."""
+    Connection failures are retried as ``health`` says (a started worker rides out an
+    outage); a connection the server dropped while the lock was held freed the lock with it."""
 
     def __init__(self, url: str, key: int, health: StorageHealth):
         self._engine = sqlalchemy.create_engine(
@@ -62,48 +72,92 @@ class _PostgresAdvisoryLock:
         )
         self._health = health
         self._key = key
-        self._held = False
         self._connection: sqlalchemy.Connection | None = None
-        try:
-            self._connection = health.call(self._engine.connect, "connecting for a lock")
-        except sqlalchemy.exc.SQLAlchemyError as exc:
-            self._engine.dispose()
-            raise StorageError(
-                f"storage={redact(url)!r} cannot be reached: {exc.__class__.__name__}: "
-                f"{_first_line(exc)}. Check the host, port, database name and credentials"
-            ) from None
 
-    def _lock_once(self) -> None:
-        if self._connection is None or self._connection.invalidated or self._connection.closed:
-            self._connection = self._engine.connect()
+    def _try_once(self) -> bool:
+        connection = self._engine.connect()
         try:
-            self._connection.exec_driver_sql(f"SELECT pg_advisory_lock({self._key})")
-        except sqlalchemy.exc.OperationalError:
-            # Dropped while idle through a long trial: a lock on a fresh one is as good.
-            self._connection.invalidate()
-            self._connection = self._engine.connect()
-            self._connection.exec_driver_sql(f"SELECT pg_advisory_lock({self._key})")
+            taken = connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({self._key})").scalar()
+        except BaseException:
+            connection.invalidate()
+            connection.close()
+            raise
+        if taken:
+            self._connection = connection
+            return True
+        connection.close()  # no connection is held between tries
+        return False
 
     def acquire(self) -> None:
-        self._health.call(self._lock_once, "taking the study's lock")
-        self._held = True
+        wait = LOCK_FIRST_WAIT_SECONDS
+        try:
+            while not self._health.call(self._try_once, "taking the study's lock"):
+                time.sleep(wait * random.uniform(0.5, 1.0))
+                wait = min(wait * 2, LOCK_MAX_WAIT_SECONDS)
+        except sqlalchemy.exc.SQLAlchemyError as exc:
+            raise _unreachable(self._health.url, exc) from None
 
     def release(self) -> None:
-        if not self._held or self._connection is None:
+        connection, self._connection = self._connection, None
+        if connection is None:
             return
-        self._held = False
         try:
-            self._connection.exec_driver_sql(f"SELECT pg_advisory_unlock({self._key})")
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({self._key})")
+            connection.close()
         except sqlalchemy.exc.SQLAlchemyError:
             # The connection is gone, and the server freed the lock with it.
-            self._connection.invalidate()
+            connection.invalidate()
+            connection.close()
 
     def close(self) -> None:
         with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError):
             self.release()
-            if self._connection is not None:
-                self._connection.close()
         self._engine.dispose()
+
+
+class _OneConnectionPool(sqlalchemy.pool.NullPool):
+    """A worker's connection budget on a database server: one connection at a time, opened
+    for a storage call and closed at its end.
+
+    Optuna's main thread and its heartbeat thread take turns (a heartbeat waits for a call
+    in flight, which takes milliseconds), so a worker training a trial holds at most one
+    connection, and none between its calls: while it trains, waits for work or backs off
+    from a lock. The cost is a connection set up per call (a few milliseconds on a local
+    server, more over TLS), small against a trial's reports every few seconds or minutes;
+    docs/benchmarks/scale.md measures it. A thread that asks again while it holds the
+    connection (a nested call) is let through rather than deadlocked."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turn = threading.Condition()
+        self._holder: int | None = None
+        self._depth = 0
+
+    def _do_get(self) -> Any:
+        me = threading.get_ident()
+        with self._turn:
+            while self._holder not in (None, me):
+                self._turn.wait()
+            self._holder = me
+            self._depth += 1
+        try:
+            return super()._do_get()
+        except BaseException:
+            self._give_turn()
+            raise
+
+    def _do_return_conn(self, record: Any) -> None:
+        try:
+            super()._do_return_conn(record)
+        finally:
+            self._give_turn()
+
+    def _give_turn(self) -> None:
+        with self._turn:
+            self._depth = max(0, self._depth - 1)
+            if self._depth == 0:
+                self._holder = None
+                self._turn.notify()
 
 
 class _FileLock:
@@ -177,7 +231,10 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     if backend == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
     if backend == "postgresql":
-        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}}
+        return {
+            "poolclass": _OneConnectionPool,
+            "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+        }
     if backend == "mysql":
         return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_SECONDS}}
     return {"pool_pre_ping": True}
@@ -260,6 +317,29 @@ _RETRIED_CALLS = (
 )
 
 
+# Trials that used up budget. Failed trials do not: the heartbeat retries them.
+BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class TrialBudget:
+    """What a worker may start in study ``study_id``: a trial while fewer than ``n_trials``
+    are finished or running (None: no limit), or with ``queue_only`` only enqueued ones."""
+
+    study_id: int
+    n_trials: int | None
+    queue_only: bool = False
+
+
+class BudgetTaken(Exception):
+    """A claim found no room: the budget is taken by finished and running trials, or (queue
+    only) a new trial was asked for. The worker counts again and waits or ends."""
+
+    def __init__(self, finished: int, running: int, waiting: int):
+        super().__init__(f"{finished} finished, {running} running, {waiting} waiting")
+        self.finished, self.running, self.waiting = finished, running, waiting
+
+
 class ResilientRDBStorage(optuna.storages.RDBStorage):
     """Optuna's RDBStorage, riding out a database that goes away (sweeper.runtime.outage).
 
@@ -281,6 +361,17 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
 
     def __init__(self, url: str, health: StorageHealth, **options: Any) -> None:
         self.health = health
+        # Set by the worker loop (sweeper.runtime.workers.run_trials): what it may start.
+        self.budget: TrialBudget | None = None
+        # How long each claim held the study's turn, in seconds (the scale benchmark reads it).
+        self.claim_seconds: list[float] = []
+        self._claim_started: float | None = None
+        database = sqlite_path(url)
+        self._claim_lock = (
+            _FileLock(database.with_name(f"{database.name}.claims.lock"))
+            if database is not None
+            else None
+        )
         super().__init__(url, **options)
 
     def _call(self, name: str, attempt: Callable[[], T]) -> T:
@@ -377,16 +468,78 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
         return self._call("_create_new_trial", attempt)
 
     def _create_trial_once(self, study_id: int, template: FrozenTrial) -> FrozenTrial:
-        """One try of Optuna's trial creation (its own loop retries a failed commit blindly)."""
-        with _create_scoped_session(self.scoped_session) as session:
-            # Locks the study row: trial numbers are counted, not drawn from a sequence.
+        """One try of Optuna's trial creation (its own loop retries a failed commit blindly);
+        a new RUNNING trial of the budgeted study is a claim (:meth:`_claim`)."""
+        claim = template.state == TrialState.RUNNING and self._budgeted(study_id)
+        with self._claim_turn(claim), _create_scoped_session(self.scoped_session) as session:
+            # Locks the study row: trial numbers are counted, not drawn from a sequence, and
+            # claims on the study take turns for as long as this transaction lasts.
             models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+            if claim:
+                self._claim(session, study_id, new_trial=True)
             row = self._get_prepared_new_trial(study_id, template, session)
             frozen = copy.deepcopy(template)
             frozen.number = row.number
             frozen.datetime_start = row.datetime_start
             frozen._trial_id = row.trial_id
-            return frozen
+        self._claimed(claim)
+        return frozen
+
+    # --- the budget, claimed in the database ----------------------------------------------------
+
+    def _budgeted(self, study_id: int) -> bool:
+        return self.budget is not None and self.budget.study_id == study_id
+
+    @contextlib.contextmanager
+    def _claim_turn(self, claim: bool) -> Iterator[None]:
+        """Around a claim's transaction: on SQLite the file lock that makes claims take
+        turns (PostgreSQL's study row lock, taken in the transaction, does it there)."""
+        self._claim_started = None
+        if not claim or self._claim_lock is None:
+            yield
+            return
+        self._claim_lock.acquire()
+        self._claim_started = time.monotonic()
+        try:
+            yield
+        finally:
+            self._claim_lock.release()
+
+    def _claim(self, session: Any, study_id: int, new_trial: bool) -> None:
+        """Under the study row lock: raise :class:`BudgetTaken` when the budget has no room
+        for one more running trial (or, queue-only, when a new trial is asked for)."""
+        if self._claim_started is None:
+            self._claim_started = time.monotonic()
+        budget = self.budget
+        assert budget is not None  # only called for the budgeted study
+        counts = state_counts(session, study_id)
+        finished = sum(counts.get(state, 0) for state in BUDGET_STATES)
+        running = counts.get(TrialState.RUNNING, 0)
+        if budget.queue_only and new_trial:
+            raise BudgetTaken(finished, running, counts.get(TrialState.WAITING, 0))
+        if budget.n_trials is not None and finished + running >= budget.n_trials:
+            raise BudgetTaken(finished, running, counts.get(TrialState.WAITING, 0))
+
+    def _claimed(self, claim: bool) -> None:
+        """Record how long the claim held the study's turn (until its commit)."""
+        if claim and self._claim_started is not None:
+            self.claim_seconds.append(time.monotonic() - self._claim_started)
+
+    def _claim_waiting_once(self, trial_id: int) -> bool:
+        """An enqueued (WAITING) trial of the budgeted study set RUNNING, if there is room:
+        Optuna's state change with the budget checked under the study row lock."""
+        assert self.budget is not None
+        study_id = self.budget.study_id
+        with self._claim_turn(True), _create_scoped_session(self.scoped_session) as session:
+            models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=True)
+            if trial.study_id != study_id or trial.state != TrialState.WAITING:
+                return False
+            self._claim(session, study_id, new_trial=False)
+            trial.state = TrialState.RUNNING
+            trial.datetime_start = datetime.datetime.now()
+        self._claimed(True)
+        return True
 
     def _trial_with_creation_id(self, token: str) -> int | None:
         with _create_scoped_session(self.scoped_session) as session:
@@ -402,6 +555,7 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
         tries = 0
+        claim = state == TrialState.RUNNING and self.budget is not None
 
         def attempt() -> bool:
             nonlocal tries
@@ -414,9 +568,39 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
                     # Claimed by us or by another worker: not ours to run. Were it ours, it
                     # has no heartbeat and is retried once older than the grace period.
                     return False
+            if claim:
+                return self._claim_waiting_once(trial_id)
             return super(ResilientRDBStorage, self).set_trial_state_values(trial_id, state, values)
 
         return self._call("set_trial_state_values", attempt)
+
+    # --- reads of what a decision needs (sweeper.runtime.queries) -------------------------------
+
+    def _read(self, name: str, query: Callable[[Any], T]) -> T:
+        def attempt() -> T:
+            with _create_scoped_session(self.scoped_session) as session:
+                return query(session)
+
+        return self._call(name, attempt)
+
+    def state_counts(self, study_id: int) -> dict[TrialState, int]:
+        """Trials of the study in each state, counted in the database."""
+        return self._read("state_counts", lambda session: state_counts(session, study_id))
+
+    def failed_since_finished(self, study_id: int) -> list[int]:
+        """Ids of the FAIL trials since the study's last finished trial, oldest first."""
+        return self._read(
+            "failed_since_finished", lambda session: failed_since_finished(session, study_id)
+        )
+
+    def curves_up_to(
+        self, study_id: int, step: int, states: tuple[TrialState, ...]
+    ) -> dict[int, tuple[TrialState, dict[int, float]]]:
+        """Trial number -> (state, reported values up to ``step``) of the study's trials in
+        ``states``."""
+        return self._read(
+            "curves_up_to", lambda session: curves_up_to(session, study_id, step, states)
+        )
 
 
 def _retried(name: str) -> Callable[..., Any]:
@@ -542,39 +726,68 @@ def _server_uptime_seconds(storage: optuna.storages.RDBStorage) -> float:
     return 0.0
 
 
+def _schema_complete(url: str, health: StorageHealth) -> bool:
+    """Whether Optuna's tables are there with their versions stamped: a worker joining a
+    study on a server then opens the storage without the schema lock (a thousand workers
+    starting together do not queue for it)."""
+    engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **_connect_args(url))
+    try:
+
+        def inspect() -> bool:
+            with engine.connect() as connection:
+                tables = sqlalchemy.inspect(connection)
+                stamps = ("version_info", "alembic_version")
+                if not all(tables.has_table(name) for name in stamps):
+                    return False
+                return all(
+                    connection.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar()
+                    for name in stamps
+                )
+
+        return health.call(inspect, "reading the schema")
+    finally:
+        engine.dispose()
+
+
 def _open_rdb_storage(
     url: str, shown: str, create: bool, health: StorageHealth, options: dict[str, Any]
 ) -> ResilientRDBStorage:
     server = make_url(url).get_backend_name() != "sqlite"
-    # Workers starting together on a new database would all create its tables and stamp
-    # their versions; one does, under this lock, and the others find them. Readers take it
-    # too: Optuna's RDBStorage stamps the versions even when it creates no table, so a
-    # reader beside a creator would race it (on SQLite: UNIQUE constraint failed on
-    # alembic_version), and a reader must find the schema whole or not at all.
-    schema_lock = open_lock(url, "schema", health)
-    try:
-        schema_lock.acquire()
-        has_schema = _has_optuna_schema(url, health)
-        if not create and not has_schema:
-            raise NoStudiesError(
-                f"storage={shown!r} holds no study yet (no Optuna tables); create one with "
-                "`sweeper create STUDY_FILE` or `sweeper sweep STUDY_FILE`"
-            )
-        skip = server and has_schema
+
+    def opened(skip_table_creation: bool) -> ResilientRDBStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = health.call(
+            return health.call(
                 lambda: ResilientRDBStorage(
                     url,
                     health,
                     engine_kwargs=_engine_kwargs(url),
-                    skip_table_creation=skip,
+                    skip_table_creation=skip_table_creation,
                     **options,
                 ),
                 "opening the storage",
             )
-    finally:
-        schema_lock.close()
+
+    if server and _schema_complete(url, health):
+        storage = opened(skip_table_creation=True)
+    else:
+        # Workers starting together on a new database would all create its tables and stamp
+        # their versions; one does, under this lock, and the others find them. Readers take
+        # it too: Optuna's RDBStorage stamps the versions even when it creates no table, so
+        # a reader beside a creator would race it (on SQLite: UNIQUE constraint failed on
+        # alembic_version), and a reader must find the schema whole or not at all.
+        schema_lock = open_lock(url, "schema", health)
+        try:
+            schema_lock.acquire()
+            has_schema = _has_optuna_schema(url, health)
+            if not create and not has_schema:
+                raise NoStudiesError(
+                    f"storage={shown!r} holds no study yet (no Optuna tables); create one with "
+                    "`sweeper create STUDY_FILE` or `sweeper sweep STUDY_FILE`"
+                )
+            storage = opened(skip_table_creation=server and has_schema)
+        finally:
+            schema_lock.close()
     health.up_for_at_least(_server_uptime_seconds(storage))
     return storage
 

@@ -5,11 +5,14 @@ so every trial runs under Optuna's own machinery (heartbeats, stale-trial retrie
 callbacks), with two things Optuna leaves to the caller:
 
 - **A shared budget.** ``MaxTrialsCallback`` only stops a worker after its trial ends, so 4
-  workers at 19/20 would all start one more. Here a cross-process lock (a PostgreSQL
-  advisory lock, or a lock file beside a SQLite database) is held from counting the
-  trials in storage until the new trial is RUNNING, so a study with ``n_trials=20`` ends
-  with exactly 20 finished trials however many workers join it. A worker that finds the
-  budget taken by running trials waits: one of them may die and come back as a retry.
+  workers at 19/20 would all start one more. Here every start is claimed in the database
+  (:class:`~sweeper.runtime.storage.ResilientRDBStorage`): the transaction that makes the
+  trial RUNNING (a new one, or an enqueued one popped from the queue) locks the study's row,
+  counts finished and running trials and refuses when the budget is taken, so a study with
+  ``n_trials=20`` ends with exactly 20 finished trials however many workers join it, and the
+  lock lasts one short transaction, not a whole start. A worker that finds the budget taken
+  by running trials waits, holding no connection: one of them may die and come back as a
+  retry.
 - **A clean stop.** The first SIGINT/SIGTERM/SIGUSR1 stops training at the next step
   boundary, saves a checkpoint, fails the trial and enqueues its retry at once (Optuna
   would leave it RUNNING until its heartbeat went stale). Signals within
@@ -67,16 +70,17 @@ from sweeper.errors import (
     TrialsFailingError,
 )
 from sweeper.runtime.storage import (
+    BUDGET_STATES,
+    BudgetTaken,
+    ResilientRDBStorage,
     StorageLock,
+    TrialBudget,
     open_lock,
     redact,
     retry_callback,
     storage_health,
 )
 from sweeper.settings.config import WorkersConfig
-
-# Trials that used up budget. Failed trials do not: the heartbeat retries them.
-BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 StudyCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -257,7 +261,12 @@ def failure_streak(study: optuna.Study) -> list[FrozenTrial]:
     """The trials that raised since the last one that finished (completed or pruned), all
     workers counted, oldest first. Trials are taken in the order they ended; running and
     waiting ones, and failed ones that did not raise (stopped by a signal, or a dead
-    worker's), neither count nor break the streak."""
+    worker's), neither count nor break the streak. On sweeper's RDB storage only the failed
+    trials since the last finished one are read (sweeper.runtime.queries)."""
+    backend = _resilient(study)
+    if backend is not None:
+        since = backend.failed_since_finished(study._study_id)
+        return [trial for trial in map(backend.get_trial, since) if is_crashed(trial)]
     ended = study.get_trials(
         deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     )
@@ -297,9 +306,6 @@ def check_failure_streak(study: optuna.Study, workers: WorkersConfig) -> None:
 # --- the shared budget -------------------------------------------------------------------------
 
 
-# --- the loop ------------------------------------------------------------------------------------
-
-
 class StopReason(enum.Enum):
     """Why a worker's loop ended."""
 
@@ -315,20 +321,27 @@ class WorkerResult:
     signal_number: int | None = None
 
 
+def _resilient(study: optuna.Study) -> ResilientRDBStorage | None:
+    """The study's storage when sweeper opened it (it claims trials and counts in SQL)."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    return storage if isinstance(storage, ResilientRDBStorage) else None
+
+
+def _state_counts(study: optuna.Study) -> dict[TrialState, int]:
+    """Trials in each state, across every worker: counted in the database where it can."""
+    backend = _resilient(study)
+    if backend is not None:
+        return backend.state_counts(study._study_id)
+    counts: dict[TrialState, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state] = counts.get(trial.state, 0) + 1
+    return counts
+
+
 def budget_counts(study: optuna.Study) -> tuple[int, int]:
     """(finished, running) trials in storage, across every worker."""
-    finished = running = 0
-    for trial in study.get_trials(deepcopy=False):
-        if trial.state in BUDGET_STATES:
-            finished += 1
-        elif trial.state == TrialState.RUNNING:
-            running += 1
-    return finished, running
-
-
-def _waiting_count(study: optuna.Study) -> int:
-    """Enqueued trials no worker has started yet (retries of dead trials among them)."""
-    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    counts = _state_counts(study)
+    return sum(counts.get(state, 0) for state in BUDGET_STATES), counts.get(TrialState.RUNNING, 0)
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:
@@ -338,22 +351,16 @@ def _fail_stale_trials(study: optuna.Study) -> None:
         optuna.storages.fail_stale_trials(study)
 
 
-def _next_action(
-    study: optuna.Study, workers: WorkersConfig, n_trials: int | None, queue_only: bool
+def _budget_action(
+    counts: dict[TrialState, int], n_trials: int | None, queue_only: bool
 ) -> tuple[Literal["done", "wait", "run"], str]:
-    """Under the budget lock: whether the budget is met, a trial may start, or the worker
-    waits (the budget is taken by running trials, one of which may die and come back);
-    with the line to log when it waits."""
-    _fail_stale_trials(study)
-    finished, running = budget_counts(study)
-    waiting = _waiting_count(study) if queue_only else 0
+    finished = sum(counts.get(state, 0) for state in BUDGET_STATES)
+    running = counts.get(TrialState.RUNNING, 0)
+    waiting = counts.get(TrialState.WAITING, 0)
     if n_trials is not None and finished >= n_trials:
         return "done", ""
     if queue_only and waiting == 0 and running == 0:
         return "done", ""
-    # Before a trial is started (a worker on a study whose last trials failed stops at
-    # once) and while waiting (so every worker stops).
-    check_failure_streak(study, workers)
     full = n_trials is not None and finished + running >= n_trials
     if full or (queue_only and waiting == 0):
         done = f"{finished}/{n_trials}" if n_trials is not None else f"{finished}"
@@ -362,6 +369,27 @@ def _next_action(
             "elsewhere: waiting in case one of them dies and is retried"
         )
     return "run", ""
+
+
+def _next_action(
+    study: optuna.Study, workers: WorkersConfig, n_trials: int | None, queue_only: bool
+) -> tuple[Literal["done", "wait", "run"], str]:
+    """Whether the budget is met, a trial may start, or the worker waits (the budget is
+    taken by running trials, one of which may die and come back); with the line to log when
+    it waits. Counts only: the start itself is claimed in the database (a claim that finds
+    the last place taken in between raises BudgetTaken, and the worker counts again)."""
+    counts = _state_counts(study)
+    action, note = _budget_action(counts, n_trials, queue_only)
+    if action == "wait" and counts.get(TrialState.RUNNING, 0):
+        # Optuna checks for stale trials as a trial starts; a worker about to wait checks
+        # too, so that a dead worker's trial comes back as a retry it can start.
+        _fail_stale_trials(study)
+        action, note = _budget_action(_state_counts(study), n_trials, queue_only)
+    if action != "done":
+        # Before a trial is started (a worker on a study whose last trials failed stops at
+        # once) and while waiting (so every worker stops).
+        check_failure_streak(study, workers)
+    return action, note
 
 
 def _freeze_startup_heap() -> None:
@@ -404,7 +432,12 @@ def run_trials(
     health = storage_health(study)
     if health is not None:
         health.armed = True  # started: from now on an outage is ridden out, not an error
-    lock = open_lock(storage_url, f"budget/{study.study_name}", health)
+    backend = _resilient(study)
+    # Sweeper's storage claims each start in the database (ResilientRDBStorage.budget);
+    # any other storage takes a lock around the whole start, as it cannot.
+    lock = None if backend is not None else open_lock(storage_url, f"budget/{study.study_name}")
+    if backend is not None:
+        backend.budget = TrialBudget(study._study_id, n_trials, queue_only)
     started = time.monotonic()
     trials_run = 0
     current: dict[str, int] = {}
@@ -418,16 +451,15 @@ def run_trials(
                 return WorkerResult(trials_run, StopReason.INTERRUPTED, stop.signal_number)
             if timeout_seconds is not None and time.monotonic() - started >= timeout_seconds:
                 return WorkerResult(trials_run, StopReason.TIMEOUT)
-            lock.acquire()
-            outages = health.outages if health is not None else 0
+            if lock is not None:
+                lock.acquire()
             try:
                 action, waiting_note = _next_action(study, workers, n_trials, queue_only)
-                if health is not None and health.outages != outages:
-                    continue  # the database went away under the lock: count again
                 if action == "done":
                     return WorkerResult(trials_run, StopReason.BUDGET_MET)
                 if action == "wait":
-                    lock.release()
+                    if lock is not None:
+                        lock.release()
                     if not waiting_logged:
                         log(waiting_note)
                         waiting_logged = True
@@ -435,7 +467,10 @@ def run_trials(
                     continue
                 waiting_logged = False
                 current.clear()
-                interrupted = _optimize_one(study, gated, callbacks, current, workers, log)
+                try:
+                    interrupted = _optimize_one(study, gated, callbacks, current, workers, log)
+                except BudgetTaken:
+                    continue  # another worker claimed the last place since we counted
                 if interrupted is not None:
                     stop.request(interrupted)
                     return WorkerResult(trials_run, StopReason.INTERRUPTED, interrupted)
@@ -445,20 +480,28 @@ def run_trials(
                     f"storage {redact(storage_url)} failed during the sweep: {exc}"
                 ) from exc
             finally:
-                lock.release()
+                if lock is not None:
+                    lock.release()
     finally:
-        lock.close()
+        if backend is not None:
+            backend.budget = None
+        if lock is not None:
+            lock.close()
         gc.unfreeze()
 
 
 def _gated_objective(
-    objective: Callable[[optuna.Trial], float], lock: StorageLock, current: dict[str, int]
+    objective: Callable[[optuna.Trial], float],
+    lock: StorageLock | None,
+    current: dict[str, int],
 ) -> Callable[[optuna.Trial], float]:
-    """``objective`` as ``run_trials`` runs it: the budget lock is released once the trial
-    is RUNNING (other workers count it), and an outage past the limit leaves Optuna untold."""
+    """``objective`` as ``run_trials`` runs it: a budget lock (storages that cannot claim a
+    start in the database) is released once the trial is RUNNING (other workers count it),
+    and an outage past the limit leaves Optuna untold."""
 
     def gated(trial: optuna.Trial) -> float:
-        lock.release()
+        if lock is not None:
+            lock.release()
         current["trial_id"] = trial._trial_id
         try:
             return _run_objective(objective, trial)

@@ -65,6 +65,7 @@ from sweeper.runtime.storage import (
     sqlite_path,
     storage_health,
 )
+from sweeper.runtime.worker_reads import reading_at_grid_point, worker_storage
 from sweeper.runtime.workers import (
     StopReason,
     StopRequest,
@@ -218,11 +219,7 @@ class Objective:
     def _checkpoints(self, trial: optuna.Trial) -> tuple[Path, str | None, tuple[Path, int] | None]:
         """The trial's local checkpoint directory, its prefix in the object store (None
         without one), and the checkpoint a retry resumes from."""
-        frozen = next(
-            t
-            for t in trial.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if t.number == trial.number
-        )
+        frozen = trial.study._storage.get_trial(trial._trial_id)  # this trial, not the study
         first = frozen.system_attrs.get(RETRIED_FROM_SYSTEM_ATTR, trial.number)
         output_dir = trial_checkpoint_dir(self.context.checkpoint_dir, first)
         trial.set_user_attr(CHECKPOINT_DIR_ATTR, str(output_dir.resolve()))
@@ -294,7 +291,9 @@ def open_study(
         sampler_config = sampler_config.model_copy(
             update={"seed": sampler_config.seed + worker_index()}
         )
-    sampler, pruner = build_sampler(sampler_config), build_pruner(config.pruner)
+    sampler = build_sampler(sampler_config)
+    pruner = reading_at_grid_point(build_pruner(config.pruner))
+    storage = worker_storage(storage)
     try:
         study = optuna.create_study(
             storage=storage,

@@ -1,0 +1,111 @@
+"""Reads that fetch only what a decision needs, in SQL, from an Optuna RDB storage.
+
+Optuna's own read of a study (``study.get_trials``, through its cache) loads every trial
+not yet finished, with its parameters, attributes and curve, on each call: with a thousand
+trials running, a worker deciding whether to start one, or a pruner judging one report,
+would read them all. The questions a worker asks are narrower:
+
+- how many trials are finished, running and waiting (the budget): one ``GROUP BY`` row per
+  state (:func:`state_counts`);
+- which trials failed since the last one that finished (the failure streak): those rows only
+  (:func:`failed_since_finished`);
+- the curves of the trials at a pruner's grid point: the values up to that step of the
+  trials in the states it compares against (:func:`curves_up_to`).
+
+Each takes an open SQLAlchemy session of the storage (the caller retries and commits).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import sqlalchemy
+from optuna.storages._rdb import models
+from optuna.trial import TrialState
+from sqlalchemy.orm import Session
+
+# Optuna's ORM models, typed loosely: their columns are declared in ways mypy cannot follow.
+Trial: Any = models.TrialModel
+Value: Any = models.TrialIntermediateValueModel
+
+
+def state_counts(session: Session, study_id: int) -> dict[TrialState, int]:
+    """Trials of the study in each state (states with none are left out)."""
+    rows = (
+        session.query(Trial.state, sqlalchemy.func.count(Trial.trial_id))
+        .filter(Trial.study_id == study_id)
+        .group_by(Trial.state)
+        .all()
+    )
+    return {TrialState(state): int(count) for state, count in rows}
+
+
+def failed_since_finished(session: Session, study_id: int) -> list[int]:
+    """Ids of the FAIL trials that ended after the study's last COMPLETE or PRUNED trial
+    (in the order trials ended: completion time, then number), oldest first."""
+    last = (
+        session.query(Trial._datetime_complete_utc, Trial.number)
+        .filter(Trial.study_id == study_id)
+        .filter(Trial.state.in_((TrialState.COMPLETE, TrialState.PRUNED)))
+        .order_by(
+            Trial._datetime_complete_utc.desc().nulls_last(),
+            Trial.number.desc(),
+        )
+        .first()
+    )
+    query = (
+        session.query(
+            Trial.trial_id,
+            Trial._datetime_complete_utc,
+            Trial.number,
+        )
+        .filter(Trial.study_id == study_id)
+        .filter(Trial.state == TrialState.FAIL)
+    )
+    floor = datetime.datetime.min
+    after = (floor, -1)
+    if last is not None:
+        after = (last[0] or floor, last[1])
+        if last[0] is not None:
+            query = query.filter(Trial._datetime_complete_utc >= last[0])
+    ended = sorted((complete or floor, number, trial_id) for trial_id, complete, number in query)
+    return [trial_id for complete, number, trial_id in ended if (complete, number) > after]
+
+
+def curves_up_to(
+    session: Session, study_id: int, step: int, states: tuple[TrialState, ...]
+) -> dict[int, tuple[TrialState, dict[int, float]]]:
+    """Trial number -> (state, its reported values at steps up to ``step``) for the trials
+    in ``states``; a trial with no value there maps to an empty curve."""
+    trials = (
+        session.query(Trial.trial_id, Trial.number, Trial.state)
+        .filter(Trial.study_id == study_id)
+        .filter(Trial.state.in_(states))
+        .all()
+    )
+    number_of = {trial_id: number for trial_id, number, _ in trials}
+    curves: dict[int, tuple[TrialState, dict[int, float]]] = {
+        number: (TrialState(state), {}) for _, number, state in trials
+    }
+    values = (
+        session.query(
+            Value.trial_id,
+            Value.step,
+            Value.intermediate_value,
+            Value.intermediate_value_type,
+        )
+        .join(
+            Trial,
+            Trial.trial_id == Value.trial_id,
+        )
+        .filter(Trial.study_id == study_id)
+        .filter(Trial.state.in_(states))
+        .filter(Value.step <= step)
+    )
+    for trial_id, at, stored, kind in values:
+        number = number_of.get(trial_id)
+        if number is None:  # changed state between the two reads: judged next time
+            continue
+        curves[number][1][at] = Value.stored_repr_to_intermediate_value(stored, kind)
+    return curves
