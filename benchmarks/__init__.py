@@ -28,7 +28,16 @@ import importlib
 from types import ModuleType
 
 # In the order `python -m benchmarks` runs them.
-BENCHMARK_MODULES = ("trial_loop", "storage", "gpu", "pruning", "checkpoints", "peers", "overhead")
+BENCHMARK_MODULES = (
+    "trial_loop",
+    "storage",
+    "gpu",
+    "pruning",
+    "checkpoints",
+    "peers",
+    "overhead",
+    "scale",
+)
 
 
 def missing_requirements(module: ModuleType, args: argparse.Namespace) -> list[str]:

@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from servers import Server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Real IMDb reviews shipped in the repository (data/README.md), so a bare clone tests offline.
@@ -446,3 +447,18 @@ def s3_environment(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     for key, value in s3_server.environment.items():
         monkeypatch.setenv(key, value)
     return dict(s3_server.environment)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """An embedded PostgreSQL of the test's own, which it may stop, start and reconfigure."""
+    from sweeper.runtime import local_postgres
+
+    pgdata = tmp_path / "pgdata"
+    running = local_postgres.start(pgdata)
+    served = Server(pgdata, running.url, running)
+    try:
+        yield served
+    finally:
+        if served.running is not None:
+            served.running.stop()

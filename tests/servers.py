@@ -1,13 +1,19 @@
-"""Starting a test server for a session: the S3 server and the GCS emulator alike."""
+"""Test servers: starting one for a session (the S3 server, the GCS emulator), and an embedded
+PostgreSQL a test may stop, start and reconfigure (:class:`Server`)."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy
+
+from sweeper.runtime import local_postgres
 
 
 def serve_for_session(
@@ -61,3 +67,36 @@ def free_ports(count: int) -> list[int]:
     finally:
         for probe in probes:
             probe.close()
+
+
+@dataclass
+class Server:
+    """An embedded PostgreSQL this test may stop and start; its URL outlives a restart."""
+
+    pgdata: Path
+    url: str
+    running: local_postgres.LocalPostgres | None
+
+    def stop(self) -> None:
+        assert self.running is not None
+        self.running.stop()
+        self.running = None
+
+    def start(self) -> None:
+        self.running = local_postgres.start(self.pgdata)
+        assert self.running.url == self.url  # the same socket: workers keep their URL
+
+    def sql(self, query: str, admin: bool = False) -> list[tuple[object, ...]]:
+        url = self.url
+        if admin:  # the superuser initdb made, over the socket (ALTER SYSTEM needs it)
+            socket_dir = Path(str(sqlalchemy.engine.make_url(url).query["host"]))
+            url = local_postgres.socket_url(socket_dir, "postgres", None, "postgres")
+        engine = sqlalchemy.create_engine(
+            url, poolclass=sqlalchemy.pool.NullPool, isolation_level="AUTOCOMMIT"
+        )
+        try:
+            with engine.connect() as connection:
+                result = connection.exec_driver_sql(query)
+                return [tuple(row) for row in result] if result.returns_rows else []
+        finally:
+            engine.dispose()

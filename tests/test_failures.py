@@ -12,6 +12,7 @@ import datetime
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -267,8 +268,21 @@ def crashed(number: int, minute: int) -> FrozenTrial:
     )
 
 
-def test_the_streak_counts_raised_trials_in_the_order_they_ended() -> None:
-    study = optuna.create_study(study_name="streak")
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgresql"])
+def test_the_streak_counts_raised_trials_in_the_order_they_ended(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Read from Optuna's trials (in memory) or counted in SQL (sweeper's RDB storage): the
+    same streak."""
+    from sweeper.runtime.storage import open_storage
+
+    storage = None
+    if backend == "sqlite":
+        storage = open_storage(f"sqlite:///{tmp_path / 'streak.db'}")
+    elif backend == "postgresql":
+        storage = open_storage(request.getfixturevalue("postgres_url"))
+    name = f"streak-{uuid.uuid4().hex[:8]}"  # PostgreSQL outlives the test
+    study = optuna.create_study(study_name=name, storage=storage)
     for trial in [
         crashed(0, minute=1),
         ended(1, TrialState.COMPLETE, minute=5),  # ended after #2: #2 is not in the streak
@@ -285,7 +299,7 @@ def test_the_streak_counts_raised_trials_in_the_order_they_ended() -> None:
     check_failure_streak(study, WorkersConfig(max_consecutive_failures=3))
     with pytest.raises(
         TrialsFailingError,
-        match=r"the last 2 trials of study 'streak' \(#4, #6\) all failed, reaching "
+        match=rf"the last 2 trials of study '{name}' \(#4, #6\) all failed, reaching "
         r"workers\.max_consecutive_failures=2; trial #6 failed with RuntimeError: boom 6\. ",
     ):
         check_failure_streak(study, WorkersConfig(max_consecutive_failures=2))

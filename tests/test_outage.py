@@ -16,8 +16,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -25,9 +24,9 @@ import psycopg
 import pytest
 import sqlalchemy
 from optuna.trial import TrialState
+from servers import Server
 
 from sweeper.errors import EXIT_STORAGE_OUTAGE, StorageError, StorageOutageError
-from sweeper.runtime import local_postgres
 from sweeper.runtime.outage import DeferredReports, classify, short_reason
 from sweeper.runtime.storage import (
     NoStudiesError,
@@ -50,51 +49,6 @@ TRAINING = {
     "evaluation": {"strategy": "steps", "steps": 10},
     "pruner": {"type": "none"},
 }
-
-
-@dataclass
-class Server:
-    """An embedded PostgreSQL this test may stop and start; its URL outlives a restart."""
-
-    pgdata: Path
-    url: str
-    running: local_postgres.LocalPostgres | None
-
-    def stop(self) -> None:
-        assert self.running is not None
-        self.running.stop()
-        self.running = None
-
-    def start(self) -> None:
-        self.running = local_postgres.start(self.pgdata)
-        assert self.running.url == self.url  # the same socket: workers keep their URL
-
-    def sql(self, query: str, admin: bool = False) -> list[tuple[object, ...]]:
-        url = self.url
-        if admin:  # the superuser initdb made, over the socket (ALTER SYSTEM needs it)
-            socket_dir = Path(str(sqlalchemy.engine.make_url(url).query["host"]))
-            url = local_postgres.socket_url(socket_dir, "postgres", None, "postgres")
-        engine = sqlalchemy.create_engine(
-            url, poolclass=sqlalchemy.pool.NullPool, isolation_level="AUTOCOMMIT"
-        )
-        try:
-            with engine.connect() as connection:
-                result = connection.exec_driver_sql(query)
-                return [tuple(row) for row in result] if result.returns_rows else []
-        finally:
-            engine.dispose()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    pgdata = tmp_path / "pgdata"
-    running = local_postgres.start(pgdata)
-    served = Server(pgdata, running.url, running)
-    try:
-        yield served
-    finally:
-        if served.running is not None:
-            served.running.stop()
 
 
 def start_worker(study_file: Path, storage_url: str, log: Path) -> subprocess.Popen[bytes]:

@@ -268,42 +268,6 @@ def test_keep_all_checkpoints_keeps_every_trial(
         ]
 
 
-def test_budget_lock_is_exclusive_and_survives_a_dropped_connection(postgres_url: str) -> None:
-    import uuid
-
-    import sqlalchemy
-
-    from sweeper.runtime.storage import open_lock
-
-    lock = open_lock(postgres_url, f"budget/test-{uuid.uuid4().hex}")
-    key = lock._key  # type: ignore[attr-defined]
-    engine = sqlalchemy.create_engine(postgres_url, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.connect() as other:
-
-            def free() -> bool:
-                taken = other.exec_driver_sql(f"SELECT pg_try_advisory_lock({key})").scalar()
-                if taken:
-                    other.exec_driver_sql(f"SELECT pg_advisory_unlock({key})")
-                return bool(taken)
-
-            lock.acquire()
-            assert not free()
-            lock.release()
-            assert free()
-            # The server drops the idle lock connection (as a restart or a firewall would).
-            other.exec_driver_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                f"WHERE position('pg_advisory_unlock({key})' in query) > 0 AND pid <> pg_backend_pid()"
-            )
-            lock.acquire()
-            assert not free()
-            lock.close()
-            assert free()
-    finally:
-        engine.dispose()
-
-
 @pytest.mark.timeout(600)
 def test_trials_per_gpu_share_one_gpu_and_the_budget(
     write_study: Callable[..., Path],

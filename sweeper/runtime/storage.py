@@ -366,12 +366,13 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
         # How long each claim held the study's turn, in seconds (the scale benchmark reads it).
         self.claim_seconds: list[float] = []
         self._claim_started: float | None = None
+        # On SQLite, claims take turns through a file lock beside the database, opened at
+        # the first claim (a read-only command leaves no file behind).
         database = sqlite_path(url)
-        self._claim_lock = (
-            _FileLock(database.with_name(f"{database.name}.claims.lock"))
-            if database is not None
-            else None
+        self._claim_lock_path = (
+            database.with_name(f"{database.name}.claims.lock") if database is not None else None
         )
+        self._claim_lock: _FileLock | None = None
         super().__init__(url, **options)
 
     def _call(self, name: str, attempt: Callable[[], T]) -> T:
@@ -495,9 +496,11 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
         """Around a claim's transaction: on SQLite the file lock that makes claims take
         turns (PostgreSQL's study row lock, taken in the transaction, does it there)."""
         self._claim_started = None
-        if not claim or self._claim_lock is None:
+        if not claim or self._claim_lock_path is None:
             yield
             return
+        if self._claim_lock is None:
+            self._claim_lock = _FileLock(self._claim_lock_path)
         self._claim_lock.acquire()
         self._claim_started = time.monotonic()
         try:

@@ -25,7 +25,6 @@ from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.runtime.storage import ResilientRDBStorage
-from sweeper.settings.pruners import RankPruner
 
 ALL_STATES = tuple(TrialState)
 
@@ -57,12 +56,12 @@ def worker_storage(storage: optuna.storages.BaseStorage) -> optuna.storages.Base
     return storage
 
 
-# Pruners that look at nothing but the trials' reported values (and the study's direction).
+# Optuna's pruners that look at nothing but the trials' reported values (and the study's
+# direction); a pruner of sweeper's says so itself (``reads_curves_only = True``).
 _CURVE_PRUNERS = (
     optuna.pruners.PercentilePruner,  # MedianPruner among them
     optuna.pruners.ThresholdPruner,
     optuna.pruners.NopPruner,
-    RankPruner,
 )
 
 
@@ -70,7 +69,7 @@ def _reads_curves_only(pruner: optuna.pruners.BasePruner) -> bool:
     if isinstance(pruner, optuna.pruners.PatientPruner):
         inner = pruner._wrapped_pruner
         return inner is None or _reads_curves_only(inner)
-    return isinstance(pruner, _CURVE_PRUNERS)
+    return isinstance(pruner, _CURVE_PRUNERS) or getattr(pruner, "reads_curves_only", False)
 
 
 class _CurvesAtStep:

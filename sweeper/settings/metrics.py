@@ -51,8 +51,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.metrics import accuracy_score, f1_score
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +62,14 @@ class Computation:
     """How a metric is computed from predicted and reference labels.
 
     ``evaluate.load(evaluate_module).compute(predictions=..., references=..., **options)``
-    or ``sklearn_function(references, predictions, **options)``: the evaluate module wraps
-    that scikit-learn function and takes the same options.
+    or ``sklearn.metrics.<sklearn_function>(references, predictions, **options)``: the
+    evaluate module wraps that scikit-learn function and takes the same options. It is named,
+    not imported: scikit-learn loads when a metric is computed, not with the settings (a
+    worker process that only reads the configuration does not pay for it).
     """
 
     evaluate_module: str
-    sklearn_function: Callable[..., Any]
+    sklearn_function: str
     options: Callable[[int], dict[str, Any]]  # from the number of labels
 
 
@@ -122,7 +122,7 @@ METRICS: tuple[Metric, ...] = (
         prose="accuracy",
         hub_type="accuracy",
         short="acc",
-        computation=Computation("accuracy", accuracy_score, lambda num_labels: {}),
+        computation=Computation("accuracy", "accuracy_score", lambda num_labels: {}),
     ),
     Metric(
         name="f1",
@@ -134,7 +134,7 @@ METRICS: tuple[Metric, ...] = (
         hub_type="f1",
         short="f1",
         computation=Computation(
-            "f1", f1_score, lambda num_labels: {"average": f1_average(num_labels)}
+            "f1", "f1_score", lambda num_labels: {"average": f1_average(num_labels)}
         ),
     ),
 )
@@ -175,12 +175,16 @@ def compute(
     if len(references) == 0:
         return math.nan
     options = computation.options(num_labels)
+    import sklearn.metrics
+    from sklearn.exceptions import UndefinedMetricWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         if module is not None:
             result = module.compute(predictions=predictions, references=references, **options)
             return float(result[computation.evaluate_module])
-        return float(computation.sklearn_function(references, predictions, **options))
+        function = getattr(sklearn.metrics, computation.sklearn_function)
+        return float(function(references, predictions, **options))
 
 
 def evaluate_may_load() -> bool:

