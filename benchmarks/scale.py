@@ -242,10 +242,12 @@ def _quantiles(values: list[float], scale: float = 1000.0) -> dict[str, float | 
 
 
 def _per(counts: dict[str, list[int]], phase: str, denominator: int) -> dict[str, float | None]:
-    queries, rows = counts.get(phase, [0, 0])
+    """Queries, rows read and connections opened per start (report, ...), on average."""
+    numbers = counts.get(phase, [0, 0, 0])
+    names = ("queries", "rows", "connections")
     if not denominator:
-        return {"queries": None, "rows": None}
-    return {"queries": round(queries / denominator, 2), "rows": round(rows / denominator, 2)}
+        return dict.fromkeys(names)
+    return {name: round(numbers[index] / denominator, 2) for index, name in enumerate(names)}
 
 
 def run_size(
@@ -313,10 +315,10 @@ def run_size(
     outputs = [json.loads(out.read_text()) for _, out in launched if out.exists()]
     counts: dict[str, list[int]] = {}
     for output in outputs:
-        for phase, (queries, rows) in output["queries"].items():
-            total = counts.setdefault(phase, [0, 0])
-            total[0] += queries
-            total[1] += rows
+        for phase, numbers in output["queries"].items():
+            total = counts.setdefault(phase, [0, 0, 0])
+            for index, amount in enumerate(numbers):
+                total[index] += amount
     trials = sum(output["trials"] for output in outputs)
     reports_made = sum(output["reports"] for output in outputs)
     states = _finished_and_running(server.url, study)
@@ -514,8 +516,10 @@ def _line(run: dict[str, Any]) -> str:
         f"{run['errors']} errors, peak {run['peak_connections']} connections, "
         f"{run['starts_per_second']} starts/s, start p50/p95/max {start['p50']}/{start['p95']}/"
         f"{start['max']} ms, lock hold p95 {hold['p95']} ms, per start "
-        f"{run['per_start']['queries']} queries/{run['per_start']['rows']} rows, per report "
-        f"{run['per_report']['queries']}/{run['per_report']['rows']}, database CPU "
+        f"{run['per_start']['queries']} queries/{run['per_start']['rows']} rows/"
+        f"{run['per_start']['connections']} connections, per report "
+        f"{run['per_report']['queries']}/{run['per_report']['rows']}/"
+        f"{run['per_report']['connections']}, database CPU "
         f"{run['database_cpu_seconds']} s, wall {run['wall_seconds']} s"
     )
 

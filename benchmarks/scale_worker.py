@@ -13,6 +13,7 @@ trains no model: it sleeps and reports a made-up validation-loss curve.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -42,30 +43,43 @@ def _identity(value: Any) -> Any:
     return value
 
 
-try:  # this tree; an earlier commit has neither
+try:  # this tree; an earlier commit has none of them
     from sweeper.runtime import worker_reads
 
     reading_at_grid_point: Any = worker_reads.reading_at_grid_point
     worker_storage: Any = worker_reads.worker_storage
+    connection_kept: Any = storage_module.connection_kept
 except ImportError:  # the "before" runs
     reading_at_grid_point = worker_storage = _identity
+
+    def connection_kept(study: Any) -> Any:
+        return contextlib.nullcontext()
 
 
 _phase = threading.local()
 _lock = threading.Lock()
-_queries: dict[str, list[int]] = {}  # phase -> [queries, rows]
+_queries: dict[str, list[int]] = {}  # phase -> [queries, rows, connections opened]
+
+
+def _count(phase_counts: tuple[int, int, int]) -> None:
+    phase = getattr(_phase, "name", "heartbeat")  # Optuna's heartbeat threads set none
+    with _lock:
+        counts = _queries.setdefault(phase, [0, 0, 0])
+        for index, amount in enumerate(phase_counts):
+            counts[index] += amount
 
 
 def _count_query(conn: Any, cursor: Any, statement: Any, *args: Any) -> None:
-    phase = getattr(_phase, "name", "heartbeat")  # Optuna's heartbeat threads set none
     rows = cursor.rowcount if cursor.description is not None and cursor.rowcount > 0 else 0
-    with _lock:
-        counts = _queries.setdefault(phase, [0, 0])
-        counts[0] += 1
-        counts[1] += rows
+    _count((1, rows, 0))
+
+
+def _count_connection(dbapi_connection: Any, record: Any) -> None:
+    _count((0, 0, 1))
 
 
 sqlalchemy.event.listen(sqlalchemy.engine.Engine, "after_cursor_execute", _count_query)
+sqlalchemy.event.listen(sqlalchemy.pool.Pool, "connect", _count_connection)
 
 
 def _time_budget_lock(study_name: str, holds: list[float]) -> None:
@@ -96,10 +110,11 @@ def _objective(spec: dict[str, Any], record: dict[str, Any]) -> Any:
     reports = spec["reports"]
 
     def objective(trial: optuna.Trial) -> float:
-        learning_rate = trial.suggest_float("learning_rate", 1e-6, 1e-3, log=True)
-        batch = trial.suggest_categorical("per_device_train_batch_size", [8, 16, 32, 64])
-        epochs = trial.suggest_int("num_train_epochs", 1, 5)
-        trial.suggest_int("seed", 0, 10_000)
+        with connection_kept(trial.study):  # as sweeper's own objective suggests
+            learning_rate = trial.suggest_float("learning_rate", 1e-6, 1e-3, log=True)
+            batch = trial.suggest_categorical("per_device_train_batch_size", [8, 16, 32, 64])
+            epochs = trial.suggest_int("num_train_epochs", 1, 5)
+            trial.suggest_int("seed", 0, 10_000)
         record["start_latency"].append(time.monotonic() - record["last_end"])
         _phase.name = "train"
         health = storage_health(trial.study)

@@ -16,6 +16,7 @@ _SURFACE = {
     "storage": [
         "NoStudiesError",
         "check_reachable",
+        "connection_kept",
         "open_lock",
         "open_storage",
         "redact",

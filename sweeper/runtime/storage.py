@@ -116,22 +116,24 @@ class _PostgresAdvisoryLock:
 
 
 class _OneConnectionPool(sqlalchemy.pool.NullPool):
-    """A worker's connection budget on a database server: one connection at a time, opened
-    for a storage call and closed at its end.
+    """A worker's connection budget on a database server: one connection at a time.
 
     Optuna's main thread and its heartbeat thread take turns (a heartbeat waits for a call
-    in flight, which takes milliseconds), so a worker training a trial holds at most one
-    connection, and none between its calls: while it trains, waits for work or backs off
-    from a lock. The cost is a connection set up per call (a few milliseconds on a local
-    server, more over TLS), small against a trial's reports every few seconds or minutes;
-    docs/benchmarks/scale.md measures it. A thread that asks again while it holds the
-    connection (a nested call) is let through rather than deadlocked."""
+    in flight, which takes milliseconds), so a worker holds at most one connection. Between
+    calls it holds none, except inside :meth:`kept` (a trial start, a report: dozens of
+    calls back to back), where the connection stays open for the next call and is closed
+    as the block ends. So a worker training a trial, waiting for work or backing off from a
+    lock holds no connection between its bursts of calls (docs/benchmarks/scale.md measures
+    what that costs and saves). A thread that asks again while it holds the connection (a
+    nested call) is let through rather than deadlocked."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._turn = threading.Condition()
         self._holder: int | None = None
         self._depth = 0
+        self._keeping = 0
+        self._kept: Any = None  # the open connection's record, between calls in a burst
 
     def _do_get(self) -> Any:
         me = threading.get_ident()
@@ -140,6 +142,9 @@ class _OneConnectionPool(sqlalchemy.pool.NullPool):
                 self._turn.wait()
             self._holder = me
             self._depth += 1
+            kept, self._kept = self._kept, None
+        if kept is not None:
+            return kept
         try:
             return super()._do_get()
         except BaseException:
@@ -148,6 +153,10 @@ class _OneConnectionPool(sqlalchemy.pool.NullPool):
 
     def _do_return_conn(self, record: Any) -> None:
         try:
+            with self._turn:
+                if self._keeping and self._kept is None:
+                    self._kept = record
+                    return
             super()._do_return_conn(record)
         finally:
             self._give_turn()
@@ -158,6 +167,39 @@ class _OneConnectionPool(sqlalchemy.pool.NullPool):
             if self._depth == 0:
                 self._holder = None
                 self._turn.notify()
+
+    @contextlib.contextmanager
+    def released(self) -> Iterator[None]:
+        """No connection kept between calls while the block runs (a trial trains inside a
+        burst of the worker loop's), kept again after it as before."""
+        with self._turn:
+            keeping, self._keeping = self._keeping, 0
+            kept, self._kept = self._kept, None
+        if kept is not None:
+            with contextlib.suppress(Exception):
+                kept.close()
+        try:
+            yield
+        finally:
+            with self._turn:
+                self._keeping += keeping
+
+    @contextlib.contextmanager
+    def kept(self) -> Iterator[None]:
+        """Keep the connection open between the block's calls; close it as the block ends."""
+        with self._turn:
+            self._keeping += 1
+        try:
+            yield
+        finally:
+            with self._turn:
+                self._keeping -= 1
+                kept = self._kept if not self._keeping else None
+                if kept is not None:
+                    self._kept = None
+            if kept is not None:
+                with contextlib.suppress(Exception):
+                    kept.close()
 
 
 class _FileLock:
@@ -577,6 +619,28 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
 
         return self._call("set_trial_state_values", attempt)
 
+    @contextlib.contextmanager
+    def connection_kept(self) -> Iterator[None]:
+        """A burst of storage calls (a trial start, a report) on one connection, closed as
+        the block ends (on a server; elsewhere nothing changes)."""
+        pool = self.engine.pool
+        if isinstance(pool, _OneConnectionPool):
+            with pool.kept():
+                yield
+        else:
+            yield
+
+    @contextlib.contextmanager
+    def connection_released(self) -> Iterator[None]:
+        """Inside a :meth:`connection_kept` block: hold no connection between calls while
+        this block runs (the trial trains)."""
+        pool = self.engine.pool
+        if isinstance(pool, _OneConnectionPool):
+            with pool.released():
+                yield
+        else:
+            yield
+
     # --- reads of what a decision needs (sweeper.runtime.queries) -------------------------------
 
     def _read(self, name: str, query: Callable[[Any], T]) -> T:
@@ -635,6 +699,15 @@ def storage_health(study: optuna.Study) -> StorageHealth | None:
     """The health of a study's storage, when sweeper opened it (``open_storage``)."""
     storage = getattr(study._storage, "_backend", study._storage)
     return storage.health if isinstance(storage, ResilientRDBStorage) else None
+
+
+def connection_kept(study: optuna.Study) -> contextlib.AbstractContextManager[None]:
+    """A burst of the study's storage calls (a trial's suggestions and first attributes) on
+    one connection, closed after it: on sweeper's storage on a server; a no-op elsewhere."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    if isinstance(storage, ResilientRDBStorage):
+        return storage.connection_kept()
+    return contextlib.nullcontext()
 
 
 def _parsed_or_error(url: str) -> str:

@@ -441,7 +441,18 @@ def run_trials(
     started = time.monotonic()
     trials_run = 0
     current: dict[str, int] = {}
-    gated = _gated_objective(objective, lock, current)
+    loop = _Loop(
+        study,
+        _gated_objective(objective, lock, current, backend),
+        callbacks,
+        workers,
+        log,
+        lock,
+        storage_url,
+        n_trials,
+        queue_only,
+        current,
+    )
 
     waiting_logged = False
     _freeze_startup_heap()  # undone in the finally below: a caller's heap is its own after
@@ -451,37 +462,24 @@ def run_trials(
                 return WorkerResult(trials_run, StopReason.INTERRUPTED, stop.signal_number)
             if timeout_seconds is not None and time.monotonic() - started >= timeout_seconds:
                 return WorkerResult(trials_run, StopReason.TIMEOUT)
-            if lock is not None:
-                lock.acquire()
-            try:
-                action, waiting_note = _next_action(study, workers, n_trials, queue_only)
-                if action == "done":
-                    return WorkerResult(trials_run, StopReason.BUDGET_MET)
-                if action == "wait":
-                    if lock is not None:
-                        lock.release()
-                    if not waiting_logged:
-                        log(waiting_note)
-                        waiting_logged = True
-                    stop.wait(workers.poll_seconds)
-                    continue
-                waiting_logged = False
-                current.clear()
-                try:
-                    interrupted = _optimize_one(study, gated, callbacks, current, workers, log)
-                except BudgetTaken:
-                    continue  # another worker claimed the last place since we counted
-                if interrupted is not None:
-                    stop.request(interrupted)
-                    return WorkerResult(trials_run, StopReason.INTERRUPTED, interrupted)
+            # Counting, claiming and sampling, and the previous trial's tell: one burst of
+            # calls on one connection (the trial itself trains without one, see gated).
+            with _connection_kept(backend):
+                action, waiting_note = _start_one(loop)
+            if isinstance(action, int):
+                stop.request(action)
+                return WorkerResult(trials_run, StopReason.INTERRUPTED, action)
+            if action == "done":
+                return WorkerResult(trials_run, StopReason.BUDGET_MET)
+            if action == "wait":
+                if not waiting_logged:
+                    log(waiting_note)
+                    waiting_logged = True
+                stop.wait(workers.poll_seconds)
+                continue
+            waiting_logged = False
+            if action == "ran":
                 trials_run += 1
-            except optuna.exceptions.StorageInternalError as exc:
-                raise StorageError(
-                    f"storage {redact(storage_url)} failed during the sweep: {exc}"
-                ) from exc
-            finally:
-                if lock is not None:
-                    lock.release()
     finally:
         if backend is not None:
             backend.budget = None
@@ -490,21 +488,77 @@ def run_trials(
         gc.unfreeze()
 
 
+def _connection_kept(
+    backend: ResilientRDBStorage | None,
+) -> contextlib.AbstractContextManager[None]:
+    return backend.connection_kept() if backend is not None else contextlib.nullcontext()
+
+
+@dataclass
+class _Loop:
+    """What each turn of ``run_trials``'s loop works with."""
+
+    study: optuna.Study
+    gated: Callable[[optuna.Trial], float]
+    callbacks: Sequence[StudyCallback]
+    workers: WorkersConfig
+    log: Callable[[str], None]
+    lock: StorageLock | None
+    storage_url: str
+    n_trials: int | None
+    queue_only: bool
+    current: dict[str, int]
+
+
+def _start_one(loop: _Loop) -> tuple[Literal["done", "wait", "ran", "taken"] | int, str]:
+    """One turn of the loop: count, then run a trial when there is room. Returns what
+    happened (the signal number when a stop interrupted the trial) and the line to log
+    when the worker is to wait."""
+    if loop.lock is not None:
+        loop.lock.acquire()
+    try:
+        action, waiting_note = _next_action(
+            loop.study, loop.workers, loop.n_trials, loop.queue_only
+        )
+        if action != "run":
+            return action, waiting_note
+        loop.current.clear()
+        try:
+            interrupted = _optimize_one(
+                loop.study, loop.gated, loop.callbacks, loop.current, loop.workers, loop.log
+            )
+        except BudgetTaken:
+            return "taken", ""  # another worker claimed the last place since we counted
+        return ("ran" if interrupted is None else interrupted), ""
+    except optuna.exceptions.StorageInternalError as exc:
+        raise StorageError(
+            f"storage {redact(loop.storage_url)} failed during the sweep: {exc}"
+        ) from exc
+    finally:
+        if loop.lock is not None:
+            loop.lock.release()
+
+
 def _gated_objective(
     objective: Callable[[optuna.Trial], float],
     lock: StorageLock | None,
     current: dict[str, int],
+    backend: ResilientRDBStorage | None,
 ) -> Callable[[optuna.Trial], float]:
     """``objective`` as ``run_trials`` runs it: a budget lock (storages that cannot claim a
     start in the database) is released once the trial is RUNNING (other workers count it),
-    and an outage past the limit leaves Optuna untold."""
+    the start's connection is closed while the trial trains, and an outage past the limit
+    leaves Optuna untold."""
 
     def gated(trial: optuna.Trial) -> float:
         if lock is not None:
             lock.release()
         current["trial_id"] = trial._trial_id
         try:
-            return _run_objective(objective, trial)
+            if backend is None:
+                return _run_objective(objective, trial)
+            with backend.connection_released():
+                return _run_objective(objective, trial)
         except StorageError as failure:
             # The database failed the trial (past the outage limit, or a fault waiting
             # cannot fix): Optuna must not tell it (that needs the database); it stays
