@@ -277,3 +277,31 @@ def test_the_scale_benchmark_quick_12_workers_on_10_connections(tmp_path: Path) 
     at_scale = results["large_study"]["at_scale"]
     assert at_scale["lock_hold_ms"]["n"] == 20 and at_scale["start_ms"]["max"] > 0
     assert [row["finished"] for row in results["large_study"]["growth"]][-1] == 300
+
+
+@pytest.mark.timeout(120)
+def test_a_role_connection_limit_is_waited_for_as_a_full_server_is(server: Server) -> None:
+    """The guard the how-to suggests (ALTER ROLE ... CONNECTION LIMIT): a worker refused by
+    it waits for a connection, as for a server with none left."""
+    import sqlalchemy
+
+    from sweeper.runtime.outage import classify
+    from sweeper.runtime.storage import check_reachable
+
+    server.sql("ALTER ROLE sweeper CONNECTION LIMIT 1", admin=True)
+    engine = sqlalchemy.create_engine(server.url, poolclass=sqlalchemy.pool.NullPool)
+    held = engine.connect()
+    try:
+        with pytest.raises(sqlalchemy.exc.OperationalError) as refused:
+            engine.connect()
+        assert "too many connections for role" in str(refused.value)
+        assert classify(refused.value) == "too many clients"
+        releaser = threading.Timer(1.5, held.close)
+        releaser.start()
+        started = time.monotonic()
+        check_reachable(server.url, WorkersConfig(storage_outage_seconds=30))
+        releaser.join()
+        assert time.monotonic() - started >= 1.0  # it waited for the held one to close
+    finally:
+        held.close()
+        engine.dispose()

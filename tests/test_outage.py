@@ -101,6 +101,12 @@ def _driver_error(message: str) -> sqlalchemy.exc.OperationalError:
             "sorry, too many clients already",
         ),
         (
+            'connection failed: connection to server at "10.0.0.5", port 5432 failed: '
+            'FATAL:  too many connections for role "sweeper"',
+            "too many clients",
+            'too many connections for role "sweeper"',
+        ),
+        (
             "consuming input failed: server closed the connection unexpectedly",
             "connection",
             "server closed the connection unexpectedly",

@@ -9,8 +9,9 @@ would read them all. The questions a worker asks are narrower:
   state (:func:`state_counts`);
 - which trials failed since the last one that finished (the failure streak): those rows only
   (:func:`failed_since_finished`);
-- the curves of the trials at a pruner's grid point: the values up to that step of the
-  trials in the states it compares against (:func:`curves_up_to`).
+- the trials a pruner compares against at its grid point: their value at that step
+  (:func:`values_at_step`, the median and percentile pruners) or their best up to it
+  (:func:`best_up_to_step`, the rank pruner), one row per trial.
 
 Each takes an open SQLAlchemy session of the storage (the caller retries and commits).
 """
@@ -73,39 +74,51 @@ def failed_since_finished(session: Session, study_id: int) -> list[int]:
     return [trial_id for complete, number, trial_id in ended if (complete, number) > after]
 
 
-def curves_up_to(
+def values_at_step(
     session: Session, study_id: int, step: int, states: tuple[TrialState, ...]
-) -> dict[int, tuple[TrialState, dict[int, float]]]:
-    """Trial number -> (state, its reported values at steps up to ``step``) for the trials
-    in ``states``; a trial with no value there maps to an empty curve."""
-    trials = (
-        session.query(Trial.trial_id, Trial.number, Trial.state)
-        .filter(Trial.study_id == study_id)
-        .filter(Trial.state.in_(states))
-        .all()
-    )
-    number_of = {trial_id: number for trial_id, number, _ in trials}
-    curves: dict[int, tuple[TrialState, dict[int, float]]] = {
-        number: (TrialState(state), {}) for _, number, state in trials
-    }
-    values = (
+) -> dict[int, tuple[TrialState, float | None]]:
+    """Trial number -> (state, its value at ``step``, None where it has none) for every
+    trial in ``states``: one row per trial."""
+    rows = (
         session.query(
-            Value.trial_id,
-            Value.step,
-            Value.intermediate_value,
-            Value.intermediate_value_type,
+            Trial.number, Trial.state, Value.intermediate_value, Value.intermediate_value_type
         )
-        .join(
-            Trial,
-            Trial.trial_id == Value.trial_id,
-        )
+        .outerjoin(Value, sqlalchemy.and_(Value.trial_id == Trial.trial_id, Value.step == step))
         .filter(Trial.study_id == study_id)
         .filter(Trial.state.in_(states))
-        .filter(Value.step <= step)
     )
-    for trial_id, at, stored, kind in values:
-        number = number_of.get(trial_id)
-        if number is None:  # changed state between the two reads: judged next time
-            continue
-        curves[number][1][at] = Value.stored_repr_to_intermediate_value(stored, kind)
-    return curves
+    return {
+        number: (
+            TrialState(state),
+            None if kind is None else Value.stored_repr_to_intermediate_value(stored, kind),
+        )
+        for number, state, stored, kind in rows
+    }
+
+
+def best_up_to_step(
+    session: Session, study_id: int, step: int, states: tuple[TrialState, ...], maximize: bool
+) -> dict[int, tuple[TrialState, float | None]]:
+    """Trial number -> (state, its best finite value at steps up to ``step``, None where it
+    has none) for the trials in ``states`` that reported at ``step``: one row per trial."""
+    reached = sqlalchemy.select(Value.trial_id).where(Value.step == step)
+    finite = (
+        Value.intermediate_value_type
+        == models.TrialIntermediateValueModel.TrialIntermediateValueType.FINITE
+    )
+    best = (sqlalchemy.func.max if maximize else sqlalchemy.func.min)(
+        sqlalchemy.case((finite, Value.intermediate_value))
+    )
+    rows = (
+        session.query(Trial.number, Trial.state, best)
+        .join(Value, Value.trial_id == Trial.trial_id)
+        .filter(Trial.study_id == study_id)
+        .filter(Trial.state.in_(states))
+        .filter(Trial.trial_id.in_(reached))
+        .filter(Value.step <= step)
+        .group_by(Trial.trial_id, Trial.number, Trial.state)
+    )
+    return {
+        number: (TrialState(state), None if value is None else float(value))
+        for number, state, value in rows
+    }

@@ -36,7 +36,12 @@ from sqlalchemy.exc import ArgumentError
 from sweeper.credentials import drop_secret_query
 from sweeper.errors import StorageError
 from sweeper.runtime.outage import StorageHealth, classify, driver_message
-from sweeper.runtime.queries import curves_up_to, failed_since_finished, state_counts
+from sweeper.runtime.queries import (
+    best_up_to_step,
+    failed_since_finished,
+    state_counts,
+    values_at_step,
+)
 from sweeper.settings.config import WorkersConfig
 
 T = TypeVar("T")
@@ -660,13 +665,22 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
             "failed_since_finished", lambda session: failed_since_finished(session, study_id)
         )
 
-    def curves_up_to(
+    def values_at_step(
         self, study_id: int, step: int, states: tuple[TrialState, ...]
-    ) -> dict[int, tuple[TrialState, dict[int, float]]]:
-        """Trial number -> (state, reported values up to ``step``) of the study's trials in
-        ``states``."""
+    ) -> dict[int, tuple[TrialState, float | None]]:
+        """Trial number -> (state, value at ``step``) of the study's trials in ``states``."""
         return self._read(
-            "curves_up_to", lambda session: curves_up_to(session, study_id, step, states)
+            "values_at_step", lambda session: values_at_step(session, study_id, step, states)
+        )
+
+    def best_up_to_step(
+        self, study_id: int, step: int, states: tuple[TrialState, ...], maximize: bool
+    ) -> dict[int, tuple[TrialState, float | None]]:
+        """Trial number -> (state, best finite value up to ``step``) of the study's trials in
+        ``states`` that reported at ``step``."""
+        return self._read(
+            "best_up_to_step",
+            lambda session: best_up_to_step(session, study_id, step, states, maximize),
         )
 
 

@@ -6,9 +6,9 @@ running, two reads happen where a worker needs none:
 
 - ``study.ask`` looks for an enqueued trial with a read of every trial, then keeps only the
   WAITING ones: :class:`WorkerStorage` reads only those.
-- A pruner judging one report reads every trial, then looks at their values at one step:
-  :func:`reading_at_grid_point` hands it the study's curves up to that step instead
-  (:mod:`sweeper.runtime.queries`), for the pruners that look at nothing else.
+- A pruner judging one report reads every trial, then looks at one value of each, at one
+  step: :func:`reading_at_grid_point` hands it that value of each trial instead, one row
+  per trial (:mod:`sweeper.runtime.queries`), for the pruners that look at nothing else.
 
 The sampler's read of the study (once per trial start, Optuna's own) is left as it is:
 sampling needs the trials.
@@ -56,28 +56,37 @@ def worker_storage(storage: optuna.storages.BaseStorage) -> optuna.storages.Base
     return storage
 
 
-# Optuna's pruners that look at nothing but the trials' reported values (and the study's
-# direction); a pruner of sweeper's says so itself (``reads_curves_only = True``).
-_CURVE_PRUNERS = (
+# What a pruner reads of the other trials at the grid point it judges: their value at that
+# step (the median and percentile pruners; the threshold pruner and none read nothing), or
+# their best value up to it (sweeper's rank pruner, which says so: ``grid_point_read``).
+AT_STEP = "value at the step"
+BEST_UP_TO_STEP = "best up to the step"
+_OPTUNA_AT_STEP = (
     optuna.pruners.PercentilePruner,  # MedianPruner among them
     optuna.pruners.ThresholdPruner,
     optuna.pruners.NopPruner,
 )
 
 
-def _reads_curves_only(pruner: optuna.pruners.BasePruner) -> bool:
+def _grid_point_read(pruner: optuna.pruners.BasePruner) -> str | None:
+    """What ``pruner`` needs at a grid point (AT_STEP, BEST_UP_TO_STEP), or None when it
+    reads more (successive halving and Hyperband keep their own records on the trials)."""
     if isinstance(pruner, optuna.pruners.PatientPruner):
         inner = pruner._wrapped_pruner
-        return inner is None or _reads_curves_only(inner)
-    return isinstance(pruner, _CURVE_PRUNERS) or getattr(pruner, "reads_curves_only", False)
+        return AT_STEP if inner is None else _grid_point_read(inner)
+    if isinstance(pruner, _OPTUNA_AT_STEP):
+        return AT_STEP
+    read = getattr(pruner, "grid_point_read", None)
+    return read if read in (AT_STEP, BEST_UP_TO_STEP) else None
 
 
-class _CurvesAtStep:
-    """The study as a curve-only pruner sees it at grid point ``step``: its trials with
-    their values up to ``step`` and nothing else; every other attribute is the study's."""
+class _AtGridPoint:
+    """The study as a pruner sees it at grid point ``step``: each trial it compares against
+    with one value at ``step`` (the value there, or the best up to there, as ``read`` says)
+    and nothing else; every other attribute is the study's."""
 
-    def __init__(self, study: optuna.Study, storage: ResilientRDBStorage, step: int):
-        self._study, self._storage, self._step = study, storage, step
+    def __init__(self, study: optuna.Study, storage: ResilientRDBStorage, step: int, read: str):
+        self._study, self._storage, self._step, self._read = study, storage, step, read
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
@@ -86,7 +95,12 @@ class _CurvesAtStep:
         self, deepcopy: bool = True, states: Container[TrialState] | None = None
     ) -> list[FrozenTrial]:
         wanted = tuple(state for state in ALL_STATES if states is None or state in states)
-        curves = self._storage.curves_up_to(self._study._study_id, self._step, wanted)
+        study_id = self._study._study_id
+        if self._read == BEST_UP_TO_STEP:
+            maximize = self._study.direction == optuna.study.StudyDirection.MAXIMIZE
+            values = self._storage.best_up_to_step(study_id, self._step, wanted, maximize)
+        else:
+            values = self._storage.values_at_step(study_id, self._step, wanted)
         return [
             FrozenTrial(
                 number=number,
@@ -99,31 +113,31 @@ class _CurvesAtStep:
                 distributions={},
                 user_attrs={},
                 system_attrs={},
-                intermediate_values=curve,
+                intermediate_values={} if value is None else {self._step: value},
                 trial_id=-1,
             )
-            for number, (state, curve) in sorted(curves.items())
+            for number, (state, value) in sorted(values.items())
         ]
 
 
-class _AtGridPoint(optuna.pruners.BasePruner):
-    """A curve-only pruner given :class:`_CurvesAtStep` instead of the whole study."""
+class _ReadingAtGridPoint(optuna.pruners.BasePruner):
+    """A pruner given :class:`_AtGridPoint` instead of the whole study."""
 
-    def __init__(self, pruner: optuna.pruners.BasePruner):
-        self.pruner = pruner
+    def __init__(self, pruner: optuna.pruners.BasePruner, read: str):
+        self.pruner, self.read = pruner, read
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         storage = getattr(study._storage, "resilient", None)
         step = trial.last_step
         if storage is None or step is None:
             return self.pruner.prune(study, trial)
-        view: Any = _CurvesAtStep(study, storage, step)
+        view: Any = _AtGridPoint(study, storage, step, self.read)
         return self.pruner.prune(view, trial)
 
 
 def reading_at_grid_point(pruner: optuna.pruners.BasePruner) -> optuna.pruners.BasePruner:
-    """``pruner``, reading only the curves at the grid point it judges when that is all it
-    looks at (median, percentile, rank, threshold, none, and PatientPruner around them);
-    successive halving and Hyperband, which keep their own records on the trials, read the
-    study as Optuna gives it."""
-    return _AtGridPoint(pruner) if _reads_curves_only(pruner) else pruner
+    """``pruner``, reading one value per trial at the grid point it judges when that is all
+    it looks at (median, percentile, rank, threshold, none, and PatientPruner around them);
+    successive halving and Hyperband read the study as Optuna gives it."""
+    read = _grid_point_read(pruner)
+    return pruner if read is None else _ReadingAtGridPoint(pruner, read)

@@ -163,9 +163,9 @@ class RankPruner(optuna.pruners.BasePruner):
     so does the best ``keep_fraction`` of them. Each trial is ranked by its best value up to
     that grid point, the others by theirs."""
 
-    # It reads the trials' curves and nothing else: a worker hands it only those, up to the
-    # grid point it judges (sweeper.runtime.worker_reads).
-    reads_curves_only: ClassVar[bool] = True
+    # Of the other trials it reads only each one's best value up to the grid point it judges:
+    # a worker hands it that, one row per trial (sweeper.runtime.worker_reads).
+    grid_point_read: ClassVar[str] = "best up to the step"
 
     def __init__(self, keep_top: int, keep_fraction: float, n_warmup_steps: int):
         self.keep_top, self.keep_fraction = keep_top, keep_fraction

@@ -354,8 +354,8 @@ def ensure_study(
     """The study in its storage, with its baselines enqueued and its config stored: one
     step, idempotent, safe to run from any number of processes at once.
 
-    Creating the study, enqueuing the baselines and storing the config are separate writes;
-    they run under a lock shared through the storage (as the trial budget's is), and a
+    Enqueuing the baselines and storing the config are separate writes; they run under a
+    lock shared through the storage, taken only while the study is not ready, and a
     marker attribute is set last, so a creator stopped half-way leaves a study the next
     call completes, never one that workers take as ready without its baselines.
     ``sweeper create`` runs it before any worker starts; every worker runs it again.
@@ -370,8 +370,12 @@ def ensure_study(
     storage = open_storage(config.storage_url, workers=config.workers)
     lock = open_lock(config.storage_url, f"create/{config.name}")
     try:
-        lock.acquire()
+        # Creating the study is safe from any number of processes (Optuna's name is unique);
+        # only one not yet ready needs the lock, for the writes that make it ready. Workers
+        # joining a ready study (a thousand started together) do not queue for it.
         study, created = open_study(config, storage)
+        if not study.user_attrs.get(STUDY_READY_ATTR):
+            lock.acquire()
         if not created and isinstance(study.user_attrs.get(CONFIG_ATTR), dict):
             # The command resolved its configuration on the stored one (sweeper.study.resolve)
             # unless the storage could not be read then: nothing but run keys may differ.
