@@ -52,7 +52,7 @@ WORKER_SCRIPT = Path(__file__).resolve().parent / "scale_worker.py"
 FULL_RUNS = [
     ("10 processes", 10, 1, 100, 3.0, 6, False),
     ("100 processes", 100, 1, 400, 6.0, 6, False),
-    ("1,000 threads", 8, 125, 1500, 40.0, 8, True),
+    ("1,000 threads", 8, 125, 1500, 30.0, 6, True),
 ]
 QUICK_RUNS = [
     ("12 processes", 12, 1, 36, 1.0, 4, False),
@@ -120,6 +120,18 @@ class Server:
             with engine.connect() as connection:
                 result = connection.exec_driver_sql(query)
                 return [tuple(row) for row in result] if result.returns_rows else []
+        finally:
+            engine.dispose()
+
+    def admin_sql(self, query: str) -> list[tuple[Any, ...]]:
+        """``query`` in the sweeper database, as the superuser."""
+        import sqlalchemy
+
+        url = self.admin_url().replace("/postgres?", "/sweeper?")
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as connection:
+                return [tuple(row) for row in connection.exec_driver_sql(query)]
         finally:
             engine.dispose()
 
@@ -265,9 +277,10 @@ def run_size(
 ) -> dict[str, Any]:
     """One run: ``processes`` x ``threads`` workers on a new study of ``budget`` trials."""
     study = _create_study(server.url)
+    # sweeper's defaults, but for a shorter poll (the runs are short).
     workers = {
-        "heartbeat_interval_seconds": 10,
-        "grace_period_seconds": 30,
+        "heartbeat_interval_seconds": 30,
+        "grace_period_seconds": 120,
         "poll_seconds": 1.0,
         "storage_outage_seconds": 600,
     }
@@ -308,7 +321,7 @@ def run_size(
         cpu_before = server.cpu_seconds()
         started = time.monotonic()
         if outage_seconds:
-            outage = _outage_midway(server, launched, outage_seconds, trial_seconds)
+            outage = _outage_midway(server, study, budget, launched, outage_seconds)
         codes = [process.wait() for process, _ in launched]
         wall = time.monotonic() - started
         cpu_after = server.cpu_seconds()
@@ -332,6 +345,7 @@ def run_size(
         "threads_per_process": threads,
         "budget": budget,
         "trial_seconds_slept": trial_seconds,
+        "workers_settings": workers,
         "reports_per_trial": reports,
         "states": states,
         "finished": finished,
@@ -353,6 +367,8 @@ def run_size(
         "per_start": _per(counts, "start", trials),
         "per_report": _per(counts, "report", reports_made),
         "heartbeat": _per(counts, "heartbeat", trials),
+        "waiting_polls_total": _per(counts, "wait", 1),
+        "setup_per_worker": _per(counts, "setup", processes * threads),
         "database_cpu_seconds": round(cpu_after - cpu_before, 1),
         "client_peak_rss_mb_per_process": round(
             max((o["peak_rss_mb"] for o in outputs), default=0.0), 1
@@ -362,17 +378,26 @@ def run_size(
 
 
 def _outage_midway(
-    server: Server, launched: list[Any], seconds: float, trial_seconds: float
+    server: Server, study: str, budget: int, launched: list[Any], seconds: float
 ) -> dict[str, Any]:
-    """Stop the database once the first trials run, for ``seconds``, then start it again."""
-    time.sleep(1.5 * trial_seconds)
-    if all(process.poll() is not None for process, _ in launched):
-        return {"skipped": "every worker had ended"}
+    """Stop the database once a third of the budget has finished, for ``seconds``, then
+    start it again."""
+    query = (
+        "SELECT count(*) FROM trials JOIN studies USING (study_id) WHERE study_name = "
+        f"'{study}' AND trials.state IN ('COMPLETE', 'PRUNED')"
+    )
+    finished = 0
+    while finished < budget // 3:
+        if all(process.poll() is not None for process, _ in launched):
+            return {"skipped": "every worker had ended"}
+        time.sleep(1.0)
+        rows = server.admin_sql(query)
+        finished = int(rows[0][0]) if rows else 0
     stopped_at = time.monotonic()
     server.stop()
     time.sleep(seconds)
     server.start()
-    return {"down_seconds": round(time.monotonic() - stopped_at, 1)}
+    return {"at_finished": finished, "down_seconds": round(time.monotonic() - stopped_at, 1)}
 
 
 # --- lock hold and sampling in a large study --------------------------------------------------
@@ -455,6 +480,17 @@ def measure_large_study(url: str, finished: int, running: int, grown: int) -> di
         sampler=build_sampler(TPESamplerConfig(type="tpe", seed=0, n_startup_trials=10)),
         direction="minimize",
     )
+    with storage.connection_kept():  # one connection throughout, as a worker's start keeps
+        result = _grow(study, storage, rng, finished, running, grown)
+    storage.engine.dispose()
+    return result
+
+
+def _grow(
+    study: Any, storage: Any, rng: Any, finished: int, running: int, grown: int
+) -> dict[str, Any]:
+    import optuna
+
     growth: list[dict[str, Any]] = []
     done = 0
     checkpoints = sorted(
@@ -476,7 +512,6 @@ def measure_large_study(url: str, finished: int, running: int, grown: int) -> di
             }
             _fail_running(study, storage)
         growth.append({"finished": done, **_measure_starts(study, storage, 10)})
-    storage.engine.dispose()
     return {"at_scale": at_scale, "growth": growth}
 
 

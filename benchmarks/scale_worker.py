@@ -146,7 +146,7 @@ def _objective(spec: dict[str, Any], record: dict[str, Any]) -> Any:
 
 
 def _one_worker(spec: dict[str, Any], index: int, record: dict[str, Any]) -> None:
-    _phase.name = "start"
+    _phase.name = "setup"  # opening the storage and the study, once per worker
     url = os.environ["SWEEPER_STORAGE"]
     workers = WorkersConfig(**spec["workers"])
     try:
@@ -164,6 +164,7 @@ def _one_worker(spec: dict[str, Any], index: int, record: dict[str, Any]) -> Non
             pruner=pruner,
         )
         time.sleep(max(0.0, spec["start_at"] - time.time()))
+        _phase.name = "start"
         record["last_end"] = time.monotonic()
         run_trials(
             study,
@@ -171,7 +172,8 @@ def _one_worker(spec: dict[str, Any], index: int, record: dict[str, Any]) -> Non
             storage_url=url,
             workers=workers,
             n_trials=spec["n_trials"],
-            log=lambda line: None,
+            # Said once as a worker starts to wait for the budget: its polls are no start.
+            log=lambda line: setattr(_phase, "name", "wait"),
         )
         record["claim_seconds"] = list(getattr(storage, "claim_seconds", []))
     except BaseException as error:  # every error is counted, none ends the other threads
