@@ -316,15 +316,20 @@ def run_size(
             )
         )
     outage: dict[str, Any] = {}
-    with ConnectionSampler(server) as sampler:
-        time.sleep(max(0.0, start_at - time.time()))
-        cpu_before = server.cpu_seconds()
-        started = time.monotonic()
-        if outage_seconds:
-            outage = _outage_midway(server, study, budget, launched, outage_seconds)
-        codes = [process.wait() for process, _ in launched]
-        wall = time.monotonic() - started
-        cpu_after = server.cpu_seconds()
+    try:
+        with ConnectionSampler(server) as sampler:
+            time.sleep(max(0.0, start_at - time.time()))
+            cpu_before = server.cpu_seconds()
+            started = time.monotonic()
+            if outage_seconds:
+                outage = _outage_midway(server, study, budget, launched, outage_seconds)
+            codes = [process.wait() for process, _ in launched]
+            wall = time.monotonic() - started
+            cpu_after = server.cpu_seconds()
+    finally:
+        for process, _ in launched:  # a run cut short leaves no worker behind
+            if process.poll() is None:
+                process.kill()
     outputs = [json.loads(out.read_text()) for _, out in launched if out.exists()]
     counts: dict[str, list[int]] = {}
     for output in outputs:
@@ -480,8 +485,7 @@ def measure_large_study(url: str, finished: int, running: int, grown: int) -> di
         sampler=build_sampler(TPESamplerConfig(type="tpe", seed=0, n_startup_trials=10)),
         direction="minimize",
     )
-    with storage.connection_kept():  # one connection throughout, as a worker's start keeps
-        result = _grow(study, storage, rng, finished, running, grown)
+    result = _grow(study, storage, rng, finished, running, grown)
     storage.engine.dispose()
     return result
 

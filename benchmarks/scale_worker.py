@@ -13,7 +13,6 @@ trains no model: it sleeps and reports a made-up validation-loss curve.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
@@ -43,17 +42,13 @@ def _identity(value: Any) -> Any:
     return value
 
 
-try:  # this tree; an earlier commit has none of them
+try:  # this tree; an earlier commit has neither
     from sweeper.runtime import worker_reads
 
     reading_at_grid_point: Any = worker_reads.reading_at_grid_point
     worker_storage: Any = worker_reads.worker_storage
-    connection_kept: Any = storage_module.connection_kept
 except ImportError:  # the "before" runs
     reading_at_grid_point = worker_storage = _identity
-
-    def connection_kept(study: Any) -> Any:
-        return contextlib.nullcontext()
 
 
 _phase = threading.local()
@@ -110,11 +105,10 @@ def _objective(spec: dict[str, Any], record: dict[str, Any]) -> Any:
     reports = spec["reports"]
 
     def objective(trial: optuna.Trial) -> float:
-        with connection_kept(trial.study):  # as sweeper's own objective suggests
-            learning_rate = trial.suggest_float("learning_rate", 1e-6, 1e-3, log=True)
-            batch = trial.suggest_categorical("per_device_train_batch_size", [8, 16, 32, 64])
-            epochs = trial.suggest_int("num_train_epochs", 1, 5)
-            trial.suggest_int("seed", 0, 10_000)
+        learning_rate = trial.suggest_float("learning_rate", 1e-6, 1e-3, log=True)
+        batch = trial.suggest_categorical("per_device_train_batch_size", [8, 16, 32, 64])
+        epochs = trial.suggest_int("num_train_epochs", 1, 5)
+        trial.suggest_int("seed", 0, 10_000)
         record["start_latency"].append(time.monotonic() - record["last_end"])
         _phase.name = "train"
         health = storage_health(trial.study)

@@ -16,7 +16,6 @@ _SURFACE = {
     "storage": [
         "NoStudiesError",
         "check_reachable",
-        "connection_kept",
         "open_lock",
         "open_storage",
         "redact",

@@ -304,22 +304,17 @@ class DeferredReports:
         self.pending: list[tuple[int, float]] = []
 
     def report(self, step: int, value: float) -> bool:
-        """Queue ``value`` at ``step``; whether the trial should be pruned now. The writes
-        and the pruner's reads are one burst on one connection, closed after it, where the
-        storage keeps a connection budget (sweeper.runtime.storage)."""
+        """Queue ``value`` at ``step``; whether the trial should be pruned now."""
         self.pending.append((step, value))
-        backend = getattr(self.trial.study._storage, "_backend", None)
-        kept = getattr(backend, "connection_kept", contextlib.nullcontext)
-        with kept():
-            if self.health is None:
+        if self.health is None:
+            self.flush()
+            return self.trial.should_prune()
+        try:
+            with self.health.no_wait():
                 self.flush()
                 return self.trial.should_prune()
-            try:
-                with self.health.no_wait():
-                    self.flush()
-                    return self.trial.should_prune()
-            except StorageUnavailable:
-                return False
+        except StorageUnavailable:
+            return False
 
     def flush(self) -> None:
         while self.pending:

@@ -4,6 +4,12 @@
 the database cannot be reached, never prints a URL's password, turns on heartbeats so a
 trial whose worker died is retried with the same parameters, and sets SQLite up (WAL,
 busy timeout) so a few local workers can share one file.
+
+On a server a worker keeps a connection budget (:class:`_OneConnectionPool`): one connection
+at most, shared by a burst of calls and closed once idle for ``CONNECTION_IDLE_SECONDS``,
+none while it trains, waits for work or waits for a lock (:class:`_PostgresAdvisoryLock` tries, backs off, holds nothing in
+between). The trial budget is claimed in the database, in the transaction that makes a
+trial RUNNING (:meth:`ResilientRDBStorage._claim`), so no lock outlives one transaction.
 """
 
 from __future__ import annotations
@@ -120,25 +126,67 @@ class _PostgresAdvisoryLock:
         self._engine.dispose()
 
 
+# A worker's connection is closed once it has gone this long without a call: calls in quick
+# succession (a trial start, a report and its pruning, a heartbeat) share one, and a worker
+# training, waiting, backing off or computing (the sampler's arithmetic) holds none.
+CONNECTION_IDLE_SECONDS = 0.05
+
+
+class _IdleCloser:
+    """One daemon thread per process that closes connections idle past their deadline."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Condition()
+        self._due: dict[_OneConnectionPool, float] = {}
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, pool: _OneConnectionPool, deadline: float) -> None:
+        with self._wake:
+            self._due[pool] = deadline
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="sweeper-idle-connections", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._due:
+                    self._wake.wait()
+                now = time.monotonic()
+                due = [pool for pool, deadline in self._due.items() if deadline <= now]
+                for pool in due:
+                    del self._due[pool]
+                if not due:
+                    self._wake.wait(min(self._due.values()) - now)
+                    continue
+            for pool in due:
+                pool.close_idle()
+
+
+_IDLE_CLOSER = _IdleCloser()
+
+
 class _OneConnectionPool(sqlalchemy.pool.NullPool):
-    """A worker's connection budget on a database server: one connection at a time.
+    """A worker's connection budget on a database server: one connection at most, closed
+    once it has been idle for ``CONNECTION_IDLE_SECONDS``.
 
     Optuna's main thread and its heartbeat thread take turns (a heartbeat waits for a call
-    in flight, which takes milliseconds), so a worker holds at most one connection. Between
-    calls it holds none, except inside :meth:`kept` (a trial start, a report: dozens of
-    calls back to back), where the connection stays open for the next call and is closed
-    as the block ends. So a worker training a trial, waiting for work or backing off from a
-    lock holds no connection between its bursts of calls (docs/benchmarks/scale.md measures
-    what that costs and saves). A thread that asks again while it holds the connection (a
-    nested call) is let through rather than deadlocked."""
+    in flight, which takes milliseconds). The connection a call returns is kept for the next
+    one, so a burst of calls (a trial start, a report) shares it, and is closed by a
+    process-wide thread once no call came for ``CONNECTION_IDLE_SECONDS``: a worker
+    training, waiting for work or backing off from a lock holds none between its bursts
+    (docs/benchmarks/scale.md measures what that costs and saves). A thread that asks again
+    while it holds the connection (a nested call) is let through rather than deadlocked."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._turn = threading.Condition()
         self._holder: int | None = None
         self._depth = 0
-        self._keeping = 0
-        self._kept: Any = None  # the open connection's record, between calls in a burst
+        self._kept: Any = None  # the open connection's record, between calls
 
     def _do_get(self) -> Any:
         me = threading.get_ident()
@@ -159,8 +207,9 @@ class _OneConnectionPool(sqlalchemy.pool.NullPool):
     def _do_return_conn(self, record: Any) -> None:
         try:
             with self._turn:
-                if self._keeping and self._kept is None:
+                if self._kept is None and record.dbapi_connection is not None:
                     self._kept = record
+                    _IDLE_CLOSER.schedule(self, time.monotonic() + CONNECTION_IDLE_SECONDS)
                     return
             super()._do_return_conn(record)
         finally:
@@ -173,38 +222,16 @@ class _OneConnectionPool(sqlalchemy.pool.NullPool):
                 self._holder = None
                 self._turn.notify()
 
-    @contextlib.contextmanager
-    def released(self) -> Iterator[None]:
-        """No connection kept between calls while the block runs (a trial trains inside a
-        burst of the worker loop's), kept again after it as before."""
+    def close_idle(self) -> None:
+        """Close the kept connection unless a call took it since (the idle closer's call)."""
         with self._turn:
-            keeping, self._keeping = self._keeping, 0
             kept, self._kept = self._kept, None
         if kept is not None:
             with contextlib.suppress(Exception):
                 kept.close()
-        try:
-            yield
-        finally:
-            with self._turn:
-                self._keeping += keeping
 
-    @contextlib.contextmanager
-    def kept(self) -> Iterator[None]:
-        """Keep the connection open between the block's calls; close it as the block ends."""
-        with self._turn:
-            self._keeping += 1
-        try:
-            yield
-        finally:
-            with self._turn:
-                self._keeping -= 1
-                kept = self._kept if not self._keeping else None
-                if kept is not None:
-                    self._kept = None
-            if kept is not None:
-                with contextlib.suppress(Exception):
-                    kept.close()
+    def dispose(self) -> None:
+        self.close_idle()
 
 
 class _FileLock:
@@ -624,28 +651,6 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
 
         return self._call("set_trial_state_values", attempt)
 
-    @contextlib.contextmanager
-    def connection_kept(self) -> Iterator[None]:
-        """A burst of storage calls (a trial start, a report) on one connection, closed as
-        the block ends (on a server; elsewhere nothing changes)."""
-        pool = self.engine.pool
-        if isinstance(pool, _OneConnectionPool):
-            with pool.kept():
-                yield
-        else:
-            yield
-
-    @contextlib.contextmanager
-    def connection_released(self) -> Iterator[None]:
-        """Inside a :meth:`connection_kept` block: hold no connection between calls while
-        this block runs (the trial trains)."""
-        pool = self.engine.pool
-        if isinstance(pool, _OneConnectionPool):
-            with pool.released():
-                yield
-        else:
-            yield
-
     # --- reads of what a decision needs (sweeper.runtime.queries) -------------------------------
 
     def _read(self, name: str, query: Callable[[Any], T]) -> T:
@@ -713,15 +718,6 @@ def storage_health(study: optuna.Study) -> StorageHealth | None:
     """The health of a study's storage, when sweeper opened it (``open_storage``)."""
     storage = getattr(study._storage, "_backend", study._storage)
     return storage.health if isinstance(storage, ResilientRDBStorage) else None
-
-
-def connection_kept(study: optuna.Study) -> contextlib.AbstractContextManager[None]:
-    """A burst of the study's storage calls (a trial's suggestions and first attributes) on
-    one connection, closed after it: on sweeper's storage on a server; a no-op elsewhere."""
-    storage = getattr(study._storage, "_backend", study._storage)
-    if isinstance(storage, ResilientRDBStorage):
-        return storage.connection_kept()
-    return contextlib.nullcontext()
 
 
 def _parsed_or_error(url: str) -> str:

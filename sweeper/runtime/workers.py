@@ -443,7 +443,7 @@ def run_trials(
     current: dict[str, int] = {}
     loop = _Loop(
         study,
-        _gated_objective(objective, lock, current, backend),
+        _gated_objective(objective, lock, current),
         callbacks,
         workers,
         log,
@@ -462,10 +462,7 @@ def run_trials(
                 return WorkerResult(trials_run, StopReason.INTERRUPTED, stop.signal_number)
             if timeout_seconds is not None and time.monotonic() - started >= timeout_seconds:
                 return WorkerResult(trials_run, StopReason.TIMEOUT)
-            # Counting, claiming and sampling, and the previous trial's tell: one burst of
-            # calls on one connection (the trial itself trains without one, see gated).
-            with _connection_kept(backend):
-                action, waiting_note = _start_one(loop)
+            action, waiting_note = _start_one(loop)
             if isinstance(action, int):
                 stop.request(action)
                 return WorkerResult(trials_run, StopReason.INTERRUPTED, action)
@@ -486,12 +483,6 @@ def run_trials(
         if lock is not None:
             lock.close()
         gc.unfreeze()
-
-
-def _connection_kept(
-    backend: ResilientRDBStorage | None,
-) -> contextlib.AbstractContextManager[None]:
-    return backend.connection_kept() if backend is not None else contextlib.nullcontext()
 
 
 @dataclass
@@ -543,22 +534,17 @@ def _gated_objective(
     objective: Callable[[optuna.Trial], float],
     lock: StorageLock | None,
     current: dict[str, int],
-    backend: ResilientRDBStorage | None,
 ) -> Callable[[optuna.Trial], float]:
     """``objective`` as ``run_trials`` runs it: a budget lock (storages that cannot claim a
     start in the database) is released once the trial is RUNNING (other workers count it),
-    the start's connection is closed while the trial trains, and an outage past the limit
-    leaves Optuna untold."""
+    and an outage past the limit leaves Optuna untold."""
 
     def gated(trial: optuna.Trial) -> float:
         if lock is not None:
             lock.release()
         current["trial_id"] = trial._trial_id
         try:
-            if backend is None:
-                return _run_objective(objective, trial)
-            with backend.connection_released():
-                return _run_objective(objective, trial)
+            return _run_objective(objective, trial)
         except StorageError as failure:
             # The database failed the trial (past the outage limit, or a fault waiting
             # cannot fix): Optuna must not tell it (that needs the database); it stays

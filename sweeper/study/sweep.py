@@ -59,7 +59,6 @@ from sweeper.runtime.progress import StudyProgress, TrialProgressBar
 from sweeper.runtime.slurm import slurm_attrs
 from sweeper.runtime.storage import (
     NoStudiesError,
-    connection_kept,
     open_lock,
     open_storage,
     redact,
@@ -154,18 +153,17 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         config, stop = self.context.config, self.context.stop
-        with connection_kept(trial.study):  # the trial's first writes: one connection
-            params = self.suggest(trial)
-            output_dir, store_url, resume_from = self._checkpoints(trial)
-            # Which machine, process and GPU ran it: the first thing to ask of an odd trial.
-            trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
-            trial.set_user_attr(CUDA_VISIBLE_DEVICES_ATTR, os.environ.get("CUDA_VISIBLE_DEVICES"))
-            # Under Slurm: which job, array task and run of it (SLURM_RESTART_COUNT, 0 at first).
-            for key, value in slurm_attrs().items():
-                trial.set_user_attr(key, value)
-            if resume_from is not None:
-                trial.set_user_attr(RESUMED_FROM_STEP_ATTR, resume_from[1])
-                trial.set_user_attr(FAILURE_ATTR, None)
+        params = self.suggest(trial)
+        output_dir, store_url, resume_from = self._checkpoints(trial)
+        # Which machine, process and GPU ran it: the first thing to ask of a slow or odd trial.
+        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr(CUDA_VISIBLE_DEVICES_ATTR, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        # Under Slurm: which job, array task and run of it (SLURM_RESTART_COUNT, 0 at first).
+        for key, value in slurm_attrs().items():
+            trial.set_user_attr(key, value)
+        if resume_from is not None:
+            trial.set_user_attr(RESUMED_FROM_STEP_ATTR, resume_from[1])
+            trial.set_user_attr(FAILURE_ATTR, None)
 
         # Reports wait in a queue while the study database is down; training goes on.
         health = storage_health(trial.study)
