@@ -73,10 +73,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-connections", type=int, default=None, help="default 100")
     parser.add_argument("--outage-seconds", type=float, default=60.0)
     parser.add_argument(
+        "--role-limit",
+        type=int,
+        default=90,
+        help="ALTER ROLE sweeper CONNECTION LIMIT (the how-to's guard; 0: none; --quick: none, "
+        "its max_connections=10 leaves the role 7); default %(default)s",
+    )
+    parser.add_argument(
         "--before",
         default=None,
         help=f"also run the process sizes on sweeper at this commit (default {BEFORE_REF}; "
         "'none' to skip; --quick skips it)",
+    )
+    parser.add_argument(
+        "--before-time-limit",
+        type=float,
+        default=300.0,
+        help="seconds after which a 'before' run's workers are killed (they can deadlock: "
+        "a blocked pg_advisory_lock holds a connection each); default %(default)s",
     )
     parser.add_argument(
         "--grid",
@@ -92,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class Server:
     """An embedded PostgreSQL in a temporary directory, with a superuser sampler."""
 
-    def __init__(self, directory: Path, max_connections: int):
+    def __init__(self, directory: Path, max_connections: int, role_limit: int | None):
         from sweeper.runtime import local_postgres
 
         self._local_postgres = local_postgres
@@ -101,6 +115,10 @@ class Server:
         self.url = self.running.url
         self.admin("ALTER SYSTEM SET max_connections = " + str(max_connections))
         self.admin("ALTER SYSTEM SET superuser_reserved_connections = 3")
+        # The guard the how-to suggests: the sweeper role's connections capped below the
+        # server's (a worker refused one waits and tries again, as for a full server).
+        limit = -1 if role_limit is None else role_limit
+        self.admin(f"ALTER ROLE sweeper CONNECTION LIMIT {limit}")
         self.stop()
         self.start()
 
@@ -124,7 +142,8 @@ class Server:
             engine.dispose()
 
     def admin_sql(self, query: str) -> list[tuple[Any, ...]]:
-        """``query`` in the sweeper database, as the superuser."""
+        """``query`` in the sweeper database, as the superuser (nothing while the server
+        refuses: the caller asks again)."""
         import sqlalchemy
 
         url = self.admin_url().replace("/postgres?", "/sweeper?")
@@ -132,6 +151,8 @@ class Server:
         try:
             with engine.connect() as connection:
                 return [tuple(row) for row in connection.exec_driver_sql(query)]
+        except sqlalchemy.exc.OperationalError:
+            return []
         finally:
             engine.dispose()
 
@@ -274,8 +295,10 @@ def run_size(
     outage_seconds: float | None,
     sweeper_tree: Path,
     work: Path,
+    time_limit: float | None = None,
 ) -> dict[str, Any]:
-    """One run: ``processes`` x ``threads`` workers on a new study of ``budget`` trials."""
+    """One run: ``processes`` x ``threads`` workers on a new study of ``budget`` trials;
+    workers still running after ``time_limit`` seconds are killed (the run is marked so)."""
     study = _create_study(server.url)
     # sweeper's defaults, but for a shorter poll (the runs are short).
     workers = {
@@ -323,7 +346,7 @@ def run_size(
             started = time.monotonic()
             if outage_seconds:
                 outage = _outage_midway(server, study, budget, launched, outage_seconds)
-            codes = [process.wait() for process, _ in launched]
+            codes = _wait_all(launched, started + time_limit if time_limit else None)
             wall = time.monotonic() - started
             cpu_after = server.cpu_seconds()
     finally:
@@ -356,9 +379,12 @@ def run_size(
         "finished": finished,
         "exact_budget": finished == budget,
         "exit_codes": sorted(set(codes)),
+        "killed_at_time_limit": sum(code == -9 for code in codes),
+        "time_limit_seconds": time_limit,
         "processes_without_output": len(launched) - len(outputs),
         "errors": len(errors),
         "first_errors": errors[:3],
+        "connection_refusal_episodes": sum("too many" in line for line in log),
         "no_free_connection_waits": sum("no free connection" in line for line in log),
         "outage_lines": sum("cannot be reached" in line for line in log),
         "peak_connections": sampler.peak,
@@ -380,6 +406,17 @@ def run_size(
         ),
         "outage": outage,
     }
+
+
+def _wait_all(launched: list[Any], deadline: float | None) -> list[int]:
+    """Every worker's exit code; past ``deadline`` the ones left are killed (code -9)."""
+    for process, _ in launched:
+        try:
+            process.wait(None if deadline is None else max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return [process.returncode for process, _ in launched]
 
 
 def _outage_midway(
@@ -581,7 +618,9 @@ def run(args: argparse.Namespace) -> int:
         },
     )
     work = Path(tempfile.mkdtemp(prefix="sweeper-scale-"))
-    server = Server(work, max_connections)
+    role_limit = None if quick or args.role_limit <= 0 else args.role_limit
+    results.payload["role_connection_limit"] = role_limit
+    server = Server(work, max_connections, role_limit)
     failed = False
     trees: list[tuple[str, Path]] = [("after", REPO_ROOT)]
     try:
@@ -605,6 +644,7 @@ def run(args: argparse.Namespace) -> int:
                     outage_seconds=args.outage_seconds if outage else None,
                     sweeper_tree=tree,
                     work=work,
+                    time_limit=None if code == "after" else args.before_time_limit,
                 )
                 measured["code"] = code
                 results.payload["runs"].append(measured)
