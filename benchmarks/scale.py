@@ -96,7 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--grid",
         default=None,
         help="finished,running,grown: the study for the lock-hold and sampling measurement "
-        "(default 2000,1000,5000)",
+        "(default 2000,1000,5000; 'none' skips it)",
+    )
+    parser.add_argument(
+        "--sizes",
+        default=None,
+        help="which runs, by their worker count (e.g. 1000; default all: 10,100,1000)",
     )
 
 
@@ -606,7 +611,9 @@ def run(args: argparse.Namespace) -> int:
     before = None if quick else (args.before or BEFORE_REF)
     if before == "none":
         before = None
-    grid = [int(x) for x in (args.grid or ("200,50,300" if quick else "2000,1000,5000")).split(",")]
+    grid_text = args.grid or ("200,50,300" if quick else "2000,1000,5000")
+    grid = [] if grid_text == "none" else [int(x) for x in grid_text.split(",")]
+    sizes = None if args.sizes is None else {int(x) for x in args.sizes.split(",")}
     results = Results(
         NAME,
         {
@@ -629,6 +636,8 @@ def run(args: argparse.Namespace) -> int:
         for label, processes, threads, budget, seconds, reports, outage in (
             QUICK_RUNS if quick else FULL_RUNS
         ):
+            if sizes is not None and processes * threads not in sizes:
+                continue
             for code, tree in trees:
                 if code != "after" and threads > 1:
                     continue  # before/after for the process sizes only
@@ -652,12 +661,13 @@ def run(args: argparse.Namespace) -> int:
                 print(_line(measured), flush=True)
                 if code == "after" and (not measured["exact_budget"] or measured["errors"]):
                     failed = True
-        print(f"[scale] a study of {grid[0]} finished + {grid[1]} running trials", flush=True)
-        large = measure_large_study(server.url, *grid)
-        results.set("large_study", large)
-        print(f"  at scale: {large['at_scale']}", flush=True)
-        for row in large["growth"]:
-            print(f"  {row['finished']} finished: start {row['start_ms']}", flush=True)
+        if grid:
+            print(f"[scale] a study of {grid[0]} finished + {grid[1]} running", flush=True)
+            large = measure_large_study(server.url, *grid)
+            results.set("large_study", large)
+            print(f"  at scale: {large['at_scale']}", flush=True)
+            for row in large["growth"]:
+                print(f"  {row['finished']} finished: start {row['start_ms']}", flush=True)
     finally:
         server.stop()
         for _code, tree in trees[1:]:

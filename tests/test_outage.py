@@ -107,6 +107,12 @@ def _driver_error(message: str) -> sqlalchemy.exc.OperationalError:
             'too many connections for role "sweeper"',
         ),
         (
+            'connection is bad: connection to server on socket "/run/pg/.s.PGSQL.5432" failed: '
+            "Resource temporarily unavailable",
+            "too many clients",
+            "Resource temporarily unavailable",
+        ),
+        (
             "consuming input failed: server closed the connection unexpectedly",
             "connection",
             "server closed the connection unexpectedly",

@@ -49,11 +49,14 @@ Failure = Literal["too many clients", "connection"]
 # Words of the driver's message that mean the database was reached and said no: waiting
 # would not help (a wrong password, database or role; pg_hba.conf refusing this host).
 _PERMANENT_MARKERS = ("authentication", "does not exist", "pg_hba.conf", "permission denied")
-# The server's max_connections, and a role's CONNECTION LIMIT (a guard the how-to suggests).
+# The server's max_connections, a role's CONNECTION LIMIT (a guard the how-to suggests), and
+# a listen queue full of connection attempts (EAGAIN on a Unix socket: a thousand workers
+# connecting at once): all say "no free connection now", which waiting fixes.
 _TOO_MANY_CLIENTS_MARKERS = (
     "too many clients",
     "remaining connection slots are reserved",
     "too many connections for role",
+    "resource temporarily unavailable",
 )
 _TOO_MANY_CLIENTS_SQLSTATE = "53300"
 
