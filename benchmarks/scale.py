@@ -288,40 +288,20 @@ def _per(counts: dict[str, list[int]], phase: str, denominator: int) -> dict[str
     return {name: round(numbers[index] / denominator, 2) for index, name in enumerate(names)}
 
 
-def run_size(
-    server: Server,
-    label: str,
-    processes: int,
-    threads: int,
-    budget: int,
-    trial_seconds: float,
-    reports: int,
-    *,
-    outage_seconds: float | None,
-    sweeper_tree: Path,
-    work: Path,
-    time_limit: float | None = None,
-) -> dict[str, Any]:
-    """One run: ``processes`` x ``threads`` workers on a new study of ``budget`` trials;
-    workers still running after ``time_limit`` seconds are killed (the run is marked so)."""
-    study = _create_study(server.url)
-    # sweeper's defaults, but for a shorter poll (the runs are short).
-    workers = {
-        "heartbeat_interval_seconds": 30,
-        "grace_period_seconds": 120,
-        "poll_seconds": 1.0,
-        "storage_outage_seconds": 600,
-    }
-    start_at = time.time() + 3.0 + 0.15 * processes  # every process imported first
-    spec = {
-        "study": study,
-        "threads": threads,
-        "n_trials": budget,
-        "trial_seconds": trial_seconds,
-        "reports": reports,
-        "workers": workers,
-        "start_at": start_at,
-    }
+# sweeper's defaults, but for a shorter poll (the runs are short).
+WORKERS = {
+    "heartbeat_interval_seconds": 30,
+    "grace_period_seconds": 120,
+    "poll_seconds": 1.0,
+    "storage_outage_seconds": 600,
+}
+
+
+def _launch(
+    server: Server, spec: dict[str, Any], processes: int, sweeper_tree: Path, work: Path
+) -> list[tuple[subprocess.Popen[bytes], Path]]:
+    """Start the worker processes of one run, ``sweeper`` imported from ``sweeper_tree``;
+    the storage URL goes in their environment."""
     environment_vars = {
         **os.environ,
         "SWEEPER_STORAGE": server.url,
@@ -329,20 +309,45 @@ def run_size(
     }
     launched = []
     for index in range(processes):
-        spec_path = work / f"{study}-{index}.json"
+        stem = work / f"{spec['study']}-{index}"
+        spec_path, out_path = stem.with_suffix(".json"), stem.with_suffix(".out.json")
         spec_path.write_text(json.dumps({**spec, "seed": 1000 * index}))
-        out_path = work / f"{study}-{index}.out.json"
-        launched.append(
-            (
-                subprocess.Popen(
-                    [sys.executable, str(WORKER_SCRIPT), str(spec_path), str(out_path)],
-                    env=environment_vars,
-                    stdout=subprocess.DEVNULL,
-                    stderr=open(work / f"{study}-{index}.err", "wb"),  # noqa: SIM115
-                ),
-                out_path,
+        with stem.with_suffix(".err").open("wb") as errors:
+            process = subprocess.Popen(
+                [sys.executable, str(WORKER_SCRIPT), str(spec_path), str(out_path)],
+                env=environment_vars,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
             )
-        )
+        launched.append((process, out_path))
+    return launched
+
+
+def run_size(
+    server: Server,
+    size: tuple[str, int, int, int, float, int, bool],
+    *,
+    outage_seconds: float | None,
+    sweeper_tree: Path,
+    work: Path,
+    time_limit: float | None = None,
+) -> dict[str, Any]:
+    """One run of ``size`` (label, processes, threads per process, budget, trial seconds,
+    reports): its workers on a new study; workers still running after ``time_limit`` seconds
+    are killed (the run is marked so)."""
+    label, processes, threads, budget, trial_seconds, reports, _ = size
+    study = _create_study(server.url)
+    start_at = time.time() + 3.0 + 0.15 * processes  # every process imported first
+    spec = {
+        "study": study,
+        "threads": threads,
+        "n_trials": budget,
+        "trial_seconds": trial_seconds,
+        "reports": reports,
+        "workers": WORKERS,
+        "start_at": start_at,
+    }
+    launched = _launch(server, spec, processes, sweeper_tree, work)
     outage: dict[str, Any] = {}
     try:
         with ConnectionSampler(server) as sampler:
@@ -359,18 +364,7 @@ def run_size(
             if process.poll() is None:
                 process.kill()
     outputs = [json.loads(out.read_text()) for _, out in launched if out.exists()]
-    counts: dict[str, list[int]] = {}
-    for output in outputs:
-        for phase, numbers in output["queries"].items():
-            total = counts.setdefault(phase, [0, 0, 0])
-            for index, amount in enumerate(numbers):
-                total[index] += amount
-    trials = sum(output["trials"] for output in outputs)
-    reports_made = sum(output["reports"] for output in outputs)
     states = _finished_and_running(server.url, study)
-    finished = states.get("complete", 0) + states.get("pruned", 0)
-    errors = [error for output in outputs for error in output["errors"]]
-    log = [line for output in outputs for line in output["log"]]
     return {
         "label": label,
         "workers": processes * threads,
@@ -378,38 +372,61 @@ def run_size(
         "threads_per_process": threads,
         "budget": budget,
         "trial_seconds_slept": trial_seconds,
-        "workers_settings": workers,
+        "workers_settings": WORKERS,
         "reports_per_trial": reports,
         "states": states,
-        "finished": finished,
-        "exact_budget": finished == budget,
         "exit_codes": sorted(set(codes)),
         "killed_at_time_limit": sum(code == -9 for code in codes),
         "time_limit_seconds": time_limit,
         "processes_without_output": len(launched) - len(outputs),
+        "peak_connections": sampler.peak,
+        "connection_samples": sampler.samples,
+        "wall_seconds": round(wall, 1),
+        "database_cpu_seconds": round(cpu_after - cpu_before, 1),
+        "outage": outage,
+        **_summary(outputs, states, budget, wall, processes * threads),
+    }
+
+
+def _summary(
+    outputs: list[dict[str, Any]], states: dict[str, int], budget: int, wall: float, workers: int
+) -> dict[str, Any]:
+    """What the workers of one run report, added up."""
+    counts: dict[str, list[int]] = {}
+    for output in outputs:
+        for phase, numbers in output["queries"].items():
+            total = counts.setdefault(phase, [0, 0, 0])
+            for index, amount in enumerate(numbers):
+                total[index] += amount
+    trials = sum(output["trials"] for output in outputs)
+    finished = states.get("complete", 0) + states.get("pruned", 0)
+    errors = [error for output in outputs for error in output["errors"]]
+    log = [line for output in outputs for line in output["log"]]
+
+    def gathered(key: str) -> list[float]:
+        return [value for output in outputs for value in output[key]]
+
+    return {
+        "finished": finished,
+        "exact_budget": finished == budget,
         "errors": len(errors),
         "first_errors": errors[:3],
         "connection_refusal_episodes": sum("too many" in line for line in log),
         "no_free_connection_waits": sum("no free connection" in line for line in log),
         "outage_lines": sum("cannot be reached" in line for line in log),
-        "peak_connections": sampler.peak,
-        "connection_samples": sampler.samples,
-        "wall_seconds": round(wall, 1),
         "trials_run": trials,
         "starts_per_second": round(trials / wall, 2) if wall else None,
-        "start_latency_ms": _quantiles([x for o in outputs for x in o["start_latency"]]),
-        "report_latency_ms": _quantiles([x for o in outputs for x in o["report_latency"]]),
-        "lock_hold_ms": _quantiles([x for o in outputs for x in o["claim_seconds"]]),
+        "start_latency_ms": _quantiles(gathered("start_latency")),
+        "report_latency_ms": _quantiles(gathered("report_latency")),
+        "lock_hold_ms": _quantiles(gathered("claim_seconds")),
         "per_start": _per(counts, "start", trials),
-        "per_report": _per(counts, "report", reports_made),
+        "per_report": _per(counts, "report", sum(output["reports"] for output in outputs)),
         "heartbeat": _per(counts, "heartbeat", trials),
         "waiting_polls_total": _per(counts, "wait", 1),
-        "setup_per_worker": _per(counts, "setup", processes * threads),
-        "database_cpu_seconds": round(cpu_after - cpu_before, 1),
+        "setup_per_worker": _per(counts, "setup", workers),
         "client_peak_rss_mb_per_process": round(
-            max((o["peak_rss_mb"] for o in outputs), default=0.0), 1
+            max((output["peak_rss_mb"] for output in outputs), default=0.0), 1
         ),
-        "outage": outage,
     }
 
 
@@ -633,9 +650,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if before:
             trees.append((f"before ({before})", _worktree(before, work)))
-        for label, processes, threads, budget, seconds, reports, outage in (
-            QUICK_RUNS if quick else FULL_RUNS
-        ):
+        for size in QUICK_RUNS if quick else FULL_RUNS:
+            label, processes, threads, *_, outage = size
             if sizes is not None and processes * threads not in sizes:
                 continue
             for code, tree in trees:
@@ -644,12 +660,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"[scale] {label} on {code}: {processes} x {threads} workers", flush=True)
                 measured = run_size(
                     server,
-                    label,
-                    processes,
-                    threads,
-                    budget,
-                    seconds,
-                    reports,
+                    size,
                     outage_seconds=args.outage_seconds if outage else None,
                     sweeper_tree=tree,
                     work=work,
