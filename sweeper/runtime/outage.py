@@ -268,13 +268,15 @@ class StorageHealth:
         if no_wait and self.down:
             raise StorageUnavailable(self._reason)
         delay = FIRST_RETRY_SECONDS
+        queued = False  # refused for want of a free connection: waiting, whatever comes next
         while True:
             self._local.depth = 1
             try:
                 result = attempt()
             except Exception as error:
                 failure = classify(error) if self.retries else None
-                if failure is None or not (self.armed or failure == "too many clients"):
+                queued = queued or failure == "too many clients"
+                if failure is None or not (self.armed or queued):
                     raise
                 self.failed(error, failure)
                 if no_wait:

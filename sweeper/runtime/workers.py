@@ -439,50 +439,46 @@ def run_trials(
     if backend is not None:
         backend.budget = TrialBudget(study._study_id, n_trials, queue_only)
     started = time.monotonic()
-    trials_run = 0
     current: dict[str, int] = {}
+    gated = _gated_objective(objective, lock, current)
     loop = _Loop(
-        study,
-        _gated_objective(objective, lock, current),
-        callbacks,
-        workers,
-        log,
-        lock,
-        storage_url,
-        n_trials,
-        queue_only,
-        current,
+        study, gated, callbacks, workers, log, lock, storage_url, n_trials, queue_only, current
     )
-
-    waiting_logged = False
     _freeze_startup_heap()  # undone in the finally below: a caller's heap is its own after
     try:
-        while True:
-            if stop.requested:
-                return WorkerResult(trials_run, StopReason.INTERRUPTED, stop.signal_number)
-            if timeout_seconds is not None and time.monotonic() - started >= timeout_seconds:
-                return WorkerResult(trials_run, StopReason.TIMEOUT)
-            action, waiting_note = _start_one(loop)
-            if isinstance(action, int):
-                stop.request(action)
-                return WorkerResult(trials_run, StopReason.INTERRUPTED, action)
-            if action == "done":
-                return WorkerResult(trials_run, StopReason.BUDGET_MET)
-            if action == "wait":
-                if not waiting_logged:
-                    log(waiting_note)
-                    waiting_logged = True
-                stop.wait(workers.poll_seconds)
-                continue
-            waiting_logged = False
-            if action == "ran":
-                trials_run += 1
+        return _turns(loop, stop, None if timeout_seconds is None else started + timeout_seconds)
     finally:
         if backend is not None:
             backend.budget = None
         if lock is not None:
             lock.close()
         gc.unfreeze()
+
+
+def _turns(loop: _Loop, stop: StopRequest, deadline: float | None) -> WorkerResult:
+    """``run_trials``'s loop: a turn at a time until the budget is met, the deadline (a
+    ``time.monotonic()`` value) passes or a stop comes."""
+    trials_run, waiting_logged = 0, False
+    while True:
+        if stop.requested:
+            return WorkerResult(trials_run, StopReason.INTERRUPTED, stop.signal_number)
+        if deadline is not None and time.monotonic() >= deadline:
+            return WorkerResult(trials_run, StopReason.TIMEOUT)
+        action, waiting_note = _start_one(loop)
+        if isinstance(action, int):
+            stop.request(action)
+            return WorkerResult(trials_run, StopReason.INTERRUPTED, action)
+        if action == "done":
+            return WorkerResult(trials_run, StopReason.BUDGET_MET)
+        if action == "wait":
+            if not waiting_logged:
+                loop.log(waiting_note)
+                waiting_logged = True
+            stop.wait(loop.workers.poll_seconds)
+            continue
+        waiting_logged = False
+        if action == "ran":
+            trials_run += 1
 
 
 @dataclass
@@ -597,9 +593,35 @@ def _optimize_one(
         failure = _storage_error_in(error)
         if failure is not None:
             raise failure from None
+        if _failed_elsewhere(study, current.get("trial_id"), error, log):
+            return None
         raise
     _report_crash(study, current.get("trial_id"), log)
     return None
+
+
+def _failed_elsewhere(
+    study: optuna.Study, trial_id: int | None, error: Exception, log: Callable[[str], None]
+) -> bool:
+    """Whether Optuna's tell failed because another worker had already failed this trial as
+    stale (its heartbeat came late: a starved or paused process) and retried it: the retry
+    carries on, and so does this worker. Said in one line."""
+    told_late = False
+    link: BaseException | None = error
+    while link is not None and not told_late:  # Optuna asserts on top of its ValueError
+        told_late = isinstance(link, ValueError) and str(link).startswith("Cannot tell a")
+        link = link.__context__
+    if trial_id is None or not told_late:
+        return False
+    frozen = study._storage.get_trial(trial_id)
+    if frozen.state != TrialState.FAIL:
+        return False
+    log(
+        f"[sweeper] trial #{frozen.number} ended here, but another worker had failed it as "
+        "stale (its heartbeat came later than workers.grace_period_seconds) and retried it; "
+        "its retry counts, this result does not"
+    )
+    return True
 
 
 def _report_crash(study: optuna.Study, trial_id: int | None, log: Callable[[str], None]) -> None:
