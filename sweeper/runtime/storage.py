@@ -6,10 +6,11 @@ trial whose worker died is retried with the same parameters, and sets SQLite up 
 busy timeout) so a few local workers can share one file.
 
 On a server a worker keeps a connection budget (:class:`_OneConnectionPool`): one connection
-at most, shared by a burst of calls and closed once idle for ``CONNECTION_IDLE_SECONDS``,
-none while it trains, waits for work or waits for a lock (:class:`_PostgresAdvisoryLock` tries, backs off, holds nothing in
-between). The trial budget is claimed in the database, in the transaction that makes a
-trial RUNNING (:meth:`ResilientRDBStorage._claim`), so no lock outlives one transaction.
+at most, shared by a burst of calls and closed once idle for ``CONNECTION_IDLE_SECONDS``;
+none while it trains, waits for work or waits for a lock (:class:`_PostgresAdvisoryLock`
+tries, backs off, and holds nothing in between). The trial budget is claimed in the
+database, in the transaction that makes a trial RUNNING (:meth:`ResilientRDBStorage._claim`),
+so no lock outlives one transaction.
 """
 
 from __future__ import annotations
