@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import warnings
 from types import ModuleType
 
 # In the order `python -m benchmarks` runs them.
@@ -47,7 +48,9 @@ def missing_requirements(module: ModuleType, args: argparse.Namespace) -> list[s
     missing = []
     for package, install in needs.items():
         try:
-            importlib.import_module(package)
+            with warnings.catch_warnings():  # a package's import-time warning is no error line
+                warnings.simplefilter("ignore")
+                importlib.import_module(package)
         except ImportError:
             missing.append(
                 f"python -m benchmarks {module.NAME} needs the Python package {package!r}, "

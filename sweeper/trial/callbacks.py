@@ -166,6 +166,8 @@ class EvaluationRecorder(TrainerCallback):
         checkpoint holds the weights and the optimizer's state, three times the weights,
         the largest cost of a short trial outside training and evaluation (0.4 s a save on
         MiniLM on a 2-core CPU, docs/benchmarks/speed.md)."""
+        if self.outcome.interrupted_at_step is not None:
+            return  # a stop asked for this step's checkpoint: its retry resumes from it
         improved = self.outcome.best_step == step
         due = time.monotonic() - self._last_save >= self.resume_checkpoint_seconds
         if not (improved or due):
@@ -185,7 +187,8 @@ class EvaluationRecorder(TrainerCallback):
         if self.outcome.stop_reason is None:
             self.outcome.stop_reason = reason
         control.should_training_stop = True
-        control.should_save = False
+        if self.outcome.interrupted_at_step is None:  # a stop's checkpoint is still written
+            control.should_save = False
 
     def on_log(
         self,
