@@ -128,38 +128,21 @@ class Server:
         self.start()
 
     def admin_url(self) -> str:
-        import sqlalchemy
-
-        socket_dir = Path(str(sqlalchemy.engine.make_url(self.url).query["host"]))
-        return self._local_postgres.socket_url(socket_dir, "postgres", None, "postgres")
+        return self._local_postgres.superuser_url(self.url)
 
     def admin(self, query: str) -> list[tuple[Any, ...]]:
-        import sqlalchemy
-
-        engine = sqlalchemy.create_engine(
-            self.admin_url(), poolclass=sqlalchemy.pool.NullPool, isolation_level="AUTOCOMMIT"
-        )
-        try:
-            with engine.connect() as connection:
-                result = connection.exec_driver_sql(query)
-                return [tuple(row) for row in result] if result.returns_rows else []
-        finally:
-            engine.dispose()
+        return self._local_postgres.run_sql(self.admin_url(), query)
 
     def admin_sql(self, query: str) -> list[tuple[Any, ...]]:
         """``query`` in the sweeper database, as the superuser (nothing while the server
         refuses: the caller asks again)."""
         import sqlalchemy
 
-        url = self.admin_url().replace("/postgres?", "/sweeper?")
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
         try:
-            with engine.connect() as connection:
-                return [tuple(row) for row in connection.exec_driver_sql(query)]
+            url = self._local_postgres.superuser_url(self.url, "sweeper")
+            return self._local_postgres.run_sql(url, query)
         except sqlalchemy.exc.OperationalError:
             return []
-        finally:
-            engine.dispose()
 
     def stop(self) -> None:
         if self.running is not None:

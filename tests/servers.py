@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy
 
 from sweeper.runtime import local_postgres
 
@@ -87,16 +86,6 @@ class Server:
         assert self.running.url == self.url  # the same socket: workers keep their URL
 
     def sql(self, query: str, admin: bool = False) -> list[tuple[object, ...]]:
-        url = self.url
-        if admin:  # the superuser initdb made, over the socket (ALTER SYSTEM needs it)
-            socket_dir = Path(str(sqlalchemy.engine.make_url(url).query["host"]))
-            url = local_postgres.socket_url(socket_dir, "postgres", None, "postgres")
-        engine = sqlalchemy.create_engine(
-            url, poolclass=sqlalchemy.pool.NullPool, isolation_level="AUTOCOMMIT"
-        )
-        try:
-            with engine.connect() as connection:
-                result = connection.exec_driver_sql(query)
-                return [tuple(row) for row in result] if result.returns_rows else []
-        finally:
-            engine.dispose()
+        # admin: the superuser initdb made, over the socket (ALTER SYSTEM needs it)
+        url = local_postgres.superuser_url(self.url) if admin else self.url
+        return local_postgres.run_sql(url, query)

@@ -74,6 +74,27 @@ def socket_url(socket_dir: Path, user: str, password: str | None, database: str)
     return url
 
 
+def superuser_url(url: str, database: str = "postgres") -> str:
+    """The URL of the superuser initdb made, over the same socket as ``url`` (a server of
+    this module's: it lets that user in without a password), to ``database``."""
+    socket_dir = Path(str(make_url(url).query["host"]))
+    return socket_url(socket_dir, "postgres", None, database)
+
+
+def run_sql(url: str, query: str) -> list[tuple[Any, ...]]:
+    """``query`` on the server of ``url``, outside a transaction (ALTER SYSTEM, ALTER ROLE
+    need that), on a connection of its own; its rows, if it returns any."""
+    engine = sqlalchemy.create_engine(
+        url, poolclass=sqlalchemy.pool.NullPool, isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with engine.connect() as connection:
+            result = connection.exec_driver_sql(query)
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
 @dataclass
 class LocalPostgres:
     """A running embedded server: ``url`` is the sweeper role's SQLAlchemy URL."""
