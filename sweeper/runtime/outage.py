@@ -12,7 +12,10 @@ connection, a pool with no free connection, no free slot on the server), found a
 the exception's chain (Optuna wraps them in ``StorageInternalError``). A wrong password or
 database name is not: it fails at once, in one line. A command that has not started its
 trials yet waits only for a free connection (``too many clients``): a database that cannot be
-reached at start-up is an error within seconds, as before.
+reached at start-up is an error within seconds, as before. A full server is not an outage:
+it answers, and serves the workers it has, so a worker queued for a free connection waits
+for one without the outage limit (saying so every ``STILL_WAITING_SECONDS``), as it would
+queue for a GPU; the limit counts only time the server cannot be reached.
 
 :class:`StorageHealth` is the one view a worker has of its database: whether it is down and
 since when, whether the outage outlasted the limit, and for how long it has been up (no
@@ -43,6 +46,8 @@ T = TypeVar("T")
 # (jitter) so workers that lost the database together do not come back in lockstep.
 FIRST_RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 10.0
+# A worker queued for a free connection says it still waits this often.
+STILL_WAITING_SECONDS = 300.0
 
 Failure = Literal["too many clients", "connection"]
 
@@ -181,8 +186,13 @@ class StorageHealth:
 
     @property
     def exceeded(self) -> bool:
-        """Down for longer than the limit: time to save the checkpoint and leave."""
-        return self.down and self.down_seconds > self.limit_seconds
+        """Unreachable for longer than the limit: time to save the checkpoint and leave (a
+        server refusing for want of a free connection is up: that is waited out)."""
+        return (
+            self.down
+            and self._failure != "too many clients"
+            and self.down_seconds > self.limit_seconds
+        )
 
     @property
     def seconds_up(self) -> float:
@@ -226,20 +236,22 @@ class StorageHealth:
         else:
             self._log(
                 f"[sweeper] the study database at {self.host} has no free connection since "
-                f"{since} ({self._reason}); waiting up to {limit} for one"
+                f"{since} ({self._reason}); waiting for one (a full server is queued for, "
+                "not an outage)"
             )
 
+    def still_waiting(self) -> None:
+        """One line while queued for a free connection: how long, and what would help."""
+        self._log(
+            f"[sweeper] still no free connection at {self.host} after {self.down_seconds:.0f} s "
+            f"({self._reason}): its max_connections is taken; waiting on. Raise max_connections "
+            "(or the role's CONNECTION LIMIT) or run fewer workers"
+        )
+
     def outage_error(self, doing: str) -> StorageError:
-        """The one-line error past the limit: a worker's outage, or no free connection."""
+        """The one-line error past the limit of an outage."""
         seconds = self.down_seconds
         limit = f"workers.storage_outage_seconds={self.limit_seconds:g}"
-        if self._failure == "too many clients":
-            return StorageOutageError(
-                f"storage={self.url!r} had no free connection for {seconds:.0f} s while "
-                f"{doing} ({self._reason}; {limit}): the server's max_connections is taken. "
-                "Raise max_connections on the server, run fewer workers, or put a pooler "
-                "(PgBouncer in session mode) in front of it"
-            )
         return StorageOutageError(
             f"storage={self.url!r} could not be reached for {seconds:.0f} s while {doing} "
             f"({self._reason}; {limit}): this worker stops and its trial is retried later "
@@ -269,6 +281,7 @@ class StorageHealth:
             raise StorageUnavailable(self._reason)
         delay = FIRST_RETRY_SECONDS
         queued = False  # refused for want of a free connection: waiting, whatever comes next
+        said_at = time.monotonic()
         while True:
             self._local.depth = 1
             try:
@@ -283,7 +296,13 @@ class StorageHealth:
                     raise StorageUnavailable(self._reason) from None
                 if self.exceeded:
                     raise self.outage_error(doing) from None
-                remaining = self.limit_seconds - self.down_seconds
+                if failure == "too many clients":
+                    remaining = MAX_RETRY_SECONDS
+                    if time.monotonic() - said_at >= STILL_WAITING_SECONDS:
+                        said_at = time.monotonic()
+                        self.still_waiting()
+                else:
+                    remaining = self.limit_seconds - self.down_seconds
                 time.sleep(max(0.05, min(delay, remaining + 0.1) * random.uniform(0.5, 1.0)))
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
                 continue

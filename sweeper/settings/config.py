@@ -41,7 +41,7 @@ from sweeper.settings.samplers import (
 from sweeper.settings.strict import StrictModel
 
 # What TrainingArguments.report_to accepts in transformers 5: the keys of
-# transformers.integrations.INTEGRATION_TO_CALLBACK (tests/test_tracking.py checks that this
+# transformers.integrations.INTEGRATION_TO_CALLBACK (tests/trial/test_tracking.py checks that this
 # list matches it), plus "none" and "all" (every installed one). Listed here so that reading
 # a study file does not import transformers.
 REPORT_TO_INTEGRATIONS = (
@@ -381,8 +381,9 @@ class WorkersConfig(StrictModel):
     status 3."""
     storage_outage_seconds: float = Field(default=600, gt=0)
     """How long a running worker rides out a study database it cannot reach (a restart, a
-    failover, no free connection): it trains on and retries with backoff; past this it saves a
-    checkpoint and exits with status 75, and the trial is retried later."""
+    failover): it trains on and retries with backoff; past this it saves a checkpoint and exits
+    with status 75, and the trial is retried later. A server with no free connection is up: a
+    worker waits for a connection without this limit."""
     poll_seconds: float = Field(default=5.0, gt=0)
     """How often a worker with nothing to start looks again (trials may die and be retried)."""
     trials_per_gpu: int = 1
