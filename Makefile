@@ -94,13 +94,15 @@ docs: $(STAMP)
 test: $(BENCH_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Leaves out the pretrained MiniLM fine-tune, tests/end_to_end and tests/benchmarks.
 test-fast: $(BENCH_STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not end_to_end and not benchmark" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_PATHS) && $(BIN)/ruff format --check $(LINT_PATHS) && $(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python scripts/function_lengths.py sweeper
+	$(BIN)/python scripts/function_lengths.py benchmarks
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
@@ -150,7 +152,7 @@ postgres-embedded-stop: $(STAMP)
 	@$(BIN)/python -m sweeper.runtime.local_postgres stop --pgdata '$(PGDATA_DIR)'
 
 # A single-node Slurm (Debian's packages, as root) with two fake GPUs and a preempting
-# partition, for tests/test_slurm.py; `bash scripts/slurm.sh stop` stops it.
+# partition, for tests/end_to_end/test_slurm.py; `bash scripts/slurm.sh stop` stops it.
 slurm:
 	@bash scripts/slurm.sh
 

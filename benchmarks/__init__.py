@@ -12,7 +12,7 @@ but fails to import is an error, never silently skipped. A benchmark module defi
     its options on an ``argparse.ArgumentParser``; every option needs a default, and
     ``--quick`` (a smoke test of the harness in about a minute) is expected;
 ``run(args) -> int``
-    runs it, prints a summary, writes ``benchmarks/results/<name>.json`` (see
+    runs it, prints a summary, writes ``benchmarks/results/latest/<name>.json`` (see
     :func:`benchmarks.common.write_results`) and returns an exit status;
 ``requirements(args) -> dict[str, str]`` (optional)
     the packages this run needs beyond the venv, each with what installs it: checked

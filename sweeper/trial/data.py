@@ -317,7 +317,7 @@ def stratified_split(
     datasets reads the label column for stratification row by row (about 140 us a row:
     3.5 s for IMDb's 25,000, in every worker's start-up); here the column is read at once and
     the split drawn by datasets' own stratified sampler, with the sizes and generator
-    train_test_split uses (a test in tests/test_data.py compares the two). Raises
+    train_test_split uses (a test in tests/trial/test_data.py compares the two). Raises
     ValueError where train_test_split does."""
     rows = len(split)
     if isinstance(test_size, float):

@@ -1,0 +1,1 @@
+"""The benchmarks run at their quick size, and their analysis code (marked benchmark: make test-fast leaves them out)."""

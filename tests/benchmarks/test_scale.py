@@ -1,0 +1,44 @@
+"""The scale benchmark (``benchmarks/scale.py``) at its ``--quick`` size: 12 worker processes
+against a PostgreSQL with ``max_connections=10``, then 32 thread-workers, and the lock hold
+and sampling time as the study grows."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.studies import REPO_ROOT
+
+
+@pytest.mark.timeout(600)
+def test_the_scale_benchmark_quick_12_workers_on_10_connections(tmp_path: Path) -> None:
+    """12 worker processes against max_connections=10 (7 for the sweeper role), then 32
+    thread-workers: each finishes exactly its budget with no error."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "scale", "--quick"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "BENCH_RESULTS_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=580,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "scale.json").read_text())
+    assert results["max_connections"] == 10
+    runs = {run["label"]: run for run in results["runs"]}
+    assert set(runs) == {"12 processes", "32 threads"}
+    for run in runs.values():
+        assert run["exact_budget"] and run["finished"] == run["budget"], run
+        assert run["errors"] == 0 and run["exit_codes"] == [0], run["first_errors"]
+        assert 0 < run["peak_connections"] <= 10 - 3  # superuser_reserved_connections = 3
+        assert run["workers"] > run["peak_connections"]
+        assert run["lock_hold_ms"]["n"] >= run["budget"]
+        assert run["per_start"]["queries"] > 0 and run["per_report"]["queries"] > 0
+    at_scale = results["large_study"]["at_scale"]
+    assert at_scale["lock_hold_ms"]["n"] == 20 and at_scale["start_ms"]["max"] > 0
+    assert [row["finished"] for row in results["large_study"]["growth"]][-1] == 300

@@ -1,0 +1,345 @@
+"""One PostgreSQL for many workers: a connection budget, starts claimed in the database, and
+reads of only what a decision needs.
+
+A worker holds at most one connection while it trains and none while it waits (for work or
+for a lock); every start is claimed in the transaction that makes the trial RUNNING; a
+pruner judging a report reads the curves at its grid point and decides as it would on the
+whole study. The scale benchmark's ``--quick`` run (12 worker processes against
+``max_connections=10``) is tests/benchmarks/test_scale.py.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import FrozenTrial, TrialState
+
+from sweeper.runtime.storage import BudgetTaken, TrialBudget, open_lock, open_storage
+from sweeper.runtime.worker_reads import reading_at_grid_point, worker_storage
+from sweeper.runtime.workers import StopReason, run_trials
+from sweeper.settings.config import WorkersConfig
+from sweeper.settings.pruners import PRUNER_TYPES
+from tests.support.servers import Server
+
+
+@contextmanager
+def sampled_connections(server: Server, phase: dict[str, str]) -> Iterator[list[tuple[str, int]]]:
+    """(phase, the sweeper role's connections) every 20 ms, from a superuser connection."""
+    samples: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.02):
+            rows = server.sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'sweeper'", admin=True
+            )
+            samples.append((phase["name"], int(rows[0][0])))  # type: ignore[call-overload]
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        done.set()
+        thread.join()
+
+
+@pytest.mark.timeout(180)
+def test_a_training_worker_holds_one_connection_at_most_and_a_waiting_one_none(
+    server: Server,
+) -> None:
+    workers = WorkersConfig(heartbeat_interval_seconds=1, grace_period_seconds=60, poll_seconds=0.2)
+    storage = open_storage(server.url, workers=workers)
+    study = optuna.create_study(storage=worker_storage(storage), study_name="budget")
+    phase = {"name": "starting"}
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        phase["name"] = "training"
+        for step in range(8):  # reports and heartbeats while it trains
+            time.sleep(0.4)
+            trial.report(x, step)
+            trial.should_prune()
+        phase["name"] = "ending"
+        return x
+
+    with sampled_connections(server, phase) as samples:
+        result = run_trials(
+            study, objective, storage_url=server.url, workers=workers, n_trials=1, log=print
+        )
+        assert result.reason is StopReason.BUDGET_MET
+        # Another worker's trial takes the last place of a budget of 2: this one waits.
+        other = open_storage(server.url, workers=workers)
+        other.create_new_trial(study._study_id)
+        other.engine.dispose()
+        phase["name"] = "waiting"
+        result = run_trials(
+            study,
+            objective,
+            storage_url=server.url,
+            workers=workers,
+            n_trials=2,
+            timeout_seconds=3,
+            log=print,
+        )
+        phase["name"] = "done"
+    assert result.reason is StopReason.TIMEOUT and result.trials_run == 0
+    training = [count for name, count in samples if name == "training"]
+    waiting = [count for name, count in samples if name == "waiting"]
+    assert len(training) > 50 and len(waiting) > 50
+    # Its reports and heartbeats took turns on one connection, closed 50 ms after each
+    # burst (CONNECTION_IDLE_SECONDS): none held in between, while training or waiting.
+    assert max(training) == 1 and training.count(0) > len(training) / 2
+    assert max(waiting) <= 1 and waiting.count(0) > len(waiting) / 2
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_waiting_for_a_lock_holds_no_connection(server: Server) -> None:
+    name = f"budget/test-{uuid.uuid4().hex}"
+    holder, waiter = open_lock(server.url, name), open_lock(server.url, name)
+    phase = {"name": "held"}
+    acquired = threading.Event()
+
+    def wait_for_it() -> None:
+        waiter.acquire()
+        acquired.set()
+
+    try:
+        holder.acquire()
+        with sampled_connections(server, phase) as samples:
+            thread = threading.Thread(target=wait_for_it)
+            thread.start()
+            time.sleep(2.0)
+            assert not acquired.is_set()  # exclusive
+            holder.release()
+            phase["name"] = "released"
+            assert acquired.wait(10)  # within its backoff, capped at 2 s
+            thread.join()
+        held = [count for name, count in samples if name == "held"]
+        assert len(held) > 30
+        # The holder's connection, and now and then the waiter's, for one try: none between.
+        assert min(held) == 1 and max(held) <= 2
+        assert held.count(1) > 0.8 * len(held)
+    finally:
+        holder.close()
+        waiter.close()
+
+
+def _study_with_trials(storage_url: str) -> tuple[optuna.Study, optuna.Study]:
+    """A study of finished, pruned and running trials with curves, opened as Optuna opens
+    it and as a worker does."""
+    rng = random.Random(7)
+    name = f"grid-{uuid.uuid4().hex[:8]}"
+    storage = open_storage(storage_url, heartbeat=False)
+    plain = optuna.create_study(study_name=name, storage=storage)
+    distribution = optuna.distributions.FloatDistribution(0.0, 1.0)
+
+    def curve(length: int) -> dict[int, float]:
+        level = rng.uniform(0.3, 0.9)
+        return {step: level + rng.gauss(0.0, 0.05) - 0.02 * step for step in range(length)}
+
+    for index in range(10):
+        state = TrialState.COMPLETE if index % 3 else TrialState.PRUNED
+        values = curve(6 if state == TrialState.COMPLETE else 2)
+        plain.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=min(values.values()) if state == TrialState.COMPLETE else None,
+                params={"x": rng.random()},
+                distributions={"x": distribution},
+                intermediate_values=values,
+            )
+        )
+    for _ in range(4):
+        running = optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params={"x": rng.random()},
+            distributions={"x": distribution},
+            intermediate_values=curve(4),
+        )
+        storage.create_new_trial(plain._study_id, template_trial=running)
+    worker = optuna.load_study(study_name=name, storage=worker_storage(storage))
+    return plain, worker
+
+
+PRUNERS = [
+    {"type": "median", "n_startup_trials": 2},
+    {"type": "percentile", "percentile": 40.0, "n_startup_trials": 1},
+    {"type": "median", "n_startup_trials": 2, "patience": 1},
+    {"type": "rank", "keep_top": 2, "keep_fraction": 0.3, "n_warmup_steps": 0},
+    {"type": "threshold", "upper": 0.7},
+]
+
+
+@pytest.mark.parametrize("settings", PRUNERS, ids=[str(p["type"]) for p in PRUNERS])
+def test_a_pruner_at_its_grid_point_decides_as_on_the_whole_study(
+    storage_url: str, settings: dict[str, Any]
+) -> None:
+    plain, worker = _study_with_trials(storage_url)
+    pruner = PRUNER_TYPES[settings["type"]].model_validate(settings).build()
+    narrowed = reading_at_grid_point(pruner)
+    assert narrowed is not pruner  # a curve-only pruner reads the grid point alone
+    verdicts = []
+    for trial in plain.get_trials(states=(TrialState.RUNNING,)):
+        for step in sorted(trial.intermediate_values):
+            judged = FrozenTrial(
+                number=trial.number,
+                state=trial.state,
+                value=None,
+                datetime_start=trial.datetime_start,
+                datetime_complete=None,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs={},
+                system_attrs={},
+                intermediate_values={
+                    at: value for at, value in trial.intermediate_values.items() if at <= step
+                },
+                trial_id=trial._trial_id,
+            )
+            whole = pruner.prune(plain, judged)
+            assert narrowed.prune(worker, judged) == whole, (trial.number, step)
+            verdicts.append(whole)
+    assert True in verdicts and False in verdicts  # the table can tell them apart
+
+
+def test_successive_halving_reads_the_study_as_optuna_gives_it() -> None:
+    pruner = (
+        PRUNER_TYPES["successive_halving"].model_validate({"type": "successive_halving"}).build()
+    )
+    assert reading_at_grid_point(pruner) is pruner
+
+
+def test_a_start_is_claimed_only_while_the_budget_has_room(storage_url: str) -> None:
+    storage = open_storage(storage_url, heartbeat=False)
+    study = optuna.create_study(
+        study_name=f"claims-{uuid.uuid4().hex[:8]}", storage=worker_storage(storage)
+    )
+    storage.budget = TrialBudget(study._study_id, n_trials=2)
+    first, second = study.ask(), study.ask()
+    with pytest.raises(BudgetTaken, match="0 finished, 2 running, 0 waiting"):
+        study.ask()
+    study.enqueue_trial({"x": 0.5})
+    with pytest.raises(BudgetTaken, match="0 finished, 2 running, 1 waiting"):
+        study.ask()  # the enqueued trial is not popped past the budget either
+    study.tell(first, 1.0)
+    study.tell(second, state=TrialState.FAIL)  # failed: its place is free again
+    popped = study.ask()
+    assert popped.number == 2 and popped.params == {} and study.trials[2].state.name == "RUNNING"
+    assert len(storage.claim_seconds) == 3
+
+    # Queue only (what `sweeper confirm` runs): enqueued trials, never a new one.
+    storage.budget = TrialBudget(study._study_id, n_trials=None, queue_only=True)
+    with pytest.raises(BudgetTaken):
+        study.ask()
+    study.enqueue_trial({"x": 0.25})
+    assert study.ask().number == 3
+    assert [trial.state for trial in study.get_trials()].count(TrialState.RUNNING) == 2
+
+
+@pytest.mark.timeout(120)
+def test_a_role_connection_limit_is_waited_for_as_a_full_server_is(server: Server) -> None:
+    """The guard the how-to suggests (ALTER ROLE ... CONNECTION LIMIT): a worker refused by
+    it waits for a connection, as for a server with none left."""
+    import sqlalchemy
+
+    from sweeper.runtime.outage import classify
+    from sweeper.runtime.storage import check_reachable
+
+    server.sql("ALTER ROLE sweeper CONNECTION LIMIT 1", admin=True)
+    engine = sqlalchemy.create_engine(server.url, poolclass=sqlalchemy.pool.NullPool)
+    held = engine.connect()
+    try:
+        with pytest.raises(sqlalchemy.exc.OperationalError) as refused:
+            engine.connect()
+        assert "too many connections for role" in str(refused.value)
+        assert classify(refused.value) == "too many clients"
+        releaser = threading.Timer(1.5, held.close)
+        releaser.start()
+        started = time.monotonic()
+        check_reachable(server.url, WorkersConfig(storage_outage_seconds=30))
+        releaser.join()
+        assert time.monotonic() - started >= 1.0  # it waited for the held one to close
+    finally:
+        held.close()
+        engine.dispose()
+
+
+def test_a_trial_failed_as_stale_elsewhere_does_not_stop_its_worker(storage_url: str) -> None:
+    """A worker starved for longer than the grace period (1,000 workers on two cores did
+    it) finds its trial failed and retried by another when it ends: one line, and it goes
+    on; the retry counts."""
+    from sweeper.runtime.storage import retry_callback
+
+    workers = WorkersConfig(heartbeat_interval_seconds=1, grace_period_seconds=60, poll_seconds=0.2)
+    storage = open_storage(storage_url, workers=workers)
+    study = optuna.create_study(
+        storage=worker_storage(storage), study_name=f"stale-{uuid.uuid4().hex[:8]}"
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        x = trial.suggest_float("x", 0.0, 1.0)
+        if trial.number == 0:  # what another worker's heartbeat check does to a late trial
+            other = open_storage(storage_url, heartbeat=False)
+            other.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            judged = optuna.load_study(study_name=study.study_name, storage=other)
+            retry_callback(workers)(judged, other.get_trial(trial._trial_id))
+        return x
+
+    lines: list[str] = []
+    result = run_trials(
+        study, objective, storage_url=storage_url, workers=workers, n_trials=2, log=lines.append
+    )
+    assert result.reason is StopReason.BUDGET_MET
+    trials = study.get_trials()
+    assert [trial.state for trial in trials] == [
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+        TrialState.COMPLETE,
+    ]
+    assert trials[1].params == trials[0].params  # the retry ran the same configuration
+    assert any("another worker had failed it as stale" in line for line in lines), lines
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_waiting_for_a_free_connection_waits_through_a_restart(server: Server) -> None:
+    """Queued for a connection at start-up, then the server restarts: it waits on (a server
+    that cannot be reached at all at start-up is still an error within seconds)."""
+    import sqlalchemy
+
+    from sweeper.runtime.storage import check_reachable
+
+    server.sql("ALTER ROLE sweeper CONNECTION LIMIT 1", admin=True)
+    engine = sqlalchemy.create_engine(server.url, poolclass=sqlalchemy.pool.NullPool)
+    held = engine.connect()
+    outcome: list[object] = []
+
+    def join() -> None:
+        try:
+            check_reachable(server.url, WorkersConfig(storage_outage_seconds=60))
+            outcome.append("joined")
+        except Exception as error:  # the assertion below names it
+            outcome.append(error)
+
+    waiter = threading.Thread(target=join)
+    waiter.start()
+    try:
+        time.sleep(1.5)  # refused: too many connections for role
+        assert not outcome
+        held.invalidate()
+        server.stop()  # the server goes away while it waits
+        time.sleep(2.0)
+        server.start()
+        waiter.join(60)
+        assert outcome == ["joined"]
+    finally:
+        held.close()
+        engine.dispose()

@@ -1,0 +1,1 @@
+"""What the tests share: test servers, study builders, workers stopped mid-trial."""
