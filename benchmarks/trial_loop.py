@@ -32,7 +32,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import MINILM, MINILM_PACKAGE, REPO_ROOT, environment, quiet, write_results
+from benchmarks.common import (
+    LABEL_COLUMN,
+    LABEL_NAMES,
+    MINILM,
+    MINILM_PACKAGE,
+    REPO_ROOT,
+    TEXT,
+    environment,
+    quiet,
+    split_dataset_section,
+    write_results,
+)
 from benchmarks.hyperparameter_search import Search, TrialRecord, run_search, training_arguments
 
 NAME = "trial-loop"
@@ -43,7 +54,6 @@ HELP = (
 
 DEFAULT_DATA = REPO_ROOT / "data" / "imdb-3k.csv.gz"
 DEFAULT_LEARNING_RATES = (1e-5, 3e-5, 5e-5, 1e-4)
-TEXT, LABEL_COLUMN, LABEL_NAMES = "review", "sentiment", ("negative", "positive")
 SWEEPER, HF = "sweeper", "hyperparameter_search"
 
 # The targets docs/benchmarks/trial-loop.md reports against.
@@ -254,14 +264,7 @@ def sweeper_config(sizes: dict[str, Any], data_dir: Path, model: str, runs: Path
     return StudyConfig.model_validate(
         {
             "name": "trial-loop",
-            "dataset": {
-                "path": str(data_dir),
-                "text_column": TEXT,
-                "label_column": LABEL_COLUMN,
-                "label_names": list(LABEL_NAMES),
-                "train_split": "train",
-                "validation_split": "validation",
-            },
+            "dataset": split_dataset_section(data_dir),
             "model": {"name": model, "max_length": sizes["max_length"]},
             "search_space": {
                 "learning_rate": {"low": 1e-6, "high": 1e-3, "log": True},

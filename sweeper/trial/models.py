@@ -203,3 +203,40 @@ def check_same_model(
         f"{stored[:12]}); point model.name at a copy of the study's model, or create a new "
         "study with --set name=NEW"
     )
+
+
+def save_random_bert(
+    directory: Path,
+    *,
+    tokenizer_source: str | Path,
+    hidden: int,
+    layers: int,
+    heads: int,
+    intermediate: int,
+    seed: int = 0,
+) -> Path:
+    """Save a randomly initialised BERT classifier of the given size, with the tokenizer of
+    ``tokenizer_source`` (a local path or a ``package:`` name), into ``directory``: a model
+    that trains for real with no hub, for the tests (tiny) and the benchmarks (up to
+    distilbert's size). The weights come from ``seed``, so every run starts from the same
+    model (unseeded, a test comparing trials a few thousandths apart passed or failed by the
+    draw)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    source = resolve_local_path(str(tokenizer_source)) or Path(tokenizer_source)
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=512,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = BertForSequenceClassification(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -29,6 +29,7 @@ from benchmarks.gpu_speed import (
     summarize,
     tf32_agreement,
 )
+from tests.support.quick_benchmarks import QUICK_RUN_TEST_TIMEOUT
 
 
 def test_gpu_benchmark_is_registered_with_its_options() -> None:
@@ -85,7 +86,7 @@ def effect_lengths(result: dict[str, Any]) -> int:
     return int(result["in_effect"]["training_batch_lengths_distinct"])
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(QUICK_RUN_TEST_TIMEOUT)
 @pytest.mark.slow
 def test_gpu_benchmark_quick_runs_on_this_machine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -4,34 +4,19 @@ trial's time from the probe's events."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks import available
 from benchmarks.overhead import trial_costs
-from tests.support.studies import REPO_ROOT as REPO
+from tests.support.quick_benchmarks import QUICK_RUN_TEST_TIMEOUT, run_quick
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(QUICK_RUN_TEST_TIMEOUT)
 def test_overhead_quick_times_the_start_and_every_trial(tmp_path: Path) -> None:
     assert "overhead" in available()
-    env = {**os.environ, "BENCH_RESULTS_DIR": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-    env.pop("OUT", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "overhead", "--quick"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=280,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    payload = json.loads((tmp_path / "overhead.json").read_text())
+    payload = run_quick("overhead", tmp_path).results("overhead")
     (run,) = payload["runs"]
     startup = run["startup"]
     parts = ("imports_seconds", "open_study_seconds", "first_trial_setup_seconds")

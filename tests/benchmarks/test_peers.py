@@ -5,7 +5,6 @@ and its summary's rules on payloads made up to hit each case."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,29 +15,15 @@ import pytest
 
 from benchmarks import available
 from benchmarks.peers import SIDES, summarize
+from tests.support.quick_benchmarks import QUICK_RUN_TEST_TIMEOUT, run_quick
 from tests.support.studies import REPO_ROOT as REPO
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(QUICK_RUN_TEST_TIMEOUT)
 def test_peers_quick_runs_every_side_and_confirms_on_the_same_seeds(tmp_path: Path) -> None:
     assert "peers" in available()
-    env = {
-        **os.environ,
-        "BENCH_RESULTS_DIR": str(tmp_path),
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": str(REPO),
-    }
-    env.pop("OUT", None)
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "peers", "--quick", "--cpu-threads", "1"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=560,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    payload = json.loads((tmp_path / "peers.json").read_text())
+    done = run_quick("peers", tmp_path, "--cpu-threads", "1")
+    payload = done.results("peers")
     seeds = payload["seeds"]
     assert len(seeds) == 2 and not set(seeds) & {42, 7, 1234}  # fresh: not the sweep's
     # The searched hyperparameters (num_train_epochs is fixed at --quick, and so is

