@@ -15,7 +15,8 @@ trials yet waits only for a free connection (``too many clients``): a database t
 reached at start-up is an error within seconds, as before. A full server is not an outage:
 it answers, and serves the workers it has, so a worker queued for a free connection waits
 for one without the outage limit (saying so every ``STILL_WAITING_SECONDS``), as it would
-queue for a GPU; the limit counts only time the server cannot be reached.
+queue for a GPU; the limit counts only time the server cannot be reached, since it last
+answered (a refusal for want of a connection is an answer).
 
 :class:`StorageHealth` is the one view a worker has of its database: whether it is down and
 since when, whether the outage outlasted the limit, and for how long it has been up (no
@@ -166,10 +167,15 @@ class StorageHealth:
         self.outages = 0
         self._log = log or (lambda line: print(line, flush=True))
         self._lock = threading.Lock()
+        # Down: since the first failed call (queued for a connection, or no answer at all).
         self._down_since: float | None = None
-        self._down_wall: datetime.datetime | None = None
+        # Unreachable: since the server last answered. Only this counts towards the limit: a
+        # worker queued for a free connection for an hour that then meets a one-minute restart
+        # has been out of reach for a minute (the 1,000-worker scale run at cd1c11b lost 577
+        # workers to counting their queueing as outage).
+        self._unreachable_since: float | None = None
+        self._said_unreachable = False
         self._reason = ""
-        self._failure: Failure = "connection"
         self._up_since = time.monotonic()
         self._local = threading.local()
 
@@ -185,14 +191,16 @@ class StorageHealth:
         return 0.0 if since is None else time.monotonic() - since
 
     @property
+    def unreachable_seconds(self) -> float:
+        """How long the server has not answered at all (0 while it answers, even "full")."""
+        since = self._unreachable_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    @property
     def exceeded(self) -> bool:
         """Unreachable for longer than the limit: time to save the checkpoint and leave (a
         server refusing for want of a free connection is up: that is waited out)."""
-        return (
-            self.down
-            and self._failure != "too many clients"
-            and self.down_seconds > self.limit_seconds
-        )
+        return self.unreachable_seconds > self.limit_seconds
 
     @property
     def seconds_up(self) -> float:
@@ -214,26 +222,35 @@ class StorageHealth:
                 return
             seconds = time.monotonic() - self._down_since
             self._down_since = None
+            self._unreachable_since = None
+            self._said_unreachable = False
             self._up_since = time.monotonic()
         self._log(f"[sweeper] the study database at {self.host} is back after {seconds:.0f} s")
 
     def failed(self, error: BaseException, failure: Failure) -> None:
         with self._lock:
+            now = time.monotonic()
             self._reason = short_reason(error)
-            self._failure = failure
-            if self._down_since is not None:
-                return
-            self._down_since = time.monotonic()
-            self._down_wall = datetime.datetime.now()
-            self.outages += 1
-            since = self._down_wall.strftime("%H:%M:%S")
+            if failure == "too many clients":
+                self._unreachable_since = None  # it answered: the outage clock starts afresh
+            elif self._unreachable_since is None:
+                self._unreachable_since = now
+            first = self._down_since is None
+            if first:
+                self._down_since = now
+                self.outages += 1
+            say_unreachable = failure == "connection" and not self._said_unreachable
+            self._said_unreachable = self._said_unreachable or say_unreachable
+            since = datetime.datetime.now().strftime("%H:%M:%S")
+        # One line as the server stops answering, one as it is found full (once a down spell).
         limit = f"{self.limit_seconds:g} s (workers.storage_outage_seconds)"
-        if self.armed:
+        if say_unreachable:
+            going_on = "training goes on, " if self.armed else ""
             self._log(
                 f"[sweeper] the study database at {self.host} cannot be reached since {since} "
-                f"({self._reason}); training goes on, retrying for up to {limit}"
+                f"({self._reason}); {going_on}retrying for up to {limit}"
             )
-        else:
+        elif first:
             self._log(
                 f"[sweeper] the study database at {self.host} has no free connection since "
                 f"{since} ({self._reason}); waiting for one (a full server is queued for, "
@@ -250,7 +267,7 @@ class StorageHealth:
 
     def outage_error(self, doing: str) -> StorageError:
         """The one-line error past the limit of an outage."""
-        seconds = self.down_seconds
+        seconds = self.unreachable_seconds
         limit = f"workers.storage_outage_seconds={self.limit_seconds:g}"
         return StorageOutageError(
             f"storage={self.url!r} could not be reached for {seconds:.0f} s while {doing} "
@@ -302,7 +319,7 @@ class StorageHealth:
                         said_at = time.monotonic()
                         self.still_waiting()
                 else:
-                    remaining = self.limit_seconds - self.down_seconds
+                    remaining = self.limit_seconds - self.unreachable_seconds
                 time.sleep(max(0.05, min(delay, remaining + 0.1) * random.uniform(0.5, 1.0)))
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
                 continue

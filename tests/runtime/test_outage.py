@@ -151,6 +151,39 @@ def test_which_failures_are_waited_out(message: str, failure: str | None, reason
 # --- riding out an outage ------------------------------------------------------------------
 
 
+def test_only_time_the_server_does_not_answer_counts_towards_the_outage_limit() -> None:
+    # The 1,000-worker scale run at cd1c11b: workers queued for minutes for a free connection
+    # then met a one-minute restart, and 577 of them stopped at once, their queueing counted
+    # as outage.
+    lines: list[str] = []
+    health = outage.StorageHealth(
+        "postgresql+psycopg://u@db:5432/s", "db", limit_seconds=1.0, log=lines.append
+    )
+    full = _driver_error("connection failed: FATAL:  sorry, too many clients already")
+    refused = _driver_error("connection failed: Connection refused")
+    health.failed(full, "too many clients")
+    time.sleep(1.3)
+    assert health.down and health.down_seconds > 1.0 and not health.exceeded
+    health.failed(refused, "connection")  # the server stops answering now
+    assert health.unreachable_seconds < 1.0 and not health.exceeded
+    time.sleep(0.6)
+    health.failed(full, "too many clients")  # it answered (full): the clock starts afresh
+    health.failed(refused, "connection")
+    assert health.unreachable_seconds < 1.0 and not health.exceeded
+    time.sleep(1.3)
+    assert health.exceeded
+    assert str(health.outage_error("starting a trial")).startswith(
+        "storage='db' could not be reached for 1 s while starting a trial (Connection refused;"
+    )
+    health.succeeded()
+    assert not health.down and health.unreachable_seconds == 0.0
+    assert [line.split(" since ")[0] for line in lines] == [
+        "[sweeper] the study database at db:5432 has no free connection",
+        "[sweeper] the study database at db:5432 cannot be reached",
+        "[sweeper] the study database at db:5432 is back after 3 s",
+    ]
+
+
 @pytest.mark.timeout(600)
 def test_two_workers_ride_out_an_outage_longer_than_the_grace_period(
     server: Server, write_study: Callable[..., Path], study_name: str, tmp_path: Path
@@ -485,6 +518,23 @@ def test_no_free_connection_is_waited_for_past_the_outage_limit(
         out = capsys.readouterr().out
         assert "has no free connection since" in out and "not an outage" in out
         assert "still no free connection" in out and "max_connections" in out
+
+        # Queued past the limit, then the server restarts (which frees every connection): the
+        # outage is the restart's few seconds, not the queueing before it, so the worker joins.
+        monkeypatch.setattr(outage, "MAX_RETRY_SECONDS", 0.5)  # it tries while the server is down
+        held.append(engine.connect())
+
+        def restart() -> None:
+            server.stop()
+            time.sleep(1.5)
+            server.start()
+
+        restarter = threading.Timer(8.0, restart)
+        restarter.start()
+        check_reachable(server.url, WorkersConfig(storage_outage_seconds=6))
+        restarter.join()
+        out = capsys.readouterr().out
+        assert "has no free connection since" in out and "cannot be reached since" in out
     finally:
         for connection in held:
             connection.close()
