@@ -608,8 +608,12 @@ def _failed_elsewhere(
     carries on, and so does this worker. Said in one line."""
     told_late = False
     link: BaseException | None = error
-    while link is not None and not told_late:  # Optuna asserts on top of its ValueError
-        told_late = isinstance(link, ValueError) and str(link).startswith("Cannot tell a")
+    while link is not None and not told_late:  # Optuna asserts on top of its own error
+        # Tell's check found the trial finished (ValueError), or the trial was failed between
+        # that check and the write (the scale run at da0ee06 met it three times).
+        told_late = isinstance(link, optuna.exceptions.UpdateFinishedTrialError) or (
+            isinstance(link, ValueError) and str(link).startswith("Cannot tell a")
+        )
         link = link.__context__
     if trial_id is None or not told_late:
         return False

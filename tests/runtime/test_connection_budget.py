@@ -309,6 +309,47 @@ def test_a_trial_failed_as_stale_elsewhere_does_not_stop_its_worker(storage_url:
     assert any("another worker had failed it as stale" in line for line in lines), lines
 
 
+def _under_optunas_assertion(write: Any) -> BaseException:
+    """The error of ``write()`` as Optuna's ``_run_trial`` leaves it: its ``finally`` asserts
+    on top of a failed tell, the tell's error as the assertion's context."""
+    try:
+        try:
+            write()
+        finally:
+            raise AssertionError("Should not reach.")
+    except AssertionError as error:
+        return error
+    raise AssertionError("not raised")
+
+
+@pytest.mark.parametrize("when", ["before the tell", "between the tell's check and its write"])
+def test_a_trial_failed_elsewhere_is_known_however_the_tell_finds_out(
+    storage_url: str, when: str
+) -> None:
+    from sweeper.runtime.workers import _failed_elsewhere
+
+    storage = open_storage(storage_url, heartbeat=False)
+    study = optuna.create_study(storage=storage, study_name=f"told-{uuid.uuid4().hex[:8]}")
+    trial = study.ask()
+    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # another worker's verdict
+    if when == "before the tell":  # Optuna's check: ValueError("Cannot tell a FAIL trial")
+        error = _under_optunas_assertion(lambda: study.tell(trial, 1.0))
+    else:  # the check saw RUNNING; the write finds FAIL: UpdateFinishedTrialError
+        error = _under_optunas_assertion(
+            lambda: storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [1.0])
+        )
+    lines: list[str] = []
+    assert _failed_elsewhere(study, trial._trial_id, error, lines.append)
+    assert lines == [
+        "[sweeper] trial #0 ended here, but another worker had failed it as stale (its "
+        "heartbeat came later than workers.grace_period_seconds) and retried it; its retry "
+        "counts, this result does not"
+    ]
+    # Any other failure of the tell is not this: it is raised.
+    other = _under_optunas_assertion(lambda: study.tell(trial._trial_id + 99, 1.0))
+    assert not _failed_elsewhere(study, trial._trial_id + 99, other, lines.append)
+
+
 @pytest.mark.timeout(120)
 def test_a_worker_waiting_for_a_free_connection_waits_through_a_restart(server: Server) -> None:
     """Queued for a connection at start-up, then the server restarts: it waits on (a server
