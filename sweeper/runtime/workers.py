@@ -75,6 +75,7 @@ from sweeper.runtime.storage import (
     ResilientRDBStorage,
     StorageLock,
     TrialBudget,
+    end_heartbeat,
     open_lock,
     redact,
     retry_callback,
@@ -546,6 +547,8 @@ def _gated_objective(
             # cannot fix): Optuna must not tell it (that needs the database); it stays
             # RUNNING, goes stale and is retried.
             raise _AbandonedTrial(failure) from failure
+        finally:
+            end_heartbeat(trial.study, trial._trial_id)
 
     return gated
 

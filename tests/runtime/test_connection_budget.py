@@ -309,6 +309,51 @@ def test_a_trial_failed_as_stale_elsewhere_does_not_stop_its_worker(storage_url:
     assert any("another worker had failed it as stale" in line for line in lines), lines
 
 
+@pytest.mark.timeout(120)
+def test_a_heartbeat_refused_a_connection_waits_for_one_until_its_trial_ends(
+    server: Server,
+) -> None:
+    """One try per beat is not enough on a full server: at 1,000 workers on 90 connections a
+    live worker's four tries in a row were refused and its trial was failed as stale."""
+    import sqlalchemy
+
+    from sweeper.runtime.local_postgres import run_sql, superuser_url
+    from sweeper.runtime.storage import end_heartbeat
+
+    workers = WorkersConfig(heartbeat_interval_seconds=60, grace_period_seconds=120)
+    storage = open_storage(server.url, workers=workers)
+    study = optuna.create_study(storage=storage, study_name="beats")
+    trial_id = study.ask()._trial_id
+    beats = f"SELECT count(*) FROM trial_heartbeats WHERE trial_id = {trial_id}"
+    admin = superuser_url(server.url, "sweeper")  # not the sweeper role: never refused
+    server.sql("ALTER ROLE sweeper CONNECTION LIMIT 1", admin=True)
+    engine = sqlalchemy.create_engine(server.url, poolclass=sqlalchemy.pool.NullPool)
+    time.sleep(0.5)  # the storage's idle connection is closed after 50 ms
+    held = engine.connect()
+    try:
+        releaser = threading.Timer(2.0, held.close)
+        releaser.start()
+        started = time.monotonic()
+        storage.record_heartbeat(trial_id)  # refused, then written once the slot frees
+        releaser.join()
+        assert time.monotonic() - started >= 1.5
+        assert run_sql(admin, beats) == [(1,)]
+
+        # Refused for good: it waits until its objective returns, not half the interval.
+        time.sleep(0.5)
+        held = engine.connect()
+        beating = threading.Thread(target=storage.record_heartbeat, args=(trial_id,))
+        beating.start()
+        time.sleep(1.0)
+        end_heartbeat(study, trial_id)
+        beating.join(timeout=15)
+        assert not beating.is_alive()
+    finally:
+        held.close()
+        engine.dispose()
+        storage.engine.dispose()
+
+
 def _under_optunas_assertion(write: Any) -> BaseException:
     """The error of ``write()`` as Optuna's ``_run_trial`` leaves it: its ``finally`` asserts
     on top of a failed tell, the tell's error as the assertion's context."""
