@@ -354,7 +354,7 @@ def test_a_heartbeat_refused_a_connection_waits_for_one_until_its_trial_ends(
         storage.engine.dispose()
 
 
-def _under_optunas_assertion(write: Any) -> BaseException:
+def _under_optunas_assertion(write: Any) -> Exception:
     """The error of ``write()`` as Optuna's ``_run_trial`` leaves it: its ``finally`` asserts
     on top of a failed tell, the tell's error as the assertion's context."""
     try:
