@@ -74,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-connections", type=int, default=None, help="default 100")
     parser.add_argument("--outage-seconds", type=float, default=60.0)
     parser.add_argument(
+        "--grace-period-seconds",
+        type=float,
+        default=WORKERS["grace_period_seconds"],
+        help="the workers' workers.grace_period_seconds (default %(default)s, sweeper's)",
+    )
+    parser.add_argument(
         "--role-limit",
         type=int,
         default=90,
@@ -315,6 +321,7 @@ def run_size(
     sweeper_tree: Path,
     work: Path,
     time_limit: float | None = None,
+    workers: dict[str, float] = WORKERS,
 ) -> dict[str, Any]:
     """One run of ``size`` (label, processes, threads per process, budget, trial seconds,
     reports): its workers on a new study; workers still running after ``time_limit`` seconds
@@ -328,7 +335,7 @@ def run_size(
         "n_trials": budget,
         "trial_seconds": trial_seconds,
         "reports": reports,
-        "workers": WORKERS,
+        "workers": workers,
         "start_at": start_at,
     }
     launched = _launch(server, spec, processes, sweeper_tree, work)
@@ -348,7 +355,7 @@ def run_size(
         "threads_per_process": threads,
         "budget": budget,
         "trial_seconds_slept": trial_seconds,
-        "workers_settings": WORKERS,
+        "workers_settings": workers,
         "reports_per_trial": reports,
         "states": states,
         "exit_codes": sorted(set(codes)),
@@ -659,6 +666,7 @@ def _run_sizes(
                 sweeper_tree=tree,
                 work=work,
                 time_limit=None if code == "after" else args.before_time_limit,
+                workers={**WORKERS, "grace_period_seconds": args.grace_period_seconds},
             )
             measured["code"] = code
             results.payload["runs"].append(measured)
