@@ -18,6 +18,11 @@ SPLIT_FINGERPRINTS_ATTR = "split_fingerprints"
 MODEL_FINGERPRINT_ATTR = "model_fingerprint"
 # Set last when a study is created: it has its baselines and its stored config.
 STUDY_READY_ATTR = "sweeper_ready"
+# Warm start (sweeper.study.warm_start), written when the study is created: its sources, what
+# was enqueued and every line said then; and the sources' finished trials in this study's
+# search space (params, state, value; no storage URL), which every worker's sampler models.
+WARM_START_ATTR = "warm_start"
+WARM_START_TRIALS_ATTR = "warm_start_trials"
 # Optional, set by a user: the fine-tuned model's license for its card (beside model.license).
 LICENSE_ATTR = "license"
 
@@ -30,6 +35,8 @@ TEST_SCORES_ATTR_PREFIX = "test:"
 
 # --- on a trial: what it is ------------------------------------------------------------------------
 BASELINE_ATTR = "baseline"  # the name of the baseline an enqueued trial stands for
+# An enqueued warm-start trial: the source trial it comes from ("imdb #7").
+WARM_START_SOURCE_ATTR = "warm_start_source"
 CONFIRM_CONFIG_ATTR = "confirm_config"  # a re-run: the planned configuration's id
 CONFIRM_SEED_ATTR = "confirm_seed"  # and its seed
 CONFIRM_NAME_ATTR = "confirm_name"  # and its name (a baseline's, or "trial #N")

@@ -19,8 +19,8 @@ from urllib.parse import parse_qsl, urlencode
 # given: launchers pass the URL this way, never on a command line or in a file they write.
 STORAGE_ENV = "SWEEPER_STORAGE"
 
-# The study-file keys whose value may be a URL with a credential in it.
-URL_KEYS = ("storage", "checkpoint_root", "dataset.path")
+# The study-file keys whose value may be a URL with a credential in it; "[]" walks a list.
+URL_KEYS = ("storage", "checkpoint_root", "dataset.path", "warm_start.sources[].storage")
 
 # Query parameters that carry a secret (libpq's password=, object stores' signed keys).
 _SECRET_QUERY_KEYS = frozenset(
@@ -69,14 +69,26 @@ def without_credentials(url: str) -> str:
 def scrub_document(document: dict[str, Any]) -> dict[str, Any]:
     """A study's configuration document (as stored) with every URL key's credentials
     dropped; the input is not changed."""
-    scrubbed = {
-        key: dict(value) if isinstance(value, dict) else value for key, value in document.items()
-    }
+    scrubbed: dict[str, Any] = _copied(document)
     for dotted in URL_KEYS:
         *parents, leaf = dotted.split(".")
-        node: Any = scrubbed
+        nodes: list[Any] = [scrubbed]
         for parent in parents:
-            node = node.get(parent) if isinstance(node, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(leaf), str):
-            node[leaf] = without_credentials(node[leaf])
+            name = parent.removesuffix("[]")
+            found = [node.get(name) for node in nodes if isinstance(node, dict)]
+            if parent.endswith("[]"):
+                found = [item for value in found if isinstance(value, list) for item in value]
+            nodes = found
+        for node in nodes:
+            if isinstance(node, dict) and isinstance(node.get(leaf), str):
+                node[leaf] = without_credentials(node[leaf])
     return scrubbed
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a document's dicts and lists, so scrubbing never changes its input."""
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_copied(item) for item in value]
+    return value

@@ -63,8 +63,23 @@ def _study_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _warm_start_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--warm-start",
+        dest="warm_start",
+        action="append",
+        default=None,
+        metavar="STUDY[@STORAGE]",
+        help="start a new study from an earlier one (repeatable; warm_start.sources): its best "
+        "configurations enqueued after the baselines, its finished trials informing the "
+        "sampler. STORAGE is the earlier study's storage URL when it is not this study's; "
+        "leave its password to PGPASSWORD or ~/.pgpass (never stored)",
+    )
+
+
 def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
     _study_arguments(parser)
+    _warm_start_argument(parser)
     parser.add_argument(
         "--n-trials",
         type=int,
@@ -139,6 +154,7 @@ def _add_sweep_commands(commands: Any) -> None:
         help="check, writing nothing, what would fail every trial (model, data, storage, disk)",
     )
     _study_arguments(check)
+    _warm_start_argument(check)
     check.add_argument(
         "--checkpoint-root",
         help="where trial checkpoints would go (a shared filesystem for several machines)",
@@ -213,6 +229,7 @@ def _add_create_command(commands: Any) -> None:
         "stored config (idempotent)",
     )
     _study_arguments(create)
+    _warm_start_argument(create)
     create.add_argument(
         "--checkpoint-root",
         help="where trial checkpoints will go (checked for room and writes, not written)",

@@ -39,6 +39,7 @@ from sweeper.settings.samplers import (
     TPESamplerConfig,
 )
 from sweeper.settings.strict import StrictModel
+from sweeper.settings.warm_start import WarmStartConfig
 
 # What TrainingArguments.report_to accepts in transformers 5: the keys of
 # transformers.integrations.INTEGRATION_TO_CALLBACK (tests/trial/test_tracking.py checks that this
@@ -417,6 +418,7 @@ BLOCKS_OFF: dict[str, dict[str, Any]] = {
     "early_stopping": {"patience": None},
     "near_chance": {"at_fraction": None},
     "pruner": {"type": "none"},
+    "warm_start": {"sources": []},
 }
 
 
@@ -432,6 +434,10 @@ class StudyConfig(StrictModel):
     {choices: [...]}, or a fixed value (the table below)."""
     baselines: list[Baseline] = Field(default_factory=list)
     """Configurations enqueued first (the model cards' runs), as [{name, params}]."""
+    warm_start: WarmStartConfig = WarmStartConfig()
+    """Earlier studies this one starts from: their best configurations enqueued after the
+    baselines, their finished trials informing the sampler (--warm-start STUDY[@STORAGE]);
+    read once, when the study is created; null turns it off (BLOCKS_OFF)."""
     training: TrainingConfig = TrainingConfig()
     """Fixed training arguments, as in the model cards."""
     evaluation: EvaluationConfig = EvaluationConfig()

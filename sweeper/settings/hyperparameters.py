@@ -10,8 +10,9 @@ test.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -356,3 +357,8 @@ def label(name: str) -> str:
 def param_title(name: str) -> str:
     entry = BY_NAME.get(name)
     return entry.title if entry else name
+
+
+def config_key(params: Mapping[str, Any]) -> str:
+    """What makes two configurations the same: every parameter but the seed."""
+    return json.dumps({k: v for k, v in params.items() if k != "seed"}, sort_keys=True)

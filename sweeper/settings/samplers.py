@@ -7,9 +7,13 @@ an error. Optuna does not store samplers in the database: every worker builds it
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
+import numpy as np
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial
 from pydantic import Field, TypeAdapter
 
 from sweeper.settings.strict import StrictModel
@@ -22,7 +26,9 @@ class _SamplerBase(StrictModel):
     """The sampler's seed; a resumed study moves it on by its trials, and worker i of `sweeper
     worker --gpus` adds i, so no two draw the same samples."""
 
-    def build(self) -> optuna.samplers.BaseSampler:
+    def build(
+        self, source_trials: Sequence[FrozenTrial] = (), source_weight: float = 1.0
+    ) -> optuna.samplers.BaseSampler:
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -36,14 +42,19 @@ class TPESamplerConfig(_SamplerBase):
     multivariate: bool = True
     """Model the hyperparameters jointly (Optuna's multivariate TPE)."""
 
-    def build(self) -> optuna.samplers.BaseSampler:
+    def build(
+        self, source_trials: Sequence[FrozenTrial] = (), source_weight: float = 1.0
+    ) -> optuna.samplers.BaseSampler:
+        settings: dict[str, Any] = {
+            "seed": self.seed,
+            "n_startup_trials": self.n_startup_trials,
+            "multivariate": self.multivariate,
+        }
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
-                seed=self.seed,
-                n_startup_trials=self.n_startup_trials,
-                multivariate=self.multivariate,
-            )
+            if source_trials:
+                return SourceAwareTPESampler(source_trials, source_weight, **settings)
+            return optuna.samplers.TPESampler(**settings)
 
     def describe(self) -> str:
         return f"TPE (seed={self.seed}, n_startup_trials={self.n_startup_trials})"
@@ -52,7 +63,10 @@ class TPESamplerConfig(_SamplerBase):
 class RandomSamplerConfig(_SamplerBase):
     type: Literal["random"]
 
-    def build(self) -> optuna.samplers.BaseSampler:
+    def build(
+        self, source_trials: Sequence[FrozenTrial] = (), source_weight: float = 1.0
+    ) -> optuna.samplers.BaseSampler:
+        # A random sampler learns from nothing: warm start enqueues configurations only.
         return optuna.samplers.RandomSampler(seed=self.seed)
 
     def describe(self) -> str:
@@ -74,5 +88,97 @@ def sampler_config(settings: dict[str, Any]) -> SamplerConfig:
     return _ADAPTER.validate_python({"type": DEFAULT_SAMPLER, **settings})
 
 
-def build_sampler(config: SamplerConfig) -> optuna.samplers.BaseSampler:
-    return config.build()
+def build_sampler(
+    config: SamplerConfig, source_trials: Sequence[FrozenTrial] = (), source_weight: float = 1.0
+) -> optuna.samplers.BaseSampler:
+    """The study's sampler; with ``source_trials`` (warm start), a TPE that models them too."""
+    return config.build(source_trials, source_weight)
+
+
+def learns_from_sources(config: SamplerConfig) -> bool:
+    """Whether the sampler models earlier studies' trials (TPE does; random sampling does not)."""
+    return isinstance(config, TPESamplerConfig)
+
+
+class _WithSourceTrials:
+    """The study as TPE reads it: its own finished trials after the sources' (numbered below
+    0); everything else is the study's."""
+
+    def __init__(self, study: optuna.Study, source_trials: Sequence[FrozenTrial]) -> None:
+        self._study = study
+        self._source_trials = source_trials
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _get_trials(
+        self,
+        deepcopy: bool = True,
+        states: Sequence[optuna.trial.TrialState] | None = None,
+        use_cache: bool = False,
+    ) -> list[FrozenTrial]:
+        own = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
+        extra = [t for t in self._source_trials if states is None or t.state in states]
+        return [*extra, *own]
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Sequence[optuna.trial.TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states)
+
+
+class SourceAwareTPESampler(optuna.samplers.TPESampler):
+    """TPE that also models earlier studies' finished trials (warm start): they are read
+    with the study's own when TPE splits good from bad and builds its Parzen estimators, and
+    they count towards ``n_startup_trials`` (sources with that many trials let TPE model from
+    the study's first sampled trial). Each weighs ``source_weight`` of one of the study's
+    own. They are never trials of the study: its storage, budget and best never see them.
+
+    Optuna 5's TPE takes no prior from data, so this reads two of TPESampler's internals as
+    Optuna 5.1 has them: the study's ``_get_trials`` (TPE's only read of the trials, given a
+    study that adds the sources) and ``_build_parzen_estimator`` (to weigh them).
+    pyproject.toml pins Optuna to 5.1.x; tests/settings/test_warm_start.py fails when an
+    upgrade changes either."""
+
+    def __init__(
+        self, source_trials: Sequence[FrozenTrial], source_weight: float, **settings: Any
+    ) -> None:
+        super().__init__(**settings)
+        self._source_trials = list(source_trials)
+        self._source_weight = float(source_weight)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        with_sources: Any = _WithSourceTrials(study, self._source_trials)
+        return super().sample_relative(with_sources, trial, search_space)
+
+    def sample_independent(
+        self,
+        study: optuna.Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        with_sources: Any = _WithSourceTrials(study, self._source_trials)
+        return super().sample_independent(with_sources, trial, param_name, param_distribution)
+
+    def _build_parzen_estimator(
+        self,
+        study: optuna.Study,
+        search_space: dict[str, BaseDistribution],
+        trials: list[FrozenTrial],
+        handle_below: bool,
+    ) -> Any:
+        # The trials TPE's estimator keeps (those with every parameter of the space), with
+        # its own weights (older trials weigh less past 25), a source's times source_weight.
+        kept = [t for t in trials if search_space.keys() <= self._get_params(t, study).keys()]
+        observations = self._get_internal_repr(kept, search_space, study)
+        weights = None
+        if kept:
+            ramp = np.asarray(self._parzen_estimator_parameters.weights(len(kept)), dtype=float)
+            scale = np.array([self._source_weight if t.number < 0 else 1.0 for t in kept])
+            weights = ramp[: len(kept)] * scale
+        return self._parzen_estimator_cls(
+            observations, search_space, self._parzen_estimator_parameters, weights
+        )

@@ -39,8 +39,9 @@ def dump_config(config: StudyConfig) -> str:
 # The format of the config a study stores (its "config" user attribute, beside
 # "config_version"). 1: before pruner and sampler were typed, every pruner's settings stored
 # flat with their defaults, and no version stored. 2: typed pruner and sampler. 3: the
-# early_stopping section and evaluation.strategy examples.
-CONFIG_VERSION = 3
+# early_stopping section and evaluation.strategy examples. 4: the warm_start section (a
+# study of version 3 had none: the default, off).
+CONFIG_VERSION = 4
 
 
 def stored_config(study_name: str, user_attrs: dict[str, Any]) -> StudyConfig:

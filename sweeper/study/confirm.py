@@ -34,7 +34,6 @@ deleted, unless ``keep_all_checkpoints``.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import statistics
 import warnings
@@ -84,6 +83,7 @@ from sweeper.settings.hyperparameters import (
     Choices,
     IntRange,
     SearchSpaceBase,
+    config_key,
     distribution,
     fixed_params,
 )
@@ -173,11 +173,6 @@ def space_distributions(space: SearchSpaceBase) -> dict[str, BaseDistribution]:
         for name, spec in space.specs().items()
         if (searched := distribution(spec)) is not None
     }
-
-
-def config_key(params: dict[str, Any]) -> str:
-    """What makes two configurations the same: every parameter but the seed."""
-    return json.dumps({k: v for k, v in params.items() if k != "seed"}, sort_keys=True)
 
 
 def _is_sweep_seed(space: SearchSpaceBase, seen: set[int], seed: int) -> bool:

@@ -15,6 +15,8 @@ tokenizer, the dataset's splits (nothing is tokenized or cached yet), and checks
   and ``dataset.validation_fraction`` leave of the train split);
 - the test split: it exists, differs from train and validation, and its fraction leaves
   rows to train on (:func:`sweeper.trial.data.load_splits` and the study file's validation);
+- ``warm_start.sources`` of a new study: each exists and optimizes the same metric in the
+  same direction (:mod:`sweeper.study.warm_start`, which reads them once, here);
 - ``evaluation.strategy: steps`` with a searched batch size: noticed, since the pruner then
   compares no two trials of different batch sizes (``examples`` puts them on one grid).
 
@@ -35,8 +37,9 @@ from sweeper.errors import PreflightError, SweeperError
 from sweeper.runtime.storage import check_reachable
 from sweeper.settings.config import StudyConfig, batch_sizes
 from sweeper.settings.hyperparameters import candidate_values
+from sweeper.study.warm_start import WarmStartPlan, plan_warm_start
 from sweeper.trial.checkpoints import check_store
-from sweeper.trial.data import DataSplits, load_splits
+from sweeper.trial.data import DataSplits, load_splits, split_fingerprints
 from sweeper.trial.models import (
     head_label_count,
     load_model_config,
@@ -60,6 +63,8 @@ class PreflightResult:
     notices: list[str] = field(default_factory=list)
     # The model's architecture fingerprint (models.model_fingerprint), stored with the study.
     model_fingerprint: str | None = None
+    # What a new study with warm_start.sources writes with it (None for an existing study).
+    warm_start: WarmStartPlan | None = None
 
 
 def _tokenizer_limit(tokenizer: Any) -> int | None:
@@ -231,6 +236,10 @@ def run_preflight(config: StudyConfig) -> PreflightResult:
         problems += _check_directories(config, model_config)
     splits = _collect(problems, lambda: load_splits(config.dataset))
     notices: list[str] = [notice for notice in (grid_notice(config),) if notice]
+    warm_start, warm_problems = plan_warm_start(
+        config, split_fingerprints(splits) if splits is not None else None
+    )
+    problems += warm_problems
     if splits is not None:
         problems += _check_batch_sizes(config, len(splits.train))
         if model_config is not None:
@@ -246,4 +255,5 @@ def run_preflight(config: StudyConfig) -> PreflightResult:
         splits=splits,
         notices=notices,
         model_fingerprint=model_fingerprint(model_config),
+        warm_start=warm_start,
     )

@@ -71,6 +71,7 @@ FLAG_KEYS = {
     "checkpoint_root": "checkpoint_root",
     "keep_all_checkpoints": "keep_all_checkpoints",
     "trials_per_gpu": "workers.trials_per_gpu",
+    "warm_start": "warm_start.sources",
 }
 
 

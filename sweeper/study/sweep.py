@@ -50,6 +50,9 @@ from sweeper.attributes import (
     STOP_REASON_ATTR,
     STUDY_READY_ATTR,
     TRAIN_SECONDS_ATTR,
+    WARM_START_ATTR,
+    WARM_START_SOURCE_ATTR,
+    WARM_START_TRIALS_ATTR,
     WORKER_ATTR,
 )
 from sweeper.errors import ConfigError, StorageError
@@ -78,10 +81,12 @@ from sweeper.runtime.workers import (
 from sweeper.settings.config import StudyConfig, WorkersConfig
 from sweeper.settings.hyperparameters import suggest_params
 from sweeper.settings.pruners import build_pruner
-from sweeper.settings.samplers import build_sampler
+from sweeper.settings.samplers import SamplerConfig, build_sampler
 from sweeper.settings.stored import CONFIG_VERSION, dump_config, stored_config, stored_document
+from sweeper.settings.warm_start import source_trials
 from sweeper.study.preflight import PreflightResult, run_preflight
 from sweeper.study.resolve import check_run_keys_only, drop_stored_credentials, leaf_keys
+from sweeper.study.warm_start import WarmStartPlan
 from sweeper.trial.callbacks import TrialOutcome
 from sweeper.trial.checkpoints import (
     last_checkpoint,
@@ -279,10 +284,30 @@ class CheckpointJanitor:
 RESUME_SEED_STEP = 1_000_003
 
 
+def study_sampler(
+    sampler_config: SamplerConfig,
+    config: StudyConfig,
+    observations: list[dict[str, Any]] | None,
+) -> optuna.samplers.BaseSampler:
+    """The study's sampler; with warm start's stored observations (and warm_start.sampler), a
+    TPE that models the sources' finished trials too."""
+    if not observations or not config.warm_start.sampler:
+        return build_sampler(sampler_config)
+    return build_sampler(
+        sampler_config,
+        source_trials(observations, config.search_space),
+        config.warm_start.source_weight,
+    )
+
+
 def open_study(
-    config: StudyConfig, storage: optuna.storages.BaseStorage
+    config: StudyConfig,
+    storage: optuna.storages.BaseStorage,
+    warm_start: WarmStartPlan | None = None,
 ) -> tuple[optuna.Study, bool]:
-    """Create the study, or load it when it exists; returns (study, created)."""
+    """Create the study, or load it when it exists; returns (study, created). Its sampler
+    models the warm start's observations: those stored with a ready study, else those of
+    ``warm_start`` (the plan this process will store)."""
     direction = config.objective.study_direction
     sampler_config = config.sampler
     if sampler_config.seed is not None and worker_index():
@@ -291,7 +316,7 @@ def open_study(
         sampler_config = sampler_config.model_copy(
             update={"seed": sampler_config.seed + worker_index()}
         )
-    sampler = build_sampler(sampler_config)
+    planned = warm_start.observations if warm_start is not None else None
     pruner = reading_at_grid_point(build_pruner(config.pruner))
     storage = worker_storage(storage)
     try:
@@ -299,14 +324,19 @@ def open_study(
             storage=storage,
             study_name=config.name,
             direction=direction,
-            sampler=sampler,
+            sampler=study_sampler(sampler_config, config, planned),
             pruner=pruner,
         )
         return study, True
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(
-            study_name=config.name, storage=storage, sampler=sampler, pruner=pruner
+            study_name=config.name,
+            storage=storage,
+            sampler=build_sampler(sampler_config),
+            pruner=pruner,
         )
+    attrs = study.user_attrs
+    observations = attrs.get(WARM_START_TRIALS_ATTR) if attrs.get(STUDY_READY_ATTR) else planned
     seed = sampler_config.seed
     if seed is not None:
         # A seeded sampler rebuilt on resume would draw its first samples again (a random
@@ -316,7 +346,8 @@ def open_study(
         offset = len(study.get_trials(deepcopy=False))
         if offset:
             resumed_seed = (seed + offset * RESUME_SEED_STEP) % 2**32
-            study.sampler = build_sampler(sampler_config.model_copy(update={"seed": resumed_seed}))
+            sampler_config = sampler_config.model_copy(update={"seed": resumed_seed})
+    study.sampler = study_sampler(sampler_config, config, observations)
     existing = study.direction.name.lower()
     if existing != direction:
         raise ConfigError(
@@ -329,6 +360,16 @@ def open_study(
 def _enqueue_baselines(study: optuna.Study, config: StudyConfig) -> None:
     for name, params in config.baseline_params():
         study.enqueue_trial(params, user_attrs={BASELINE_ATTR: name}, skip_if_exists=True)
+
+
+def _enqueue_warm_start(study: optuna.Study, plan: WarmStartPlan) -> None:
+    """After the baselines: the sources' best configurations, marked with their origin."""
+    for planned in plan.enqueued:
+        study.enqueue_trial(
+            planned["params"],
+            user_attrs={WARM_START_SOURCE_ATTR: planned["source"]},
+            skip_if_exists=True,
+        )
 
 
 # Set last by ensure_study: the study has its baselines and its stored config. A study
@@ -348,6 +389,7 @@ def ensure_study(
     label_names: list[str],
     splits: DataSplits | None = None,
     model_fingerprint: str | None = None,
+    warm_start: WarmStartPlan | None = None,
 ) -> CreatedStudy:
     """The study in its storage, with its baselines enqueued and its config stored: one
     step, idempotent, safe to run from any number of processes at once.
@@ -363,6 +405,10 @@ def ensure_study(
     before anything else is written; so is one whose stored model fingerprint differs from
     ``model_fingerprint`` (model.name points at another model).
 
+    With ``warm_start`` (the pre-flight's plan for a new study), the sources' configurations
+    are enqueued after the baselines, and the plan and the sources' observations are stored
+    with the study, so every worker's sampler models them without reaching the sources.
+
     The stored configuration holds no credential (``stored_document``): the storage URL's
     password stays with whoever runs the command."""
     storage = open_storage(config.storage_url, workers=config.workers)
@@ -371,7 +417,7 @@ def ensure_study(
         # Creating the study is safe from any number of processes (Optuna's name is unique);
         # only one not yet ready needs the lock, for the writes that make it ready. Workers
         # joining a ready study (a thousand started together) do not queue for it.
-        study, created = open_study(config, storage)
+        study, created = open_study(config, storage, warm_start)
         if not study.user_attrs.get(STUDY_READY_ATTR):
             lock.acquire()
         if not created and isinstance(study.user_attrs.get(CONFIG_ATTR), dict):
@@ -389,6 +435,8 @@ def ensure_study(
             study.set_metric_names([config.objective.metric])
         if not study.user_attrs.get(STUDY_READY_ATTR):
             _enqueue_baselines(study, config)  # skip_if_exists: never twice
+            if warm_start is not None:
+                _enqueue_warm_start(study, warm_start)
             existing = study.user_attrs
             for key, value in (
                 (CONFIG_ATTR, stored_document(config)),
@@ -397,11 +445,21 @@ def ensure_study(
                 (LABEL_NAMES_ATTR, label_names),
                 *(split_attrs(splits).items() if splits is not None else ()),
                 *([(MODEL_FINGERPRINT_ATTR, model_fingerprint)] if model_fingerprint else ()),
+                *(
+                    [
+                        (WARM_START_ATTR, warm_start.record()),
+                        (WARM_START_TRIALS_ATTR, warm_start.observations),
+                    ]
+                    if warm_start is not None
+                    else ()
+                ),
             ):
                 if key not in existing:
                     study.set_user_attr(key, value)
             study.set_user_attr(STUDY_READY_ATTR, True)
             completed = True
+            for line in warm_start.notes if warm_start is not None else ():
+                print(f"[sweeper] warm start: {line}", flush=True)
     finally:
         lock.close()
     config.study_dir.mkdir(parents=True, exist_ok=True)
@@ -433,7 +491,11 @@ def create_study(config: StudyConfig) -> CreatedStudy:
     :func:`ensure_study`. What every launcher runs once before its workers start."""
     checked = preflight_with_notices(config)
     return ensure_study(
-        config, checked.splits.label_names, checked.splits, checked.model_fingerprint
+        config,
+        checked.splits.label_names,
+        checked.splits,
+        checked.model_fingerprint,
+        checked.warm_start,
     )
 
 
@@ -469,7 +531,9 @@ def run_study(
     """
     checked = preflight_with_notices(config)  # before anything is written
     data = prepare_study_data(config, checked)
-    study = ensure_study(config, data.label_names, checked.splits, checked.model_fingerprint).study
+    study = ensure_study(
+        config, data.label_names, checked.splits, checked.model_fingerprint, checked.warm_start
+    ).study
 
     n_trials = config.budget.n_trials
     done, _ = budget_counts(study)
