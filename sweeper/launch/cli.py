@@ -21,6 +21,7 @@ from sweeper import __version__
 from sweeper.attributes import (
     BASELINE_ATTR,
     OBJECTIVE_METRIC_ATTR,
+    WARM_START_SOURCE_ATTR,
 )
 from sweeper.credentials import STORAGE_ENV
 from sweeper.errors import (
@@ -694,9 +695,9 @@ def _command_create(args: argparse.Namespace) -> int:
 
     config = resolve_config(args)
     created = create_study(config)
-    baselines = sum(
-        1 for trial in created.study.get_trials(deepcopy=False) if BASELINE_ATTR in trial.user_attrs
-    )
+    trials = created.study.get_trials(deepcopy=False)
+    baselines = sum(1 for trial in trials if BASELINE_ATTR in trial.user_attrs)
+    warm = sum(1 for trial in trials if WARM_START_SOURCE_ATTR in trial.user_attrs)
     if created.created:
         state = "created"
     elif created.completed:
@@ -705,8 +706,9 @@ def _command_create(args: argparse.Namespace) -> int:
         state = "already exists and is ready"
     print(
         f"[sweeper] study {config.name!r} in {redact(config.storage_url)} {state}: "
-        f"{baselines} baseline trial(s), {len(created.study.get_trials(deepcopy=False))} trial(s) "
-        "in all; workers can start"
+        f"{baselines} baseline trial(s), "
+        + (f"{warm} warm-start trial(s), " if warm else "")
+        + f"{len(trials)} trial(s) in all; workers can start"
     )
     return EXIT_OK
 

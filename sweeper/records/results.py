@@ -9,7 +9,7 @@ Values come from what the study stores: each trial's evaluation ``history``, ``b
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -26,6 +26,7 @@ from sweeper.attributes import (
     PLANNED_STEPS_ATTR,
     TRAIN_SECONDS_ATTR,
 )
+from sweeper.records.warm_start import warm_start_record, warm_start_source
 from sweeper.settings.config import StudyConfig
 from sweeper.settings.stored import stored_config
 
@@ -81,6 +82,23 @@ class StudySummary:
     saved_examples: int = 0
     planned_examples_stopped: int = 0
     early_stopped: int = 0  # complete trials early_stopping ended before their planned end
+    # Trials enqueued from earlier studies (warm start), and what the study recorded about
+    # its sources when it was created (None without warm start).
+    warm_started: list[FrozenTrial] = field(default_factory=list)
+    warm_start: dict[str, Any] | None = None
+
+    def enqueued(self) -> list[FrozenTrial]:
+        """The baselines, then the warm-start trials: every trial not the sampler's draw."""
+        return [*self.baselines, *self.warm_started]
+
+
+def enqueued_as(trial: FrozenTrial) -> str | None:
+    """What an enqueued trial stands for ("baseline card A", "warm start from imdb #4"), or
+    None for a trial the sampler drew."""
+    if BASELINE_ATTR in trial.user_attrs:
+        return f"baseline {trial.user_attrs[BASELINE_ATTR]}"
+    source = warm_start_source(trial)
+    return f"warm start from {source}" if source is not None else None
 
 
 def objective_metric(study: optuna.Study) -> str:
@@ -250,6 +268,8 @@ def summarize(study: optuna.Study) -> StudySummary:
             for trial in trials
             if trial.state == TrialState.COMPLETE and early_stopped_at(trial) is not None
         ),
+        warm_started=[trial for trial in trials if warm_start_source(trial) is not None],
+        warm_start=warm_start_record(study),
     )
 
 

@@ -29,7 +29,6 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.attributes import (
-    BASELINE_ATTR,
     BEST_STEP_ATTR,
     LABEL_NAMES_ATTR,
     LICENSE_ATTR,
@@ -44,6 +43,7 @@ from sweeper.records.confirmation import (
 )
 from sweeper.records.results import (
     StudySummary,
+    enqueued_as,
     history,
     kept_evaluation,
     objective_metric,
@@ -330,8 +330,8 @@ def _score(trial: FrozenTrial) -> dict[str, str]:
 
 def _baselines_table(summary: StudySummary, best: FrozenTrial) -> list[str]:
     rows = [("best (this model)", best)] + [
-        (f"baseline {trial.user_attrs[BASELINE_ATTR]}", trial)
-        for trial in summary.baselines
+        (str(enqueued_as(trial)), trial)
+        for trial in summary.enqueued()
         if trial.number != best.number
     ]
     # One column per hyperparameter the study searched, named as the Trainer's card does.
@@ -349,8 +349,8 @@ def _baselines_table(summary: StudySummary, best: FrozenTrial) -> list[str]:
     ]
     fixed = fixed_params(summary.config.search_space)
     for role, trial in rows:
-        if BASELINE_ATTR in trial.user_attrs and trial.number == best.number:
-            role = f"best (this model; baseline {trial.user_attrs[BASELINE_ATTR]})"
+        if trial.number == best.number and (enqueued := enqueued_as(trial)) is not None:
+            role = f"best (this model; {enqueued})"
         score = _score(trial)
         params = {**fixed, **trial.params}
         state = trial.state.name.lower()
@@ -601,6 +601,31 @@ def _search_lines(summary: StudySummary, metric: str) -> list[str]:
         f"- Early stopping: {_early_stopping_text(config, summary)}",
         *_near_chance_lines(config),
         f"- Search space: {_search_space(config)}.",
+        *_warm_start_lines(summary),
+    ]
+
+
+def _warm_start_lines(summary: StudySummary) -> list[str]:
+    """Which earlier studies the search started from, what differed, what they gave it."""
+    record = summary.warm_start
+    if not record:
+        return []
+    sources = []
+    for source in record.get("sources", []):
+        differs = "; ".join(source.get("differs") or []) or "the same task"
+        sources.append(f"`{source['study']}` ({differs})")
+    enqueued = [f"#{trial.number}" for trial in summary.warm_started]
+    config = summary.config.warm_start
+    modelled = (
+        f"; the sampler also modelled the sources' finished trials, each weighing "
+        f"{config.source_weight:g} of one of this study's"
+        if config.sampler and summary.config.sampler.type == "tpe"
+        else ""
+    )
+    return [
+        f"- Warm start: from {', '.join(sources)}; "
+        f"{len(enqueued)} of their best configurations enqueued after the baselines "
+        f"({', '.join(enqueued) or 'none'}){modelled}."
     ]
 
 

@@ -10,7 +10,6 @@ from typing import Any
 import optuna
 
 from sweeper.attributes import (
-    BASELINE_ATTR,
     BEST_CHECKPOINT_ATTR,
     BEST_STEP_ATTR,
     CHECKPOINT_STORE_ERROR_ATTR,
@@ -31,7 +30,7 @@ from sweeper.records.confirmation import (
     spread_text,
     validation_quantity,
 )
-from sweeper.records.results import best_trial, format_value, one_line
+from sweeper.records.results import best_trial, enqueued_as, format_value, one_line
 from sweeper.settings.hyperparameters import label
 
 
@@ -45,8 +44,8 @@ def trials_table(study: optuna.Study) -> str:
     rows = [header]
     for trial in study.get_trials(deepcopy=False):
         notes = []
-        if BASELINE_ATTR in trial.user_attrs:
-            notes.append(f"baseline {trial.user_attrs[BASELINE_ATTR]}")
+        if (enqueued := enqueued_as(trial)) is not None:
+            notes.append(enqueued)
         retried = trial.system_attrs.get(RETRIED_FROM_SYSTEM_ATTR)
         if retried is not None:
             notes.append(f"retry of #{retried}")

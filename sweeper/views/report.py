@@ -19,7 +19,6 @@ from optuna.trial import FrozenTrial, TrialState
 from plotly.offline import get_plotlyjs
 
 from sweeper.attributes import (
-    BASELINE_ATTR,
     BEST_STEP_ATTR,
     CHECKPOINT_STORE_ERROR_ATTR,
     FAILURE_ATTR,
@@ -38,6 +37,7 @@ from sweeper.records.confirmation import (
 from sweeper.records.results import (
     StudySummary,
     early_stopped_at,
+    enqueued_as,
     format_duration,
     format_value,
     kept_evaluation,
@@ -103,12 +103,12 @@ def _comparison_table(summary: StudySummary) -> str:
     if summary.best is not None:
         rows.append(("best", summary.best))
     rows += [
-        (f"baseline {t.user_attrs[BASELINE_ATTR]}", t)
-        for t in summary.baselines
+        (str(enqueued_as(t)), t)
+        for t in summary.enqueued()
         if summary.best is None or t.number != summary.best.number
     ]
-    if summary.best is not None and BASELINE_ATTR in summary.best.user_attrs:
-        rows[0] = (f"best (baseline {summary.best.user_attrs[BASELINE_ATTR]})", summary.best)
+    if summary.best is not None and (role := enqueued_as(summary.best)) is not None:
+        rows[0] = (f"best ({role})", summary.best)
     if not rows:
         return '<p class="note">No trial has completed and the study has no baselines.</p>'
     param_names = sorted({name for _, trial in rows for name in trial.params})
@@ -184,12 +184,35 @@ def _summary_html(study: optuna.Study, summary: StudySummary) -> str:
         ),
     ]
     parts = ['<div class="cards">', *cards, "</div>", _stopped_html(study, summary)]
+    enqueued = "baselines and warm start" if summary.warm_started else "baselines"
     if best is not None:
-        parts.append("<h2>Best trial and baselines</h2>")
+        parts.append(f"<h2>Best trial, {enqueued}</h2>")
     else:
-        parts.append("<h2>Baselines</h2>")
+        parts.append(f"<h2>{enqueued.capitalize()}</h2>")
     parts.append(_comparison_table(summary))
+    parts.append(_warm_start_html(summary))
     return "\n".join(parts)
+
+
+def _warm_start_html(summary: StudySummary) -> str:
+    """The earlier studies this one started from: what differed, what was enqueued, and
+    every line said when it was created."""
+    record = summary.warm_start
+    if not record:
+        return ""
+    lines = [
+        "<h2>Warm start</h2>",
+        "<table><tr><th>source</th><th>trials</th><th>what differed</th></tr>",
+    ]
+    for source in record.get("sources", []):
+        name = source["study"] + (f" ({source['storage']})" if source.get("storage") else "")
+        trials = ", ".join(f"{n} {state.lower()}" for state, n in source.get("trials", {}).items())
+        differs = "; ".join(source.get("differs") or []) or "the same task"
+        lines.append(f"<tr>{_cell(name)}{_cell(trials)}{_cell(differs)}</tr>")
+    lines.append("</table><ul>")
+    lines += [f'<li class="note">{html.escape(note)}</li>' for note in record.get("notes", [])]
+    lines.append("</ul>")
+    return "\n".join(lines)
 
 
 def _stopped_html(study: optuna.Study, summary: StudySummary) -> str:
