@@ -220,18 +220,22 @@ def _describe_source(
 def _enqueue_plan(config: StudyConfig, reads: list[_ReadSource], plan: WarmStartPlan) -> None:
     """``top`` configurations, the sources taking turns, each mapped into the new space;
     one that maps onto a configuration already planned is passed over."""
-    taken: set[str] = set()
+    taken: dict[str, str] = {}
     turns = zip_longest(*(_ranked(read) for read in reads))
     for trial, read in (pair for turn in turns for pair in turn if pair is not None):
         if len(plan.enqueued) >= config.warm_start.top:
             break
         mapped = map_into_space(trial.params, config.search_space, read.study.fixed())
         key = config_key(mapped.params)
-        if key in taken:
-            continue
-        taken.add(key)
-        winner = " (confirmed winner)" if trial.number == read.study.confirmed_winner else ""
         origin = f"{read.source.study} #{trial.number}"
+        if key in taken:
+            how = f" ({'; '.join(mapped.notes)})" if mapped.notes else ""
+            plan.notes.append(
+                f"{origin}{how} maps onto the configuration enqueued from {taken[key]}: passed over"
+            )
+            continue
+        taken[key] = origin
+        winner = " (confirmed winner)" if trial.number == read.study.confirmed_winner else ""
         plan.enqueued.append({"source": origin, "params": mapped.params, "notes": mapped.notes})
         plan.notes.append(
             f"enqueued {origin}{winner}: {describe_params(mapped.params)}"
