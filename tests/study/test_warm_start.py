@@ -213,7 +213,7 @@ def test_the_pre_flight_refuses_sources_it_cannot_use_and_writes_nothing(
 def test_a_worker_from_an_empty_directory_samples_with_the_stored_prior(
     write_study: Callable[..., Path], tmp_path: Path
 ) -> None:
-    source_file, source_url = _source(write_study, "earlier", [0.5, 0.2, 0.4, 0.3])
+    _, source_url = _source(write_study, "earlier", [0.5, 0.2, 0.4, 0.3])
     target = write_study("later", warm_start={"sources": ["earlier"], "top": 1})
     creator = create_study(load_study_config(target, {}, notify=lambda line: None))
     assert isinstance(creator.study.sampler, SourceAwareTPESampler)
