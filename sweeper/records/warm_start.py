@@ -46,10 +46,10 @@ class SourceStudy:
         return fixed_params(self.config.search_space) if self.config is not None else {}
 
 
-def _confirmed_winner(companion: optuna.Study | None, trials: list[FrozenTrial]) -> int | None:
-    """The source trial standing for the winner `sweeper confirm` confirmed: its best
-    single-seed trial among those with the winner's configuration."""
-    confirmation = load_confirmation(companion) if companion is not None else None
+def _confirmed_winner(study: optuna.Study, trials: list[FrozenTrial]) -> int | None:
+    """The source trial standing for the winner `sweeper confirm` confirmed (stored in its
+    ``<name>.confirm`` study): its best single-seed trial with the winner's configuration."""
+    confirmation = load_confirmation(study)
     if confirmation is None:
         return None
     sources = set(confirmation.winning.source_trials)
@@ -60,10 +60,10 @@ def _confirmed_winner(companion: optuna.Study | None, trials: list[FrozenTrial])
     return min(candidates, key=lambda t: sign * float(t.value or 0.0)).number
 
 
-def read_source(study: optuna.Study, companion: optuna.Study | None) -> SourceStudy:
+def read_source(study: optuna.Study) -> SourceStudy:
     """An earlier study: its finished trials and its best distinct configurations (the
-    confirmed winner first where ``companion``, its ``<name>.confirm`` study, holds one;
-    then by value, one trial per configuration, the seed aside)."""
+    confirmed winner first where `sweeper confirm` ran; then by value, one trial per
+    configuration, the seed aside)."""
     attrs = study.user_attrs
     config = None
     if isinstance(attrs.get(CONFIG_ATTR), dict):
@@ -76,7 +76,7 @@ def read_source(study: optuna.Study, companion: optuna.Study | None) -> SourceSt
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     sign = 1 if direction == "minimize" else -1
     by_value = sorted(complete, key=lambda t: (sign * float(t.value or 0.0), t.number))
-    winner = _confirmed_winner(companion, complete)
+    winner = _confirmed_winner(study, complete)
     if winner is not None:
         by_value = sorted(by_value, key=lambda t: t.number != winner)
     ranked, seen = [], set()

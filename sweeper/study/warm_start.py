@@ -3,7 +3,7 @@
 :func:`plan_warm_start` runs in the pre-flight check of a study that is not in its storage
 yet (a study that is has its plan stored, and nothing reaches the sources again). For each
 source in ``warm_start.sources`` it opens the source's storage, reads the study and its
-``<name>.confirm`` companion (the confirmed winner), and checks it: a missing study, another
+confirmed winner (in its ``<name>.confirm`` study, where `sweeper confirm` ran), and checks it: a missing study, another
 objective metric or direction is one line each among the pre-flight's problems (exit 2,
 nothing written). A source on another task (data, length, model) is allowed, and the plan
 says what differs.
@@ -28,7 +28,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeper.attributes import STUDY_READY_ATTR
 from sweeper.errors import StorageError
-from sweeper.records.confirmation import companion_name
 from sweeper.records.warm_start import SourceStudy, read_source, task_differences
 from sweeper.runtime.storage import NoStudiesError, open_storage, redact, sqlite_path
 from sweeper.settings.config import StudyConfig
@@ -114,11 +113,7 @@ def _read(source: WarmStartSource, config: StudyConfig) -> _ReadSource | str:
                 f"warm_start.sources: no study named {source.study!r} in {where}; studies "
                 f"there: {names or 'none'}"
             )
-        try:
-            companion = optuna.load_study(study_name=companion_name(source.study), storage=storage)
-        except KeyError:
-            companion = None
-        return _ReadSource(source, read_source(study, companion), dict(study.user_attrs))
+        return _ReadSource(source, read_source(study), dict(study.user_attrs))
     finally:
         storage.engine.dispose()
 
