@@ -39,10 +39,10 @@ RUN_ARGS       = \
 .DEFAULT_GOAL := help
 
 .PHONY: help docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench \
-        bench-gpu bench-overhead bench-pruning bench-peers bench-scale postgres postgres-embedded postgres-embedded-stop slurm clean clean-results
+        bench-gpu bench-overhead bench-pruning bench-peers bench-warmstart bench-scale postgres postgres-embedded postgres-embedded-stop slurm clean clean-results
 
 help:
-	@echo "targets: docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu bench-overhead bench-pruning bench-peers bench-scale postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
+	@echo "targets: docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu bench-overhead bench-pruning bench-peers bench-warmstart bench-scale postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
 	@echo "vars:    STUDY=$(STUDY) N_TRIALS STORAGE CHECKPOINT_ROOT SET=\"k=v ...\" GPUS HOST PORT TOP SEEDS PYTEST_ARGS BENCH_ARGS"
 
 # --- environment ---------------------------------------------------------------------------------
@@ -130,6 +130,13 @@ bench-pruning: $(STAMP)
 # fresh seeds (also part of bench). See docs/benchmarks/peers.md for how long it takes.
 bench-peers: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks peers $(BENCH_ARGS)
+
+# What warm start buys on a new task: a source study, then cold, enqueue and enqueue + sampler
+# searches on a target task that differs (tokens, rows, text field), 3 sampler seeds each,
+# every final choice confirmed with the same 3 fresh seeds (also part of bench). About an
+# hour on 2 CPU cores; BENCH_ARGS="--quick" for a smoke run.
+bench-warmstart: $(STAMP)
+	$(BIN)/python -m benchmarks warmstart $(BENCH_ARGS)
 
 # One PostgreSQL for 10/100 worker processes and 1,000 thread-workers, before and after the
 # connection budget, with an outage (also part of bench; about 35 minutes on 2 CPU cores,

@@ -36,6 +36,7 @@ BENCHMARK_MODULES = (
     "pruning",
     "checkpoints",
     "peers",
+    "warmstart",
     "overhead",
     "scale",
 )

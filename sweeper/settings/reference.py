@@ -39,6 +39,7 @@ from sweeper.settings.hyperparameters import HYPERPARAMETERS, ParamSpec
 from sweeper.settings.metrics import METRICS
 from sweeper.settings.pruners import DEFAULT_PRUNER, PRUNER_TYPES
 from sweeper.settings.samplers import DEFAULT_SAMPLER, SAMPLER_TYPES
+from sweeper.settings.warm_start import WarmStartConfig
 
 # Where `make docs` writes it, relative to the repository root.
 REFERENCE_PATH = Path("docs/reference/study-file.md")
@@ -54,6 +55,7 @@ SECTIONS: Mapping[str, type[BaseModel]] = {
     "objective": ObjectiveConfig,
     "budget": BudgetConfig,
     "workers": WorkersConfig,
+    "warm_start": WarmStartConfig,
 }
 # Described in sections of their own (a table each), not as one row of the top level.
 _OWN_SECTIONS = {*SECTIONS, "search_space", "pruner", "sampler"}

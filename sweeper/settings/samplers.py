@@ -6,6 +6,7 @@ an error. Optuna does not store samplers in the database: every worker builds it
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -13,7 +14,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 from pydantic import Field, TypeAdapter
 
 from sweeper.settings.strict import StrictModel
@@ -79,6 +80,8 @@ SAMPLER_TYPES: dict[str, type[_SamplerBase]] = {
     "random": RandomSamplerConfig,
 }
 DEFAULT_SAMPLER = "tpe"
+# The system attribute naming the earlier study a source trial comes from (warm start).
+SOURCE_SYSTEM_ATTR = "warm_start_source"
 
 _ADAPTER: TypeAdapter[SamplerConfig] = TypeAdapter(SamplerConfig)
 
@@ -119,7 +122,38 @@ class _WithSourceTrials:
     ) -> list[FrozenTrial]:
         own = self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)
         extra = [t for t in self._source_trials if states is None or t.state in states]
-        return [*extra, *own]
+        return [*on_own_scale(extra, own), *own]
+
+
+def on_own_scale(sources: Sequence[FrozenTrial], own: Sequence[FrozenTrial]) -> list[FrozenTrial]:
+    """The sources' complete trials with their values put on the study's own scale: another
+    task has other losses (a shorter text, other rows), and TPE ranks every trial by value
+    when it splits good from bad. Each source's complete trials keep their order, their
+    values mapped to the same quantiles of the study's own complete trials. Until the study
+    has two different values they keep their own: one value (or several equal ones) would
+    tie every source trial and lose their order."""
+    values = np.array(
+        [t.value for t in own if t.state == TrialState.COMPLETE and t.value is not None]
+    )
+    if values.size < 2 or np.ptp(values) == 0:
+        return list(sources)
+    by_source: dict[Any, list[FrozenTrial]] = {}
+    for trial in sources:
+        if trial.state == TrialState.COMPLETE and trial.value is not None:
+            by_source.setdefault(trial.system_attrs.get(SOURCE_SYSTEM_ATTR), []).append(trial)
+    mapped: dict[int, float] = {}
+    for group in by_source.values():
+        order = sorted(group, key=lambda t: float(t.value))  # type: ignore[arg-type]
+        quantiles = np.linspace(0.0, 1.0, len(order)) if len(order) > 1 else np.array([0.5])
+        for trial, q in zip(order, quantiles, strict=True):
+            mapped[trial.number] = float(np.quantile(values, q))
+    rescaled = []
+    for trial in sources:
+        if trial.number in mapped:
+            trial = copy.copy(trial)
+            trial.value = mapped[trial.number]
+        rescaled.append(trial)
+    return rescaled
 
     def get_trials(
         self, deepcopy: bool = True, states: Sequence[optuna.trial.TrialState] | None = None

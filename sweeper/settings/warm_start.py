@@ -33,6 +33,7 @@ from sweeper.settings.hyperparameters import (
     is_searched,
     label,
 )
+from sweeper.settings.samplers import SOURCE_SYSTEM_ATTR
 from sweeper.settings.strict import StrictModel
 
 STUDY_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -72,7 +73,8 @@ class WarmStartConfig(StrictModel):
     the baselines, and (with ``sampler``) their finished trials inform TPE."""
 
     sources: list[WarmStartSource] = Field(default_factory=list)
-    """Earlier studies: NAME (in this study's storage), NAME@STORAGE_URL, or {study, storage}."""
+    """Earlier studies: NAME (in this study's storage; with the default SQLite storage, the
+    source's own runs/NAME/study.db under output_dir), NAME@STORAGE_URL, or {study, storage}."""
     top: int = Field(default=3, ge=0)
     """How many of the sources' best distinct configurations are enqueued (each source's
     confirmed winner first where `sweeper confirm` ran, then by value, the sources taking
@@ -200,6 +202,7 @@ def source_trials(rows: Sequence[Mapping[str, Any]], space: SearchSpaceBase) -> 
                 if state == TrialState.PRUNED and step is not None and row.get("value") is not None
                 else None
             ),
+            system_attrs={SOURCE_SYSTEM_ATTR: str(row.get("source"))},
         )
         trial.number = -1 - index
         trials.append(trial)

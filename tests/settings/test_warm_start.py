@@ -14,7 +14,12 @@ from pydantic import ValidationError
 
 from sweeper.settings.config import StudyConfig
 from sweeper.settings.hyperparameters import SearchSpace
-from sweeper.settings.samplers import SourceAwareTPESampler, TPESamplerConfig, build_sampler
+from sweeper.settings.samplers import (
+    SourceAwareTPESampler,
+    TPESamplerConfig,
+    build_sampler,
+    on_own_scale,
+)
 from sweeper.settings.stored import stored_document
 from sweeper.settings.warm_start import (
     WarmStartConfig,
@@ -195,3 +200,32 @@ def test_a_source_trial_weighs_source_weight_of_one_of_the_study_s_own() -> None
     # [source, own, prior]: the source weighs a quarter of the study's own trial.
     assert weights[0] / weights[1] == pytest.approx(0.25)
     assert sources[0].number == -1
+
+
+def test_source_values_are_put_on_the_study_s_own_scale_keeping_their_order() -> None:
+    # Another task, other losses: a source's trials keep their order, at the study's quantiles.
+    space = _space(learning_rate={"low": 1e-5, "high": 1e-1, "log": True})
+    rows = [
+        {"source": "old", "state": "COMPLETE", "value": value, "params": {"learning_rate": lr}}
+        for value, lr in ((0.10, 1e-3), (0.30, 1e-2), (0.20, 1e-4))
+    ]
+    rows.append({"source": "old", "state": "PRUNED", "value": 0.9, "step": 2, "params": {}})
+    sources = source_trials(rows, space)
+    distributions = {"learning_rate": FloatDistribution(1e-5, 1e-1, log=True)}
+
+    def own(*values: float) -> list[optuna.trial.FrozenTrial]:
+        return [
+            optuna.trial.create_trial(
+                params={"learning_rate": 1e-3}, distributions=distributions, value=v
+            )
+            for v in values
+        ]
+
+    scaled = on_own_scale(sources, own(0.6, 0.7, 0.8))
+    assert [t.value for t in scaled[:3]] == pytest.approx([0.6, 0.8, 0.7])
+    assert scaled[3].state == optuna.trial.TrialState.PRUNED
+    assert scaled[3].intermediate_values == {2: 0.9}
+    assert [t.value for t in sources[:3]] == [0.10, 0.30, 0.20]  # the stored ones unchanged
+    # One value of its own (or several equal ones) would tie them all: kept as they are.
+    for values in ((0.6,), (0.6, 0.6)):
+        assert [t.value for t in on_own_scale(sources, own(*values))[:3]] == [0.10, 0.30, 0.20]
