@@ -487,6 +487,9 @@ def _command_check(args: argparse.Namespace) -> int:
     )
     config = resolved.config
     checked = preflight_with_notices(config)
+    for line in checked.warm_start.notes if checked.warm_start is not None else ():
+        # What creating the study would enqueue and model, said before anything is written.
+        print(f"[sweeper] warm start (when created): {line}", flush=True)
     if resolved.user_attrs is not None:
         # An existing study: this machine's data and model must be the ones it was made with.
         check_unchanged(resolved.user_attrs, checked.splits, config.name)

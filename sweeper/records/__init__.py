@@ -1,5 +1,6 @@
 """What a study recorded, read back as plain objects: its trials' outcomes and best
-(results) and the confirmation over seeds (confirmation). The sweep and the confirmation
+(results), the confirmation over seeds (confirmation), and what an earlier study offers a
+new one and what a warm-started study recorded (warm_start). The sweep and the confirmation
 write these records; every view and command reads them; they import only settings."""
 
 from sweeper.lazy import public_surface
@@ -27,6 +28,7 @@ _SURFACE = {
         "best_trial",
         "count_states",
         "early_stopped_at",
+        "enqueued_as",
         "format_duration",
         "format_value",
         "history",
@@ -38,5 +40,6 @@ _SURFACE = {
         "summarize",
         "validation_losses",
     ],
+    "warm_start": ["SourceStudy", "read_source", "task_differences"],
 }
 __all__, __getattr__ = public_surface(__name__, _SURFACE)

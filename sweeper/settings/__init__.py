@@ -1,6 +1,6 @@
 """What a study file says: the one strict base of every typed record (strict), the searchable
 hyperparameters (hyperparameters), the recorded metrics (metrics), the pruners and samplers
-a study can use (pruners, samplers), the schema and its run keys (config), validation errors
+a study can use (pruners, samplers), the earlier studies it starts from (warm_start), the schema and its run keys (config), validation errors
 told per key (validation), reading a study file and its overrides (study_file), the
 configuration a study stores (stored) and the generated reference (reference). Imports
 nothing of sweeper's above it: every other layer reads these."""
@@ -27,6 +27,7 @@ _SURFACE = {
         "IntRange",
         "SearchSpaceBase",
         "candidate_values",
+        "config_key",
         "distribution",
         "fixed_params",
         "is_searched",
@@ -47,7 +48,7 @@ _SURFACE = {
         "metric_title",
     ],
     "pruners": ["build_pruner"],
-    "samplers": ["build_sampler"],
+    "samplers": ["SamplerConfig", "build_sampler", "learns_from_sources"],
     "stored": ["CONFIG_VERSION", "dump_config", "stored_config", "stored_document"],
     "strict": ["StrictModel"],
     "study_file": [
@@ -62,5 +63,12 @@ _SURFACE = {
         "read_study_document",
     ],
     "validation": ["validate_document"],
+    "warm_start": [
+        "WarmStartSource",
+        "describe_params",
+        "map_into_space",
+        "observation_params",
+        "source_trials",
+    ],
 }
 __all__, __getattr__ = public_surface(__name__, _SURFACE)

@@ -284,7 +284,7 @@ class CheckpointJanitor:
 RESUME_SEED_STEP = 1_000_003
 
 
-def study_sampler(
+def _study_sampler(
     sampler_config: SamplerConfig,
     config: StudyConfig,
     observations: list[dict[str, Any]] | None,
@@ -324,7 +324,7 @@ def open_study(
             storage=storage,
             study_name=config.name,
             direction=direction,
-            sampler=study_sampler(sampler_config, config, planned),
+            sampler=_study_sampler(sampler_config, config, planned),
             pruner=pruner,
         )
         return study, True
@@ -347,7 +347,7 @@ def open_study(
         if offset:
             resumed_seed = (seed + offset * RESUME_SEED_STEP) % 2**32
             sampler_config = sampler_config.model_copy(update={"seed": resumed_seed})
-    study.sampler = study_sampler(sampler_config, config, observations)
+    study.sampler = _study_sampler(sampler_config, config, observations)
     existing = study.direction.name.lower()
     if existing != direction:
         raise ConfigError(

@@ -65,7 +65,7 @@ class _ReadSource:
     attrs: dict[str, Any]
 
 
-def target_is_ready(config: StudyConfig) -> bool:
+def _target_is_ready(config: StudyConfig) -> bool:
     """Whether the study is already in its storage, complete (then its plan is stored)."""
     if (database := sqlite_path(config.storage_url)) is not None and not database.exists():
         return False
@@ -82,7 +82,7 @@ def target_is_ready(config: StudyConfig) -> bool:
         storage.engine.dispose()
 
 
-def source_storage_url(source: WarmStartSource, config: StudyConfig) -> str:
+def _source_storage_url(source: WarmStartSource, config: StudyConfig) -> str:
     """Where a source is: its own storage URL, else this study's storage; with the default
     storage (one SQLite file per study under output_dir) the source's own file there."""
     if source.storage:
@@ -94,7 +94,7 @@ def source_storage_url(source: WarmStartSource, config: StudyConfig) -> str:
 
 def _read(source: WarmStartSource, config: StudyConfig) -> _ReadSource | str:
     """The source study, or the one line that says why it cannot be read."""
-    url = source_storage_url(source, config)
+    url = _source_storage_url(source, config)
     where = redact(url)
     if source.study == config.name and url == config.storage_url:
         return f"warm_start.sources: {source.study!r} is this study itself; name an earlier study"
@@ -140,7 +140,7 @@ def plan_warm_start(
 ) -> tuple[WarmStartPlan | None, list[str]]:
     """(the plan, the problems): no plan without sources or for a study that exists
     already; every problem is one line for the pre-flight check."""
-    if not config.warm_start.sources or target_is_ready(config):
+    if not config.warm_start.sources or _target_is_ready(config):
         return None, []
     reads, problems = [], []
     for source in config.warm_start.sources:

@@ -30,6 +30,7 @@ _SURFACE = {
         "load_splits",
         "prepare_data",
         "split_attrs",
+        "split_fingerprints",
     ],
     "evaluation": ["evaluate_checkpoint"],
     "grid": ["NearChance"],

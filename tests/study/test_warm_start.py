@@ -130,6 +130,10 @@ def test_two_sources_take_turns_and_a_moved_space_says_each_mapping(
         },
         warm_start={"sources": ["first", "second"], "top": 3},
     )
+    # `check` says what creating the study would enqueue, and writes nothing.
+    assert main(["check", str(target)]) == 0
+    assert "warm start (when created): enqueued first #1: lr 0.0002" in capsys.readouterr().out
+    assert not Path(_url(target).removeprefix("sqlite:///")).exists()
     assert main(["create", str(target)]) == 0
     out = capsys.readouterr().out
     study = optuna.load_study(study_name="moved", storage=_url(target))
