@@ -225,9 +225,11 @@ def test_a_config_stored_by_version_1_is_migrated() -> None:
 
 
 def _version_2_document(**sections: Any) -> dict[str, Any]:
-    """A config as sweeper 2 stored it: no early_stopping section, steps or epoch only."""
+    """A config as sweeper 2 stored it: no early_stopping section, steps or epoch only (and,
+    as up to version 3, no warm_start section)."""
     document = StudyConfig.model_validate({**MINIMAL, "name": "old"}).model_dump(mode="json")
     del document["early_stopping"]
+    del document["warm_start"]
     document["evaluation"] = {"strategy": "steps", "steps": 10}
     return {**document, **sections}
 
@@ -266,6 +268,7 @@ def test_stored_configs_migrate_to_the_current_version(
     attrs: dict[str, Any], patience: int | None, evaluation: tuple[str, int | None]
 ) -> None:
     config = stored_config("old", attrs)
+    assert config.warm_start.sources == []  # before version 4: no warm start, off
     assert config.early_stopping.patience == patience
     assert (config.evaluation.strategy, config.evaluation.examples) == evaluation
 
