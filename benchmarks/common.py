@@ -163,6 +163,26 @@ def full_precision_copy(model_dir: Path, scratch: Path) -> Path:
     return copy
 
 
+def start_model_run(args: Any, prefix: str) -> tuple[Path, str, int]:
+    """What a benchmark that fine-tunes ``args.model`` starts with: quiet libraries, torch's
+    CPU threads (``args.cpu_threads``, else torch's own), a scratch directory, and the model
+    every side starts from (an fp32 copy of a half-precision one). Returns (scratch, model,
+    threads)."""
+    import tempfile
+
+    import torch
+
+    from sweeper.trial.models import resolve_local_path
+
+    quiet()
+    if getattr(args, "cpu_threads", None):
+        torch.set_num_threads(int(args.cpu_threads))
+    scratch = Path(tempfile.mkdtemp(prefix=f"sweeper-bench-{prefix}-"))
+    given = resolve_local_path(args.model)
+    model = str(full_precision_copy(given, scratch) if given else args.model)
+    return scratch, model, torch.get_num_threads()
+
+
 def random_bert(
     directory: Path,
     *,

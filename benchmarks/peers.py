@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,10 +43,9 @@ from benchmarks.common import (
     Results,
     close_staged_run,
     environment,
-    full_precision_copy,
-    quiet,
     report_staged_run,
     spread_text,
+    start_model_run,
 )
 from sweeper.trial.speed import resolve_speed
 
@@ -416,19 +414,9 @@ def start_results(
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from sweeper.trial.models import resolve_local_path
-
-    quiet()
     sides = parse_sides(str(args.sides))
-    if args.cpu_threads:
-        torch.set_num_threads(int(args.cpu_threads))
-    threads = torch.get_num_threads()
     sizes = resolve_sizes(args)
-    scratch = Path(tempfile.mkdtemp(prefix="sweeper-bench-peers-"))
-    given = resolve_local_path(args.model)
-    model = str(full_precision_copy(given, scratch) if given else args.model)
+    scratch, model, threads = start_model_run(args, "peers")
     configs = study_configs(args, sizes, model, scratch)
     seeds = fresh_seeds(configs["sweeper"], sizes["seeds"])
     settings = {**sizes, "model": model, "model_given": args.model, "threads": threads}

@@ -36,7 +36,6 @@ import contextlib
 import json
 import math
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -48,10 +47,9 @@ from benchmarks.common import (
     Results,
     close_staged_run,
     environment,
-    full_precision_copy,
-    quiet,
     report_staged_run,
     spread_text,
+    start_model_run,
 )
 from benchmarks.replay import MIN_COMPLETE
 
@@ -927,17 +925,8 @@ def run(args: argparse.Namespace) -> int:
     if args.replay_from is not None:
         return replay_stored(args)
 
-    from sweeper.trial.models import resolve_local_path
-
-    quiet()
-    if args.cpu_threads:
-        import torch
-
-        torch.set_num_threads(int(args.cpu_threads))
     sizes = resolve_sizes(args)
-    scratch = Path(tempfile.mkdtemp(prefix="sweeper-bench-pruning-"))
-    given = resolve_local_path(args.model)
-    model = str(full_precision_copy(given, scratch) if given else args.model)
+    scratch, model, _ = start_model_run(args, NAME)
     configs = (
         study_config(args, sizes, model, scratch, "none", unpruned=True),
         study_config(args, sizes, model, scratch, "default", unpruned=False),

@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -58,10 +57,9 @@ from benchmarks.common import (
     Results,
     close_staged_run,
     environment,
-    full_precision_copy,
-    quiet,
     report_staged_run,
     spread_text,
+    start_model_run,
 )
 
 NAME = "warmstart"
@@ -666,26 +664,17 @@ def start_results(
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from sweeper.trial.models import resolve_local_path
-
-    quiet()
     arms = parse_arms(str(args.arms))
-    if args.cpu_threads:
-        torch.set_num_threads(int(args.cpu_threads))
     sizes = resolve_sizes(args)
     seeds = [int(args.first_sampler_seed) + i for i in range(sizes["seeds_per_arm"])]
-    scratch = Path(tempfile.mkdtemp(prefix="sweeper-bench-warmstart-"))
-    given = resolve_local_path(args.model)
-    model = str(full_precision_copy(given, scratch) if given else args.model)
+    scratch, model, threads = start_model_run(args, NAME)
     studies = Studies(args, sizes, model, scratch)
     settings = {
         **sizes,
         "model": model,
         "model_given": args.model,
         "study": str(args.study),
-        "threads": torch.get_num_threads(),
+        "threads": threads,
         "target_split_seed": int(args.target_split_seed),
         "end_words": int(args.end_words),
         "source_weight": args.source_weight,
