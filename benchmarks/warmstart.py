@@ -19,8 +19,10 @@ sampler and default rules without its baselines, an evaluation every 96 training
 3. **arms** on the target, each with the same trial budget, rules and search space and, within
    a replicate, the same sampler seed: ``cold`` (no ``warm_start``), ``enqueue``
    (``warm_start`` with ``sampler: false``: the source's best distinct configurations
-   enqueued first) and ``enqueue_sampler`` (``sampler: true``: enqueued, and the source's
-   finished trials inform TPE too). Replicates use sampler seeds 43, 44, 45 by default (the
+   enqueued first), ``enqueue_sampler`` (``sampler: true``: enqueued, and the source's
+   finished trials inform TPE too) and ``enqueue_narrow`` (enqueued, and the search space
+   narrowed around the source's best trials instead: the other candidate the issue names,
+   measured so the choice between them is a measurement; ``narrowed_space``). Replicates use sampler seeds 43, 44, 45 by default (the
    source runs the study file's 42; a cold run on seed 42 would draw the source's own first
    configurations). Every study lives in one SQLite file, so the warm arms reach the source.
 4. Per run: wall seconds, training examples and **chosen at**: the time (seconds since the
@@ -69,7 +71,7 @@ HELP = (
     "with the same fresh seeds"
 )
 
-ARMS = ("cold", "enqueue", "enqueue_sampler")
+ARMS = ("cold", "enqueue", "enqueue_sampler", "enqueue_narrow")
 WARM_ARMS = ARMS[1:]
 TARGET_ARM = "enqueue_sampler"
 TARGET_TIME_RATIO = 0.5
@@ -265,11 +267,53 @@ class Studies:
             warm = self.warm_start(arm)
             if warm is not None:
                 changes["warm_start"] = warm
+            if arm == "enqueue_narrow":
+                changes |= narrowed_space(self.source, self.sizes["top"])
             sizes = {**self.sizes, "max_length": self.sizes["target_max_length"]}
             label = f"{arm.replace('_', '-')}-s{seed}"
             data = Path(self.target_data["path"])
             self.targets[(arm, seed)] = self.build(label, changes, data, sizes)
         return self.targets[(arm, seed)]
+
+
+def _narrowed(spec: Any, values: list[Any]) -> Any:
+    """One searched spec around ``values``: a float range from half the lowest to twice the
+    highest (log) or a quarter of the range either side, an integer range one step either
+    side, the choices among ``values``; always within ``spec``."""
+    from sweeper.settings.hyperparameters import Choices, FloatRange, IntRange
+
+    low, high = min(values), max(values)
+    if isinstance(spec, FloatRange):
+        margin = (spec.high - spec.low) / 4
+        low, high = (low / 2, high * 2) if spec.log else (low - margin, high + margin)
+        return {"low": max(spec.low, low), "high": min(spec.high, high), "log": spec.log}
+    if isinstance(spec, IntRange):
+        low, high = max(spec.low, low - spec.step), min(spec.high, high + spec.step)
+        return {"low": low, "high": high, "step": spec.step} if low < high else low
+    if isinstance(spec, Choices):
+        return {"choices": sorted(set(values))}
+    return spec
+
+
+def narrowed_space(source: Any, top: int) -> dict[str, Any]:
+    """The ``enqueue_narrow`` arm's search space (the alternative to modelling the source's
+    trials that the warm start issue names): each searched hyperparameter narrowed around
+    the source's ``top`` best complete trials (``_narrowed``), as ``search_space.*`` keys."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from sweeper.settings.hyperparameters import is_searched
+
+    study = optuna.load_study(study_name=source.name, storage=source.storage_url)
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    sign = 1 if source.objective.study_direction == "minimize" else -1
+    best = sorted(complete, key=lambda t: sign * float(t.value or 0.0))[:top]
+    changes: dict[str, Any] = {}
+    for name, spec in source.search_space.specs().items():
+        values = [t.params[name] for t in best if name in t.params]
+        if is_searched(spec) and values:
+            changes[f"search_space.{name}"] = _narrowed(spec, values)
+    return changes
 
 
 def flat(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -378,6 +422,9 @@ def run_searches(results: Results, studies: Studies, arms: list[str], seeds: lis
         for arm in arms:
             config = studies.target(arm, seed)
             results.payload["warm_start"][arm] = dump_warm_start(config)
+            if arm == "enqueue_narrow":
+                space = config.search_space.model_dump(mode="json")
+                results.payload["narrowed_search_space"] = space
             stage = time.perf_counter()
             results.payload["runs"][arm][str(seed)] = run_arm(config, arm, seed)
             results.save()

@@ -13,7 +13,15 @@ import pytest
 
 from benchmarks import available
 from benchmarks.peers import same_configuration
-from benchmarks.warmstart import ARMS, WARM_ARMS, chosen_at, parse_arms, resolve_sizes, summarize
+from benchmarks.warmstart import (
+    ARMS,
+    WARM_ARMS,
+    _narrowed,
+    chosen_at,
+    parse_arms,
+    resolve_sizes,
+    summarize,
+)
 from tests.support.quick_benchmarks import QUICK_RUN_TEST_TIMEOUT, run_quick
 
 SOURCE_TRIAL = re.compile(r"warmstart-source #(\d+)")
@@ -71,6 +79,11 @@ def test_warmstart_quick_runs_every_arm_and_confirms_on_the_same_seeds(tmp_path:
             confirmed = payload["confirmations"][arm][str(seed)]
             assert sorted(r["seed"] for r in confirmed["runs"]) == sorted(seeds), arm
             assert same_configuration(confirmed["config"], run["chosen_params"]), arm
+    # The narrow arm searched a space inside the study file's, around the source's best.
+    narrowed, original = payload["narrowed_search_space"], payload["search_space"]
+    low, high = narrowed["learning_rate"]["low"], narrowed["learning_rate"]["high"]
+    assert original["learning_rate"]["low"] <= low < high <= original["learning_rate"]["high"]
+    assert (high - low) < (original["learning_rate"]["high"] - original["learning_rate"]["low"])
     summary = payload["summary"]
     for arm in WARM_ARMS:
         against = summary["against_cold"][arm]
@@ -207,3 +220,33 @@ def test_arms_and_sizes() -> None:
     assert quick["target_max_length"] != quick["max_length"]
     with pytest.raises(SystemExit, match="--confirm-seeds"):
         resolve_sizes(argparse.Namespace(quick=False, confirm_seeds=1))
+
+
+@pytest.mark.parametrize(
+    ("spec", "values", "expected"),
+    [
+        # A log range: half the lowest to twice the highest, within the range.
+        ({"low": 1e-5, "high": 3e-4, "log": True}, [2e-5, 4e-5], (1e-5, 8e-5)),
+        ({"low": 1e-5, "high": 3e-4, "log": True}, [2e-4], (1e-4, 3e-4)),
+        # A linear range: a quarter of the range either side.
+        ({"low": 0.0, "high": 0.2}, [0.1], (0.05, 0.15)),
+        # An integer range: one step either side, within the range.
+        ({"low": 1, "high": 3}, [2], (1, 3)),
+        ({"low": 1, "high": 5}, [5], (4, 5)),
+        # Choices: those the best trials used.
+        ({"choices": [16, 32]}, [32, 32], [32]),
+    ],
+)
+def test_the_narrow_arm_narrows_each_spec_around_the_best_values(
+    spec: dict[str, Any], values: list[Any], expected: Any
+) -> None:
+    from sweeper.settings.hyperparameters import SearchSpace
+
+    name = "per_device_train_batch_size" if "choices" in spec else None
+    name = name or ("warmup_ratio" if spec.get("high") == 0.2 else None)
+    name = name or ("num_train_epochs" if isinstance(spec["low"], int) else "learning_rate")
+    narrowed = _narrowed(SearchSpace.model_validate({name: spec}).spec(name), values)
+    if isinstance(expected, tuple):
+        assert (narrowed["low"], narrowed["high"]) == pytest.approx(expected)
+    else:
+        assert narrowed == {"choices": expected}
