@@ -131,10 +131,10 @@ bench-pruning: $(STAMP)
 bench-peers: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks peers $(BENCH_ARGS)
 
-# What warm start buys on a new task: a source study, then cold, enqueue and enqueue + sampler
-# searches on a target task that differs (tokens, rows, text field), 3 sampler seeds each,
-# every final choice confirmed with the same 3 fresh seeds (also part of bench). About an
-# hour on 2 CPU cores; BENCH_ARGS="--quick" for a smoke run.
+# What warm start buys on a new task: a source study, then cold, enqueue, enqueue + sampler and
+# enqueue + narrowed-space searches on a target task that differs (tokens, rows, text field),
+# 3 sampler seeds each, every final choice confirmed with the same 3 fresh seeds (also part of
+# bench). 64 minutes on 2 CPU cores; BENCH_ARGS="--quick" for a smoke run.
 bench-warmstart: $(STAMP)
 	$(BIN)/python -m benchmarks warmstart $(BENCH_ARGS)
 

@@ -35,11 +35,12 @@ sampler and default rules without its baselines, an evaluation every 96 training
    (``benchmarks.peers.fresh_seeds``); runs that chose the same configuration share one
    confirmation.
 
-Target (issue "Warm start, measured"): ``enqueue_sampler`` holds its final choice in at most
-0.5x the cold arm's time (the ratio of the arms' mean time to choice) with a confirmed
-choice no worse than cold's within the seed noise (the pooled standard deviation over seeds
-of the confirmations compared). Default size: about an hour on a 2-core CPU (the source about
-3 minutes, each of the 9 target runs 2.5-4, then the confirmations). Results:
+Target (issue "Start from what earlier studies learned"): ``enqueue_sampler`` holds its
+final choice in at most 0.5x the cold arm's time (the ratio of the arms' mean time to
+choice) with a confirmed choice no worse than cold's within the seed noise (the pooled
+standard deviation over seeds of the confirmations compared). Default size: 64 minutes on
+this 2-core CPU (the source 2 minutes, each of the 12 target runs 2-5.5, the confirmations
+18; docs/benchmarks/warmstart.md). Results:
 ``benchmarks/results/latest/warmstart.json`` (and ``$OUT/warmstart.json``), rewritten after
 every stage.
 """
