@@ -434,37 +434,50 @@ def ensure_study(
             # optuna-dashboard and Optuna's plots say "validation_loss", not "Objective 0".
             study.set_metric_names([config.objective.metric])
         if not study.user_attrs.get(STUDY_READY_ATTR):
-            _enqueue_baselines(study, config)  # skip_if_exists: never twice
-            if warm_start is not None:
-                _enqueue_warm_start(study, warm_start)
-            existing = study.user_attrs
-            for key, value in (
-                (CONFIG_ATTR, stored_document(config)),
-                (CONFIG_VERSION_ATTR, CONFIG_VERSION),
-                (OBJECTIVE_METRIC_ATTR, config.objective.metric),
-                (LABEL_NAMES_ATTR, label_names),
-                *(split_attrs(splits).items() if splits is not None else ()),
-                *([(MODEL_FINGERPRINT_ATTR, model_fingerprint)] if model_fingerprint else ()),
-                *(
-                    [
-                        (WARM_START_ATTR, warm_start.record()),
-                        (WARM_START_TRIALS_ATTR, warm_start.observations),
-                    ]
-                    if warm_start is not None
-                    else ()
-                ),
-            ):
-                if key not in existing:
-                    study.set_user_attr(key, value)
-            study.set_user_attr(STUDY_READY_ATTR, True)
+            _make_ready(study, config, label_names, splits, model_fingerprint, warm_start)
             completed = True
-            for line in warm_start.notes if warm_start is not None else ():
-                print(f"[sweeper] warm start: {line}", flush=True)
     finally:
         lock.close()
     config.study_dir.mkdir(parents=True, exist_ok=True)
     (config.study_dir / "config.resolved.yaml").write_text(dump_config(config), encoding="utf-8")
     return CreatedStudy(study, created, completed)
+
+
+def _make_ready(
+    study: optuna.Study,
+    config: StudyConfig,
+    label_names: list[str],
+    splits: DataSplits | None,
+    model_fingerprint: str | None,
+    warm_start: WarmStartPlan | None,
+) -> None:
+    """The writes that make a study ready (under ensure_study's lock): the baselines and the
+    warm start's configurations enqueued, every attribute not yet stored, the marker last."""
+    _enqueue_baselines(study, config)  # skip_if_exists: never twice
+    if warm_start is not None:
+        _enqueue_warm_start(study, warm_start)
+    existing = study.user_attrs
+    for key, value in (
+        (CONFIG_ATTR, stored_document(config)),
+        (CONFIG_VERSION_ATTR, CONFIG_VERSION),
+        (OBJECTIVE_METRIC_ATTR, config.objective.metric),
+        (LABEL_NAMES_ATTR, label_names),
+        *(split_attrs(splits).items() if splits is not None else ()),
+        *([(MODEL_FINGERPRINT_ATTR, model_fingerprint)] if model_fingerprint else ()),
+        *(
+            [
+                (WARM_START_ATTR, warm_start.record()),
+                (WARM_START_TRIALS_ATTR, warm_start.observations),
+            ]
+            if warm_start is not None
+            else ()
+        ),
+    ):
+        if key not in existing:
+            study.set_user_attr(key, value)
+    study.set_user_attr(STUDY_READY_ATTR, True)
+    for line in warm_start.notes if warm_start is not None else ():
+        print(f"[sweeper] warm start: {line}", flush=True)
 
 
 def preflight_with_notices(config: StudyConfig) -> PreflightResult:
