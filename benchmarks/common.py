@@ -163,6 +163,18 @@ def full_precision_copy(model_dir: Path, scratch: Path) -> Path:
     return copy
 
 
+def size_options(args: Any, full: dict[str, Any], quick: dict[str, Any]) -> dict[str, Any]:
+    """A benchmark's sizes: ``quick`` with ``--quick``, else ``full``, each overridden by its
+    option when given (``--train-rows 512``); ``quick`` records which."""
+    is_quick = bool(getattr(args, "quick", False))
+    sizes = {
+        key: int(getattr(args, key)) if getattr(args, key, None) is not None else value
+        for key, value in (quick if is_quick else full).items()
+    }
+    sizes["quick"] = is_quick
+    return sizes
+
+
 def start_model_run(args: Any, prefix: str) -> tuple[Path, str, int]:
     """What a benchmark that fine-tunes ``args.model`` starts with: quiet libraries, torch's
     CPU threads (``args.cpu_threads``, else torch's own), a scratch directory, and the model

@@ -44,6 +44,7 @@ from benchmarks.common import (
     close_staged_run,
     environment,
     report_staged_run,
+    size_options,
     spread_text,
     start_model_run,
 )
@@ -100,12 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_sizes(args: argparse.Namespace) -> dict[str, Any]:
-    base = QUICK if getattr(args, "quick", False) else FULL
-    sizes = {
-        key: int(getattr(args, key)) if getattr(args, key, None) is not None else value
-        for key, value in base.items()
-    }
-    sizes["quick"] = bool(getattr(args, "quick", False))
+    sizes = size_options(args, FULL, QUICK)
     if sizes["seeds"] < 2:
         raise SystemExit(
             f"--seeds must be at least 2 (one seed has no spread), got {sizes['seeds']}"

@@ -48,6 +48,7 @@ from benchmarks.common import (
     close_staged_run,
     environment,
     report_staged_run,
+    size_options,
     spread_text,
     start_model_run,
 )
@@ -173,13 +174,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_sizes(args: argparse.Namespace) -> dict[str, Any]:
-    base = QUICK if getattr(args, "quick", False) else FULL
-    sizes = {
-        key: int(getattr(args, key)) if getattr(args, key) is not None else value
-        for key, value in base.items()
-    }
-    sizes["quick"] = bool(getattr(args, "quick", False))
-    return sizes
+    return size_options(args, FULL, QUICK)
 
 
 # --- the model: an fp16 copy to carry, widened back -----------------------------------------

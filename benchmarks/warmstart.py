@@ -61,6 +61,7 @@ from benchmarks.common import (
     close_staged_run,
     environment,
     report_staged_run,
+    size_options,
     spread_text,
     start_model_run,
 )
@@ -164,12 +165,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_sizes(args: argparse.Namespace) -> dict[str, Any]:
-    base = QUICK if getattr(args, "quick", False) else FULL
-    sizes = {
-        key: int(getattr(args, key)) if getattr(args, key, None) is not None else value
-        for key, value in base.items()
-    }
-    sizes["quick"] = bool(getattr(args, "quick", False))
+    sizes = size_options(args, FULL, QUICK)
     if sizes["confirm_seeds"] < 2:
         raise SystemExit(f"--confirm-seeds must be at least 2, got {sizes['confirm_seeds']}")
     if sizes["seeds_per_arm"] < 1:

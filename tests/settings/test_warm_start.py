@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import optuna
 import pytest
-from optuna.distributions import FloatDistribution
+from optuna.distributions import BaseDistribution, FloatDistribution
 from pydantic import ValidationError
 
 from sweeper.settings.config import StudyConfig
@@ -188,7 +188,7 @@ def test_tpe_models_the_source_trials_from_the_first_draw() -> None:
 def test_a_source_trial_weighs_source_weight_of_one_of_the_study_s_own() -> None:
     # This fails when an Optuna upgrade changes TPESampler._build_parzen_estimator or the
     # estimator's weights, which is how the sources weigh less.
-    space = {"learning_rate": FloatDistribution(1e-5, 1e-1, log=True)}
+    space: dict[str, BaseDistribution] = {"learning_rate": FloatDistribution(1e-5, 1e-1, log=True)}
     rows = [{"state": "COMPLETE", "value": 0.5, "params": {"learning_rate": 1e-3}}]
     sources = source_trials(rows, _space(learning_rate={"low": 1e-5, "high": 1e-1, "log": True}))
     own = optuna.trial.create_trial(params={"learning_rate": 1e-2}, distributions=space, value=0.4)
@@ -211,7 +211,9 @@ def test_source_values_are_put_on_the_study_s_own_scale_keeping_their_order() ->
     ]
     rows.append({"source": "old", "state": "PRUNED", "value": 0.9, "step": 2, "params": {}})
     sources = source_trials(rows, space)
-    distributions = {"learning_rate": FloatDistribution(1e-5, 1e-1, log=True)}
+    distributions: dict[str, BaseDistribution] = {
+        "learning_rate": FloatDistribution(1e-5, 1e-1, log=True)
+    }
 
     def own(*values: float) -> list[optuna.trial.FrozenTrial]:
         return [
