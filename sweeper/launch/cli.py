@@ -23,7 +23,7 @@ from sweeper.attributes import (
     OBJECTIVE_METRIC_ATTR,
     WARM_START_SOURCE_ATTR,
 )
-from sweeper.credentials import STORAGE_ENV
+from sweeper.credentials import STORAGE_ENV, without_credentials
 from sweeper.errors import (
     EXIT_OK,
     EXIT_STORAGE_OUTAGE,
@@ -590,12 +590,18 @@ def _database_failure(exc: BaseException) -> str:
 def _child_argv(argv: Sequence[str]) -> list[str]:
     """The worker's own arguments for the workers ``--gpus`` starts: without ``--gpus``, and
     without the storage URL (``--storage``, ``--set storage=``), which reaches them through
-    the environment, so no password shows on a child's command line."""
+    the environment, and ``--warm-start`` sources without a password, so no password shows
+    on a child's command line."""
     kept: list[str] = []
     items = iter(argv)
     for item in items:
         if item in ("--gpus", "--storage"):
             next(items, None)
+        elif item == "--warm-start":
+            # A source's storage password stays off the children's command lines too.
+            kept += [item, without_credentials(next(items, ""))]
+        elif item.startswith("--warm-start="):
+            kept.append(f"--warm-start={without_credentials(item.partition('=')[2])}")
         elif item == "--set":
             pair = next(items, "")
             if not pair.startswith("storage="):

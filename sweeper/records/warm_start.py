@@ -17,6 +17,7 @@ from sweeper.attributes import (
     WARM_START_ATTR,
     WARM_START_SOURCE_ATTR,
 )
+from sweeper.credentials import scrub_document
 from sweeper.errors import ConfigError
 from sweeper.records.confirmation import load_confirmation
 from sweeper.settings.config import StudyConfig
@@ -116,8 +117,11 @@ def task_differences(
     64 -> 96"), and whether their splits hold other rows (their stored fingerprints)."""
     if source.config is None:
         return ["the source's task is unknown (no stored sweeper config)"]
-    before = _leaves({key: source.config.model_dump(mode="json")[key] for key in TASK_KEYS})
-    after = _leaves({key: target.model_dump(mode="json")[key] for key in TASK_KEYS})
+    # Without credentials: a data URL's token must not reach a line, the record or a view.
+    source_document = scrub_document(source.config.model_dump(mode="json"))
+    target_document = scrub_document(target.model_dump(mode="json"))
+    before = _leaves({key: source_document[key] for key in TASK_KEYS})
+    after = _leaves({key: target_document[key] for key in TASK_KEYS})
     differences = [
         f"{key}: {before.get(key)!r} -> {after.get(key)!r}"
         for key in dict.fromkeys([*before, *after])

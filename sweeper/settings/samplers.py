@@ -124,6 +124,11 @@ class _WithSourceTrials:
         extra = [t for t in self._source_trials if states is None or t.state in states]
         return [*on_own_scale(extra, own), *own]
 
+    def get_trials(
+        self, deepcopy: bool = True, states: Sequence[optuna.trial.TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        return self._get_trials(deepcopy=deepcopy, states=states)
+
 
 def on_own_scale(sources: Sequence[FrozenTrial], own: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """The sources' complete trials with their values put on the study's own scale: another
@@ -154,11 +159,6 @@ def on_own_scale(sources: Sequence[FrozenTrial], own: Sequence[FrozenTrial]) -> 
             trial.value = mapped[trial.number]
         rescaled.append(trial)
     return rescaled
-
-    def get_trials(
-        self, deepcopy: bool = True, states: Sequence[optuna.trial.TrialState] | None = None
-    ) -> list[FrozenTrial]:
-        return self._get_trials(deepcopy=deepcopy, states=states)
 
 
 class SourceAwareTPESampler(optuna.samplers.TPESampler):

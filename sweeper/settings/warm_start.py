@@ -109,9 +109,11 @@ class MappedParams:
 def _clip(spec: FloatRange | IntRange, value: float) -> float | int:
     if isinstance(spec, FloatRange):
         return min(max(float(value), spec.low), spec.high)
-    # Onto the integer grid low, low + step, ... high.
-    steps = round((min(max(float(value), spec.low), spec.high) - spec.low) / spec.step)
-    return min(spec.low + int(steps) * spec.step, spec.high)
+    # Onto the integer grid low, low + step, ...: its top is the last point not above high
+    # (Optuna's own IntDistribution shrinks high onto the grid the same way).
+    top = spec.low + ((spec.high - spec.low) // spec.step) * spec.step
+    steps = round((min(max(float(value), spec.low), top) - spec.low) / spec.step)
+    return spec.low + int(steps) * spec.step
 
 
 def _shown(value: Any) -> str:
@@ -120,14 +122,20 @@ def _shown(value: Any) -> str:
 
 def _mapped_value(name: str, spec: ParamSpec, value: Any) -> tuple[Any | None, str | None]:
     """(the value in the new space or None when dropped, a line when anything changed)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        return None, f"{name}={value!r} is not a number: sampled"
     if isinstance(spec, Choices):
-        if any(math.isclose(float(value), float(choice)) for choice in spec.choices):
-            return value, None
+        for choice in spec.choices:
+            if math.isclose(float(value), float(choice)):
+                return choice, None  # the choice itself: Optuna matches choices exactly
         return None, f"{name}={_shown(value)} is not among the choices {spec.choices}: sampled"
-    assert isinstance(spec, (FloatRange, IntRange))  # searched specs only reach here
+    if not isinstance(spec, (FloatRange, IntRange)):
+        return None, None  # a fixed value: never reached (callers pass searched specs)
     clipped = _clip(spec, value)
     if math.isclose(float(clipped), float(value)):
         return (int(clipped) if isinstance(spec, IntRange) else value), None
+    if spec.low <= value <= spec.high:
+        return clipped, f"{name}={_shown(value)} is off the step {spec.step}: snapped to {clipped}"  # type: ignore[union-attr]
     return clipped, (
         f"{name}={_shown(value)} lies outside [{_shown(spec.low)}, {_shown(spec.high)}]: "
         f"clipped to {_shown(clipped)}"
@@ -180,8 +188,9 @@ def observation_params(
 
 def source_trials(rows: Sequence[Mapping[str, Any]], space: SearchSpaceBase) -> list[FrozenTrial]:
     """The stored observations (``warm_start_trials``) as finished trials for the sampler:
-    numbered -1, -2, ... (never a trial of this study), each with the parameters it has in
-    ``space``'s distributions."""
+    numbered below 0 in their order (never a trial of this study; TPE weighs older trials
+    less once it has more than 25), each with the parameters it has in ``space``'s
+    distributions."""
     distributions = {
         name: dist
         for name, spec in space.specs().items()
@@ -204,7 +213,7 @@ def source_trials(rows: Sequence[Mapping[str, Any]], space: SearchSpaceBase) -> 
             ),
             system_attrs={SOURCE_SYSTEM_ATTR: str(row.get("source"))},
         )
-        trial.number = -1 - index
+        trial.number = index - len(rows)  # -len(rows) ... -1: the last row is the newest
         trials.append(trial)
     return trials
 

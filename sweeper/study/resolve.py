@@ -136,8 +136,9 @@ def check_run_keys_only(
 ) -> None:
     """Refuse any typed key (``--set``, a flag) outside :data:`RUN_KEYS` whose value differs
     from the study's stored one; every such key is named with both values."""
-    stored_values = stored.model_dump(mode="json")
-    given_values = given.model_dump(mode="json")
+    # Without credentials on either side: the stored one has none, and none is shown.
+    stored_values = scrub_document(stored.model_dump(mode="json"))
+    given_values = scrub_document(given.model_dump(mode="json"))
     differences = []
     for key in dict.fromkeys(typed_keys):
         if key == "name" or is_run_key(key):
@@ -179,8 +180,8 @@ def _under(key: str, prefixes: Iterable[str]) -> bool:
 def _file_differences(stored: StudyConfig, given: StudyConfig, file_keys: list[str]) -> list[str]:
     """The keys the study file gives whose value differs from the stored configuration, in
     the file's order (the file's values are in ``given`` wherever nothing typed them)."""
-    stored_values = stored.model_dump(mode="json")
-    given_values = given.model_dump(mode="json")
+    stored_values = scrub_document(stored.model_dump(mode="json"))
+    given_values = scrub_document(given.model_dump(mode="json"))
     return [
         key
         for key in dict.fromkeys(file_keys)

@@ -31,7 +31,7 @@ from sweeper.errors import StorageError
 from sweeper.records.warm_start import SourceStudy, read_source, task_differences
 from sweeper.runtime.storage import NoStudiesError, open_storage, redact, sqlite_path
 from sweeper.settings.config import StudyConfig
-from sweeper.settings.hyperparameters import config_key
+from sweeper.settings.hyperparameters import config_key, is_searched
 from sweeper.settings.samplers import learns_from_sources
 from sweeper.settings.warm_start import (
     WarmStartSource,
@@ -113,6 +113,11 @@ def _read(source: WarmStartSource, config: StudyConfig) -> _ReadSource | str:
                 f"warm_start.sources: no study named {source.study!r} in {where}; studies "
                 f"there: {names or 'none'}"
             )
+        if len(study.directions) != 1:
+            return (
+                f"warm_start.sources: {source.label()!r} is multi-objective; warm start from "
+                "a study with one objective"
+            )
         return _ReadSource(source, read_source(study), dict(study.user_attrs))
     finally:
         storage.engine.dispose()
@@ -160,9 +165,14 @@ def _plan(
     config: StudyConfig, reads: list[_ReadSource], fingerprints: dict[str, str] | None
 ) -> WarmStartPlan:
     plan = WarmStartPlan()
-    for read in reads:
+    names = [read.source.study for read in reads]
+    for index, read in enumerate(reads):
         plan.sources.append(_describe_source(read, config, fingerprints, plan.notes))
-        plan.observations += _observations(read, config)
+        # Each source's values are scaled on their own (samplers.on_own_scale), so two
+        # sources of one name in two storages keep apart.
+        name = read.source.study
+        source_id = name if names.count(name) == 1 else f"{name} (source {index + 1})"
+        plan.observations += _observations(read, config, plan.notes, source_id)
     _enqueue_plan(config, reads, plan)
     warm = config.warm_start
     if not warm.sampler:
@@ -215,7 +225,8 @@ def _describe_source(
 def _enqueue_plan(config: StudyConfig, reads: list[_ReadSource], plan: WarmStartPlan) -> None:
     """``top`` configurations, the sources taking turns, each mapped into the new space;
     one that maps onto a configuration already planned is passed over."""
-    taken: dict[str, str] = {}
+    # A configuration equal to a baseline's would not be enqueued twice (skip_if_exists).
+    taken = {config_key(params): f"baseline {name}" for name, params in config.baseline_params()}
     turns = zip_longest(*(_ranked(read) for read in reads))
     for trial, read in (pair for turn in turns for pair in turn if pair is not None):
         if len(plan.enqueued) >= config.warm_start.top:
@@ -223,13 +234,16 @@ def _enqueue_plan(config: StudyConfig, reads: list[_ReadSource], plan: WarmStart
         mapped = map_into_space(trial.params, config.search_space, read.study.fixed())
         key = config_key(mapped.params)
         origin = f"{read.source.study} #{trial.number}"
+        if not mapped.params:
+            plan.notes.append(f"{origin}: no parameter maps into this space: passed over")
+            continue
         if key in taken:
             how = f" ({'; '.join(mapped.notes)})" if mapped.notes else ""
             plan.notes.append(
-                f"{origin}{how} maps onto the configuration enqueued from {taken[key]}: passed over"
+                f"{origin}{how} maps onto the configuration of {taken[key]}: passed over"
             )
             continue
-        taken[key] = origin
+        taken[key] = f"{origin} (enqueued)"
         winner = " (confirmed winner)" if trial.number == read.study.confirmed_winner else ""
         plan.enqueued.append({"source": origin, "params": mapped.params, "notes": mapped.notes})
         plan.notes.append(
@@ -242,9 +256,15 @@ def _ranked(read: _ReadSource) -> list[tuple[FrozenTrial, _ReadSource]]:
     return [(trial, read) for trial in read.study.ranked]
 
 
-def _observations(read: _ReadSource, config: StudyConfig) -> list[dict[str, Any]]:
-    """The source's finished trials in the new space, as stored for every worker's sampler."""
+def _observations(
+    read: _ReadSource, config: StudyConfig, notes: list[str], source_id: str
+) -> list[dict[str, Any]]:
+    """The source's finished trials in the new space, as stored for every worker's sampler:
+    those with a value for every parameter the new study searches (TPE's joint model leaves
+    out a trial that lacks one, after counting it among the good or the bad)."""
     fixed = read.study.fixed()
+    searched = {name for name, spec in config.search_space.specs().items() if is_searched(spec)}
+    incomplete: set[str] = set()
     rows = []
     for trial in read.study.finished[-MAX_OBSERVATIONS_PER_SOURCE:]:
         pruned = trial.state == TrialState.PRUNED
@@ -252,14 +272,24 @@ def _observations(read: _ReadSource, config: StudyConfig) -> list[dict[str, Any]
         value = trial.intermediate_values[step] if step is not None else trial.value
         if value is None or not math.isfinite(value):
             continue  # pruned before its first report, or diverged: nothing to model
+        params = observation_params(trial.params, config.search_space, fixed)
+        if missing := searched - params.keys():
+            incomplete |= missing
+            continue
         rows.append(
             {
-                "source": read.source.study,
+                "source": source_id,  # a name, never a storage URL
                 "trial": trial.number,
                 "state": trial.state.name,
                 "value": float(value),
                 "step": step,
-                "params": observation_params(trial.params, config.search_space, fixed),
+                "params": params,
             }
+        )
+    if incomplete:
+        left = len(read.study.finished) - len(rows)
+        notes.append(
+            f"source {read.source.label()}: {left} finished trial(s) have no value in this "
+            f"space for {', '.join(sorted(incomplete))}: the sampler leaves them out"
         )
     return rows

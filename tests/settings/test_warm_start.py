@@ -29,7 +29,7 @@ from sweeper.settings.warm_start import (
     source_trials,
 )
 
-BASE = {
+BASE: dict[str, Any] = {
     "name": "target",
     "dataset": {"path": "reviews.csv", "text_column": "text", "label_column": "label"},
     "model": {"name": "some-model", "max_length": 64},
@@ -107,6 +107,34 @@ def _space(**specs: Any) -> Any:
             {"num_train_epochs": {"low": 1, "high": 5, "step": 2}},
             5,
             ["num_train_epochs=9 lies outside [1, 5]: clipped to 5"],
+        ),
+        # Above an integer range whose high is off its step: onto the grid's top (3, not 4).
+        (
+            {"num_train_epochs": 5},
+            {"num_train_epochs": {"low": 1, "high": 4, "step": 2}},
+            3,
+            ["num_train_epochs=5 lies outside [1, 4]: clipped to 3"],
+        ),
+        # In range but off the step: snapped onto it.
+        (
+            {"num_train_epochs": 4},
+            {"num_train_epochs": {"low": 1, "high": 5, "step": 2}},
+            5,
+            ["num_train_epochs=4 is off the step 2: snapped to 5"],
+        ),
+        # A categorical value within rounding of a choice: the choice itself.
+        (
+            {"per_device_train_batch_size": 32.000000000001},
+            {"per_device_train_batch_size": {"choices": [16, 32]}},
+            32,
+            [],
+        ),
+        # Not a number (a plain Optuna source may hold anything): sampled.
+        (
+            {"per_device_train_batch_size": "large"},
+            {"per_device_train_batch_size": {"choices": [16, 32]}},
+            None,
+            ["per_device_train_batch_size='large' is not a number: sampled"],
         ),
         # A categorical value not among the new choices: dropped, the sampler draws it.
         (
@@ -231,3 +259,15 @@ def test_source_values_are_put_on_the_study_s_own_scale_keeping_their_order() ->
     # One value of its own (or several equal ones) would tie them all: kept as they are.
     for values in ((0.6,), (0.6, 0.6)):
         assert [t.value for t in on_own_scale(sources, own(*values))[:3]] == [0.10, 0.30, 0.20]
+
+
+def test_what_differed_never_shows_a_credential() -> None:
+    from sweeper.records.warm_start import SourceStudy, task_differences
+
+    source_config = StudyConfig.model_validate(BASE)
+    target = StudyConfig.model_validate(
+        {**BASE, "dataset": {**BASE["dataset"], "path": "s3://bucket/r.csv?token=SECRET"}}
+    )
+    source = SourceStudy("old", "minimize", "validation_loss", source_config, [], [])
+    differs = task_differences(source, {}, target, None)
+    assert differs == ["dataset.path: 'reviews.csv' -> 's3://bucket/r.csv'"]
