@@ -18,6 +18,7 @@ _SURFACE = {
         "check_reachable",
         "open_lock",
         "open_storage",
+        "reading_storage",
         "redact",
         "sqlite_path",
         "storage_health",

@@ -972,6 +972,22 @@ def open_storage(
         raise _unreachable(shown, exc) from None
 
 
+@contextlib.contextmanager
+def reading_storage(url: str) -> Iterator[ResilientRDBStorage | None]:
+    """The storage at ``url`` for a short read that creates nothing: None when it holds no
+    study yet (no such SQLite file, no Optuna tables); its connections closed afterwards, so
+    the command that reads goes on without holding one. Unreachable: StorageError."""
+    try:
+        storage: ResilientRDBStorage | None = open_storage(url, heartbeat=False, create=False)
+    except NoStudiesError:
+        storage = None
+    try:
+        yield storage
+    finally:
+        if storage is not None:
+            storage.engine.dispose()
+
+
 def _first_line(exc: BaseException) -> str:
     """The driver's own message without the SQL echo and doc links SQLAlchemy appends."""
     return driver_message(exc)

@@ -30,7 +30,7 @@ from optuna.storages import BaseStorage
 from sweeper.attributes import CONFIG_ATTR
 from sweeper.credentials import STORAGE_ENV, scrub_document
 from sweeper.errors import ConfigError, StorageError
-from sweeper.runtime.storage import NoStudiesError, open_storage, redact, sqlite_path
+from sweeper.runtime.storage import reading_storage, redact
 from sweeper.settings.config import RUN_KEYS, StudyConfig, is_run_key
 from sweeper.settings.stored import stored_config
 from sweeper.settings.study_file import (
@@ -203,19 +203,15 @@ def _stored_attributes(name: str, storage_url: str) -> dict[str, Any] | None:
     """The study's user attributes, or None when the storage holds no such study (or is a
     SQLite file that does not exist yet). A configuration an earlier sweeper stored with
     a password in it is rewritten without it here, so no view shows it again."""
-    if (database := sqlite_path(storage_url)) is not None and not database.exists():
-        return None  # no database file yet: a new study
-    try:
-        storage = open_storage(storage_url, heartbeat=False, create=False)
-    except NoStudiesError:
-        return None  # a new database: no tables yet, and none created here
-    try:
-        study_id = storage.get_study_id_from_name(name)
+    # The command opens the study itself, once, afterwards: this read holds no connection.
+    with reading_storage(storage_url) as storage:
+        if storage is None:
+            return None  # no database file or no tables yet: a new study, and none created
+        try:
+            study_id = storage.get_study_id_from_name(name)
+        except KeyError:
+            return None
         return drop_stored_credentials(storage, study_id, storage.get_study_user_attrs(study_id))
-    except KeyError:
-        return None
-    finally:
-        storage.engine.dispose()  # the command opens the study itself, once, afterwards
 
 
 def drop_stored_credentials(

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from sweeper.attributes import STUDY_READY_ATTR
 from sweeper.errors import StorageError
 from sweeper.records.warm_start import SourceStudy, read_source, task_differences
-from sweeper.runtime.storage import NoStudiesError, open_storage, redact, sqlite_path
+from sweeper.runtime.storage import reading_storage, redact
 from sweeper.settings.config import StudyConfig
 from sweeper.settings.hyperparameters import config_key, is_searched
 from sweeper.settings.samplers import learns_from_sources
@@ -67,19 +67,16 @@ class _ReadSource:
 
 def _target_is_ready(config: StudyConfig) -> bool:
     """Whether the study is already in its storage, complete (then its plan is stored)."""
-    if (database := sqlite_path(config.storage_url)) is not None and not database.exists():
-        return False
     try:
-        storage = open_storage(config.storage_url, heartbeat=False, create=False)
-    except StorageError:  # no tables yet, or unreachable (the pre-flight says so)
-        return False
-    try:
-        study_id = storage.get_study_id_from_name(config.name)
-        return bool(storage.get_study_user_attrs(study_id).get(STUDY_READY_ATTR))
+        with reading_storage(config.storage_url) as storage:
+            if storage is None:
+                return False  # no database or no tables yet
+            study_id = storage.get_study_id_from_name(config.name)
+            return bool(storage.get_study_user_attrs(study_id).get(STUDY_READY_ATTR))
     except KeyError:
         return False
-    finally:
-        storage.engine.dispose()
+    except StorageError:  # unreachable: the pre-flight says so
+        return False
 
 
 def _source_storage_url(source: WarmStartSource, config: StudyConfig) -> str:
@@ -99,28 +96,32 @@ def _read(source: WarmStartSource, config: StudyConfig) -> _ReadSource | str:
     if source.study == config.name and url == config.storage_url:
         return f"warm_start.sources: {source.study!r} is this study itself; name an earlier study"
     try:
-        storage = open_storage(url, heartbeat=False, create=False)
-    except NoStudiesError:
-        return f"warm_start.sources: no study named {source.study!r} in {where} (it holds no study)"
+        with reading_storage(url) as storage:
+            if storage is None:
+                return (
+                    f"warm_start.sources: no study named {source.study!r} in {where} (it "
+                    "holds no study)"
+                )
+            return _read_from(storage, source, where)
     except StorageError as exc:
         return f"warm_start.sources: {source.label()!r} cannot be read: {exc}"
+
+
+def _read_from(storage: Any, source: WarmStartSource, where: str) -> _ReadSource | str:
     try:
-        try:
-            study = optuna.load_study(study_name=source.study, storage=storage)
-        except KeyError:
-            names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-            return (
-                f"warm_start.sources: no study named {source.study!r} in {where}; studies "
-                f"there: {names or 'none'}"
-            )
-        if len(study.directions) != 1:
-            return (
-                f"warm_start.sources: {source.label()!r} is multi-objective; warm start from "
-                "a study with one objective"
-            )
-        return _ReadSource(source, read_source(study), dict(study.user_attrs))
-    finally:
-        storage.engine.dispose()
+        study = optuna.load_study(study_name=source.study, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        return (
+            f"warm_start.sources: no study named {source.study!r} in {where}; studies "
+            f"there: {names or 'none'}"
+        )
+    if len(study.directions) != 1:
+        return (
+            f"warm_start.sources: {source.label()!r} is multi-objective; warm start from "
+            "a study with one objective"
+        )
+    return _ReadSource(source, read_source(study), dict(study.user_attrs))
 
 
 def _mismatch(read: _ReadSource, config: StudyConfig) -> str | None:
