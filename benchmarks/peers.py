@@ -134,7 +134,7 @@ def peer_task(config: Any, sizes: dict[str, Any], model: str, scratch: Path, thr
     for name in ("train", "validation"):
         folders[name] = scratch / "peer-data" / name
         getattr(splits, name).save_to_disk(str(folders[name]))
-    batch = smallest_batch(config.search_space)
+    batch = smallest_batch(config.space)
     # The peers' users fix eval_steps; at the smallest batch size it is sweeper's grid, at a
     # larger one they evaluate less often than sweeper (never more).
     eval_steps = max(1, sizes["eval_examples"] // batch)
@@ -200,7 +200,7 @@ def choice_study(config: Any, params: dict[str, Any], value: float) -> None:
     from sweeper.study.sweep import create_study
 
     study = create_study(config).study
-    distributions = space_distributions(config.search_space)
+    distributions = space_distributions(config.space)
     study.add_trial(
         optuna.trial.create_trial(
             params={name: params[name] for name in distributions},
@@ -220,7 +220,7 @@ def fresh_seeds(config: Any, count: int) -> list[int]:
     """``count`` seeds none of the searches could draw, the same for every side."""
     from sweeper.study.confirm import _is_sweep_seed, derive_seeds
 
-    return derive_seeds("peers", count, lambda s: _is_sweep_seed(config.search_space, set(), s))
+    return derive_seeds("peers", count, lambda s: _is_sweep_seed(config.space, set(), s))
 
 
 def same_configuration(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -44,7 +44,7 @@ class SourceStudy:
 
     def fixed(self) -> dict[str, Any]:
         """What the source did not search, at the value it was fixed at."""
-        return fixed_params(self.config.search_space) if self.config is not None else {}
+        return fixed_params(self.config.space) if self.config is not None else {}
 
 
 def _confirmed_winner(study: optuna.Study, trials: list[FrozenTrial]) -> int | None:

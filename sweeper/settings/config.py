@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     Field,
+    create_model,
     NonNegativeInt,
     PositiveInt,
     ValidationInfo,
@@ -22,14 +23,18 @@ from pydantic import (
 from sweeper.errors import ConfigError
 from sweeper.settings.hyperparameters import (
     BY_NAME,
+    HYPERPARAMETERS,
     SEARCHABLE_PARAMS,
     Choices,
     FloatRange,
     IntRange,
+    ParamSpace,
     ParamSpec,
     SearchSpace,
-    candidate_values,
+    check_spec,
     is_searched,
+    module_set,
+    spec_field_type,
 )
 from sweeper.settings.metrics import OBJECTIVE_NAMES, metric
 from sweeper.settings.pruners import DEFAULT_PRUNER, MedianPrunerConfig, PrunerConfig
@@ -169,6 +174,66 @@ class ModelConfig(StrictModel):
     license: str | None = None
     """The fine-tuned model's license for its model card, a Hub identifier such as apache-2.0; left
     out when unset."""
+    method: Choices | str = "full"
+    """How every trial fine-tunes: full (every weight, as the model cards) or lora (peft adapters
+    on frozen weights, set in the lora section; pip install 'sweeper[lora]'); {choices: [full,
+    lora]} searches it, comparing both on one grid (search_space entries may then give one range
+    per method: {full: {...}, lora: {...}})."""
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: Any) -> Any:
+        return check_spec("method", value)
+
+
+def _lora_fields() -> dict[str, Any]:
+    """The lora section's hyperparameters, from their table entries (home "lora")."""
+    return {
+        entry.key: (spec_field_type(entry), entry.default)
+        for entry in HYPERPARAMETERS
+        if entry.home == "lora"
+    }
+
+
+# The lora section's keys that are hyperparameters (r, alpha, ...), by their Optuna name.
+LORA_KEYS = {entry.key: entry.name for entry in HYPERPARAMETERS if entry.home == "lora"}
+
+
+class LoraSectionBase(StrictModel):
+    """What a LoRA trial (model.method lora) wraps around the frozen model: peft's LoraConfig.
+    r, alpha, dropout and target_modules are hyperparameters: a fixed value, or {low, high} /
+    {choices: [...]} to search them (the study-file reference's table)."""
+
+    bias: Literal["none", "all", "lora_only"] = "none"
+    """Which biases train as well (LoraConfig.bias): none, all, or those of the adapted modules."""
+    modules_to_save: list[str] = Field(default_factory=list)
+    """Modules trained in full and saved beside the adapters, besides those always kept: the
+    classification head and every module the pretrained checkpoint lacks (newly initialised,
+    such as DistilBERT's pre_classifier or a BERT pooler)."""
+
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> ParamSpec: ...
+
+    @field_validator(*LORA_KEYS, check_fields=False)
+    @classmethod
+    def _spec(cls, value: Any, info: ValidationInfo) -> Any:
+        return check_spec(LORA_KEYS[str(info.field_name)], value)
+
+    @field_validator("modules_to_save")
+    @classmethod
+    def _modules(cls, value: list[str]) -> list[str]:
+        return module_set(value).split(",") if value else value
+
+    def specs(self) -> dict[str, ParamSpec]:
+        """``{hyperparameter name: spec}`` of the section's hyperparameters (``lora_r``: r)."""
+        return {name: getattr(self, key) for key, name in LORA_KEYS.items()}
+
+
+if TYPE_CHECKING:
+    LoraSection = LoraSectionBase
+else:
+    LoraSection = create_model("LoraSection", __base__=LoraSectionBase, **_lora_fields())
 
 
 class EvaluationConfig(StrictModel):
@@ -297,19 +362,30 @@ class TrainingConfig(StrictModel):
 class Baseline(StrictModel):
     name: str
     """The baseline's name, as the report, the card and confirm show it."""
-    params: dict[str, float | int]
+    params: dict[str, float | int | str | list[str]]
     """Its hyperparameters; epochs above the search space's maximum are capped to it, fixed
-    parameters left to the study's value."""
+    parameters left to the study's value. With model.method searched, a baseline without a
+    method is a full fine-tune (the model cards' runs)."""
 
     @field_validator("params")
     @classmethod
-    def _known(cls, value: dict[str, float | int]) -> dict[str, float | int]:
+    def _known(cls, value: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(value) - set(SEARCHABLE_PARAMS))
         if unknown:
             raise ValueError(
                 f"unknown parameter {unknown[0]!r}; expected one of {list(SEARCHABLE_PARAMS)}"
             )
-        return value
+        # Text values normalised as the spec's are (a list of modules, one Optuna value);
+        # numbers are checked against the study's space by StudyConfig._baselines_in_space.
+        return {
+            name: check_spec(name, spec) if BY_NAME[name].text else spec
+            for name, spec in value.items()
+        }
+
+    def method(self, space: ParamSpace) -> str:
+        """The method this baseline fine-tunes with: its own, the study's one, else full."""
+        methods = space.methods()
+        return str(self.params.get("method", methods[0] if len(methods) == 1 else "full"))
 
 
 class ObjectiveConfig(StrictModel):
@@ -428,7 +504,10 @@ class StudyConfig(StrictModel):
     dataset: DatasetConfig
     """The data: where it is, its columns and its splits."""
     model: ModelConfig
-    """The pretrained model to fine-tune."""
+    """The pretrained model to fine-tune, and how (model.method)."""
+    lora: LoraSection = LoraSection()
+    """The adapters of LoRA trials (model.method lora): rank, alpha, dropout and target modules
+    (each fixed or searched), bias, and the modules trained in full beside them."""
     search_space: SearchSpace = SearchSpace()
     """What Optuna samples per hyperparameter: {low, high, log} (float), {low, high, step} (int),
     {choices: [...]}, or a fixed value (the table below)."""
@@ -495,15 +574,42 @@ class StudyConfig(StrictModel):
         return document
 
     @model_validator(mode="after")
+    def _lora_used(self) -> StudyConfig:
+        # A searched LoRA setting in a study with no LoRA trial would be sampled by none.
+        if "lora" in self.space.methods():
+            return self
+        for key, name in LORA_KEYS.items():
+            spec = getattr(self.lora, key)
+            if is_searched(spec):
+                raise ValueError(
+                    f"lora.{key} is searched ({spec}), but model.method={self.model.method!r} "
+                    f"has no LoRA trial to use it; set model.method: lora (or {{choices: [full, "
+                    f"lora]}}), or give lora.{key} one value"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _baselines_in_space(self) -> StudyConfig:
-        specs = self.search_space.specs()
+        space = self.space
         for index, baseline in enumerate(self.baselines):
+            method = baseline.method(space)
+            where = f"baselines[{index}] ({baseline.name})"
+            if method not in space.methods():
+                raise ValueError(
+                    f"{where}: method={method} is not among model.method's values "
+                    f"{space.methods()}; drop it or add {method} to model.method's choices"
+                )
             for param, value in baseline.params.items():
-                problem = _out_of_space(specs[param], value, capped_param=BY_NAME[param].capped)
-                if problem:
+                optuna_name = space.optuna_name(param, method)
+                if optuna_name is None:
                     raise ValueError(
-                        f"baselines[{index}] ({baseline.name}): {param}={value} {problem}"
+                        f"{where}: {param} is a LoRA setting, but the baseline is a {method} "
+                        "fine-tune; drop it or give the baseline method: lora"
                     )
+                spec = space.spec(optuna_name)
+                problem = _out_of_space(spec, value, capped_param=BY_NAME[param].capped)
+                if problem:
+                    raise ValueError(f"{where}: {param}={value} {problem}")
         return self
 
     @model_validator(mode="after")
@@ -530,6 +636,14 @@ class StudyConfig(StrictModel):
             f"size the search space can draw (per_device_train_batch_size {sizes}{times}), so "
             f"their evaluations would not fall on one grid; use a multiple of {unit}, such as "
             f"{suggestion}"
+        )
+
+    @property
+    def space(self) -> ParamSpace:
+        """The whole search space, as Optuna sees it: search_space, model.method and the lora
+        section's hyperparameters (sweeper.settings.hyperparameters.ParamSpace)."""
+        return ParamSpace.of(
+            {**self.search_space.specs(), "method": self.model.method, **self.lora.specs()}
         )
 
     def examples_per_step(self, batch_size: int) -> int:
@@ -570,43 +684,50 @@ class StudyConfig(StrictModel):
             return None
         return f"{root.rstrip('/')}/{self.name}"
 
-    def baseline_params(self) -> list[tuple[str, dict[str, float | int]]]:
-        """Baselines as enqueued: epochs above the study's maximum are capped to it (card B
-        planned 200 epochs), fixed parameters are left to the study's fixed value."""
-        specs = self.search_space.specs()
+    def baseline_params(self) -> list[tuple[str, dict[str, Any]]]:
+        """Baselines as enqueued, by Optuna parameter name: epochs above the study's maximum
+        are capped to it (card B planned 200 epochs), fixed parameters are left to the
+        study's fixed value, and with model.method searched each names its method."""
+        space = self.space
+        specs = space.specs()
         enqueued = []
         for baseline in self.baselines:
-            params: dict[str, float | int] = {}
+            method = baseline.method(space)
+            method_searched = "method" in specs and is_searched(specs["method"])
+            params: dict[str, Any] = {"method": method} if method_searched else {}
             for name, value in baseline.params.items():
-                spec = specs[name]
-                if not is_searched(spec):
+                optuna_name = space.optuna_name(name, method)
+                spec = specs.get(optuna_name or "")
+                if spec is None or not is_searched(spec):
                     continue
                 if BY_NAME[name].capped and isinstance(spec, IntRange):
-                    value = min(int(value), spec.high)
-                params[name] = value
+                    value = min(int(value), spec.high)  # type: ignore[arg-type]
+                params[str(optuna_name)] = value
             enqueued.append((baseline.name, params))
         return enqueued
 
 
 def batch_sizes(config: StudyConfig) -> list[int]:
     """Every per_device_train_batch_size the search space can draw, ascending."""
-    spec = config.search_space.spec("per_device_train_batch_size")
-    return sorted({int(size) for size in candidate_values(spec)})
+    return sorted({int(size) for size in config.space.values_of("per_device_train_batch_size")})
 
 
-def _out_of_space(spec: ParamSpec, value: float | int, capped_param: bool) -> str | None:
+def _out_of_space(spec: ParamSpec, value: Any, capped_param: bool) -> str | None:
+    if isinstance(spec, Choices) and value not in spec.choices:
+        return f"is not among the choices {spec.choices}"
+    if isinstance(spec, str) or isinstance(value, str):
+        same = isinstance(spec, Choices) or spec == value
+        return None if same else f"differs from the study's value {spec!r}"
     if isinstance(spec, FloatRange) and not spec.low <= value <= spec.high:
         return f"lies outside the search range [{spec.low}, {spec.high}]"
     if isinstance(spec, IntRange) and (
         value < spec.low or (value > spec.high and not capped_param)
     ):
         return f"lies outside the search range [{spec.low}, {spec.high}]"
-    if isinstance(spec, Choices) and value not in spec.choices:
-        return f"is not among the choices {spec.choices}"
     if (
         isinstance(spec, (int, float))
         and not isinstance(spec, bool)
-        and not math.isclose(spec, value)
+        and not math.isclose(spec, float(value))
         and not (capped_param and value > spec)
     ):
         return f"differs from the study's fixed value {spec}"

@@ -16,6 +16,7 @@ from sweeper.errors import ConfigError
 from sweeper.settings.config import StudyConfig
 from sweeper.settings.hyperparameters import (
     BY_NAME,
+    HYPERPARAMETERS,
 )
 from sweeper.settings.pruners import PRUNER_TYPES
 from sweeper.settings.samplers import (
@@ -24,7 +25,10 @@ from sweeper.settings.samplers import (
 
 # Pydantic puts the union member in an error's location ("FloatRange", or the "median" of
 # pruner.type); the user's key has none of them.
-_UNION_MEMBERS = {"FloatRange", "IntRange", "Choices", "float", "int"}
+_UNION_MEMBERS = {"FloatRange", "IntRange", "Choices", "PerMethod", "float", "int", "str", "list[str]"}
+
+# The hyperparameters set outside the search_space section, by (section, key).
+_HOMES = {(entry.home, entry.key or entry.name): entry.name for entry in HYPERPARAMETERS}
 
 
 TYPED_SECTIONS: dict[str, Mapping[str, type[BaseModel]]] = {
@@ -43,7 +47,10 @@ def _user_key(location: tuple[Any, ...]) -> tuple[str, str | None]:
 
 
 def _spec_shapes(name: str) -> str:
-    if BY_NAME[name].integer:
+    entry = BY_NAME[name]
+    if entry.text:
+        return f"{entry.bounds_text()}, or {{choices: [...]}}"
+    if entry.integer:
         return "a whole number, {low, high, step} of whole numbers, or {choices: [...]}"
     return "a number, {low, high, log}, or {choices: [...]}"
 
@@ -51,13 +58,16 @@ def _spec_shapes(name: str) -> str:
 def _spec_error_name(item: Any) -> str | None:
     """The hyperparameter of an error found while trying one shape of its spec, if any."""
     location = item["loc"]
-    if len(location) < 3 or location[0] != "search_space" or location[1] not in BY_NAME:
+    if len(location) < 3:
+        return None
+    name = _HOMES.get((str(location[0]), str(location[1])))
+    if name is None:
         return None
     # A member with a validator is named "function-after[_check(), FloatRange]".
     member = str(location[2])
     if member.startswith("function-"):
         member = member.rsplit(", ", 1)[-1].rstrip("]")
-    return str(location[1]) if member in _UNION_MEMBERS else None
+    return name if member in _UNION_MEMBERS else None
 
 
 def format_validation_error(source: str, error: ValidationError) -> str:
@@ -81,7 +91,9 @@ def format_validation_error(source: str, error: ValidationError) -> str:
                 continue
             shapes_reported.add(name)
             given = item.get("input")
-            lines.append(f"  search_space.{name}: expected {_spec_shapes(name)}, but got {given!r}")
+            lines.append(
+                f"  {BY_NAME[name].study_key}: expected {_spec_shapes(name)}, but got {given!r}"
+            )
             continue
         key, typed = _user_key(location)
         message = item["msg"].removeprefix("Value error, ")

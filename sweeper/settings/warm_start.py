@@ -28,7 +28,7 @@ from sweeper.settings.hyperparameters import (
     FloatRange,
     IntRange,
     ParamSpec,
-    SearchSpaceBase,
+    ParamSpace,
     distribution,
     is_searched,
     label,
@@ -122,11 +122,16 @@ def _shown(value: Any) -> str:
 
 def _mapped_value(name: str, spec: ParamSpec, value: Any) -> tuple[Any | None, str | None]:
     """(the value in the new space or None when dropped, a line when anything changed)."""
+    text_choices = isinstance(spec, Choices) and all(isinstance(c, str) for c in spec.choices)
+    if isinstance(value, str) and isinstance(spec, Choices) and text_choices:  # a method
+        if value in spec.choices:
+            return value, None
+        return None, f"{name}={value!r} is not among the choices {spec.choices}: sampled"
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return None, f"{name}={value!r} is not a number: sampled"
     if isinstance(spec, Choices):
         for choice in spec.choices:
-            if math.isclose(float(value), float(choice)):
+            if not isinstance(choice, (str, list)) and math.isclose(float(value), float(choice)):
                 return choice, None  # the choice itself: Optuna matches choices exactly
         return None, f"{name}={_shown(value)} is not among the choices {spec.choices}: sampled"
     if not isinstance(spec, (FloatRange, IntRange)):
@@ -143,7 +148,7 @@ def _mapped_value(name: str, spec: ParamSpec, value: Any) -> tuple[Any | None, s
 
 
 def map_into_space(
-    params: Mapping[str, Any], space: SearchSpaceBase, source_fixed: Mapping[str, Any]
+    params: Mapping[str, Any], space: ParamSpace, source_fixed: Mapping[str, Any]
 ) -> MappedParams:
     """A source trial's configuration, to enqueue in ``space``: the parameters ``space``
     searches, clipped or dropped as the module says; ``source_fixed`` (what the source fixed)
@@ -177,7 +182,7 @@ def map_into_space(
 
 
 def observation_params(
-    params: Mapping[str, Any], space: SearchSpaceBase, source_fixed: Mapping[str, Any]
+    params: Mapping[str, Any], space: ParamSpace, source_fixed: Mapping[str, Any]
 ) -> dict[str, float | int]:
     """A source trial's parameters as an observation for the sampler: as
     :func:`map_into_space`, but a parameter the source did not search takes the value the
@@ -186,7 +191,7 @@ def observation_params(
     return map_into_space(filled, space, source_fixed).params
 
 
-def source_trials(rows: Sequence[Mapping[str, Any]], space: SearchSpaceBase) -> list[FrozenTrial]:
+def source_trials(rows: Sequence[Mapping[str, Any]], space: ParamSpace) -> list[FrozenTrial]:
     """The stored observations (``warm_start_trials``) as finished trials for the sampler:
     numbered below 0 in their order (never a trial of this study; TPE weighs older trials
     less once it has more than 25), each with the parameters it has in ``space``'s

@@ -82,10 +82,11 @@ from sweeper.settings.config import StudyConfig
 from sweeper.settings.hyperparameters import (
     Choices,
     IntRange,
-    SearchSpaceBase,
+    ParamSpace,
     config_key,
     distribution,
     fixed_params,
+    trial_params,
 )
 from sweeper.settings.hyperparameters import suggest as suggest_param
 from sweeper.settings.strict import StrictModel
@@ -166,7 +167,7 @@ def check_arguments(top_k: int | None, seeds: SeedsArgument | None) -> None:
         )
 
 
-def space_distributions(space: SearchSpaceBase) -> dict[str, BaseDistribution]:
+def space_distributions(space: ParamSpace) -> dict[str, BaseDistribution]:
     """The Optuna distribution of each searched hyperparameter, as ``suggest_params`` asks."""
     return {
         name: searched
@@ -175,7 +176,7 @@ def space_distributions(space: SearchSpaceBase) -> dict[str, BaseDistribution]:
     }
 
 
-def _is_sweep_seed(space: SearchSpaceBase, seen: set[int], seed: int) -> bool:
+def _is_sweep_seed(space: ParamSpace, seen: set[int], seed: int) -> bool:
     spec = space.spec("seed")
     if seed in seen:
         return True
@@ -227,7 +228,7 @@ def _planned_baselines(
     config: StudyConfig, trials: Sequence[FrozenTrial], maximize: bool
 ) -> list[PlannedConfig]:
     """Every baseline of the study, as the sweep ran it (its seed left to the plan)."""
-    space_dists = space_distributions(config.search_space)
+    space_dists = space_distributions(config.space)
     baselines = []
     for name, params in config.baseline_params():
         params = {k: v for k, v in params.items() if k != "seed"}
@@ -315,11 +316,11 @@ def _plan_confirmation(
     seen = {int(t.params["seed"]) for t in trials if "seed" in t.params}
     if isinstance(seeds, int):
         fresh = derive_seeds(
-            study.study_name, seeds, lambda s: _is_sweep_seed(config.search_space, seen, s)
+            study.study_name, seeds, lambda s: _is_sweep_seed(config.space, seen, s)
         )
     else:
         fresh = list(seeds)
-        reused = [seed for seed in fresh if _is_sweep_seed(config.search_space, seen, seed)]
+        reused = [seed for seed in fresh if _is_sweep_seed(config.space, seen, seed)]
         if reused:
             notes.append(
                 f"seed(s) {', '.join(map(str, reused))} given to --seeds are seeds the sweep "
@@ -452,7 +453,7 @@ class ConfirmObjective(Objective):
             for name in planned.params
         }
         params["seed"] = trial.suggest_int("seed", 0, SEED_HIGH)
-        return {**fixed_params(self.context.config.search_space), **params}
+        return trial_params(self.context.config.space, params)
 
 
 def _run_pending(
@@ -693,7 +694,7 @@ def _score_on_test(
     """Each seed of the ``scored`` configurations evaluated once on the test split, its
     scores stored on the companion study (a finished trial's attributes are read-only). A
     checkpoint in the object store is downloaded (and verified) into a local cache first."""
-    fixed = fixed_params(config.search_space)
+    fixed = fixed_params(config.space)
     cache = config.checkpoint_dir / "confirm" / ".fetched"
     for planned in scored:
         for seed, trial in sorted(by_config[planned.id].items()):

@@ -107,7 +107,7 @@ def _head_notice(config: StudyConfig, model_config: Any, label_names: list[str])
 
 def _check_batch_sizes(config: StudyConfig, train_rows: int) -> list[str]:
     """Every batch the space can draw must fit the training split at least once."""
-    sizes = candidate_values(config.search_space.spec("per_device_train_batch_size"))
+    sizes = config.space.values_of("per_device_train_batch_size")
     accumulation = config.training.gradient_accumulation_steps
     too_large = sorted(int(size) for size in sizes if int(size) * accumulation > train_rows)
     if not too_large:

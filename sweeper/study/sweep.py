@@ -154,7 +154,7 @@ class Objective:
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """The trial's hyperparameters: sampled from the study's search space (or enqueued)."""
-        return suggest_params(trial, self.context.config.search_space)
+        return suggest_params(trial, self.context.config.space)
 
     def __call__(self, trial: optuna.Trial) -> float:
         config, stop = self.context.config, self.context.stop
@@ -295,7 +295,7 @@ def _study_sampler(
         return build_sampler(sampler_config)
     return build_sampler(
         sampler_config,
-        source_trials(observations, config.search_space),
+        source_trials(observations, config.space),
         config.warm_start.source_weight,
     )
 

@@ -232,7 +232,7 @@ def _enqueue_plan(config: StudyConfig, reads: list[_ReadSource], plan: WarmStart
     for trial, read in (pair for turn in turns for pair in turn if pair is not None):
         if len(plan.enqueued) >= config.warm_start.top:
             break
-        mapped = map_into_space(trial.params, config.search_space, read.study.fixed())
+        mapped = map_into_space(trial.params, config.space, read.study.fixed())
         key = config_key(mapped.params)
         origin = f"{read.source.study} #{trial.number}"
         if not mapped.params:
@@ -264,7 +264,7 @@ def _observations(
     those with a value for every parameter the new study searches (TPE's joint model leaves
     out a trial that lacks one, after counting it among the good or the bad)."""
     fixed = read.study.fixed()
-    searched = {name for name, spec in config.search_space.specs().items() if is_searched(spec)}
+    searched = {name for name, spec in config.space.specs().items() if is_searched(spec)}
     incomplete: set[str] = set()
     rows = []
     for trial in read.study.finished[-MAX_OBSERVATIONS_PER_SOURCE:]:
@@ -273,7 +273,7 @@ def _observations(
         value = trial.intermediate_values[step] if step is not None else trial.value
         if value is None or not math.isfinite(value):
             continue  # pruned before its first report, or diverged: nothing to model
-        params = observation_params(trial.params, config.search_space, fixed)
+        params = observation_params(trial.params, config.space, fixed)
         if missing := searched - params.keys():
             incomplete |= missing
             continue

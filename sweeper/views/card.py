@@ -55,8 +55,10 @@ from sweeper.settings.hyperparameters import (
     Choices,
     FloatRange,
     IntRange,
+    card_name,
     fixed_params,
     is_searched,
+    trial_params,
 )
 from sweeper.settings.metrics import METRICS, OBJECTIVE_NAMES, metric
 from sweeper.settings.metrics import f1_average as metrics_f1_average
@@ -272,7 +274,8 @@ def _hyperparameters(trial: FrozenTrial, config: StudyConfig) -> list[str]:
     """The Trainer card's hyperparameter list, each searchable one named as its entry in
     :data:`sweeper.settings.hyperparameters.HYPERPARAMETERS` says."""
     training = config.training
-    params = {**fixed_params(config.search_space), **trial.params}
+    # By name (a per-method lora_learning_rate is the learning_rate), with the fixed values.
+    params = trial_params(config.space, trial.params)
     searched = [
         f"- {entry.card_name}: {_hyper(params[entry.name])}"
         for entry in HYPERPARAMETERS
@@ -312,7 +315,7 @@ def _results_table(trial: FrozenTrial) -> list[str]:
 
 def _search_space(config: StudyConfig) -> str:
     parts = []
-    for name, spec in config.search_space.specs().items():
+    for name, spec in config.space.specs().items():
         if isinstance(spec, Choices):
             parts.append(f"{name} in {spec.choices}")
         elif isinstance(spec, (FloatRange, IntRange)):
@@ -336,18 +339,16 @@ def _baselines_table(summary: StudySummary, best: FrozenTrial) -> list[str]:
     ]
     # One column per hyperparameter the study searched, named as the Trainer's card does.
     searched = [
-        entry
-        for entry in HYPERPARAMETERS
-        if is_searched(summary.config.search_space.spec(entry.name))
+        name for name, spec in summary.config.space.specs().items() if is_searched(spec)
     ]
     header = ["Run", "Trial", "State", "Step kept", *(m.card_column for m in METRICS)]
-    header += [entry.card_name for entry in searched]
+    header += [card_name(name) for name in searched]
     lines = [
         "| " + " | ".join(header) + " |",
         "|:----|:-----:|:------|:---------:|"
         + "".join(f":{'-' * len(column)}:|" for column in header[4:]),
     ]
-    fixed = fixed_params(summary.config.search_space)
+    fixed = fixed_params(summary.config.space)
     for role, trial in rows:
         if trial.number == best.number and (enqueued := enqueued_as(trial)) is not None:
             role = f"best (this model; {enqueued})"
@@ -365,7 +366,7 @@ def _baselines_table(summary: StudySummary, best: FrozenTrial) -> list[str]:
                     state.replace("|", "/"),
                     str(trial.user_attrs.get(BEST_STEP_ATTR) or "-"),
                     *(score[m.name] for m in METRICS),
-                    *[_hyper(params.get(entry.name, "-")) for entry in searched],
+                    *[_hyper(params.get(name, "-")) for name in searched],
                 ]
             )
             + " |"

@@ -65,7 +65,7 @@ def test_imdb_study_file_is_valid_and_enqueues_both_cards() -> None:
     baselines = dict(config.baseline_params())
     assert baselines["card A"]["learning_rate"] == 1e-5
     # card A trained 5 epochs and card B planned 200: both capped to the CPU study's maximum
-    assert config.search_space.max_epochs() == 3
+    assert config.space.max_epochs() == 3
     assert baselines["card A"]["num_train_epochs"] == baselines["card B"]["num_train_epochs"] == 3
     # The default study runs from a bare clone: its data ships in the repository.
     assert Path(config.dataset.path) == (REPO_ROOT / "data" / "imdb-3k.csv.gz").resolve()
@@ -84,7 +84,7 @@ def test_full_size_study_file_is_valid_and_keeps_the_test_split_out() -> None:
     # named test split is the study's test split.
     assert config.dataset.validation_split is None and config.dataset.train_split == "train"
     assert config.dataset.test_split == "test" and config.dataset.test_fraction is None
-    assert config.search_space.max_epochs() == 5
+    assert config.space.max_epochs() == 5
     assert {name for name, _ in config.baseline_params()} == {"card A", "card B"}
 
 
@@ -339,7 +339,7 @@ def test_fixed_epochs_cap_the_baselines_epochs_too() -> None:
     config = load_study_config(
         "imdb", {"search_space.num_train_epochs": 1}, studies_dir=REPO_ROOT / "studies"
     )
-    assert config.search_space.max_epochs() == 1
+    assert config.space.max_epochs() == 1
     assert all("num_train_epochs" not in params for _, params in config.baseline_params())
     with pytest.raises(ConfigError, match=r"num_train_epochs=0 differs from the study's fixed"):
         load_study_config(

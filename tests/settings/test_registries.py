@@ -44,7 +44,17 @@ def write(tmp_path: Path, **sections: Any) -> Path:
 
 def test_every_hyperparameter_has_its_names_and_a_training_argument() -> None:
     space = SearchSpace()
-    assert tuple(space.specs()) == SEARCHABLE_PARAMS
+    in_search_space = tuple(e.name for e in HYPERPARAMETERS if e.home == "search_space")
+    assert tuple(space.specs()) == in_search_space
+    # The others live in model (method) and lora (r, alpha, ...) and shape the model, not
+    # the Trainer's arguments.
+    assert {e.study_key for e in HYPERPARAMETERS if e.home != "search_space"} == {
+        "model.method",
+        "lora.r",
+        "lora.alpha",
+        "lora.dropout",
+        "lora.target_modules",
+    }
     arguments = training_arguments(
         {
             name: 1 if entry.integer else 0.1
@@ -54,6 +64,8 @@ def test_every_hyperparameter_has_its_names_and_a_training_argument() -> None:
     for entry in HYPERPARAMETERS:
         assert entry.label and entry.title and entry.card_name, entry.name
         assert entry.to_arguments(1 if entry.integer else 0.1).keys() <= arguments.keys()
+        if entry.home != "search_space":
+            assert entry.to_arguments(entry.default) == {}, entry.name
 
 
 def test_label_smoothing_is_one_table_entry_from_study_file_to_trainer(tmp_path: Path) -> None:
@@ -64,7 +76,7 @@ def test_label_smoothing_is_one_table_entry_from_study_file_to_trainer(tmp_path:
     )
     assert config.search_space.label_smoothing_factor == FloatRange(low=0.0, high=0.2)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
-    params = suggest_params(study.ask(), config.search_space)
+    params = suggest_params(study.ask(), config.space)
     assert 0.0 <= params["label_smoothing_factor"] <= 0.2
     arguments = build_training_arguments(config, params, tmp_path / "out")
     assert arguments.label_smoothing_factor == pytest.approx(params["label_smoothing_factor"])

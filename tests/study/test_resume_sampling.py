@@ -30,7 +30,7 @@ def test_a_resumed_seeded_sampler_does_not_repeat_the_first_trials(
     for _run in range(3):  # three runs of `sweeper sweep`, one trial each
         study, _ = open_study(config, open_storage(config.storage_url, heartbeat=False))
         trial = study.ask()
-        params = suggest_params(trial, config.search_space)
+        params = suggest_params(trial, config.space)
         study.tell(trial, 0.5)
         drawn.append(params["learning_rate"])
     assert len(set(drawn)) == 3, drawn
@@ -40,7 +40,7 @@ def test_a_resumed_seeded_sampler_does_not_repeat_the_first_trials(
     for _run in range(3):
         study, _ = open_study(again, open_storage(again.storage_url, heartbeat=False))
         trial = study.ask()
-        repeated.append(suggest_params(trial, again.search_space)["learning_rate"])
+        repeated.append(suggest_params(trial, again.space)["learning_rate"])
         study.tell(trial, 0.5)
     assert repeated == drawn
     assert optuna.load_study(study_name="resumed", storage=config.storage_url).trials

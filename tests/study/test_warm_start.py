@@ -42,7 +42,7 @@ def _source(
     path = write_study(name, **({"storage": storage} if storage else {}), **sections)
     config = load_study_config(path, {}, notify=lambda line: None)
     study = create_study(config).study
-    distributions = space_distributions(config.search_space)
+    distributions = space_distributions(config.space)
     for index, value in enumerate(values):
         state = (states or [TrialState.COMPLETE] * len(values))[index]
         params = {"learning_rate": (index + 1) * 1e-4, "per_device_train_batch_size": 32}
