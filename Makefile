@@ -60,7 +60,7 @@ $(STAMP): pyproject.toml
 BENCH_STAMP   := $(VENV)/.installed-bench
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench,lora]'
 	touch $@
 
 # --- sweeps --------------------------------------------------------------------------------------

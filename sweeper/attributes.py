@@ -49,6 +49,12 @@ PLANNED_STEPS_ATTR = "planned_steps"
 TRAIN_SECONDS_ATTR = "train_seconds"
 EVAL_SECONDS_ATTR = "eval_seconds"
 EXAMPLES_PER_STEP_ATTR = "examples_per_step"
+# What a trial trained and kept: parameters with gradients, all parameters, the kept
+# checkpoint's bytes, and each checkpoint save's seconds (a LoRA trial's are small).
+TRAINABLE_PARAMETERS_ATTR = "trainable_parameters"
+TOTAL_PARAMETERS_ATTR = "total_parameters"
+CHECKPOINT_BYTES_ATTR = "checkpoint_bytes"
+SAVE_SECONDS_ATTR = "save_seconds"
 STOP_REASON_ATTR = "stop_reason"  # pruned, or diverged
 EARLY_STOPPED_AT_ATTR = "early_stopped_at"  # stopped improving: complete nonetheless
 EARLY_STOP_NOTE_ATTR = "early_stop_note"

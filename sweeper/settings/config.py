@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import (
     Field,
-    create_model,
     NonNegativeInt,
     PositiveInt,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -578,7 +578,7 @@ class StudyConfig(StrictModel):
         # A searched LoRA setting in a study with no LoRA trial would be sampled by none.
         if "lora" in self.space.methods():
             return self
-        for key, name in LORA_KEYS.items():
+        for key in LORA_KEYS:
             spec = getattr(self.lora, key)
             if is_searched(spec):
                 raise ValueError(

@@ -288,10 +288,9 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
     ),
     Hyperparameter(
         name="lora_alpha",
-        integer=False,
-        default=16.0,
-        minimum=0.0,
-        minimum_exclusive=True,
+        integer=True,
+        default=16,
+        minimum=1,
         to_arguments=_shapes_the_model,
         label="alpha",
         title="LoRA alpha (update scaled by alpha / r)",
@@ -299,7 +298,7 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         home="lora",
         key="alpha",
         methods=("lora",),
-        description="The adapters' scaling numerator: the update is scaled by alpha / r (LoraConfig.lora_alpha).",
+        description="The adapters' scaling numerator, a whole number: the update is scaled by alpha / r (LoraConfig.lora_alpha).",
     ),
     Hyperparameter(
         name="lora_dropout",

@@ -40,8 +40,10 @@ def dump_config(config: StudyConfig) -> str:
 # "config_version"). 1: before pruner and sampler were typed, every pruner's settings stored
 # flat with their defaults, and no version stored. 2: typed pruner and sampler. 3: the
 # early_stopping section and evaluation.strategy examples. 4: the warm_start section (a
-# study of version 3 had none: the default, off).
-CONFIG_VERSION = 4
+# study of version 3 had none: the default, off). 5: model.method and the lora section (a
+# study of version 4 fine-tuned every weight: method full, which is the default, so it reads
+# as it ran; an older sweeper refuses a version-5 study rather than drop its LoRA settings).
+CONFIG_VERSION = 5
 
 
 def stored_config(study_name: str, user_attrs: dict[str, Any]) -> StudyConfig:

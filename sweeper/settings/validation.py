@@ -25,7 +25,16 @@ from sweeper.settings.samplers import (
 
 # Pydantic puts the union member in an error's location ("FloatRange", or the "median" of
 # pruner.type); the user's key has none of them.
-_UNION_MEMBERS = {"FloatRange", "IntRange", "Choices", "PerMethod", "float", "int", "str", "list[str]"}
+_UNION_MEMBERS = {
+    "FloatRange",
+    "IntRange",
+    "Choices",
+    "PerMethod",
+    "float",
+    "int",
+    "str",
+    "list[str]",
+}
 
 # The hyperparameters set outside the search_space section, by (section, key).
 _HOMES = {(entry.home, entry.key or entry.name): entry.name for entry in HYPERPARAMETERS}

@@ -91,7 +91,12 @@ from sweeper.settings.hyperparameters import (
 from sweeper.settings.hyperparameters import suggest as suggest_param
 from sweeper.settings.strict import StrictModel
 from sweeper.study.sweep import Objective, SweepContext, prepare_study_data
-from sweeper.trial.checkpoints import fetch_checkpoint, is_store_url, remove_checkpoints
+from sweeper.trial.checkpoints import (
+    fetch_checkpoint,
+    holds_model,
+    is_store_url,
+    remove_checkpoints,
+)
 from sweeper.trial.data import PreparedData
 
 DEFAULT_TOP_K = 3
@@ -572,7 +577,8 @@ def _evaluate_test(
         checkpoint,
         test,
         tokenizer=data.tokenizer,
-        num_labels=data.num_labels,
+        label_names=data.label_names,
+        base_model=config.model.name,
         batch_size=resolve_speed(config.training).eval_batch_size,
         label_smoothing=float(params.get("label_smoothing_factor", 0.0)),
     )
@@ -706,7 +712,7 @@ def _score_on_test(
             except CheckpointStoreError as error:
                 notes.append(f"{planned.id} seed {seed} (trial #{trial.number}): {error}")
                 continue
-            if checkpoint is None or not (checkpoint / "config.json").is_file():
+            if checkpoint is None or not holds_model(checkpoint):
                 notes.append(
                     f"{planned.id} seed {seed} (trial #{trial.number}): best_checkpoint="
                     f"{stored!r} holds no model, so it has no test score"
@@ -715,7 +721,7 @@ def _score_on_test(
             log(
                 f"[sweeper] {planned.id} ({planned.name}) seed {seed}: evaluating on the test split"
             )
-            params = {**fixed, **planned.params, "seed": seed}
+            params = trial_params(config.space, {**fixed, **planned.params, "seed": seed})
             scores = _evaluate_test(config, data, data.test, checkpoint, params)
             if is_store_url(stored):
                 remove_checkpoints(checkpoint)  # the fetched copy; the store keeps its own

@@ -36,7 +36,6 @@ from typing import Any
 from sweeper.errors import PreflightError, SweeperError
 from sweeper.runtime.storage import check_reachable
 from sweeper.settings.config import StudyConfig, batch_sizes
-from sweeper.settings.hyperparameters import candidate_values
 from sweeper.study.warm_start import WarmStartPlan, plan_warm_start
 from sweeper.trial.checkpoints import check_store
 from sweeper.trial.data import DataSplits, load_splits, split_fingerprints

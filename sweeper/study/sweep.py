@@ -27,6 +27,7 @@ from sweeper.attributes import (
     BASELINE_ATTR,
     BEST_CHECKPOINT_ATTR,
     BEST_STEP_ATTR,
+    CHECKPOINT_BYTES_ATTR,
     CHECKPOINT_COSTS_ATTR,
     CHECKPOINT_DIR_ATTR,
     CHECKPOINT_STORE_ATTR,
@@ -47,9 +48,12 @@ from sweeper.attributes import (
     RESUME_FALLBACK_ATTR,
     RESUMED_FROM_STEP_ATTR,
     RETRIED_FROM_SYSTEM_ATTR,
+    SAVE_SECONDS_ATTR,
     STOP_REASON_ATTR,
     STUDY_READY_ATTR,
+    TOTAL_PARAMETERS_ATTR,
     TRAIN_SECONDS_ATTR,
+    TRAINABLE_PARAMETERS_ATTR,
     WARM_START_ATTR,
     WARM_START_SOURCE_ATTR,
     WARM_START_TRIALS_ATTR,
@@ -126,6 +130,10 @@ def record_outcome(trial: optuna.Trial, outcome: TrialOutcome) -> None:
     trial.set_user_attr(PLANNED_STEPS_ATTR, outcome.planned_steps)
     trial.set_user_attr(TRAIN_SECONDS_ATTR, round(outcome.train_seconds, 3))
     trial.set_user_attr(EVAL_SECONDS_ATTR, round(outcome.eval_seconds, 3))
+    trial.set_user_attr(TRAINABLE_PARAMETERS_ATTR, outcome.trainable_parameters)
+    trial.set_user_attr(TOTAL_PARAMETERS_ATTR, outcome.total_parameters)
+    trial.set_user_attr(CHECKPOINT_BYTES_ATTR, outcome.checkpoint_bytes)
+    trial.set_user_attr(SAVE_SECONDS_ATTR, outcome.save_seconds)
     trial.set_user_attr(EXAMPLES_PER_STEP_ATTR, outcome.examples_per_step)
     if outcome.stop_reason:
         trial.set_user_attr(STOP_REASON_ATTR, outcome.stop_reason)

@@ -56,6 +56,13 @@ class TrialOutcome:
     # and what its checkpoints cost (see benchmarks/checkpoints.py).
     store_error: str | None = None
     checkpoint_costs: dict[str, Any] = field(default_factory=dict)
+    # What the trial trained and kept: parameters that took gradients and all of them (a
+    # LoRA trial's adapters and kept modules against the base model's), the kept
+    # checkpoint's bytes on disk, and the seconds each save took (after its evaluation).
+    trainable_parameters: int = 0
+    total_parameters: int = 0
+    checkpoint_bytes: int | None = None
+    save_seconds: list[float] = field(default_factory=list)
 
 
 def _tensorboard() -> Any:
@@ -118,6 +125,7 @@ class EvaluationRecorder(TrainerCallback):
         self.objective_key = objective_key
         self.resume_checkpoint_seconds = resume_checkpoint_seconds
         self._last_save = time.monotonic()
+        self._evaluated_at: float | None = None
         self.maximize = maximize
         self.on_evaluation = on_evaluation
         self.grid = grid
@@ -182,6 +190,10 @@ class EvaluationRecorder(TrainerCallback):
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self._last_save = time.monotonic()
+        # The Trainer saves right after the evaluation's callbacks: this is the save's time.
+        if self._evaluated_at is not None:
+            self.outcome.save_seconds.append(round(self._last_save - self._evaluated_at, 4))
+            self._evaluated_at = None
 
     def _stop(self, control: TrainerControl, reason: str) -> None:
         if self.outcome.stop_reason is None:
@@ -231,6 +243,7 @@ class EvaluationRecorder(TrainerCallback):
     ) -> None:
         if not metrics:
             return
+        self._evaluated_at = time.monotonic()
         self.outcome.eval_seconds += float(metrics.get("eval_runtime", 0.0))
         self._record(state.global_step, float(state.epoch or 0.0), metrics)
         value = metrics.get(self.objective_key)

@@ -271,6 +271,21 @@ class TrialStore:
             self.fs.rm(self.root, recursive=True)
 
 
+# A kept checkpoint holds a model: a full one's config.json, or a LoRA one's adapter config.
+MODEL_CONFIG_FILES = ("config.json", "adapter_config.json")
+
+
+def holds_model(checkpoint: Path | None) -> bool:
+    return checkpoint is not None and any((checkpoint / f).is_file() for f in MODEL_CONFIG_FILES)
+
+
+def directory_bytes(directory: Path | None) -> int | None:
+    """The bytes of the files under ``directory`` (None when there is no such folder)."""
+    if directory is None or not directory.is_dir():
+        return None
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+
+
 def fetch_checkpoint(location: str | Path, cache: Path) -> Path:
     """A local folder holding the checkpoint at ``location``: a local path as it is, a store
     URL (``.../trial-<N>/checkpoint-<step>``) downloaded into ``cache`` and verified."""
@@ -283,7 +298,7 @@ def fetch_checkpoint(location: str | Path, cache: Path) -> Path:
     for manifest in store.manifests():
         if int(manifest["step"]) == step:
             target = cache / hashlib.sha256(url.encode()).hexdigest()[:16] / name
-            if (target / "config.json").is_file():
+            if holds_model(target):
                 return target
             return store.download(manifest, target)
     raise CheckpointStoreError(f"{url} has no complete checkpoint (no manifest for step {step})")

@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+from transformers import DataCollatorWithPadding
 
 from sweeper.settings.metrics import METRICS, compute, evaluate_modules
+from sweeper.trial.adapters import load_trained
 from sweeper.trial.training import release_memory
 
 # The columns a sequence classifier takes; a prepared split also has "length".
@@ -27,14 +28,17 @@ def evaluate_checkpoint(
     split: Any,
     *,
     tokenizer: Any,
-    num_labels: int,
+    label_names: list[str],
+    base_model: str,
     batch_size: int,
     label_smoothing: float = 0.0,
 ) -> dict[str, float]:
     """``{metric name: value}`` of the model saved in ``checkpoint`` on ``split`` (a
-    tokenized split of :class:`sweeper.trial.data.PreparedData`), every entry of METRICS."""
+    tokenized split of :class:`sweeper.trial.data.PreparedData`), every entry of METRICS.
+    A LoRA checkpoint's adapters are loaded onto ``base_model`` (the study's model.name)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForSequenceClassification.from_pretrained(str(checkpoint), dtype=torch.float32)
+    num_labels = len(label_names)
+    model = load_trained(checkpoint, base_model, label_names)
     model.to(device).eval()
     columns = [name for name in _MODEL_COLUMNS if name in split.column_names]
     rows = split.select_columns(columns)

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,15 +147,34 @@ def head_label_count(model_config: Any) -> int | None:
     return int(model_config.num_labels)
 
 
+@dataclass(frozen=True)
+class LoadedClassifier:
+    """A classifier as loaded, and the modules the checkpoint did not hold (initialised
+    anew: the head of an encoder-only checkpoint, a pooler it lacked, a head of another size)."""
+
+    model: Any
+    new_modules: tuple[str, ...]
+
+
 def load_classifier(name: str, label_names: list[str]) -> Any:
     """A sequence classifier whose head has one output per label, labelled with the study's
     names. A checkpoint fine-tuned for another number of labels gets a fresh head, as the
     transformers examples do with ``ignore_mismatched_sizes``."""
+    return load_pretrained_classifier(name, label_names).model
+
+
+def _module_of(parameter_name: str) -> str:
+    return parameter_name.rsplit(".", 1)[0]
+
+
+def load_pretrained_classifier(name: str, label_names: list[str]) -> LoadedClassifier:
+    """:func:`load_classifier`, and which of its modules were newly initialised (from the
+    loading report's missing and mismatched keys)."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     pretrained_labels = head_label_count(load_model_config(name))
-    return _from_pretrained(
+    model, info = _from_pretrained(
         AutoModelForSequenceClassification,
         "model.name",
         name,
@@ -167,7 +187,14 @@ def load_classifier(name: str, label_names: list[str]) -> Any:
         # master weights (fp16 gradients cannot even be unscaled). Mixed precision comes
         # from the Trainer's autocast (training.mixed_precision), not from the weights.
         dtype=torch.float32,
+        output_loading_info=True,
     )
+    new = [_module_of(key) for key in info.get("missing_keys") or []]
+    new += [
+        _module_of(str(item[0] if isinstance(item, tuple) else item))
+        for item in info.get("mismatched_keys") or []
+    ]
+    return LoadedClassifier(model, tuple(dict.fromkeys(new)))
 
 
 # A study stores its model's fingerprint when it is created; a later run whose model.name

@@ -34,6 +34,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from sweeper.settings.config import StudyConfig
 from sweeper.settings.hyperparameters import training_arguments
 from sweeper.settings.metrics import build_compute_metrics, metric
+from sweeper.trial.adapters import AdapterSettings, parameter_counts, wrap_with_adapters
 from sweeper.trial.callbacks import (
     EarlyStopping,
     EvaluationRecorder,
@@ -49,11 +50,12 @@ from sweeper.trial.checkpoints import (
     TRAINER_STATE_FILE,
     BackgroundUploader,
     TrialStore,
+    directory_bytes,
     remove_checkpoints,
 )
 from sweeper.trial.data import PreparedData
 from sweeper.trial.grid import EvaluationGrid, EvaluationHook, NearChance
-from sweeper.trial.models import load_classifier
+from sweeper.trial.models import load_pretrained_classifier
 from sweeper.trial.speed import apply_tf32, configure_compile, resolve_speed
 
 
@@ -187,6 +189,16 @@ def build_trainer(
     return trainer
 
 
+def build_model(config: StudyConfig, params: dict[str, Any], label_names: list[str]) -> Any:
+    """The model a trial trains: the pretrained classifier, every weight trainable (method
+    full), or frozen with LoRA adapters and its head and new modules trainable (lora)."""
+    loaded = load_pretrained_classifier(config.model.name, label_names)
+    if params.get("method", "full") != "lora":
+        return loaded.model
+    settings = AdapterSettings.of(params, config.lora)
+    return wrap_with_adapters(loaded.model, settings, loaded.new_modules)
+
+
 def release_memory() -> None:
     """Free what a finished trial held, so a long study does not grow."""
     gc.collect()
@@ -268,7 +280,8 @@ def train_trial(
     if resume_from_checkpoint is not None:
         _resume_from(resume_from_checkpoint, recorder, stoppers)
     set_seed(int(params["seed"]))  # the classification head is initialised from this seed
-    model = load_classifier(config.model.name, data.label_names)
+    model = build_model(config, params, data.label_names)
+    outcome.trainable_parameters, outcome.total_parameters = parameter_counts(model)
     trainer = build_trainer(
         config,
         params,
@@ -300,6 +313,9 @@ def train_trial(
             outcome.stop_reason = f"out of memory at per_device_train_batch_size={batch}"
         outcome.planned_steps = trainer.state.max_steps
         outcome.best_checkpoint = trainer.state.best_model_checkpoint
+        outcome.checkpoint_bytes = directory_bytes(
+            local_checkpoint(output_dir, outcome.best_checkpoint)
+        )
         completed = outcome.stop_reason is None and outcome.interrupted_at_step is None
     finally:
         outcome.train_seconds = max(time.perf_counter() - started - outcome.eval_seconds, 0.0)

@@ -338,9 +338,7 @@ def _baselines_table(summary: StudySummary, best: FrozenTrial) -> list[str]:
         if trial.number != best.number
     ]
     # One column per hyperparameter the study searched, named as the Trainer's card does.
-    searched = [
-        name for name, spec in summary.config.space.specs().items() if is_searched(spec)
-    ]
+    searched = [name for name, spec in summary.config.space.specs().items() if is_searched(spec)]
     header = ["Run", "Trial", "State", "Step kept", *(m.card_column for m in METRICS)]
     header += [card_name(name) for name in searched]
     lines = [

@@ -1,0 +1,191 @@
+"""LoRA trials: the adapters ``model.method: lora`` wraps around the frozen pretrained model,
+with peft's own API (``LoraConfig``, ``get_peft_model``, ``PeftModel.from_pretrained``).
+
+A LoRA trial trains the adapters on ``lora.target_modules`` and, in full, the modules that
+are not pretrained: the classification head always, every module the checkpoint did not
+hold (newly initialised, such as DistilBERT's ``pre_classifier`` or the pooler of a
+checkpoint saved without one) and ``lora.modules_to_save``. Its checkpoints hold those
+alone (adapter_config.json and adapter_model.safetensors), never the base weights.
+
+peft is an extra (``pip install 'sweeper[lora]'``): :func:`require_peft` says so before
+anything runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from sweeper.errors import ModelError
+from sweeper.trial.models import load_pretrained_classifier
+
+# Where a LoRA checkpoint keeps its adapters (peft's file names); a full checkpoint has a
+# config.json instead.
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+# The classification heads of transformers' sequence classifiers: "classifier" (BERT,
+# DistilBERT, RoBERTa, DeBERTa, ...) and "score" (decoder models); peft keeps them trainable
+# for a SEQ_CLS task as well.
+HEAD_MODULES = ("classifier", "score")
+# lora.target_modules: auto, per model_type. peft has defaults for BERT-likes but none for
+# DistilBERT, whose attention projections are q_lin, k_lin, v_lin and out_lin.
+DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
+    "bert": ("query", "value"),
+    "roberta": ("query", "value"),
+    "xlm-roberta": ("query", "value"),
+    "electra": ("query", "value"),
+    "camembert": ("query", "value"),
+    "distilbert": ("q_lin", "v_lin"),
+    "deberta-v2": ("query_proj", "value_proj"),
+}
+PEFT_EXTRA = "pip install 'sweeper[lora]'"
+
+
+def peft_available() -> bool:
+    return importlib.util.find_spec("peft") is not None
+
+
+def require_peft(key: str = "model.method") -> None:
+    if not peft_available():
+        raise ModelError(
+            f"{key} asks for LoRA trials, but peft is not installed; it is an extra: "
+            f"{PEFT_EXTRA} (or set {key}: full)"
+        )
+
+
+def is_adapter_checkpoint(checkpoint: Path) -> bool:
+    return (Path(checkpoint) / ADAPTER_CONFIG_FILE).is_file()
+
+
+def adaptable_modules(model: Any) -> list[str]:
+    """The short names of the layers LoRA can wrap (linear layers outside the head), sorted:
+    what an error about ``lora.target_modules`` offers instead."""
+    import torch
+
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not _in_head(name)
+    }
+    return sorted(names)
+
+
+def _in_head(name: str) -> bool:
+    return name.split(".", 1)[0] in HEAD_MODULES
+
+
+def target_modules(model: Any, setting: str) -> list[str]:
+    """``lora.target_modules`` for ``model``: auto is the architecture's default."""
+    if setting != "auto":
+        return setting.split(",")
+    model_type = str(getattr(model.config, "model_type", ""))
+    if model_type in DEFAULT_TARGETS:
+        return list(DEFAULT_TARGETS[model_type])
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    known = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
+    if not known:
+        raise ModelError(
+            f"lora.target_modules=auto has no default for model_type {model_type!r}; set "
+            f"lora.target_modules to some of the model's layers: {adaptable_modules(model)}"
+        )
+    return list(known)
+
+
+def check_targets(model: Any, setting: str) -> list[str]:
+    """The modules ``setting`` names, each of which must be a layer of ``model`` (by its
+    short or dotted name, as peft matches them); else an error listing the ones it has."""
+    targets = target_modules(model, setting)
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        raise ModelError(
+            f"lora.target_modules={setting!r}: the model has no module {', '.join(missing)}; "
+            f"its layers LoRA can wrap are {adaptable_modules(model)}"
+        )
+    return targets
+
+
+def kept_trainable(model: Any, new_modules: Iterable[str], extra: Iterable[str]) -> list[str]:
+    """The modules a LoRA trial trains in full: the head, the newly initialised ones, and
+    ``lora.modules_to_save`` (each checked to be a module of ``model``)."""
+    names = {name for name, _ in model.named_modules()}
+    for name in extra:
+        if not any(n == name or n.endswith(f".{name}") for n in names):
+            raise ModelError(
+                f"lora.modules_to_save names {name!r}, which is not a module of the model; its "
+                f"top-level modules are {sorted(n for n in names if n and '.' not in n)}"
+            )
+    heads = [name for name in HEAD_MODULES if name in names]
+    kept = [*heads, *(m for m in new_modules if not _in_head(m)), *extra]
+    return list(dict.fromkeys(kept))
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    """One LoRA trial's adapters: its hyperparameters and the study's lora section."""
+
+    r: int
+    alpha: int
+    dropout: float
+    target_modules: str
+    bias: Literal["none", "all", "lora_only"]
+    modules_to_save: tuple[str, ...]
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any], lora: Any) -> AdapterSettings:
+        return cls(
+            r=int(params["lora_r"]),
+            alpha=int(params["lora_alpha"]),
+            dropout=float(params["lora_dropout"]),
+            target_modules=str(params["lora_target_modules"]),
+            bias=lora.bias,
+            modules_to_save=tuple(lora.modules_to_save),
+        )
+
+
+def wrap_with_adapters(model: Any, settings: AdapterSettings, new_modules: Iterable[str]) -> Any:
+    """``model`` as a peft model: frozen, with adapters on the target modules and the kept
+    modules trainable."""
+    require_peft()
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora_config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=check_targets(model, settings.target_modules),
+        bias=settings.bias,
+        modules_to_save=kept_trainable(model, new_modules, settings.modules_to_save),
+    )
+    return get_peft_model(model, lora_config)
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """(trainable parameters, all parameters) of a model, a peft model's base included."""
+    trainable = total = 0
+    for parameter in model.parameters():
+        total += parameter.numel()
+        trainable += parameter.numel() if parameter.requires_grad else 0
+    return trainable, total
+
+
+def load_trained(checkpoint: Path, base_model: str, label_names: list[str]) -> Any:
+    """The classifier a kept checkpoint holds: a full one as saved, an adapter one as the
+    study's base model (``base_model``, where this machine finds it) with the adapters and
+    kept modules loaded onto it (peft's ``PeftModel.from_pretrained``)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    if not is_adapter_checkpoint(checkpoint):
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(checkpoint), dtype=torch.float32
+        )
+    require_peft(f"checkpoint {str(checkpoint)!r} (LoRA adapters)")
+    from peft import PeftModel
+
+    base = load_pretrained_classifier(base_model, label_names).model
+    return PeftModel.from_pretrained(base, str(checkpoint))
