@@ -29,6 +29,25 @@ from sqlalchemy.orm import Session
 # Optuna's ORM models, typed loosely: their columns are declared in ways mypy cannot follow.
 Trial: Any = models.TrialModel
 Value: Any = models.TrialIntermediateValueModel
+Param: Any = models.TrialParamModel
+
+# (parameter name, its value as Optuna stores it): only trials with this value are compared,
+# as a pruner ranks a trial among those of its own fine-tuning method ("method", 1.0).
+ParamFilter = tuple[str, float]
+
+
+def _with_param(query: Any, same: ParamFilter | None) -> Any:
+    if same is None:
+        return query
+    name, stored = same
+    return query.join(
+        Param,
+        sqlalchemy.and_(
+            Param.trial_id == Trial.trial_id,
+            Param.param_name == name,
+            Param.param_value == stored,
+        ),
+    )
 
 
 def state_counts(session: Session, study_id: int) -> dict[TrialState, int]:
@@ -75,17 +94,22 @@ def failed_since_finished(session: Session, study_id: int) -> list[int]:
 
 
 def values_at_step(
-    session: Session, study_id: int, step: int, states: tuple[TrialState, ...]
+    session: Session,
+    study_id: int,
+    step: int,
+    states: tuple[TrialState, ...],
+    same: ParamFilter | None = None,
 ) -> dict[int, tuple[TrialState, float | None]]:
     """Trial number -> (state, its value at ``step``, None where it has none) for every
-    trial in ``states``: one row per trial."""
-    rows = (
+    trial in ``states`` (with parameter value ``same``, when given): one row per trial."""
+    rows = _with_param(
         session.query(
             Trial.number, Trial.state, Value.intermediate_value, Value.intermediate_value_type
         )
         .outerjoin(Value, sqlalchemy.and_(Value.trial_id == Trial.trial_id, Value.step == step))
         .filter(Trial.study_id == study_id)
-        .filter(Trial.state.in_(states))
+        .filter(Trial.state.in_(states)),
+        same,
     )
     return {
         number: (
@@ -97,10 +121,16 @@ def values_at_step(
 
 
 def best_up_to_step(
-    session: Session, study_id: int, step: int, states: tuple[TrialState, ...], maximize: bool
+    session: Session,
+    study_id: int,
+    step: int,
+    states: tuple[TrialState, ...],
+    maximize: bool,
+    same: ParamFilter | None = None,
 ) -> dict[int, tuple[TrialState, float | None]]:
     """Trial number -> (state, its best finite value at steps up to ``step``, None where it
-    has none) for the trials in ``states`` that reported at ``step``: one row per trial."""
+    has none) for the trials in ``states`` that reported at ``step`` (with parameter value
+    ``same``, when given): one row per trial."""
     reached = sqlalchemy.select(Value.trial_id).where(Value.step == step)
     finite = (
         Value.intermediate_value_type
@@ -109,15 +139,15 @@ def best_up_to_step(
     best = (sqlalchemy.func.max if maximize else sqlalchemy.func.min)(
         sqlalchemy.case((finite, Value.intermediate_value))
     )
-    rows = (
+    rows = _with_param(
         session.query(Trial.number, Trial.state, best)
         .join(Value, Value.trial_id == Trial.trial_id)
         .filter(Trial.study_id == study_id)
         .filter(Trial.state.in_(states))
         .filter(Trial.trial_id.in_(reached))
-        .filter(Value.step <= step)
-        .group_by(Trial.trial_id, Trial.number, Trial.state)
-    )
+        .filter(Value.step <= step),
+        same,
+    ).group_by(Trial.trial_id, Trial.number, Trial.state)
     return {
         number: (TrialState(state), None if value is None else float(value))
         for number, state, value in rows

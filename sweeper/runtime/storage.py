@@ -44,6 +44,7 @@ from sweeper.credentials import drop_secret_query
 from sweeper.errors import StorageError
 from sweeper.runtime.outage import MAX_RETRY_SECONDS, StorageHealth, classify, driver_message
 from sweeper.runtime.queries import (
+    ParamFilter,
     best_up_to_step,
     failed_since_finished,
     state_counts,
@@ -700,21 +701,32 @@ class ResilientRDBStorage(optuna.storages.RDBStorage):
         )
 
     def values_at_step(
-        self, study_id: int, step: int, states: tuple[TrialState, ...]
+        self,
+        study_id: int,
+        step: int,
+        states: tuple[TrialState, ...],
+        same: ParamFilter | None = None,
     ) -> dict[int, tuple[TrialState, float | None]]:
-        """Trial number -> (state, value at ``step``) of the study's trials in ``states``."""
+        """Trial number -> (state, value at ``step``) of the study's trials in ``states``
+        (and with parameter value ``same``)."""
         return self._read(
-            "values_at_step", lambda session: values_at_step(session, study_id, step, states)
+            "values_at_step",
+            lambda session: values_at_step(session, study_id, step, states, same),
         )
 
     def best_up_to_step(
-        self, study_id: int, step: int, states: tuple[TrialState, ...], maximize: bool
+        self,
+        study_id: int,
+        step: int,
+        states: tuple[TrialState, ...],
+        maximize: bool,
+        same: ParamFilter | None = None,
     ) -> dict[int, tuple[TrialState, float | None]]:
         """Trial number -> (state, best finite value up to ``step``) of the study's trials in
-        ``states`` that reported at ``step``."""
+        ``states`` that reported at ``step`` (and with parameter value ``same``)."""
         return self._read(
             "best_up_to_step",
-            lambda session: best_up_to_step(session, study_id, step, states, maximize),
+            lambda session: best_up_to_step(session, study_id, step, states, maximize, same),
         )
 
 

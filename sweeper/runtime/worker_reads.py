@@ -10,6 +10,12 @@ running, two reads happen where a worker needs none:
   step: :func:`reading_at_grid_point` hands it that value of each trial instead, one row
   per trial (:mod:`sweeper.runtime.queries`), for the pruners that look at nothing else.
 
+In a study that searches ``model.method`` those pruners rank a trial among the trials of its
+own method only: LoRA trials start slower than full fine-tunes at the same grid point, and a
+pruner comparing them with full ones would stop them for being LoRA, not for being bad
+(docs/benchmarks/lora.md measures it). Successive halving and Hyperband keep their own
+records and compare every trial.
+
 The sampler's read of the study (once per trial start, Optuna's own) is left as it is:
 sampling needs the trials.
 """
@@ -24,6 +30,7 @@ import optuna
 from optuna.storages._cached_storage import _CachedStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from sweeper.runtime.queries import ParamFilter
 from sweeper.runtime.storage import ResilientRDBStorage
 
 ALL_STATES = tuple(TrialState)
@@ -85,8 +92,16 @@ class _AtGridPoint:
     with one value at ``step`` (the value there, or the best up to there, as ``read`` says)
     and nothing else; every other attribute is the study's."""
 
-    def __init__(self, study: optuna.Study, storage: ResilientRDBStorage, step: int, read: str):
+    def __init__(
+        self,
+        study: optuna.Study,
+        storage: ResilientRDBStorage,
+        step: int,
+        read: str,
+        same: ParamFilter | None = None,
+    ):
         self._study, self._storage, self._step, self._read = study, storage, step, read
+        self._same = same
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
@@ -98,9 +113,11 @@ class _AtGridPoint:
         study_id = self._study._study_id
         if self._read == BEST_UP_TO_STEP:
             maximize = self._study.direction == optuna.study.StudyDirection.MAXIMIZE
-            values = self._storage.best_up_to_step(study_id, self._step, wanted, maximize)
+            values = self._storage.best_up_to_step(
+                study_id, self._step, wanted, maximize, self._same
+            )
         else:
-            values = self._storage.values_at_step(study_id, self._step, wanted)
+            values = self._storage.values_at_step(study_id, self._step, wanted, self._same)
         return [
             FrozenTrial(
                 number=number,
@@ -120,8 +137,34 @@ class _AtGridPoint:
         ]
 
 
+def _same_method(trial: FrozenTrial) -> ParamFilter | None:
+    """The trial's method as Optuna stores it, where the study searches ``method``."""
+    distribution = trial.distributions.get("method")
+    if distribution is None or "method" not in trial.params:
+        return None
+    return "method", float(distribution.to_internal_repr(trial.params["method"]))
+
+
+class _OwnMethod:
+    """The study with the trials of ``trial``'s method only (a study that does not search
+    ``method``: the study as it is)."""
+
+    def __init__(self, study: optuna.Study, method: Any):
+        self._study, self._method = study, method
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [t for t in trials if t.params.get("method") == self._method]
+
+
 class _ReadingAtGridPoint(optuna.pruners.BasePruner):
-    """A pruner given :class:`_AtGridPoint` instead of the whole study."""
+    """A pruner given :class:`_AtGridPoint` instead of the whole study, with the trials of
+    the judged trial's method only."""
 
     def __init__(self, pruner: optuna.pruners.BasePruner, read: str):
         self.pruner, self.read = pruner, read
@@ -129,9 +172,11 @@ class _ReadingAtGridPoint(optuna.pruners.BasePruner):
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         storage = getattr(study._storage, "resilient", None)
         step = trial.last_step
+        same = _same_method(trial)
         if storage is None or step is None:
-            return self.pruner.prune(study, trial)
-        view: Any = _AtGridPoint(study, storage, step, self.read)
+            own: Any = study if same is None else _OwnMethod(study, trial.params["method"])
+            return self.pruner.prune(own, trial)
+        view: Any = _AtGridPoint(study, storage, step, self.read, same)
         return self.pruner.prune(view, trial)
 
 
