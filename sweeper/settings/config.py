@@ -220,10 +220,13 @@ class LoraSectionBase(StrictModel):
     def _spec(cls, value: Any, info: ValidationInfo) -> Any:
         return check_spec(LORA_KEYS[str(info.field_name)], value)
 
-    @field_validator("modules_to_save")
+    @field_validator("modules_to_save", mode="before")
     @classmethod
-    def _modules(cls, value: list[str]) -> list[str]:
-        return module_set(value).split(",") if value else value
+    def _modules(cls, value: Any) -> Any:
+        # A list, or one comma-separated string (--set lora.modules_to_save=pre_classifier).
+        if isinstance(value, (str, list)) and value:
+            return module_set(value).split(",")
+        return value
 
     def specs(self) -> dict[str, ParamSpec]:
         """``{hyperparameter name: spec}`` of the section's hyperparameters (``lora_r``: r)."""

@@ -37,11 +37,13 @@ from sweeper.errors import PreflightError, SweeperError
 from sweeper.runtime.storage import check_reachable
 from sweeper.settings.config import StudyConfig, batch_sizes
 from sweeper.study.warm_start import WarmStartPlan, plan_warm_start
+from sweeper.trial.adapters import check_adapters, most_trainable, peft_available, require_peft
 from sweeper.trial.checkpoints import check_store
 from sweeper.trial.data import DataSplits, load_splits, split_fingerprints
 from sweeper.trial.models import (
     head_label_count,
     load_model_config,
+    load_pretrained_classifier,
     load_tokenizer,
     model_fingerprint,
     position_limit,
@@ -159,16 +161,27 @@ def grid_notice(config: StudyConfig) -> str | None:
     )
 
 
-def checkpoint_bytes(model_config: Any) -> int | None:
-    """About how large one checkpoint (weights and optimizer state) of this model is."""
+def checkpoint_bytes(model_config: Any, config: StudyConfig | None = None) -> int | None:
+    """About how large one checkpoint (weights and optimizer state) of this model is: of
+    every weight, or in a study with LoRA trials only (``config``), of the most its trials
+    train (adapters and head: what their checkpoints hold)."""
+    methods = config.space.methods() if config is not None else ["full"]
     try:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        # On the meta device no memory is allocated: only the shapes are built.
-        with torch.device("meta"):
-            model = AutoModelForSequenceClassification.from_config(model_config)
-        parameters = sum(parameter.numel() for parameter in model.parameters())
+        if "full" not in methods and config is not None and peft_available():
+            parameters = most_trainable(
+                model_config,
+                config.lora,
+                config.space.values_of("lora_r"),
+                config.space.values_of("lora_target_modules"),
+            )
+        else:
+            # On the meta device no memory is allocated: only the shapes are built.
+            with torch.device("meta"):
+                model = AutoModelForSequenceClassification.from_config(model_config)
+            parameters = sum(parameter.numel() for parameter in model.parameters())
     except Exception:  # an exotic architecture: the space check is skipped, not the sweep
         return None
     return parameters * CHECKPOINT_BYTES_PER_PARAMETER
@@ -202,13 +215,33 @@ def check_directory(key: str, directory: Path, needed_bytes: int | None) -> list
 
 
 def _check_directories(config: StudyConfig, model_config: Any) -> list[str]:
-    needed = checkpoint_bytes(model_config)
+    needed = checkpoint_bytes(model_config, config)
     local_root = config.checkpoint_root and config.checkpoint_store is None
     checkpoint_key = "checkpoint_root" if local_root else "output_dir"
     problems = check_directory("output_dir", config.study_dir, None)
     if not problems or checkpoint_key != "output_dir":
         problems += check_directory(checkpoint_key, config.checkpoint_dir, needed)
     return problems
+
+
+def _check_lora(config: StudyConfig, label_names: list[str]) -> tuple[list[str], str | None]:
+    """A study with LoRA trials: peft installed, every set of lora.target_modules a layer of
+    the model, lora.modules_to_save modules of it; and what its trials train (a notice)."""
+    space = config.space
+    if "lora" not in space.methods():
+        return [], None
+    problems: list[str] = []
+    _collect(problems, require_peft)
+    if problems:
+        return problems, None
+    loaded = _collect(problems, lambda: load_pretrained_classifier(config.model.name, label_names))
+    if loaded is None:
+        return problems, None
+    try:
+        ranks = [int(r) for r in space.values_of("lora_r")]
+        return check_adapters(loaded, config.lora, ranks, space.values_of("lora_target_modules"))
+    finally:
+        del loaded
 
 
 def _collect(problems: list[str], check: Callable[[], Any]) -> Any:
@@ -244,6 +277,9 @@ def run_preflight(config: StudyConfig) -> PreflightResult:
         if model_config is not None:
             notice = _head_notice(config, model_config, splits.label_names)
             notices += [notice] if notice else []
+            lora_problems, lora_notice = _check_lora(config, splits.label_names)
+            problems += lora_problems
+            notices += [lora_notice] if lora_notice else []
     if problems:
         lines = "\n".join(f"  {problem}" for problem in problems)
         raise PreflightError(

@@ -13,8 +13,10 @@ anything runs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
-from collections.abc import Iterable, Mapping
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +43,15 @@ DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
     "deberta-v2": ("query_proj", "value_proj"),
 }
 PEFT_EXTRA = "pip install 'sweeper[lora]'"
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft 0.21 asks transformers 5 a question it has renamed (is_gradient_checkpointing):
+    a FutureWarning a user can do nothing about."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        yield
 
 
 def peft_available() -> bool:
@@ -103,7 +114,8 @@ def check_targets(model: Any, setting: str) -> list[str]:
     if missing:
         raise ModelError(
             f"lora.target_modules={setting!r}: the model has no module {', '.join(missing)}; "
-            f"its layers LoRA can wrap are {adaptable_modules(model)}"
+            f"its layers LoRA can wrap are {adaptable_modules(model)}: set lora.target_modules "
+            "to some of them, or to auto"
         )
     return targets
 
@@ -161,15 +173,19 @@ def wrap_with_adapters(model: Any, settings: AdapterSettings, new_modules: Itera
         bias=settings.bias,
         modules_to_save=kept_trainable(model, new_modules, settings.modules_to_save),
     )
-    return get_peft_model(model, lora_config)
+    with _quiet_peft():
+        return get_peft_model(model, lora_config)
 
 
 def parameter_counts(model: Any) -> tuple[int, int]:
-    """(trainable parameters, all parameters) of a model, a peft model's base included."""
+    """(trainable parameters, the model's parameters): of a peft model, what trains (the
+    adapters and the kept modules' trained copies) against its base model's own parameters
+    (the adapters and those copies are not counted twice)."""
     trainable = total = 0
-    for parameter in model.parameters():
-        total += parameter.numel()
+    for name, parameter in model.named_parameters():
         trainable += parameter.numel() if parameter.requires_grad else 0
+        if ".lora_" not in name and ".modules_to_save." not in name:
+            total += parameter.numel()
     return trainable, total
 
 
@@ -188,4 +204,66 @@ def load_trained(checkpoint: Path, base_model: str, label_names: list[str]) -> A
     from peft import PeftModel
 
     base = load_pretrained_classifier(base_model, label_names).model
-    return PeftModel.from_pretrained(base, str(checkpoint))
+    with _quiet_peft():
+        return PeftModel.from_pretrained(base, str(checkpoint))
+
+
+def _meta_copy(model_config: Any) -> Any:
+    """The classifier's shapes on the meta device: counted, never allocated."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.device("meta"):
+        return AutoModelForSequenceClassification.from_config(model_config)
+
+
+def most_trainable(
+    model_config: Any, lora: Any, ranks: Iterable[int], target_sets: Iterable[str], new: Any = ()
+) -> int:
+    """The most parameters a LoRA trial of this study trains (its largest rank on its largest
+    set of target modules), counted on the meta device: what its checkpoints hold."""
+    most = 0
+    for targets in target_sets:
+        settings = AdapterSettings(
+            r=max(int(r) for r in ranks),
+            alpha=1,
+            dropout=0.0,
+            target_modules=str(targets),
+            bias=lora.bias,
+            modules_to_save=tuple(lora.modules_to_save),
+        )
+        wrapped = wrap_with_adapters(_meta_copy(model_config), settings, new)
+        most = max(most, parameter_counts(wrapped)[0])
+    return most
+
+
+def check_adapters(
+    loaded: Any, lora: Any, ranks: list[int], target_sets: list[str]
+) -> tuple[list[str], str]:
+    """The pre-flight of a study with LoRA trials, on the loaded pretrained classifier: one
+    problem per target-module set the model lacks (and per unknown lora.modules_to_save),
+    and a line saying what its trials train and keep."""
+    problems = []
+    for targets in target_sets:
+        try:
+            check_targets(loaded.model, targets)
+        except ModelError as error:
+            problems.append(str(error))
+    try:
+        kept = kept_trainable(loaded.model, loaded.new_modules, lora.modules_to_save)
+    except ModelError as error:
+        problems.append(str(error))
+        kept = []
+    if problems:
+        return problems, ""
+    total = parameter_counts(loaded.model)[1]
+    most = most_trainable(loaded.model.config, lora, ranks, target_sets, loaded.new_modules)
+    new = [m for m in kept if m in loaded.new_modules]
+    shown = " or ".join(", ".join(target_modules(loaded.model, t)) for t in target_sets)
+    notice = (
+        f"LoRA trials train at most {most:,} of {total:,} parameters ({most / total:.2%}): "
+        f"adapters of rank up to {max(ranks)} on {shown}, and in full {', '.join(kept)}"
+        + (f" ({', '.join(new)} newly initialised)" if new else "")
+        + "; their checkpoints hold those alone, never the base weights"
+    )
+    return problems, notice

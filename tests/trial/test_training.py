@@ -120,7 +120,8 @@ def test_evaluate_checkpoint_gives_what_trainer_evaluate_gives(
         checkpoint,
         data.validation,
         tokenizer=tokenizer,
-        num_labels=data.num_labels,
+        label_names=data.label_names,
+        base_model=config.model.name,
         batch_size=8,
         label_smoothing=0.1,
     )
