@@ -22,11 +22,13 @@ from pydantic_core import PydanticUndefined
 
 from sweeper.settings.config import (
     BLOCKS_OFF,
+    LORA_KEYS,
     RUN_KEYS,
     BudgetConfig,
     DatasetConfig,
     EarlyStoppingConfig,
     EvaluationConfig,
+    LoraSection,
     ModelConfig,
     NearChanceConfig,
     ObjectiveConfig,
@@ -58,7 +60,7 @@ SECTIONS: Mapping[str, type[BaseModel]] = {
     "warm_start": WarmStartConfig,
 }
 # Described in sections of their own (a table each), not as one row of the top level.
-_OWN_SECTIONS = {*SECTIONS, "search_space", "pruner", "sampler"}
+_OWN_SECTIONS = {*SECTIONS, "search_space", "lora", "pruner", "sampler"}
 
 
 def _text(description: str | None) -> str:
@@ -103,20 +105,41 @@ def _spec_text(spec: ParamSpec) -> str:
 def _search_space() -> list[str]:
     rows = []
     for entry in HYPERPARAMETERS:
-        arguments = ", ".join(f"`{name}`" for name in entry.to_arguments(1))
+        arguments = ", ".join(f"`{name}`" for name in entry.to_arguments(1)) or "(the model)"
         rows.append(
-            f"| `search_space.{entry.name}` | {_spec_text(entry.default)} | "
+            f"| `{entry.study_key}` | {_spec_text(entry.default)} | "
             f"{entry.bounds_text()}{' whole numbers' if entry.integer else ''} | {arguments} | "
             f"{_text(entry.description)} |"
         )
     return [
         "A hyperparameter is fixed (a plain value) or searched: `{low, high, log}` for a float,",
         "`{low, high, step}` for a whole number, or `{choices: [...]}`. Each is one entry of",
-        "`HYPERPARAMETERS` in `sweeper/settings/hyperparameters.py`.",
+        "`HYPERPARAMETERS` in `sweeper/settings/hyperparameters.py`. Most live in `search_space`;",
+        "the fine-tuning method lives in `model.method` and LoRA's in the `lora` section, in the",
+        "same forms. The LoRA entries are sampled for LoRA trials only (a conditional search",
+        "space). Where `model.method` is searched, a `search_space` entry may give one spec per",
+        "method, `{full: SPEC, lora: SPEC}`: each method's trials then sample their own Optuna",
+        "parameter (`full_learning_rate`, `lora_learning_rate`), which a multivariate TPE",
+        "(`sampler.multivariate`, with `sampler.group`) models per method; a baseline without a",
+        "`method` is then a full fine-tune.",
         "",
         "| key | default | allowed | TrainingArguments | meaning |",
         "|---|---|---|---|---|",
         *rows,
+    ]
+
+
+def _lora() -> list[str]:
+    """The lora section: its hyperparameters are rows of the search_space table."""
+    settings = {k: f for k, f in LoraSection.model_fields.items() if k not in LORA_KEYS}
+    keys = ", ".join(f"`lora.{key}`" for key in LORA_KEYS)
+    return [
+        "What LoRA trials (`model.method: lora`) wrap around the frozen model: peft's",
+        f"`LoraConfig`. {keys} are hyperparameters, fixed or searched (rows of the search_space",
+        "table below); a searched one in a study with no LoRA trial is an error. LoRA needs the",
+        "extra: `pip install 'sweeper[lora]'`.",
+        "",
+        *_table(_rows("lora.", settings)),
     ]
 
 
@@ -177,6 +200,7 @@ def study_file_reference() -> str:
     for section, model in SECTIONS.items():
         lines += ["", f"## {section}", "", *_off_note(section)]
         lines += _table(_rows(f"{section}.", model.model_fields))
+    lines += ["", "## lora", "", *_lora()]
     lines += ["", "## search_space", "", *_search_space()]
     lines += ["", "## Metrics", "", *_metrics()]
     lines += ["", "## pruner", "", *_off_note("pruner")]

@@ -9,13 +9,13 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
-from pydantic import Field, TypeAdapter
+from pydantic import Field, TypeAdapter, model_validator
 
 from sweeper.settings.strict import StrictModel
 
@@ -32,6 +32,10 @@ class _SamplerBase(StrictModel):
     ) -> optuna.samplers.BaseSampler:
         raise NotImplementedError
 
+    def for_space(self, conditional: bool) -> Self:
+        """This config for a search space that is conditional (model.method searched) or not."""
+        return self
+
     def describe(self) -> str:
         raise NotImplementedError
 
@@ -42,6 +46,27 @@ class TPESamplerConfig(_SamplerBase):
     """Random trials before TPE models the results."""
     multivariate: bool = True
     """Model the hyperparameters jointly (Optuna's multivariate TPE)."""
+    group: bool | None = None
+    """With multivariate: model each group of hyperparameters that trials sample together
+    jointly (Optuna's group decomposition), which a conditional search space needs (model.method
+    searched: LoRA's hyperparameters are sampled by LoRA trials only); null: on exactly when
+    model.method is searched."""
+
+    @model_validator(mode="after")
+    def _group_needs_multivariate(self) -> TPESamplerConfig:
+        if self.group and not self.multivariate:
+            raise ValueError(
+                "group=true models groups of hyperparameters jointly, which needs "
+                "multivariate=true, but got multivariate=false; set sampler.multivariate: true "
+                "or drop sampler.group"
+            )
+        return self
+
+    def for_space(self, conditional: bool) -> Self:
+        """This config with ``group`` decided: on for a conditional search space when unset."""
+        if self.group is not None:
+            return self
+        return self.model_copy(update={"group": conditional and self.multivariate})
 
     def build(
         self, source_trials: Sequence[FrozenTrial] = (), source_weight: float = 1.0
@@ -51,6 +76,8 @@ class TPESamplerConfig(_SamplerBase):
             "n_startup_trials": self.n_startup_trials,
             "multivariate": self.multivariate,
         }
+        if self.group:
+            settings["group"] = True
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             if source_trials:

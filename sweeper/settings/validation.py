@@ -17,6 +17,7 @@ from sweeper.settings.config import StudyConfig
 from sweeper.settings.hyperparameters import (
     BY_NAME,
     HYPERPARAMETERS,
+    METHODS,
 )
 from sweeper.settings.pruners import PRUNER_TYPES
 from sweeper.settings.samplers import (
@@ -100,9 +101,15 @@ def format_validation_error(source: str, error: ValidationError) -> str:
                 continue
             shapes_reported.add(name)
             given = item.get("input")
-            lines.append(
-                f"  {BY_NAME[name].study_key}: expected {_spec_shapes(name)}, but got {given!r}"
-            )
+            key = BY_NAME[name].study_key
+            if isinstance(given, dict) and set(given) & set(METHODS):
+                # Meant as one spec per method ({full: ..., lora: ...}): say what it lacks.
+                lines.append(
+                    f"  {key}: one spec per method takes a spec for each of "
+                    f"{', '.join(METHODS)}, but got {sorted(given)}; give both, or one spec"
+                )
+                continue
+            lines.append(f"  {key}: expected {_spec_shapes(name)}, but got {given!r}")
             continue
         key, typed = _user_key(location)
         message = item["msg"].removeprefix("Value error, ")

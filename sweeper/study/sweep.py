@@ -324,6 +324,8 @@ def open_study(
         sampler_config = sampler_config.model_copy(
             update={"seed": sampler_config.seed + worker_index()}
         )
+    # A searched method makes the space conditional: TPE then models it by groups.
+    sampler_config = sampler_config.for_space(conditional=len(config.space.methods()) > 1)
     planned = warm_start.observations if warm_start is not None else None
     pruner = reading_at_grid_point(build_pruner(config.pruner))
     storage = worker_storage(storage)

@@ -1,0 +1,226 @@
+"""model.method and the lora section: the forms a study file may give, the Optuna parameters
+they become (a conditional space), and every bad input as one line naming its key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from sweeper.attributes import CONFIG_ATTR, CONFIG_VERSION_ATTR
+from sweeper.errors import ConfigError
+from sweeper.settings.hyperparameters import (
+    Choices,
+    FloatRange,
+    label,
+    suggest_params,
+    trial_params,
+)
+from sweeper.settings.samplers import TPESamplerConfig
+from sweeper.settings.stored import stored_config, stored_document
+from sweeper.settings.study_file import load_study_config
+from tests.settings.test_config import with_changes, write
+
+LORA_RANGE = {"low": 1e-4, "high": 3e-3, "log": True}
+FULL_RANGE = {"low": 1e-5, "high": 3e-4, "log": True}
+PER_METHOD_LR = {"learning_rate": {"full": FULL_RANGE, "lora": LORA_RANGE}}
+BOTH = {"choices": ["full", "lora"]}
+
+
+@pytest.mark.parametrize(
+    ("changes", "names"),
+    [
+        # A full study's space is what it was before LoRA: no method, no LoRA entry.
+        (
+            {},
+            {"learning_rate", "per_device_train_batch_size", "num_train_epochs", "seed"},
+        ),
+        # A LoRA study: the method fixed, LoRA's entries in (fixed unless searched).
+        (
+            {"model__method": "lora", "lora": {"r": {"choices": [4, 8]}}},
+            {"learning_rate", "lora_r", "method", "lora_alpha", "lora_target_modules"},
+        ),
+        # Both methods: the method searched, a per-method range one parameter per method.
+        (
+            {"model__method": BOTH, "search_space": PER_METHOD_LR},
+            {"method", "full_learning_rate", "lora_learning_rate", "lora_r"},
+        ),
+    ],
+    ids=["full", "lora", "both"],
+)
+def test_the_space_optuna_sees(tmp_path: Path, changes: dict[str, Any], names: set[str]) -> None:
+    config = load_study_config(write(tmp_path, with_changes(**changes)))
+    specs = config.space.specs()
+    assert names <= set(specs)
+    if "method" not in names:
+        assert not any(name.startswith("lora_") or name == "method" for name in specs)
+        assert "learning_rate" in specs
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("auto", "auto"),
+        (["query", "value"], "query,value"),
+        ("query, key,value", "query,key,value"),
+        ({"choices": [["query", "value"], "query,key,value"]}, ["query,value", "query,key,value"]),
+    ],
+    ids=["auto", "list", "comma-string", "choices-of-lists"],
+)
+def test_target_modules_become_one_optuna_value(tmp_path: Path, value: Any, stored: Any) -> None:
+    document = with_changes(model__method="lora", lora={"target_modules": value})
+    spec = load_study_config(write(tmp_path, document)).lora.target_modules
+    assert (spec.choices if isinstance(spec, Choices) else spec) == stored
+
+
+BAD = [
+    (
+        {"model__method": "qlora"},
+        r"model\.method: expected one of full, lora, but got 'qlora'",
+    ),
+    (
+        {"model__method": "lora", "lora": {"r": 0}},
+        r"lora\.r: is the rank of each adapter's update and must lie in \[1, inf\], but got 0",
+    ),
+    (
+        {"model__method": "lora", "lora": {"r": {"low": 0, "high": 8}}},
+        r"lora\.r: is the rank of each adapter's update and must lie in \[1, inf\], but got low=0",
+    ),
+    (
+        {"model__method": "lora", "lora": {"alpha": 0}},
+        r"lora\.alpha: must lie in \[1, inf\]",
+    ),
+    (
+        {"model__method": "lora", "lora": {"dropout": 1.0}},
+        r"lora\.dropout: is a share of the adapter's inputs and must lie in \[0, 1\)",
+    ),
+    (
+        {"model__method": "lora", "lora": {"target_modules": []}},
+        r"lora\.target_modules: expected module names, such as \[query, value\], but got \[\]",
+    ),
+    (
+        {"model__method": "lora", "lora": {"target_modules": ["auto", "query"]}},
+        r"lora\.target_modules: 'auto' stands alone",
+    ),
+    (
+        {"model__method": "lora", "lora": {"bias": "some"}},
+        r"lora\.bias: Input should be 'none', 'all' or 'lora_only'",
+    ),
+    (
+        {"model__method": "lora", "lora": {"rank": 8}},
+        r"lora\.rank: unknown key",
+    ),
+    (
+        {"lora": {"r": {"choices": [4, 8]}}},
+        r"lora\.r is searched \(choices=\[4, 8\]\), but model\.method='full' has no LoRA trial "
+        r"to use it; set model\.method: lora \(or \{choices: \[full, lora\]\}\), or give lora\.r "
+        r"one value",
+    ),
+    (
+        {"model__method": BOTH, "search_space": {"learning_rate": {"lora": LORA_RANGE}}},
+        r"search_space\.learning_rate: one spec per method takes a spec for each of full, lora, "
+        r"but got \['lora'\]; give both, or one spec",
+    ),
+    (
+        {
+            "model__method": "lora",
+            "baselines": [{"name": "card A", "params": {"method": "full"}}],
+        },
+        r"baselines\[0\] \(card A\): method=full is not among model\.method's values \['lora'\]",
+    ),
+    (
+        {"baselines": [{"name": "card A", "params": {"lora_r": 8}}]},
+        r"baselines\[0\] \(card A\): lora_r is a LoRA setting, but the baseline is a full "
+        r"fine-tune; drop it or give the baseline method: lora",
+    ),
+    (
+        {"sampler": {"type": "tpe", "multivariate": False, "group": True}},
+        r"group=true models groups of hyperparameters jointly, which needs multivariate=true",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    BAD,
+    ids=[
+        "unknown-method",
+        "rank-zero",
+        "rank-range-from-zero",
+        "alpha-zero",
+        "dropout-one",
+        "no-targets",
+        "auto-with-names",
+        "unknown-bias",
+        "unknown-key",
+        "searched-without-lora-trials",
+        "per-method-missing-one",
+        "baseline-method-not-searched",
+        "lora-setting-on-full-baseline",
+        "group-without-multivariate",
+    ],
+)
+def test_bad_lora_settings_name_the_key(
+    tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_study_config(write(tmp_path, with_changes(**changes)))
+
+
+def test_a_trial_samples_its_own_methods_parameters_only(tmp_path: Path) -> None:
+    """Both methods in one study: a LoRA trial samples lora_learning_rate and the adapters'
+    settings, a full one full_learning_rate and nothing of LoRA; by name, both have a
+    learning_rate, and baselines without a method are full fine-tunes."""
+    document = with_changes(
+        model__method=BOTH,
+        search_space=PER_METHOD_LR,
+        lora={"r": {"choices": [4, 8]}},
+        baselines=[
+            {"name": "card A", "params": {"learning_rate": 1e-5}},
+            {"name": "lora", "params": {"method": "lora", "learning_rate": 1e-3, "lora_r": 8}},
+        ],
+    )
+    config = load_study_config(write(tmp_path, document))
+    assert config.baseline_params() == [
+        ("card A", {"method": "full", "full_learning_rate": 1e-5}),
+        ("lora", {"method": "lora", "lora_learning_rate": 1e-3, "lora_r": 8}),
+    ]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = {"full": 0, "lora": 0}
+    for _ in range(12):
+        trial = study.ask()
+        params = suggest_params(trial, config.space)
+        method = params["method"]
+        seen[method] += 1
+        other = "full" if method == "lora" else "lora"
+        assert f"{method}_learning_rate" in trial.params
+        assert f"{other}_learning_rate" not in trial.params
+        assert ("lora_r" in trial.params) == (method == "lora")
+        assert ("lora_r" in params) == (method == "lora")
+        assert params["learning_rate"] == trial.params[f"{method}_learning_rate"]
+        assert trial_params(config.space, trial.params) == params
+        study.tell(trial, 0.5)
+    assert seen["full"] and seen["lora"]
+    assert label("lora_learning_rate") == "lora lr"
+
+
+def test_group_is_on_for_a_searched_method_unless_set() -> None:
+    tpe = TPESamplerConfig(type="tpe")
+    assert tpe.for_space(conditional=True).group is True
+    assert tpe.for_space(conditional=False).group is False
+    assert TPESamplerConfig(type="tpe", group=False).for_space(conditional=True).group is False
+
+
+def test_a_version_4_study_reads_as_the_full_fine_tune_it_ran(tmp_path: Path) -> None:
+    config = load_study_config(write(tmp_path, with_changes()))
+    document = stored_document(config)
+    del document["model"]["method"]
+    del document["lora"]
+    read = stored_config("s", {CONFIG_ATTR: document, CONFIG_VERSION_ATTR: 4})
+    assert read.model.method == "full" and read.space.methods() == ["full"]
+    lora = load_study_config(write(tmp_path, with_changes(model__method="lora")))
+    again = stored_config("s", {CONFIG_ATTR: stored_document(lora), CONFIG_VERSION_ATTR: 5})
+    assert again.model.method == "lora" and again.lora == lora.lora
+    assert isinstance(again.search_space.learning_rate, FloatRange)
