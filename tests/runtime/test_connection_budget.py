@@ -211,6 +211,66 @@ def test_a_pruner_at_its_grid_point_decides_as_on_the_whole_study(
     assert True in verdicts and False in verdicts  # the table can tell them apart
 
 
+def _judged(trial: FrozenTrial) -> FrozenTrial:
+    return FrozenTrial(
+        number=trial.number,
+        state=TrialState.RUNNING,
+        value=None,
+        datetime_start=trial.datetime_start,
+        datetime_complete=None,
+        params=trial.params,
+        distributions=trial.distributions,
+        user_attrs={},
+        system_attrs={},
+        intermediate_values=trial.intermediate_values,
+        trial_id=trial._trial_id,
+    )
+
+
+@pytest.mark.parametrize("through", ["grid point", "whole study"])
+def test_with_the_method_searched_a_trial_is_ranked_among_its_own_methods(
+    storage_url: str, through: str
+) -> None:
+    """Full fine-tunes reach 0.30-0.40 at the first grid point, LoRA ones 0.60-0.70 (they
+    start slower): a LoRA trial at 0.62 is the best of its method and goes on, though the
+    full ones would have ranked it last; one at 0.75 is the worst LoRA trial and stops. The
+    same verdicts through the grid-point read (a worker's RDB storage) and the whole study
+    (any other storage)."""
+    name = f"methods-{uuid.uuid4().hex[:8]}"
+    storage = open_storage(storage_url, heartbeat=False)
+    study = optuna.create_study(study_name=name, storage=storage)
+    methods = optuna.distributions.CategoricalDistribution(["full", "lora"])
+    for method, value in [("full", 0.30), ("full", 0.35), ("full", 0.40), ("lora", 0.65)]:
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=TrialState.COMPLETE,
+                value=value,
+                params={"method": method},
+                distributions={"method": methods},
+                intermediate_values={1: value},
+            )
+        )
+    for value in (0.62, 0.75):
+        running = optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params={"method": "lora"},
+            distributions={"method": methods},
+            intermediate_values={1: value},
+        )
+        storage.create_new_trial(study._study_id, template_trial=running)
+    opened = optuna.load_study(
+        study_name=name,
+        storage=worker_storage(storage) if through == "grid point" else storage,
+    )
+    rank = {"type": "rank", "keep_top": 1, "keep_fraction": 0.01, "n_warmup_steps": 0}
+    pruner = PRUNER_TYPES["rank"].model_validate(rank).build()
+    running_trials = study.get_trials(states=(TrialState.RUNNING,))
+    verdicts = [reading_at_grid_point(pruner).prune(opened, _judged(t)) for t in running_trials]
+    assert verdicts == [False, True]
+    # Ranked with every trial (what Optuna's own read gives the pruner), both would stop.
+    assert [pruner.prune(study, _judged(t)) for t in running_trials] == [True, True]
+
+
 def test_successive_halving_reads_the_study_as_optuna_gives_it() -> None:
     pruner = (
         PRUNER_TYPES["successive_halving"].model_validate({"type": "successive_halving"}).build()
