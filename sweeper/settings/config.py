@@ -574,6 +574,7 @@ class StudyConfig(StrictModel):
                 settings = document.get(section)
                 if isinstance(settings, dict) and "type" not in settings:
                     document = {**document, section: {"type": default, **settings}}
+            document = _method_defaults(document)
         return document
 
     @model_validator(mode="after")
@@ -708,6 +709,32 @@ class StudyConfig(StrictModel):
                 params[str(optuna_name)] = value
             enqueued.append((baseline.name, params))
         return enqueued
+
+
+def _method_defaults(document: dict[str, Any]) -> dict[str, Any]:
+    """A search_space entry the study file leaves out takes its LoRA default for LoRA trials
+    (a learning rate around 1e-4 to 3e-3, not a full fine-tune's): written into the document,
+    so the stored configuration holds what ran."""
+    model = document.get("model")
+    method = model.get("method", "full") if isinstance(model, dict) else "full"
+    choices = method.get("choices") if isinstance(method, dict) else [method]
+    if not isinstance(choices, list) or "lora" not in choices:
+        return document
+    space = document.get("search_space")
+    space = dict(space) if isinstance(space, dict) else {}
+    for entry in HYPERPARAMETERS:
+        lora_default = entry.method_defaults.get("lora")
+        if lora_default is None or entry.name in space:
+            continue
+        lora = _dumped(lora_default)
+        space[entry.name] = (
+            lora if choices == ["lora"] else {"full": _dumped(entry.default), "lora": lora}
+        )
+    return {**document, "search_space": space}
+
+
+def _dumped(spec: ParamSpec) -> Any:
+    return spec.model_dump() if isinstance(spec, StrictModel) else spec
 
 
 def batch_sizes(config: StudyConfig) -> list[int]:

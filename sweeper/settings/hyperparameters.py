@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -122,6 +122,9 @@ class Hyperparameter:
     text: bool = False
     allowed: tuple[str, ...] = ()
     normalize: Callable[[Any], str] | None = None
+    # Another default for the trials of a method, where the study file leaves the entry out
+    # (LoRA's learning rates lie about 10x above a full fine-tune's).
+    method_defaults: Mapping[str, ParamSpec] = field(default_factory=dict)
 
     @property
     def study_key(self) -> str:
@@ -167,14 +170,15 @@ HYPERPARAMETERS: tuple[Hyperparameter, ...] = (
         name="learning_rate",
         integer=False,
         # Around the model cards' 1e-5 and 3e-5, wide enough for encoders smaller than
-        # distilbert to find their optimum.
+        # distilbert to find their optimum; LoRA adapters want about 10x more.
         default=FloatRange(low=1e-6, high=1e-3, log=True),
+        method_defaults={"lora": FloatRange(low=1e-4, high=3e-3, log=True)},
         minimum=0.0,
         to_arguments=_field("learning_rate", float),
         label="lr",
         title="learning rate",
         card_name="learning_rate",
-        description="The peak learning rate of the linear schedule (the cards: 1e-5 and 3e-5).",
+        description="The peak learning rate of the linear schedule (the cards: 1e-5 and 3e-5). Left out of a study with LoRA trials, theirs is {low: 1e-4, high: 3e-3, log: true} (with both methods searched: one range per method).",
     ),
     Hyperparameter(
         name="per_device_train_batch_size",

@@ -224,3 +224,30 @@ def test_a_version_4_study_reads_as_the_full_fine_tune_it_ran(tmp_path: Path) ->
     again = stored_config("s", {CONFIG_ATTR: stored_document(lora), CONFIG_VERSION_ATTR: 5})
     assert again.model.method == "lora" and again.lora == lora.lora
     assert isinstance(again.search_space.learning_rate, FloatRange)
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("full", {"learning_rate": FloatRange(low=1e-6, high=1e-3, log=True)}),
+        ("lora", {"learning_rate": FloatRange(low=1e-4, high=3e-3, log=True)}),
+        (
+            BOTH,
+            {
+                "full_learning_rate": FloatRange(low=1e-6, high=1e-3, log=True),
+                "lora_learning_rate": FloatRange(low=1e-4, high=3e-3, log=True),
+            },
+        ),
+    ],
+    ids=["full", "lora", "both"],
+)
+def test_a_learning_rate_left_out_takes_each_methods_default(
+    tmp_path: Path, method: Any, expected: dict[str, FloatRange]
+) -> None:
+    document = with_changes(model__method=method)
+    config = load_study_config(write(tmp_path, document))
+    specs = config.space.specs()
+    assert {name: specs[name] for name in expected} == expected
+    # Stored as it ran: read back, the same space.
+    again = stored_config("s", {CONFIG_ATTR: stored_document(config), CONFIG_VERSION_ATTR: 5})
+    assert again.space == config.space
