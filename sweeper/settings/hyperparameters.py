@@ -410,6 +410,9 @@ def _check_spec(name: str, spec: ParamSpec) -> ParamSpec:
 def check_spec(name: str, spec: Any) -> Any:
     """A spec of entry ``name`` checked against its table entry (a per-method spec, each of
     its methods'): the validator of every section that holds hyperparameters."""
+    if isinstance(spec, PerMethod) and name == "seed":
+        # `sweeper confirm` draws its fresh seeds from outside the one seed space.
+        raise ValueError("takes one spec for every method, not one per method")
     if isinstance(spec, PerMethod):
         return PerMethod(
             full=_check_spec(name, spec.full),  # type: ignore[arg-type]

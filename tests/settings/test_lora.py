@@ -136,6 +136,10 @@ BAD = [
         r"fine-tune; drop it or give the baseline method: lora",
     ),
     (
+        {"model__method": BOTH, "search_space": {"seed": {"full": 1, "lora": 2}}},
+        r"search_space\.seed: takes one spec for every method, not one per method",
+    ),
+    (
         {"sampler": {"type": "tpe", "multivariate": False, "group": True}},
         r"group=true models groups of hyperparameters jointly, which needs multivariate=true",
     ),
@@ -159,6 +163,7 @@ BAD = [
         "per-method-missing-one",
         "baseline-method-not-searched",
         "lora-setting-on-full-baseline",
+        "seed-per-method",
         "group-without-multivariate",
     ],
 )

@@ -98,7 +98,9 @@ def test_a_store_that_cannot_be_used_fails_the_preflight_check(
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize(
+    ("stop", "method"), [("SIGTERM", "full"), ("SIGKILL", "full"), ("SIGKILL", "lora")]
+)
 def test_a_retry_resumes_from_the_store_on_another_machine(
     write_study: Callable[..., Path],
     postgres_url: str,
@@ -106,19 +108,21 @@ def test_a_retry_resumes_from_the_store_on_another_machine(
     s3_server: Any,
     tmp_path: Path,
     stop: str,
+    method: str,
     monkeypatch: pytest.MonkeyPatch,
     small_csv: Path,
 ) -> None:
     """Two workers, each in its own directory with its own empty cache, one PostgreSQL
     study, checkpoints in S3. The first is stopped mid-trial (SIGTERM as a preemption, or
     SIGKILL after an upload); the second resumes the retry from the stored step. Then export
-    and confirm work from a third, empty directory."""
-    name = f"store-{stop.lower()}-{uuid.uuid4().hex[:6]}"
+    and confirm work from a third, empty directory. A LoRA trial's checkpoints (adapters and
+    head only) go the same way, its export merged onto the base model."""
+    name = f"store-{stop.lower()}-{method}-{uuid.uuid4().hex[:6]}"
     store = bucket_url(s3_server, "ckpt")
     # The data comes from the store too: no machine has a disk in common with another.
     data_url = f"{bucket_url(s3_server, 'data')}/reviews.csv"
     store_filesystem(data_url).put_file(str(small_csv), data_url.split("://", 1)[1])
-    path = write_study(name, **LONG, checkpoint_root=store)
+    path = write_study(name, **LONG, checkpoint_root=store, model={"method": method})
     document = yaml.safe_load(path.read_text())
     document["dataset"]["path"] = data_url
     path.write_text(yaml.safe_dump(document))
@@ -153,6 +157,10 @@ def test_a_retry_resumes_from_the_store_on_another_machine(
     assert str(retry.user_attrs[BEST_CHECKPOINT_ATTR]).startswith(f"{trial_url}/checkpoint-")
     # Bounded: the finished trial keeps its best checkpoint only.
     assert len(manifests_under(trial_url)) == 1
+    kept = checkpoints.fetch_checkpoint(str(retry.user_attrs[BEST_CHECKPOINT_ATTR]), tmp_path)
+    files = {path.name for path in kept.iterdir()}
+    weights = {"adapter_model.safetensors"} if method == "lora" else {"model.safetensors"}
+    assert weights <= files and not (files & {"model.safetensors"} - weights)
 
     if stop == "SIGTERM":
         return  # export and confirm from a third machine: once is enough (below, SIGKILL)
