@@ -114,7 +114,7 @@ def smallest_batch(space: Any) -> int:
 
     spec = space.spec("per_device_train_batch_size")
     if isinstance(spec, Choices):
-        return int(min(spec.choices))
+        return min(int(choice) for choice in spec.choices)  # type: ignore[arg-type]
     if isinstance(spec, IntRange):
         return int(spec.low)
     return int(spec)

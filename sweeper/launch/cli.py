@@ -374,6 +374,13 @@ def _add_view_commands(commands: Any) -> None:
     export.add_argument(
         "--force", action="store_true", help="write into --to even when it is not empty"
     )
+    export.add_argument(
+        "--adapter",
+        action="store_true",
+        help="a LoRA trial's adapter alone (adapter_config.json, adapter_model.safetensors: "
+        "peft loads it onto the base model) instead of the adapters merged into a plain "
+        "transformers model; an error for a full fine-tune",
+    )
     dashboard = commands.add_parser(
         "dashboard", help="serve optuna-dashboard on the study's storage"
     )
@@ -666,14 +673,16 @@ def _command_export(args: argparse.Namespace) -> int:
     from sweeper.views.export import confirmed_export, export_best
 
     name, study = _open_existing_study(args)
-    target = export_best(study, args.to, force=args.force)
+    exported = export_best(study, args.to, force=args.force, adapter=args.adapter)
     which = confirmed_export(study) or (
-        f"the sweep's best trial #{study.best_trial.number} (a single-seed validation score; "
+        f"the sweep's best trial #{exported.trial.number} (a single-seed validation score; "
         f"`sweeper confirm {name}` re-trains the best configurations with fresh seeds)"
     )
+    # A LoRA trial's line says which form was written: merged onto its base, or the adapter.
+    form = f" as {exported.what()}" if exported.form != "full" else ""
     print(
-        f"[sweeper] {which}, of study {name!r}, exported to {target}; load it with "
-        f'transformers.pipeline("text-classification", model="{target}")'
+        f"[sweeper] {which}, of study {name!r}, exported to {exported.target}{form}; load it "
+        f"with {exported.how_to_load()}"
     )
     return 0
 
@@ -803,7 +812,7 @@ def _stop_seconds(given: int | None, config: StudyConfig, flag: str) -> int:
     from sweeper.trial.models import load_model_config
 
     try:
-        size = checkpoint_bytes(load_model_config(config.model.name))
+        size = checkpoint_bytes(load_model_config(config.model.name), config)
     except SweeperError:  # a hub id offline: the default, which a local save needs
         size = None
     seconds, why = stop_seconds(size, config.checkpoint_store is not None)

@@ -446,6 +446,9 @@ class SearchSpaceBase(StrictModel):
     def specs(self) -> dict[str, ParamSpec]:
         return {name: getattr(self, name) for name in SEARCH_SPACE_PARAMS}
 
+    def spec(self, name: str) -> ParamSpec:
+        return self.specs()[name]
+
     @field_validator("*")
     @classmethod
     def _within_bounds(cls, value: Any, info: Any) -> Any:
@@ -552,6 +555,11 @@ class ParamSpace:
         method = self.specs().get("method", "full")
         return [str(m) for m in candidate_values(method)]
 
+    def method_of(self, optuna_params: Mapping[str, Any]) -> str:
+        """How a trial with these Optuna params fine-tuned: its sampled method, else the
+        study's one."""
+        return str(optuna_params.get("method", self.specs().get("method", "full")))
+
     def max_epochs(self) -> int:
         return int(max(self.values_of("num_train_epochs")))
 
@@ -597,7 +605,7 @@ def suggest_params(trial: optuna.Trial, space: ParamSpace) -> dict[str, Any]:
 def trial_params(space: ParamSpace, optuna_params: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's hyperparameters by name, from its Optuna params (``lora_learning_rate`` is
     ``learning_rate``) and the study's fixed values for its method: what it trained with."""
-    method = str(optuna_params.get("method", space.specs().get("method", "full")))
+    method = space.method_of(optuna_params)
     params: dict[str, Any] = {}
     for entry in space.entries:
         if entry.method is not None and entry.method != method:

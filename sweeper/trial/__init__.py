@@ -1,4 +1,4 @@
-"""One trial: the model and tokenizer (models), the data and its splits (data), the
+"""One trial: the model and tokenizer (models), a LoRA trial's adapters (adapters), the data and its splits (data), the
 evaluation grid and the near-chance rule (grid), the Trainer callbacks and the outcome they
 record (callbacks), one fine-tuning run with transformers' Trainer (training), the speed
 levers (speed), its checkpoints on disk and in an object store (checkpoints, stores) and the
@@ -9,10 +9,19 @@ from sweeper.lazy import public_surface
 # What the other packages use, by the module that defines it; anything else in the
 # package is its own business (tests/test_layers.py keeps this true).
 _SURFACE = {
+    "adapters": [
+        "check_adapters",
+        "is_adapter_checkpoint",
+        "load_trained",
+        "most_trainable",
+        "peft_available",
+        "require_peft",
+    ],
     "callbacks": ["TrialOutcome"],
     "checkpoints": [
         "check_store",
         "fetch_checkpoint",
+        "holds_model",
         "is_store_url",
         "last_checkpoint",
         "remove_checkpoints",
@@ -38,6 +47,7 @@ _SURFACE = {
         "check_same_model",
         "head_label_count",
         "load_model_config",
+        "load_pretrained_classifier",
         "load_tokenizer",
         "model_fingerprint",
         "position_limit",

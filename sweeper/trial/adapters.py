@@ -70,7 +70,7 @@ def is_adapter_checkpoint(checkpoint: Path) -> bool:
     return (Path(checkpoint) / ADAPTER_CONFIG_FILE).is_file()
 
 
-def adaptable_modules(model: Any) -> list[str]:
+def _adaptable_modules(model: Any) -> list[str]:
     """The short names of the layers LoRA can wrap (linear layers outside the head), sorted:
     what an error about ``lora.target_modules`` offers instead."""
     import torch
@@ -100,7 +100,7 @@ def target_modules(model: Any, setting: str) -> list[str]:
     if not known:
         raise ModelError(
             f"lora.target_modules=auto has no default for model_type {model_type!r}; set "
-            f"lora.target_modules to some of the model's layers: {adaptable_modules(model)}"
+            f"lora.target_modules to some of the model's layers: {_adaptable_modules(model)}"
         )
     return list(known)
 
@@ -114,7 +114,7 @@ def check_targets(model: Any, setting: str) -> list[str]:
     if missing:
         raise ModelError(
             f"lora.target_modules={setting!r}: the model has no module {', '.join(missing)}; "
-            f"its layers LoRA can wrap are {adaptable_modules(model)}: set lora.target_modules "
+            f"its layers LoRA can wrap are {_adaptable_modules(model)}: set lora.target_modules "
             "to some of them, or to auto"
         )
     return targets
@@ -171,7 +171,12 @@ def wrap_with_adapters(model: Any, settings: AdapterSettings, new_modules: Itera
         lora_dropout=settings.dropout,
         target_modules=check_targets(model, settings.target_modules),
         bias=settings.bias,
-        modules_to_save=kept_trainable(model, new_modules, settings.modules_to_save),
+        # peft adds the heads ("classifier", "score") to a SEQ_CLS config's list itself.
+        modules_to_save=[
+            name
+            for name in kept_trainable(model, new_modules, settings.modules_to_save)
+            if name not in HEAD_MODULES
+        ],
     )
     with _quiet_peft():
         return get_peft_model(model, lora_config)

@@ -189,7 +189,7 @@ def build_trainer(
     return trainer
 
 
-def build_model(config: StudyConfig, params: dict[str, Any], label_names: list[str]) -> Any:
+def _build_model(config: StudyConfig, params: dict[str, Any], label_names: list[str]) -> Any:
     """The model a trial trains: the pretrained classifier, every weight trainable (method
     full), or frozen with LoRA adapters and its head and new modules trainable (lora)."""
     loaded = load_pretrained_classifier(config.model.name, label_names)
@@ -280,7 +280,7 @@ def train_trial(
     if resume_from_checkpoint is not None:
         _resume_from(resume_from_checkpoint, recorder, stoppers)
     set_seed(int(params["seed"]))  # the classification head is initialised from this seed
-    model = build_model(config, params, data.label_names)
+    model = _build_model(config, params, data.label_names)
     outcome.trainable_parameters, outcome.total_parameters = parameter_counts(model)
     trainer = build_trainer(
         config,
@@ -313,9 +313,6 @@ def train_trial(
             outcome.stop_reason = f"out of memory at per_device_train_batch_size={batch}"
         outcome.planned_steps = trainer.state.max_steps
         outcome.best_checkpoint = trainer.state.best_model_checkpoint
-        outcome.checkpoint_bytes = directory_bytes(
-            local_checkpoint(output_dir, outcome.best_checkpoint)
-        )
         completed = outcome.stop_reason is None and outcome.interrupted_at_step is None
     finally:
         outcome.train_seconds = max(time.perf_counter() - started - outcome.eval_seconds, 0.0)
@@ -334,6 +331,10 @@ def _after_training(
     completed: bool,
 ) -> None:
     """The store's and the disk's share of a trial that ended (or raised), and its logs."""
+    # What the kept checkpoint costs on disk, measured before anything is cleaned up.
+    outcome.checkpoint_bytes = directory_bytes(
+        local_checkpoint(output_dir, outcome.best_checkpoint)
+    )
     if uploader is not None:
         finish_uploads(uploader, outcome, output_dir, completed)
     if completed and not config.keep_all_checkpoints:

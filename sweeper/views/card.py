@@ -14,12 +14,20 @@ The YAML metadata is ``huggingface_hub``'s own ``ModelCardData``: ``base_model``
 names one), tags, and a ``model-index`` of ``EvalResult`` entries with every metric of the
 kept evaluation (validation loss, accuracy, F1 with its averaging), so the Hub shows the
 scores.
+
+A LoRA trial's card adds a "LoRA adapters" section (rank, alpha, dropout, target modules,
+bias, the modules trained in full, trainable parameters of all). Its metadata is what the
+export holds: an adapter-only export (``sweeper export --adapter``) is a peft model
+(``library_name: peft``, tag ``lora``), which the Hub lists as an adapter of ``base_model``;
+a merged export is a plain transformers model, as a full fine-tune's.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +41,8 @@ from sweeper.attributes import (
     LABEL_NAMES_ATTR,
     LICENSE_ATTR,
     STOP_REASON_ATTR,
+    TOTAL_PARAMETERS_ATTR,
+    TRAINABLE_PARAMETERS_ATTR,
 )
 from sweeper.errors import CardError
 from sweeper.records.confirmation import (
@@ -78,11 +88,37 @@ FRAMEWORKS = (
 TASK_TYPE = "text-classification"
 TASK_NAME = "Text Classification"
 TAGS = ("sweeper", "optuna", "generated_from_trainer")
+# The tag peft's own cards give a LoRA adapter; an adapter-only export carries it.
+LORA_TAG = "lora"
 # The model-index's dataset ``type`` is a Hub dataset id (what ``load_dataset`` takes). A local
 # file or directory has none, and a builder name such as "csv" would read as a Hub dataset
 # and not cover a saved ``datasets`` directory, so every local source gets the one type
 # "local", and its file (or directory) name is the dataset's name.
 LOCAL_DATASET_TYPE = "local"
+
+
+@dataclass(frozen=True)
+class ExportedAdapters:
+    """What an export of a LoRA trial read off its loaded adapters, which the study's records
+    do not hold: the modules peft wrapped (``target_modules: auto`` resolved) and the ones it
+    trained in full, where the base model was loaded on this machine, and whether the export
+    is the adapters alone (a peft model) or merged into the base weights; and the label names
+    its head predicts (what loading an adapter-only export onto the base model needs)."""
+
+    adapter_only: bool
+    base_model: str
+    target_modules: tuple[str, ...]
+    kept_modules: tuple[str, ...]
+    label_names: tuple[str, ...] = ()
+
+
+def trainable_text(trainable: Any, total: Any) -> str | None:
+    """``37,634 of 22,751,620 (0.17%)``; None when the trial did not record both."""
+    if not isinstance(trainable, int) or not isinstance(total, int) or total <= 0:
+        return None
+    share = trainable / total
+    percent = f"{share:.2%}" if share >= 1e-4 else f"{100 * share:.2g}%"
+    return f"{trainable:,} of {total:,} ({percent.replace('100.00%', '100%')})"
 
 
 def _number(value: Any) -> str:
@@ -239,9 +275,12 @@ def _card_data(
     trial: FrozenTrial,
     config: StudyConfig,
     confirmation: Confirmation | None = None,
+    adapters: ExportedAdapters | None = None,
 ) -> ModelCardData:
     """The card's YAML metadata for ``trial`` of ``study`` (with ``confirmation``: the
-    exported run of the confirmed winner, with its test scores where there are any)."""
+    exported run of the confirmed winner, with its test scores where there are any). An
+    adapter-only export is a peft model: ``library_name: peft`` and the ``lora`` tag, as
+    peft's own cards, so the Hub lists it as an adapter of ``base_model``."""
     model = config.model.name
     dataset = config.dataset
     path = dataset.path
@@ -256,14 +295,15 @@ def _card_data(
         if confirmation is not None
         else f"{study.study_name}-trial-{trial.number}"
     )
+    adapter_only = adapters is not None and adapters.adapter_only
     return ModelCardData(
         base_model=model if model and not _is_local(model) else None,
         datasets=[path] if path and not _is_local(path) else None,
-        library_name="transformers",
+        library_name="peft" if adapter_only else "transformers",
         license=_license(study, config),
         metrics=[m.hub_type for m in METRICS if m.computation is not None],
         pipeline_tag=TASK_TYPE,
-        tags=list(TAGS),
+        tags=[*TAGS, LORA_TAG] if adapter_only else list(TAGS),
         # Without results there is no model-index: an empty one shows nothing on the Hub.
         model_name=name if results else None,
         eval_results=results or None,
@@ -299,6 +339,99 @@ def _hyperparameters(trial: FrozenTrial, config: StudyConfig) -> list[str]:
         f"- lr_scheduler_type: {training.lr_scheduler_type}",
     ]
     return lines
+
+
+def _lora_section(
+    trial: FrozenTrial, config: StudyConfig, adapters: ExportedAdapters | None
+) -> list[str]:
+    """A LoRA trial's adapters: what peft wrapped and trained, how many parameters of the
+    model that is, and the form the export holds; nothing for a full fine-tune (whose card
+    stays the Trainer's)."""
+    if config.space.method_of(trial.params) != "lora":
+        return []
+    params = trial_params(config.space, trial.params)
+    r, alpha = int(params["lora_r"]), int(params["lora_alpha"])
+    targets = str(params["lora_target_modules"])
+    if adapters is not None:
+        targets = ", ".join(adapters.target_modules)
+    elif targets == "auto":
+        targets = "auto (the architecture's default; the export's adapter_config.json names them)"
+    extra = list(config.lora.modules_to_save)
+    kept = (
+        ", ".join(adapters.kept_modules)
+        if adapters is not None
+        else "the classification head, any module the pretrained model lacked (newly "
+        "initialised)" + (f", and {', '.join(extra)} (lora.modules_to_save)" if extra else "")
+    )
+    counted = trainable_text(
+        trial.user_attrs.get(TRAINABLE_PARAMETERS_ATTR), trial.user_attrs.get(TOTAL_PARAMETERS_ATTR)
+    )
+    return [
+        "### LoRA adapters",
+        "",
+        "Fine-tuned with LoRA (peft): the base model's weights stayed frozen; only low-rank "
+        "adapters on the target modules and the modules trained in full were trained.",
+        "",
+        "- Method: lora",
+        f"- Base model: {_model_reference(config.model.name)}",
+        f"- r: {r}",
+        f"- alpha: {alpha} (the update is scaled by alpha / r = {_hyper(alpha / r)})",
+        f"- dropout: {_hyper(float(params['lora_dropout']))}",
+        f"- Target modules: {targets}",
+        f"- Bias: {config.lora.bias}",
+        f"- Modules trained in full: {kept}",
+        f"- Trainable parameters: {counted or 'not recorded'}",
+        "",
+        *_export_form_lines(adapters),
+    ]
+
+
+def _export_form_lines(adapters: ExportedAdapters | None) -> list[str]:
+    """What the export of a LoRA trial holds, and how to load an adapter-only one."""
+    if adapters is None:
+        return [
+            "`sweeper export` writes the adapters merged into the base weights (a plain "
+            "transformers model), or with `--adapter` the adapters alone (a peft model).",
+            "",
+        ]
+    if not adapters.adapter_only:
+        return [
+            "This model holds the adapters merged into the base weights (peft's "
+            "`merge_and_unload`): a plain transformers model, which loads without peft.",
+            "",
+        ]
+    names = list(adapters.label_names)
+    # Double-quoted Python literals (json.dumps of a str is one), whatever the names hold.
+    labels = (
+        [
+            "    id2label={"
+            + ", ".join(f"{i}: {json.dumps(n)}" for i, n in enumerate(names))
+            + "},",
+            "    label2id={"
+            + ", ".join(f"{json.dumps(n)}: {i}" for i, n in enumerate(names))
+            + "},",
+        ]
+        if names
+        else []
+    )
+    return [
+        "This directory holds the adapters alone (adapter_config.json and "
+        "adapter_model.safetensors, with the modules trained in full), not the base weights; "
+        "load them onto the base model with peft:",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForSequenceClassification",
+        "",
+        "base = AutoModelForSequenceClassification.from_pretrained(",
+        f"    {json.dumps(adapters.base_model)},",
+        f"    num_labels={len(names) or 'NUM_LABELS'},",
+        *labels,
+        ")",
+        'model = PeftModel.from_pretrained(base, "path/to/this/directory")',
+        "```",
+        "",
+    ]
 
 
 def _results_table(trial: FrozenTrial) -> list[str]:
@@ -449,25 +582,34 @@ def best_or_error(study: optuna.Study) -> FrozenTrial:
     return best
 
 
-def _model_card(study: optuna.Study, trial: FrozenTrial | None = None) -> ModelCard:
+def _model_card(
+    study: optuna.Study,
+    trial: FrozenTrial | None = None,
+    adapters: ExportedAdapters | None = None,
+) -> ModelCard:
     """The model card of ``trial`` (default: the confirmed winner's exported run when
     ``sweeper confirm`` has run, else the study's best trial): ``huggingface_hub``'s
-    metadata (:func:`_card_data`) over the Trainer-style body."""
+    metadata (:func:`_card_data`) over the Trainer-style body. ``adapters``: what an export
+    of a LoRA trial loaded and wrote (None: the card says what ``sweeper export`` writes)."""
     confirmed = load_confirmed_run(study) if trial is None else None
     confirmation = confirmed[0] if confirmed is not None else None
     best = trial or (confirmed[1] if confirmed is not None else best_or_error(study))
     summary = summarize(study)
-    data = _card_data(study, best, summary.config, confirmation)
-    body = _body(study, summary, best, confirmation)
+    data = _card_data(study, best, summary.config, confirmation, adapters)
+    body = _body(study, summary, best, confirmation, adapters)
     # The content is put together here rather than by ModelCard.from_template: that renders
     # the body as a Jinja2 template (jinja2 is not a dependency of huggingface_hub), and a
     # label name or path holding "{{" would be taken for template syntax.
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
-def render_card(study: optuna.Study, trial: FrozenTrial | None = None) -> str:
+def render_card(
+    study: optuna.Study,
+    trial: FrozenTrial | None = None,
+    adapters: ExportedAdapters | None = None,
+) -> str:
     """The README.md text of ``trial`` (default: as :func:`_model_card` picks it)."""
-    return str(_model_card(study, trial))
+    return str(_model_card(study, trial, adapters))
 
 
 def _scores_lines(loss: Any, accuracy: Any, f1: Any) -> list[str]:
@@ -628,8 +770,14 @@ def _warm_start_lines(summary: StudySummary) -> list[str]:
     ]
 
 
-def _procedure_lines(summary: StudySummary, best: FrozenTrial, metric: str) -> list[str]:
-    """The training procedure: hyperparameters, results, the search, and the kept evaluation."""
+def _procedure_lines(
+    summary: StudySummary,
+    best: FrozenTrial,
+    metric: str,
+    adapters: ExportedAdapters | None = None,
+) -> list[str]:
+    """The training procedure: hyperparameters (and a LoRA trial's adapters), results, the
+    search, and the kept evaluation."""
     config = summary.config
     return [
         "## Training procedure",
@@ -638,6 +786,7 @@ def _procedure_lines(summary: StudySummary, best: FrozenTrial, metric: str) -> l
         "",
         *_hyperparameters(best, config),
         "",
+        *_lora_section(best, config, adapters),
         "### Training results",
         "",
         *_results_table(best),
@@ -662,6 +811,7 @@ def _body(
     summary: StudySummary,
     best: FrozenTrial,
     confirmation: Confirmation | None = None,
+    adapters: ExportedAdapters | None = None,
 ) -> str:
     config = summary.config
     metric = objective_metric(study)
@@ -696,7 +846,7 @@ def _body(
         "",
         _f1_text(average, label_names),
         "",
-        *_procedure_lines(summary, best, metric),
+        *_procedure_lines(summary, best, metric, adapters),
         *(
             ["### Confirmation over seeds", "", *_confirmation_section(confirmation, dataset), ""]
             if confirmation is not None

@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 from sweeper.attributes import (
     BASELINE_ATTR,
     BEST_STEP_ATTR,
+    TRAINABLE_PARAMETERS_ATTR,
 )
 from sweeper.errors import ConfigError
 from sweeper.records.confirmation import Confirmation, load_confirmation
@@ -31,7 +32,7 @@ from sweeper.records.results import (
     planned_steps,
     validation_losses,
 )
-from sweeper.settings.hyperparameters import param_title
+from sweeper.settings.hyperparameters import is_searched, param_title
 from sweeper.settings.metrics import metric_title
 from sweeper.settings.stored import stored_config
 
@@ -663,9 +664,64 @@ def _confirmation_figure(study: optuna.Study, confirmation: Confirmation) -> go.
     return figure
 
 
+def _searched_methods(study: optuna.Study) -> list[str]:
+    """The fine-tuning methods a study searched (``model.method: {choices: [...]}``), in
+    its order; [] when every trial has one method (or the study has no stored config)."""
+    try:
+        config = stored_config(study.study_name, study.user_attrs)
+    except ConfigError:
+        return []
+    spec = config.space.specs().get("method")
+    return config.space.methods() if spec is not None and is_searched(spec) else []
+
+
+def _methods_figure(study: optuna.Study, methods: list[str]) -> go.Figure:
+    """The objective of each method's complete trials side by side, one box each: the
+    methods were sampled in one study, evaluated and pruned on one grid."""
+    metric = objective_metric(study)
+    title = f"Fine-tuning methods: {metric} of each complete trial"
+    config = stored_config(study.study_name, study.user_attrs)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return _note_figure(title, "No trial has completed yet.")
+    figure = go.Figure()
+    for index, method in enumerate(methods):
+        group = [t for t in complete if config.space.method_of(t.params) == method]
+        trainable = sorted(
+            {n for t in group if isinstance(n := t.user_attrs.get(TRAINABLE_PARAMETERS_ATTR), int)}
+        )
+        counted = f", {trainable[-1]:,} trainable parameters" if len(trainable) == 1 else ""
+        figure.add_trace(
+            go.Box(
+                x=[f"{method} ({len(group)} complete{counted})"] * len(group),
+                y=[_finite(t.value) for t in group],
+                name=method,
+                boxpoints="all",
+                jitter=0.3,
+                pointpos=0,
+                marker={"color": TRIAL_COLORS[index % len(TRIAL_COLORS)], "size": 9},
+                text=[_label(t) for t in group],
+                customdata=[_params_text(t) for t in group],
+                hovertemplate=f"%{{text}}<br>{metric}=%{{y:.4f}}<br>%{{customdata}}<extra></extra>",
+            )
+        )
+    _layout(
+        figure,
+        title,
+        "One box per method, a dot per complete trial (pruned trials are left out). Both "
+        "methods' trials were evaluated on the same grid, so the pruner compared them with "
+        "each other.",
+    )
+    figure.update_xaxes(title_text="fine-tuning method (trials, trainable parameters)")
+    figure.update_yaxes(title_text=metric_title(metric))
+    figure.update_layout(legend={"title": {"text": "method"}})
+    return figure
+
+
 def figures(study: optuna.Study) -> dict[str, go.Figure]:
     """Every figure of the report, keyed by the id of its place in the page (the
-    confirmation's only when ``sweeper confirm`` has run)."""
+    methods' only when the study searched ``model.method``, the confirmation's only when
+    ``sweeper confirm`` has run)."""
     built = {
         "history": _history_figure(study),
         "loss-curves": loss_curves_figure(study),
@@ -673,6 +729,9 @@ def figures(study: optuna.Study) -> dict[str, go.Figure]:
         "importance": _importance_figure(study),
         "overfitting": _overfitting_figure(study),
     }
+    methods = _searched_methods(study)
+    if methods:
+        built["methods"] = _methods_figure(study, methods)
     confirmation = load_confirmation(study)
     if confirmation is not None:
         built["confirmation"] = _confirmation_figure(study, confirmation)

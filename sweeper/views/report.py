@@ -20,12 +20,17 @@ from plotly.offline import get_plotlyjs
 
 from sweeper.attributes import (
     BEST_STEP_ATTR,
+    CHECKPOINT_BYTES_ATTR,
     CHECKPOINT_STORE_ERROR_ATTR,
     FAILURE_ATTR,
     RESUME_FALLBACK_ATTR,
     RETRIED_FROM_SYSTEM_ATTR,
+    SAVE_SECONDS_ATTR,
     STOP_REASON_ATTR,
+    TOTAL_PARAMETERS_ATTR,
     TRACEBACK_ATTR,
+    TRAIN_SECONDS_ATTR,
+    TRAINABLE_PARAMETERS_ATTR,
     WORKER_ATTR,
 )
 from sweeper.records.confirmation import (
@@ -46,6 +51,7 @@ from sweeper.records.results import (
 )
 from sweeper.settings.hyperparameters import param_title
 from sweeper.settings.metrics import METRICS
+from sweeper.views.card import trainable_text
 from sweeper.views.figures import figures, seed_importance
 
 CAPTIONS = {
@@ -58,7 +64,11 @@ CAPTIONS = {
     "overfitting": "Per trial: training loss (blue) and validation loss (orange).",
     "confirmation": "The confirmed configurations' seeds beside the baselines': how far apart "
     "they are, and how much the sweep's single-seed value flattered each.",
+    "methods": "The fine-tuning methods the study searched, side by side: each complete "
+    "trial's objective, by method.",
 }
+# Byte counts as the report shows them (decimal units, as disks and the Hub count).
+BYTE_UNITS = ("B", "kB", "MB", "GB", "TB")
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; color: #222;
@@ -97,6 +107,34 @@ def _card(label: str, value: str, detail: str = "") -> str:
     )
 
 
+def bytes_text(value: Any) -> str | None:
+    """``12.9 MB``: three significant digits in decimal units; None for no count."""
+    if not isinstance(value, int) or value < 0:
+        return None
+    size, unit = float(value), BYTE_UNITS[0]
+    for unit in BYTE_UNITS:
+        if size < 1000 or unit == BYTE_UNITS[-1]:
+            break
+        size /= 1000
+    return f"{value} B" if unit == "B" else f"{size:.3g} {unit}"
+
+
+def _cost_cells(trial: FrozenTrial) -> list[str]:
+    """A trial's trainable parameters (of all) and its kept checkpoint's size (exact bytes
+    on hover): what a LoRA trial saves over a full fine-tune."""
+    attrs = trial.user_attrs
+    size = attrs.get(CHECKPOINT_BYTES_ATTR)
+    shown = bytes_text(size)
+    title = f' title="{size:,} bytes"' if shown is not None else ""
+    return [
+        _cell(
+            trainable_text(attrs.get(TRAINABLE_PARAMETERS_ATTR), attrs.get(TOTAL_PARAMETERS_ATTR)),
+            numeric=True,
+        ),
+        f'<td class="num"{title}>{html.escape(shown or format_value(None))}</td>',
+    ]
+
+
 def _comparison_table(summary: StudySummary) -> str:
     """The best trial beside the baselines, at the evaluation each one kept."""
     rows: list[tuple[str, FrozenTrial]] = []
@@ -111,10 +149,13 @@ def _comparison_table(summary: StudySummary) -> str:
         rows[0] = (f"best ({role})", summary.best)
     if not rows:
         return '<p class="note">No trial has completed and the study has no baselines.</p>'
-    param_names = sorted({name for _, trial in rows for name in trial.params})
-    # The objective, then every other metric the kept evaluation has.
+    # With LoRA trials, a method column (every trial's, sampled or the study's one).
+    lora = "lora" in summary.config.space.methods()
+    param_names = sorted({name for _, trial in rows for name in trial.params} - {"method"})
+    # The objective, then every other metric the kept evaluation has, then what it cost.
     others = [m for m in METRICS if m.name != summary.metric]
     header = ["", "trial", "state", summary.metric, "best step", *(m.prose for m in others)]
+    header += [*(["method"] if lora else []), "trainable parameters", "kept checkpoint"]
     lines = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)]
     lines[0] += "".join(f"<th>{html.escape(param_title(p))}</th>" for p in param_names)
     lines[0] += "</tr>"
@@ -133,11 +174,102 @@ def _comparison_table(summary: StudySummary) -> str:
             _cell(trial.value if trial.state == TrialState.COMPLETE else None, numeric=True),
             _cell(trial.user_attrs.get(BEST_STEP_ATTR), numeric=True),
             *[_cell(kept.get(m.name), numeric=True) for m in others],
+            *([_cell(summary.config.space.method_of(trial.params))] if lora else []),
+            *_cost_cells(trial),
             *[_cell(trial.params.get(p), numeric=True) for p in param_names],
         ]
         lines.append(f"<tr{css}>" + "".join(cells) + "</tr>")
     lines.append("</table>")
     return "\n".join(lines)
+
+
+def _median(values: Iterable[Any]) -> float | None:
+    numbers = sorted(float(v) for v in values if isinstance(v, (int, float)))
+    if not numbers:
+        return None
+    middle = len(numbers) // 2
+    return numbers[middle] if len(numbers) % 2 else (numbers[middle - 1] + numbers[middle]) / 2
+
+
+def _method_row(method: str, trials: list[FrozenTrial], summary: StudySummary) -> str:
+    """One method's trials: how many ended how, its best, and what a trial of it cost."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    maximize = summary.direction == "maximize"
+    best = (max if maximize else min)(complete, key=lambda t: float(t.value or 0.0), default=None)
+    states = [
+        f"{sum(1 for t in trials if t.state == state)} {name}"
+        for state, name in (
+            (TrialState.COMPLETE, "complete"),
+            (TrialState.PRUNED, "pruned"),
+            (TrialState.FAIL, "failed"),
+        )
+    ]
+    size = _median(t.user_attrs.get(CHECKPOINT_BYTES_ATTR) for t in trials)
+    saves = _median(s for t in trials for s in t.user_attrs.get(SAVE_SECONDS_ATTR) or [])
+    train = _median(t.user_attrs.get(TRAIN_SECONDS_ATTR) for t in trials)
+    cells = [
+        _cell(method),
+        _cell(", ".join(states)),
+        _cell(best.value if best is not None else None, numeric=True),
+        _cell(f"#{best.number}" if best is not None else None),
+        _cell(
+            trainable_text(
+                best.user_attrs.get(TRAINABLE_PARAMETERS_ATTR),
+                best.user_attrs.get(TOTAL_PARAMETERS_ATTR),
+            )
+            if best is not None
+            else None,
+            numeric=True,
+        ),
+        _cell(bytes_text(int(size)) if size is not None else None, numeric=True),
+        _cell(format_duration(train) if train is not None else None, numeric=True),
+        _cell(f"{saves:.3g} s" if saves is not None else None, numeric=True),
+    ]
+    css = (
+        ' class="best"'
+        if best is not None and best.number == getattr(summary.best, "number", None)
+        else ""
+    )
+    return f"<tr{css}>" + "".join(cells) + "</tr>"
+
+
+def _methods_html(study: optuna.Study, summary: StudySummary) -> str:
+    """With model.method searched: the methods side by side (trials, best, costs)."""
+    methods = summary.config.space.methods()
+    if len(methods) < 2:
+        return ""
+    trials = study.get_trials(deepcopy=False)
+    header = [
+        "method",
+        "trials",
+        f"best {summary.metric}",
+        "best trial",
+        "trainable parameters (best trial)",
+        "kept checkpoint (median)",
+        "training time (median)",
+        "checkpoint save (median)",
+    ]
+    lines = [
+        "<h2>Fine-tuning methods</h2>",
+        f"<p>The study searched model.method: every trial's method was sampled, and all were "
+        f"evaluated on one grid ({html.escape(_grid_text(summary))}), so the pruner compared "
+        "them with each other.</p>",
+        "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>",
+    ]
+    for method in methods:
+        group = [t for t in trials if summary.config.space.method_of(t.params) == method]
+        lines.append(_method_row(method, group, summary))
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def _grid_text(summary: StudySummary) -> str:
+    evaluation = summary.config.evaluation
+    if evaluation.strategy == "examples":
+        return f"an evaluation every {evaluation.examples} training examples"
+    if evaluation.strategy == "epoch":
+        return "an evaluation every epoch"
+    return f"an evaluation every {evaluation.steps} steps"
 
 
 def _summary_html(study: optuna.Study, summary: StudySummary) -> str:
@@ -190,6 +322,9 @@ def _summary_html(study: optuna.Study, summary: StudySummary) -> str:
     else:
         parts.append(f"<h2>{enqueued.capitalize()}</h2>")
     parts.append(_comparison_table(summary))
+    methods = _methods_html(study, summary)
+    if methods:  # a study of one method: its report as before
+        parts.append(methods)
     parts.append(_warm_start_html(summary))
     return "\n".join(parts)
 

@@ -22,6 +22,7 @@ from sweeper.settings.hyperparameters import (
     Choices,
     FloatRange,
     IntRange,
+    ParamSpace,
     SearchSpace,
     suggest_params,
 )
@@ -248,7 +249,7 @@ def sample(config: SamplerConfig, n_trials: int = 8) -> list[dict[str, Any]]:
     drawn = []
     for index in range(n_trials):
         trial = study.ask()
-        drawn.append(suggest_params(trial, SPACE))
+        drawn.append(suggest_params(trial, ParamSpace.of(SPACE.specs())))
         study.tell(trial, float(index))
     return drawn
 
