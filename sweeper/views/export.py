@@ -32,7 +32,6 @@ these problems; the merged export needs neither.
 from __future__ import annotations
 
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -253,10 +252,7 @@ def _load_adapters(
         )
     base = stored_config(study.study_name, study.user_attrs).model.name
     try:
-        with warnings.catch_warnings():
-            # peft 0.21 asks transformers 5 a question it has renamed; nothing for a user to do.
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-            return load_trained(checkpoint, base, label_names), label_names
+        return load_trained(checkpoint, base, label_names), label_names
     except (SweeperError, OSError, ValueError) as exc:
         raise ExportError(
             f"best_checkpoint={str(checkpoint)!r} of {_which_trial(study, best)} holds LoRA "
