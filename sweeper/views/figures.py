@@ -709,8 +709,8 @@ def _methods_figure(study: optuna.Study, methods: list[str]) -> go.Figure:
         figure,
         title,
         "One box per method, a dot per complete trial (pruned trials are left out). Both "
-        "methods' trials were evaluated on the same grid, so the pruner compared them with "
-        "each other.",
+        "methods' trials were evaluated on the same grid and ranked on one objective; the "
+        "pruner ranked each trial among its own method's.",
     )
     figure.update_xaxes(title_text="fine-tuning method (trials, trainable parameters)")
     figure.update_yaxes(title_text=metric_title(metric))

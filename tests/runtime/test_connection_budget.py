@@ -190,28 +190,16 @@ def test_a_pruner_at_its_grid_point_decides_as_on_the_whole_study(
     verdicts = []
     for trial in plain.get_trials(states=(TrialState.RUNNING,)):
         for step in sorted(trial.intermediate_values):
-            judged = FrozenTrial(
-                number=trial.number,
-                state=trial.state,
-                value=None,
-                datetime_start=trial.datetime_start,
-                datetime_complete=None,
-                params=trial.params,
-                distributions=trial.distributions,
-                user_attrs={},
-                system_attrs={},
-                intermediate_values={
-                    at: value for at, value in trial.intermediate_values.items() if at <= step
-                },
-                trial_id=trial._trial_id,
-            )
+            judged = _judged(trial, step)
             whole = pruner.prune(plain, judged)
             assert narrowed.prune(worker, judged) == whole, (trial.number, step)
             verdicts.append(whole)
     assert True in verdicts and False in verdicts  # the table can tell them apart
 
 
-def _judged(trial: FrozenTrial) -> FrozenTrial:
+def _judged(trial: FrozenTrial, step: int | None = None) -> FrozenTrial:
+    """A running trial as a pruner judges it at ``step`` (its curve up to there; default:
+    its last report)."""
     return FrozenTrial(
         number=trial.number,
         state=TrialState.RUNNING,
@@ -222,7 +210,11 @@ def _judged(trial: FrozenTrial) -> FrozenTrial:
         distributions=trial.distributions,
         user_attrs={},
         system_attrs={},
-        intermediate_values=trial.intermediate_values,
+        intermediate_values={
+            at: value
+            for at, value in trial.intermediate_values.items()
+            if step is None or at <= step
+        },
         trial_id=trial._trial_id,
     )
 
