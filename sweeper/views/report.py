@@ -252,8 +252,9 @@ def _methods_html(study: optuna.Study, summary: StudySummary) -> str:
     lines = [
         "<h2>Fine-tuning methods</h2>",
         f"<p>The study searched model.method: every trial's method was sampled, and all were "
-        f"evaluated on one grid ({html.escape(_grid_text(summary))}), so the pruner compared "
-        "them with each other.</p>",
+        f"evaluated on one grid ({html.escape(_grid_text(summary))}) and ranked on one "
+        "objective; the pruner ranked each trial among its own method's (a LoRA trial starts "
+        "slower than a full fine-tune).</p>",
         "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>",
     ]
     for method in methods:
