@@ -60,7 +60,7 @@ class PeerTask:
     model_dir: str
     label_names: list[str]
     max_length: int
-    space: Any  # sweeper.settings.hyperparameters.SearchSpaceBase
+    space: Any  # sweeper.settings.hyperparameters.ParamSpace (what Optuna sees)
     sampler: Any  # sweeper.settings.samplers.SamplerConfig
     n_trials: int
     eval_steps: int  # fixed, as these tools' users set it

@@ -146,7 +146,7 @@ def peer_task(config: Any, sizes: dict[str, Any], model: str, scratch: Path, thr
         model_dir=model,
         label_names=list(splits.label_names),
         max_length=int(config.model.max_length),
-        space=config.search_space,
+        space=config.space,
         sampler=config.sampler,
         n_trials=int(config.budget.n_trials),
         eval_steps=eval_steps,

@@ -30,11 +30,13 @@ from sweeper.settings.hyperparameters import (
     IntRange,
     ParamSpace,
     ParamSpec,
+    PerMethod,
     SearchSpace,
     check_spec,
     is_searched,
     module_set,
     spec_field_type,
+    yaml_number,
 )
 from sweeper.settings.metrics import OBJECTIVE_NAMES, metric
 from sweeper.settings.pruners import DEFAULT_PRUNER, MedianPrunerConfig, PrunerConfig
@@ -380,10 +382,16 @@ class Baseline(StrictModel):
             )
         # Text values normalised as the spec's are (a list of modules, one Optuna value);
         # numbers are checked against the study's space by StudyConfig._baselines_in_space.
-        return {
-            name: check_spec(name, spec) if BY_NAME[name].text else spec
-            for name, spec in value.items()
-        }
+        params = {}
+        for name, given in value.items():
+            if BY_NAME[name].text:
+                params[name] = check_spec(name, given)
+                continue
+            number = yaml_number(given)  # 2e-5 is a string to YAML 1.1
+            if not isinstance(number, (int, float)):
+                raise ValueError(f"{name}: expected a number, but got {given!r}")
+            params[name] = number
+        return params
 
     def method(self, space: ParamSpace) -> str:
         """The method this baseline fine-tunes with: its own, the study's one, else full."""
@@ -580,14 +588,24 @@ class StudyConfig(StrictModel):
     @model_validator(mode="after")
     def _lora_used(self) -> StudyConfig:
         # A searched LoRA setting in a study with no LoRA trial would be sampled by none.
-        if "lora" in self.space.methods():
+        methods = self.space.methods()
+        if len(methods) == 1:
+            # One spec per method where only one method runs: half of it would never be used.
+            for name, spec in self.search_space.specs().items():
+                if isinstance(spec, PerMethod):
+                    raise ValueError(
+                        f"search_space.{name} gives one spec per method, but every trial is a "
+                        f"{methods[0]} fine-tune (model.method={methods[0]!r}); give "
+                        f"search_space.{name} one spec, or search model.method"
+                    )
+        if "lora" in methods:
             return self
         for key in LORA_KEYS:
             spec = getattr(self.lora, key)
             if is_searched(spec):
                 raise ValueError(
-                    f"lora.{key} is searched ({spec}), but model.method={self.model.method!r} "
-                    f"has no LoRA trial to use it; set model.method: lora (or {{choices: [full, "
+                    f"lora.{key} is searched ({spec}), but model.method={methods[0]!r} has no "
+                    f"LoRA trial to use it; set model.method: lora (or {{choices: [full, "
                     f"lora]}}), or give lora.{key} one value"
                 )
         return self
@@ -605,6 +623,8 @@ class StudyConfig(StrictModel):
                 )
             for param, value in baseline.params.items():
                 optuna_name = space.optuna_name(param, method)
+                if param == "method":
+                    continue  # checked above: one of the study's methods
                 if optuna_name is None:
                     raise ValueError(
                         f"{where}: {param} is a LoRA setting, but the baseline is a {method} "

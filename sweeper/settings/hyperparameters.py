@@ -56,10 +56,30 @@ class IntRange(StrictModel):
         return self
 
 
+def yaml_number(value: Any) -> Any:
+    """YAML 1.1 reads 1e-6 (no dot) as a string; people mean the number."""
+    if isinstance(value, str):
+        try:
+            return (
+                float(value)
+                if value.strip().lower() not in {"nan", "inf", "-inf", "infinity"}
+                else value
+            )
+        except ValueError:
+            return value
+    return value
+
+
 class Choices(StrictModel):
     # Text choices are a fine-tuning method or a set of LoRA target modules (a list of module
     # names, stored as one comma-joined string: an Optuna categorical holds plain values).
     choices: list[float | int | str | list[str]] = Field(min_length=1)
+
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        # Before the union picks str for 1e-5 (a string to YAML 1.1): the number meant.
+        return [yaml_number(choice) for choice in value] if isinstance(value, list) else value
 
 
 # A parameter is either fixed (a plain value) or searched (a range or a list of choices).
@@ -156,8 +176,8 @@ def _shapes_the_model(value: Any) -> dict[str, Any]:
 def module_set(value: Any) -> str:
     """A set of LoRA target modules as one Optuna value: ``[query, value]`` is
     ``"query,value"``; ``auto`` (the architecture's default) stays ``auto``."""
-    names = value.split(",") if isinstance(value, str) else list(value)
-    names = [str(name).strip() for name in names]
+    items = [value] if isinstance(value, str) else list(value)
+    names = [name.strip() for item in items for name in str(item).split(",")]
     if not names or any(not name for name in names):
         raise ValueError(f"expected module names, such as [query, value], but got {value!r}")
     if "auto" in names and len(names) > 1:
@@ -555,10 +575,21 @@ class ParamSpace:
         method = self.specs().get("method", "full")
         return [str(m) for m in candidate_values(method)]
 
-    def method_of(self, optuna_params: Mapping[str, Any]) -> str:
+    def method_of(self, optuna_params: Mapping[str, Any]) -> str | None:
         """How a trial with these Optuna params fine-tuned: its sampled method, else the
-        study's one."""
-        return str(optuna_params.get("method", self.specs().get("method", "full")))
+        study's one; None for a trial that has not sampled it yet in a study searching it."""
+        method = self.specs().get("method", "full")
+        if "method" in optuna_params:
+            return str(optuna_params["method"])
+        return None if is_searched(method) else str(method)
+
+    def used_by(self, method: str | None) -> set[str]:
+        """The Optuna parameters a trial of ``method`` samples (searched ones only)."""
+        return {
+            entry.optuna_name
+            for entry in self.entries
+            if entry.method in (None, method) and is_searched(entry.spec)
+        }
 
     def max_epochs(self) -> int:
         return int(max(self.values_of("num_train_epochs")))
@@ -605,7 +636,7 @@ def suggest_params(trial: optuna.Trial, space: ParamSpace) -> dict[str, Any]:
 def trial_params(space: ParamSpace, optuna_params: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's hyperparameters by name, from its Optuna params (``lora_learning_rate`` is
     ``learning_rate``) and the study's fixed values for its method: what it trained with."""
-    method = space.method_of(optuna_params)
+    method = space.method_of(optuna_params) or "full"
     params: dict[str, Any] = {}
     for entry in space.entries:
         if entry.method is not None and entry.method != method:
@@ -634,7 +665,7 @@ def fixed_params(space: ParamSpace) -> dict[str, Any]:
     }
 
 
-def _named(optuna_name: str) -> tuple[str, Hyperparameter | None]:
+def named(optuna_name: str) -> tuple[str, Hyperparameter | None]:
     """(the method an Optuna parameter belongs to, or "", and its table entry, if any):
     ``lora_learning_rate`` is LoRA trials' learning_rate (a per-method entry)."""
     if optuna_name in BY_NAME:
@@ -644,18 +675,18 @@ def _named(optuna_name: str) -> tuple[str, Hyperparameter | None]:
 
 
 def label(name: str) -> str:
-    method, entry = _named(name)
+    method, entry = named(name)
     return f"{method} {entry.label}".strip() if entry else name
 
 
 def param_title(name: str) -> str:
-    method, entry = _named(name)
+    method, entry = named(name)
     return f"{entry.title}{f' ({method})' if method else ''}" if entry else name
 
 
 def card_name(name: str) -> str:
     """A parameter as the Trainer's card names it (``train_batch_size``), per method too."""
-    method, entry = _named(name)
+    method, entry = named(name)
     return f"{method}_{entry.card_name}" if entry and method else entry.card_name if entry else name
 
 

@@ -15,6 +15,7 @@ import yaml
 
 from sweeper.errors import ConfigError
 from sweeper.settings.config import StudyConfig
+from sweeper.settings.hyperparameters import yaml_number
 from sweeper.settings.pruners import DEFAULT_PRUNER
 from sweeper.settings.samplers import (
     DEFAULT_SAMPLER,
@@ -58,22 +59,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"--set {pair!r}: the value is not valid YAML ({exc})") from exc
-        overrides[key.strip()] = _number_or_string(value)
+        overrides[key.strip()] = yaml_number(value)
     return overrides
-
-
-def _number_or_string(value: Any) -> Any:
-    """YAML 1.1 reads 1e-6 (no dot) as a string; people mean the number."""
-    if isinstance(value, str):
-        try:
-            return (
-                float(value)
-                if value.strip().lower() not in {"nan", "inf", "-inf", "infinity"}
-                else value
-            )
-        except ValueError:
-            return value
-    return value
 
 
 def _apply_override(document: dict[str, Any], dotted_key: str, value: Any) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import (
     BaseModel,
+    TypeAdapter,
     ValidationError,
 )
 
@@ -18,6 +19,10 @@ from sweeper.settings.hyperparameters import (
     BY_NAME,
     HYPERPARAMETERS,
     METHODS,
+    Choices,
+    FloatRange,
+    IntRange,
+    check_spec,
 )
 from sweeper.settings.pruners import PRUNER_TYPES
 from sweeper.settings.samplers import (
@@ -65,6 +70,30 @@ def _spec_shapes(name: str) -> str:
     return "a number, {low, high, log}, or {choices: [...]}"
 
 
+# One method's spec of a per-method entry, as PerMethod takes it.
+_METHOD_SPEC: TypeAdapter[Any] = TypeAdapter(FloatRange | IntRange | Choices | float | int)
+
+
+def _per_method_lines(name: str, key: str, given: dict[str, Any]) -> list[str]:
+    """What is wrong with a spec given per method: its keys, else each method's spec."""
+    if set(given) != set(METHODS):
+        return [
+            f"  {key}: one spec per method takes a spec for each of {', '.join(METHODS)} and "
+            f"nothing else, but got {sorted(given)}; give both, or one spec"
+        ]
+    lines = []
+    for method in METHODS:
+        try:
+            check_spec(name, _METHOD_SPEC.validate_python(given[method]))
+        except ValidationError:
+            lines.append(
+                f"  {key}.{method}: expected {_spec_shapes(name)}, but got {given[method]!r}"
+            )
+        except ValueError as error:
+            lines.append(f"  {key}.{method}: {error}")
+    return lines or [f"  {key}: expected one spec, or one per method, but got {given!r}"]
+
+
 def _spec_error_name(item: Any) -> str | None:
     """The hyperparameter of an error found while trying one shape of its spec, if any."""
     location = item["loc"]
@@ -103,11 +132,8 @@ def format_validation_error(source: str, error: ValidationError) -> str:
             given = item.get("input")
             key = BY_NAME[name].study_key
             if isinstance(given, dict) and set(given) & set(METHODS):
-                # Meant as one spec per method ({full: ..., lora: ...}): say what it lacks.
-                lines.append(
-                    f"  {key}: one spec per method takes a spec for each of "
-                    f"{', '.join(METHODS)}, but got {sorted(given)}; give both, or one spec"
-                )
+                # Meant as one spec per method ({full: ..., lora: ...}): say what is wrong.
+                lines += _per_method_lines(name, key, given)
                 continue
             lines.append(f"  {key}: expected {_spec_shapes(name)}, but got {given!r}")
             continue

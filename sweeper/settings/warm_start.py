@@ -32,6 +32,7 @@ from sweeper.settings.hyperparameters import (
     distribution,
     is_searched,
     label,
+    named,
 )
 from sweeper.settings.samplers import SOURCE_SYSTEM_ATTR
 from sweeper.settings.strict import StrictModel
@@ -147,6 +148,40 @@ def _mapped_value(name: str, spec: ParamSpec, value: Any) -> tuple[Any | None, s
     )
 
 
+def in_target_names(
+    params: Mapping[str, Any],
+    source: ParamSpace | None,
+    source_fixed: Mapping[str, Any],
+    target: ParamSpace,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A source trial's parameters and the source's fixed values under the target's Optuna
+    names: by hyperparameter and the trial's method (a LoRA study's ``learning_rate`` is a
+    study searching the method's ``lora_learning_rate``), and the source trial's method
+    given where the target samples it. A name the target lacks stays as it was (dropped,
+    and said, by :func:`map_into_space`)."""
+    if source is None:
+        return dict(params), dict(source_fixed)
+    method = source.method_of({**source_fixed, **params}) or "full"
+
+    def renamed(values: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in values.items():
+            entry = named(key)[1]
+            here = target.optuna_name(entry.name, method) if entry is not None else None
+            out[here or key] = value
+        return out
+
+    moved, fixed = renamed(params), renamed(source_fixed)
+    if is_searched(target.specs().get("method", "full")) and "method" not in moved:
+        moved["method"] = method
+    return moved, fixed
+
+
+def _same(here: Any, value: Any) -> bool:
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (here, value))
+    return math.isclose(float(here), float(value)) if numbers else bool(here == value)
+
+
 def map_into_space(
     params: Mapping[str, Any], space: ParamSpace, source_fixed: Mapping[str, Any]
 ) -> MappedParams:
@@ -158,7 +193,7 @@ def map_into_space(
     for name, value in params.items():
         if name not in specs or not is_searched(specs[name]):
             here = specs.get(name)
-            if isinstance(here, (int, float)) and math.isclose(float(here), float(value)):
+            if here is not None and _same(here, value):
                 continue  # fixed here at the source's value: nothing changes
             mapped.notes.append(
                 f"{name}={_shown(value)}: not searched here"

@@ -232,12 +232,15 @@ def _best_of(group: Sequence[FrozenTrial], maximize: bool) -> FrozenTrial:
 def _planned_baselines(
     config: StudyConfig, trials: Sequence[FrozenTrial], maximize: bool
 ) -> list[PlannedConfig]:
-    """Every baseline of the study, as the sweep ran it (its seed left to the plan)."""
+    """Every baseline of the study, as the sweep ran it (its seed left to the plan): the
+    parameters its sweep trial ran with, those the baseline left out (sampled) included, so
+    a re-run trains what the sweep trained (a LoRA baseline that names no rank included)."""
     space_dists = space_distributions(config.space)
     baselines = []
-    for name, params in config.baseline_params():
-        params = {k: v for k, v in params.items() if k != "seed"}
+    for name, named in config.baseline_params():
         sources = [t for t in trials if t.user_attrs.get(BASELINE_ATTR) == name]
+        ran = next((t.params for t in sources if t.params), named)
+        params = {k: v for k, v in ran.items() if k != "seed"}
         finished = [t for t in sources if t.state == TrialState.COMPLETE]
         baselines.append(
             PlannedConfig(

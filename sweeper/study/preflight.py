@@ -228,12 +228,9 @@ def _check_lora(config: StudyConfig, label_names: list[str]) -> tuple[list[str],
     """A study with LoRA trials: peft installed, every set of lora.target_modules a layer of
     the model, lora.modules_to_save modules of it; and what its trials train (a notice)."""
     space = config.space
-    if "lora" not in space.methods():
-        return [], None
+    if "lora" not in space.methods() or not peft_available():
+        return [], None  # without peft: run_preflight's line says what to install
     problems: list[str] = []
-    _collect(problems, require_peft)
-    if problems:
-        return problems, None
     loaded = _collect(problems, lambda: load_pretrained_classifier(config.model.name, label_names))
     if loaded is None:
         return problems, None
@@ -266,6 +263,8 @@ def run_preflight(config: StudyConfig) -> PreflightResult:
         _collect(problems, lambda: check_store(str(config.checkpoint_root)))
     if model_config is not None:
         problems += _check_directories(config, model_config)
+    if "lora" in config.space.methods():
+        _collect(problems, require_peft)
     splits = _collect(problems, lambda: load_splits(config.dataset))
     notices: list[str] = [notice for notice in (grid_notice(config),) if notice]
     warm_start, warm_problems = plan_warm_start(

@@ -31,11 +31,12 @@ from sweeper.errors import StorageError
 from sweeper.records.warm_start import SourceStudy, read_source, task_differences
 from sweeper.runtime.storage import reading_storage, redact
 from sweeper.settings.config import StudyConfig
-from sweeper.settings.hyperparameters import config_key, is_searched
+from sweeper.settings.hyperparameters import config_key
 from sweeper.settings.samplers import learns_from_sources
 from sweeper.settings.warm_start import (
     WarmStartSource,
     describe_params,
+    in_target_names,
     map_into_space,
     observation_params,
 )
@@ -232,7 +233,8 @@ def _enqueue_plan(config: StudyConfig, reads: list[_ReadSource], plan: WarmStart
     for trial, read in (pair for turn in turns for pair in turn if pair is not None):
         if len(plan.enqueued) >= config.warm_start.top:
             break
-        mapped = map_into_space(trial.params, config.space, read.study.fixed())
+        params, fixed = _in_target(read, trial, config)
+        mapped = map_into_space(params, config.space, fixed)
         key = config_key(mapped.params)
         origin = f"{read.source.study} #{trial.number}"
         if not mapped.params:
@@ -253,6 +255,14 @@ def _enqueue_plan(config: StudyConfig, reads: list[_ReadSource], plan: WarmStart
         )
 
 
+def _in_target(
+    read: _ReadSource, trial: FrozenTrial, config: StudyConfig
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A source trial's params and the source's fixed values, in this study's names."""
+    source = read.study.config.space if read.study.config is not None else None
+    return in_target_names(trial.params, source, read.study.fixed(), config.space)
+
+
 def _ranked(read: _ReadSource) -> list[tuple[FrozenTrial, _ReadSource]]:
     return [(trial, read) for trial in read.study.ranked]
 
@@ -263,8 +273,6 @@ def _observations(
     """The source's finished trials in the new space, as stored for every worker's sampler:
     those with a value for every parameter the new study searches (TPE's joint model leaves
     out a trial that lacks one, after counting it among the good or the bad)."""
-    fixed = read.study.fixed()
-    searched = {name for name, spec in config.space.specs().items() if is_searched(spec)}
     incomplete: set[str] = set()
     rows = []
     for trial in read.study.finished[-MAX_OBSERVATIONS_PER_SOURCE:]:
@@ -273,8 +281,10 @@ def _observations(
         value = trial.intermediate_values[step] if step is not None else trial.value
         if value is None or not math.isfinite(value):
             continue  # pruned before its first report, or diverged: nothing to model
-        params = observation_params(trial.params, config.space, fixed)
-        if missing := searched - params.keys():
+        moved, fixed = _in_target(read, trial, config)
+        params = observation_params(moved, config.space, fixed)
+        # What a trial of its method samples here (a full trial has no LoRA settings).
+        if missing := config.space.used_by(config.space.method_of(params)) - params.keys():
             incomplete |= missing
             continue
         rows.append(

@@ -58,12 +58,20 @@ def peft_available() -> bool:
     return importlib.util.find_spec("peft") is not None
 
 
-def require_peft(key: str = "model.method") -> None:
-    if not peft_available():
+def require_peft(checkpoint: Path | None = None) -> None:
+    """peft, or an error saying how to install it: for a study with LoRA trials, or for a
+    kept LoRA checkpoint to load (confirm's test scores, export)."""
+    if peft_available():
+        return
+    if checkpoint is None:
         raise ModelError(
-            f"{key} asks for LoRA trials, but peft is not installed; it is an extra: "
-            f"{PEFT_EXTRA} (or set {key}: full)"
+            "model.method asks for LoRA trials, but peft is not installed; it is an extra: "
+            f"{PEFT_EXTRA} (or set model.method: full)"
         )
+    raise ModelError(
+        f"checkpoint {str(checkpoint)!r} holds LoRA adapters, which load with peft, and peft "
+        f"is not installed; it is an extra: {PEFT_EXTRA}"
+    )
 
 
 def is_adapter_checkpoint(checkpoint: Path) -> bool:
@@ -123,7 +131,7 @@ def check_targets(model: Any, setting: str) -> list[str]:
 def kept_trainable(model: Any, new_modules: Iterable[str], extra: Iterable[str]) -> list[str]:
     """The modules a LoRA trial trains in full: the head, the newly initialised ones, and
     ``lora.modules_to_save`` (each checked to be a module of ``model``)."""
-    names = {name for name, _ in model.named_modules()}
+    names = {name for name, _ in model.named_modules() if name}  # not the root's ""
     for name in extra:
         if not any(n == name or n.endswith(f".{name}") for n in names):
             raise ModelError(
@@ -205,7 +213,7 @@ def load_trained(checkpoint: Path, base_model: str, label_names: list[str]) -> A
         return AutoModelForSequenceClassification.from_pretrained(
             str(checkpoint), dtype=torch.float32
         )
-    require_peft(f"checkpoint {str(checkpoint)!r} (LoRA adapters)")
+    require_peft(checkpoint)
     from peft import PeftModel
 
     base = load_pretrained_classifier(base_model, label_names).model
@@ -262,7 +270,12 @@ def check_adapters(
     if problems:
         return problems, ""
     total = parameter_counts(loaded.model)[1]
-    most = most_trainable(loaded.model.config, lora, ranks, target_sets, loaded.new_modules)
+    try:
+        most = most_trainable(loaded.model.config, lora, ranks, target_sets, loaded.new_modules)
+    except (TypeError, ValueError) as error:  # peft refuses what it cannot wrap
+        return [
+            f"lora: peft cannot build these adapters on {loaded.model.__class__.__name__}: {error}"
+        ], ""
     new = [m for m in kept if m in loaded.new_modules]
     shown = " or ".join(", ".join(target_modules(loaded.model, t)) for t in target_sets)
     notice = (

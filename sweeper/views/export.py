@@ -50,7 +50,7 @@ from sweeper.records.confirmation import (
     on_validation,
 )
 from sweeper.settings.stored import stored_config
-from sweeper.trial.adapters import is_adapter_checkpoint, load_trained
+from sweeper.trial.adapters import is_adapter_checkpoint, load_trained, require_peft
 from sweeper.trial.checkpoints import fetch_checkpoint, holds_model, is_store_url
 from sweeper.views.card import CARD_FILE, ExportedAdapters, best_or_error, render_card
 
@@ -251,6 +251,10 @@ def _load_adapters(
             "study.set_user_attr('label_names', ['negative', 'positive'])"
         )
     base = stored_config(study.study_name, study.user_attrs).model.name
+    try:
+        require_peft(checkpoint)
+    except SweeperError as error:  # what to install, not where the model is
+        raise ExportError(str(error)) from None
     try:
         return load_trained(checkpoint, base, label_names), label_names
     except (SweeperError, OSError, ValueError) as exc:

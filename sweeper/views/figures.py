@@ -709,8 +709,7 @@ def _methods_figure(study: optuna.Study, methods: list[str]) -> go.Figure:
         figure,
         title,
         "One box per method, a dot per complete trial (pruned trials are left out). Both "
-        "methods' trials were evaluated on the same grid and ranked on one objective; the "
-        "pruner ranked each trial among its own method's.",
+        "methods' trials were evaluated on the same grid and ranked on one objective.",
     )
     figure.update_xaxes(title_text="fine-tuning method (trials, trainable parameters)")
     figure.update_yaxes(title_text=metric_title(metric))

@@ -233,6 +233,18 @@ def _method_row(method: str, trials: list[FrozenTrial], summary: StudySummary) -
     return f"<tr{css}>" + "".join(cells) + "</tr>"
 
 
+def _methods_pruned(pruner_type: str) -> str:
+    """How the study's pruner treated the two methods (sweeper.runtime.worker_reads)."""
+    if pruner_type == "none":
+        return "no pruner ran"
+    if pruner_type in ("successive_halving", "hyperband"):
+        return f"the pruner ({pruner_type}) compared every trial, of either method"
+    return (
+        f"the pruner ({pruner_type}) ranked each trial among its own method's (a LoRA trial "
+        "starts slower than a full fine-tune)"
+    )
+
+
 def _methods_html(study: optuna.Study, summary: StudySummary) -> str:
     """With model.method searched: the methods side by side (trials, best, costs)."""
     methods = summary.config.space.methods()
@@ -253,8 +265,7 @@ def _methods_html(study: optuna.Study, summary: StudySummary) -> str:
         "<h2>Fine-tuning methods</h2>",
         f"<p>The study searched model.method: every trial's method was sampled, and all were "
         f"evaluated on one grid ({html.escape(_grid_text(summary))}) and ranked on one "
-        "objective; the pruner ranked each trial among its own method's (a LoRA trial starts "
-        "slower than a full fine-tune).</p>",
+        f"objective; {_methods_pruned(summary.config.pruner.type)}.</p>",
         "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>",
     ]
     for method in methods:

@@ -79,19 +79,28 @@ def test_a_study_searching_the_method_trains_both_kinds_on_one_grid(
 def test_a_lora_sweep_is_confirmed_on_fresh_seeds(
     write_study: Callable[..., Path], tmp_path: Path
 ) -> None:
+    """The baseline names no rank: the sweep samples one, and its confirmation re-runs
+    train with that rank (what the sweep trained), scored on the test split."""
     path = write_study(
         "adapters",
         dataset={"test_fraction": 0.2},
         model={"method": "lora"},
+        lora={"r": {"choices": [4, 8]}},
         search_space=_space({"low": 1e-3, "high": 1e-2, "log": True}),
         evaluation=GRID,
+        baselines=[{"name": "peft", "params": {"learning_rate": 5e-3, **FIXED}}],
         budget={"n_trials": 2},
     )
     assert main(["sweep", str(path), "--no-progress"]) == 0
     assert main(["confirm", str(path), "--top", "1", "--seeds", "2", "--no-progress"]) == 0
     storage = f"sqlite:///{tmp_path / 'runs' / 'adapters' / 'study.db'}"
-    confirmation = load_confirmation(load_existing_study("adapters", storage))
+    study = load_existing_study("adapters", storage)
+    confirmation = load_confirmation(study)
     assert confirmation is not None
+    swept = next(t for t in study.get_trials() if t.user_attrs.get("baseline") == "peft")
+    baseline = confirmation.config("baseline:peft")
+    assert baseline.params["lora_r"] == swept.params["lora_r"]
+    assert all(r.test is not None for r in baseline.runs)
     run = confirmation.export_run
     kept = Path(str(run.best_checkpoint))
     assert (kept / "adapter_model.safetensors").is_file() and not (kept / "config.json").exists()

@@ -120,8 +120,27 @@ BAD = [
     ),
     (
         {"model__method": BOTH, "search_space": {"learning_rate": {"lora": LORA_RANGE}}},
-        r"search_space\.learning_rate: one spec per method takes a spec for each of full, lora, "
-        r"but got \['lora'\]; give both, or one spec",
+        r"search_space\.learning_rate: one spec per method takes a spec for each of full, lora "
+        r"and nothing else, but got \['lora'\]; give both, or one spec",
+    ),
+    (
+        {
+            "model__method": BOTH,
+            "search_space": {"learning_rate": {"full": FULL_RANGE, "lora": {"low": 1e-4}}},
+        },
+        r"search_space\.learning_rate\.lora: expected a number, \{low, high, log\}, or "
+        r"\{choices: \[\.\.\.\]\}, but got \{'low': 0\.0001\}",
+    ),
+    (
+        {"model__method": "lora", "search_space": PER_METHOD_LR},
+        r"search_space\.learning_rate gives one spec per method, but every trial is a lora "
+        r"fine-tune \(model\.method='lora'\); give search_space\.learning_rate one spec, or "
+        r"search model\.method",
+    ),
+    (
+        {"model__method": "lora", "lora": {"modules_to_save": ["pre_classifier,"]}},
+        r"lora\.modules_to_save: expected module names, such as \[query, value\], but got "
+        r"\['pre_classifier,'\]",
     ),
     (
         {
@@ -161,6 +180,9 @@ BAD = [
         "unknown-key",
         "searched-without-lora-trials",
         "per-method-missing-one",
+        "per-method-bad-inner-spec",
+        "per-method-with-one-method",
+        "empty-module-name",
         "baseline-method-not-searched",
         "lora-setting-on-full-baseline",
         "seed-per-method",
@@ -256,3 +278,86 @@ def test_a_learning_rate_left_out_takes_each_methods_default(
     # Stored as it ran: read back, the same space.
     again = stored_config("s", {CONFIG_ATTR: stored_document(config), CONFIG_VERSION_ATTR: 5})
     assert again.space == config.space
+
+
+def test_yaml_numbers_without_a_dot_are_numbers_in_choices_and_baselines(tmp_path: Path) -> None:
+    """YAML 1.1 reads 1e-5 as a string: in choices and baselines it is the number meant (the
+    text choices of method and target_modules made the union take strings as they were)."""
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        "dataset: {path: reviews.csv, text_column: review, label_column: sentiment}\n"
+        "model: {name: some-model, max_length: 128}\n"
+        "search_space: {learning_rate: {choices: [1e-5, 3e-5]}}\n"
+        "baselines: [{name: a, params: {learning_rate: 1e-5}}]\n",
+        encoding="utf-8",
+    )
+    config = load_study_config(path)
+    assert config.search_space.learning_rate == Choices(choices=[1e-5, 3e-5])
+    assert config.baseline_params() == [("a", {"learning_rate": 1e-5})]
+
+
+def test_a_baseline_may_name_the_studys_one_method(tmp_path: Path) -> None:
+    document = with_changes(baselines=[{"name": "a", "params": {"method": "full"}}])
+    assert load_study_config(write(tmp_path, document)).baseline_params() == [("a", {})]
+
+
+def _space_of(tmp_path: Path, name: str, **changes: Any) -> Any:
+    return load_study_config(write(tmp_path, with_changes(**changes), f"{name}.yaml")).space
+
+
+@pytest.mark.parametrize(
+    ("source", "params", "target", "expected", "notes"),
+    [
+        (
+            {"model__method": "lora"},
+            {"learning_rate": 5e-4, "lora_r": 8},
+            {
+                "model__method": BOTH,
+                "search_space": PER_METHOD_LR,
+                "lora": {"r": {"choices": [4, 8]}},
+            },
+            {"method": "lora", "lora_learning_rate": 5e-4, "lora_r": 8},
+            [],
+        ),
+        (
+            {"search_space": {"learning_rate": FULL_RANGE}},
+            {"learning_rate": 3e-5},
+            {"model__method": BOTH, "search_space": PER_METHOD_LR},
+            {"method": "full", "full_learning_rate": 3e-5},
+            [],
+        ),
+        (
+            {
+                "model__method": BOTH,
+                "search_space": PER_METHOD_LR,
+                "lora": {"r": {"choices": [4, 8]}},
+            },
+            {"method": "lora", "lora_learning_rate": 2e-3, "lora_r": 4},
+            {"search_space": {"learning_rate": FULL_RANGE}},
+            {"learning_rate": 3e-4},
+            [
+                "method=lora: not searched here: dropped",
+                "lora_r=4: not searched here: dropped",
+                "learning_rate=0.002 lies outside [1e-05, 0.0003]: clipped to 0.0003",
+            ],
+        ),
+    ],
+    ids=["lora-into-both", "full-into-both", "both-lora-trial-into-full"],
+)
+def test_warm_start_carries_a_configuration_by_hyperparameter_and_method(
+    tmp_path: Path,
+    source: dict[str, Any],
+    params: dict[str, Any],
+    target: dict[str, Any],
+    expected: dict[str, Any],
+    notes: list[str],
+) -> None:
+    from sweeper.settings.hyperparameters import fixed_params
+    from sweeper.settings.warm_start import in_target_names, map_into_space
+
+    source_space = _space_of(tmp_path, "source", **source)
+    target_space = _space_of(tmp_path, "target", **target)
+    moved, fixed = in_target_names(params, source_space, fixed_params(source_space), target_space)
+    mapped = map_into_space(moved, target_space, fixed)
+    assert {k: v for k, v in mapped.params.items() if k in expected} == pytest.approx(expected)
+    assert [note for note in mapped.notes if "sampled" not in note] == notes
