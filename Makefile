@@ -39,10 +39,10 @@ RUN_ARGS       = \
 .DEFAULT_GOAL := help
 
 .PHONY: help docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench \
-        bench-gpu bench-overhead bench-pruning bench-peers bench-warmstart bench-scale postgres postgres-embedded postgres-embedded-stop slurm clean clean-results
+        bench-gpu bench-overhead bench-pruning bench-peers bench-warmstart bench-lora bench-scale postgres postgres-embedded postgres-embedded-stop slurm clean clean-results
 
 help:
-	@echo "targets: docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu bench-overhead bench-pruning bench-peers bench-warmstart bench-scale postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
+	@echo "targets: docs venv sweep worker check confirm show best report card dashboard test test-fast lint bench bench-gpu bench-overhead bench-pruning bench-peers bench-warmstart bench-lora bench-scale postgres postgres-embedded postgres-embedded-stop slurm clean clean-results"
 	@echo "vars:    STUDY=$(STUDY) N_TRIALS STORAGE CHECKPOINT_ROOT SET=\"k=v ...\" GPUS HOST PORT TOP SEEDS PYTEST_ARGS BENCH_ARGS"
 
 # --- environment ---------------------------------------------------------------------------------
@@ -137,6 +137,14 @@ bench-peers: $(BENCH_STAMP)
 # bench). 64 minutes on 2 CPU cores; BENCH_ARGS="--quick" for a smoke run.
 bench-warmstart: $(STAMP)
 	$(BIN)/python -m benchmarks warmstart $(BENCH_ARGS)
+
+# Full fine-tuning against LoRA on the peers task (each method with its own study file's
+# search space, the same budget and sampler seeds): speed, checkpoint bytes, peak memory per
+# study process, confirmed quality; a study that searches the method; the pruner on a shared
+# grid, replayed (also part of bench; needs peft, the lora extra). docs/benchmarks/lora.md
+# says how long it takes; BENCH_ARGS="--quick" for a smoke run.
+bench-lora: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks lora $(BENCH_ARGS)
 
 # One PostgreSQL for 10/100 worker processes and 1,000 thread-workers, before and after the
 # connection budget, with an outage (also part of bench; about 35 minutes on 2 CPU cores,

@@ -37,6 +37,7 @@ BENCHMARK_MODULES = (
     "checkpoints",
     "peers",
     "warmstart",
+    "lora",
     "overhead",
     "scale",
 )
