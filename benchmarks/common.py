@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -10,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,25 @@ def run_command(
                 process.kill()
                 code = process.wait()
     return {"exit_code": code, "cut_off": cut_off, "started": started, "ended": time.time()}
+
+
+def arm_sizes(
+    args: argparse.Namespace, full: dict[str, Any], quick: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`size_options` for a benchmark of arms run at several sampler seeds and
+    confirmed: `sweeper confirm` takes at least 2 seeds, and every arm runs at least once."""
+    sizes = size_options(args, full, quick)
+    if sizes["confirm_seeds"] < 2:
+        raise SystemExit(f"--confirm-seeds must be at least 2, got {sizes['confirm_seeds']}")
+    if sizes["seeds_per_arm"] < 1:
+        raise SystemExit(f"--seeds-per-arm must be at least 1, got {sizes['seeds_per_arm']}")
+    return sizes
+
+
+def chosen_arms(text: str, arms: Sequence[str]) -> list[str]:
+    """The arms ``--arms`` names (comma-separated), in the benchmark's own order."""
+    asked = {arm.strip() for arm in text.split(",") if arm.strip()}
+    unknown = asked - set(arms)
+    if unknown or not asked:
+        raise SystemExit(f"--arms: expected any of {', '.join(arms)}, got {text!r}")
+    return [arm for arm in arms if arm in asked]

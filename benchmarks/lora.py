@@ -48,10 +48,11 @@ from benchmarks.common import (
     MINILM_PACKAGE,
     REPO_ROOT,
     Results,
+    arm_sizes,
+    chosen_arms,
     close_staged_run,
     environment,
     report_staged_run,
-    size_options,
     spread_text,
     start_model_run,
 )
@@ -147,20 +148,11 @@ def requirements(args: argparse.Namespace) -> dict[str, str]:
 
 
 def resolve_sizes(args: argparse.Namespace) -> dict[str, Any]:
-    sizes = size_options(args, FULL, QUICK)
-    if sizes["confirm_seeds"] < 2:
-        raise SystemExit(f"--confirm-seeds must be at least 2, got {sizes['confirm_seeds']}")
-    if sizes["seeds_per_arm"] < 1:
-        raise SystemExit(f"--seeds-per-arm must be at least 1, got {sizes['seeds_per_arm']}")
-    return sizes
+    return arm_sizes(args, FULL, QUICK)
 
 
 def parse_arms(text: str) -> list[str]:
-    asked = {arm.strip() for arm in text.split(",") if arm.strip()}
-    unknown = asked - set(ARMS)
-    if unknown or not asked:
-        raise SystemExit(f"--arms: expected any of {', '.join(ARMS)}, got {text!r}")
-    return [arm for arm in ARMS if arm in asked]
+    return chosen_arms(text, ARMS)
 
 
 # --- the studies ------------------------------------------------------------------------------
