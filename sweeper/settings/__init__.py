@@ -70,6 +70,7 @@ _SURFACE = {
     "warm_start": [
         "WarmStartSource",
         "describe_params",
+        "in_target_names",
         "map_into_space",
         "observation_params",
         "source_trials",

@@ -20,7 +20,8 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from sweeper.errors import ConfigError
 from sweeper.runtime.workers import StopRequest
-from sweeper.settings.config import REPORT_TO_INTEGRATIONS, SEARCHABLE_PARAMS
+from sweeper.settings.config import REPORT_TO_INTEGRATIONS
+from sweeper.settings.hyperparameters import SEARCH_SPACE_PARAMS
 from sweeper.settings.study_file import load_study_config
 from sweeper.study.sweep import load_existing_study, run_study
 
@@ -106,7 +107,8 @@ def assert_run_matches_trial(run: EventAccumulator, trial: FrozenTrial, run_name
     # The trial's parameters, as the study names them, in the HParams tab.
     content = run.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     logged = HParamsPluginData.FromString(content).session_start_info.hparams
-    assert sorted(logged) == sorted(SEARCHABLE_PARAMS)  # searched and fixed ones
+    # Searched and fixed ones: every hyperparameter of a full fine-tune (no LoRA setting).
+    assert sorted(logged) == sorted(SEARCH_SPACE_PARAMS)
     for name, value in trial.params.items():
         assert logged[name].number_value == pytest.approx(value)
     assert logged["per_device_train_batch_size"].number_value == 16  # fixed in the study
