@@ -115,7 +115,6 @@ class Hyperparameter:
     minimum: float
     maximum: float = math.inf
     maximum_exclusive: bool = False
-    minimum_exclusive: bool = False
     # What the Trainer gets: TrainingArguments fields from the trial's value.
     to_arguments: Callable[[Any], dict[str, Any]]
     label: str = ""  # short, for one terminal line ("lr")
@@ -155,11 +154,10 @@ class Hyperparameter:
         if self.text:
             return "one of " + ", ".join(self.allowed) if self.allowed else "module names"
         upper = "inf" if math.isinf(self.maximum) else f"{self.maximum:g}"
-        lower = "(" if self.minimum_exclusive else "["
-        return f"{lower}{self.minimum:g}, {upper}{')' if self.maximum_exclusive else ']'}"
+        return f"[{self.minimum:g}, {upper}{')' if self.maximum_exclusive else ']'}"
 
     def within_bounds(self, value: float) -> bool:
-        if value < self.minimum or (self.minimum_exclusive and value == self.minimum):
+        if value < self.minimum:
             return False
         return value < self.maximum if self.maximum_exclusive else value <= self.maximum
 

@@ -45,6 +45,7 @@ from sweeper.trial.models import (
     load_model_config,
     load_pretrained_classifier,
     load_tokenizer,
+    meta_classifier,
     model_fingerprint,
     position_limit,
 )
@@ -167,9 +168,6 @@ def checkpoint_bytes(model_config: Any, config: StudyConfig | None = None) -> in
     train (adapters and head: what their checkpoints hold)."""
     methods = config.space.methods() if config is not None else ["full"]
     try:
-        import torch
-        from transformers import AutoModelForSequenceClassification
-
         if "full" not in methods and config is not None and peft_available():
             parameters = most_trainable(
                 model_config,
@@ -179,8 +177,7 @@ def checkpoint_bytes(model_config: Any, config: StudyConfig | None = None) -> in
             )
         else:
             # On the meta device no memory is allocated: only the shapes are built.
-            with torch.device("meta"):
-                model = AutoModelForSequenceClassification.from_config(model_config)
+            model = meta_classifier(model_config)
             parameters = sum(parameter.numel() for parameter in model.parameters())
     except Exception:  # an exotic architecture: the space check is skipped, not the sweep
         return None
@@ -234,11 +231,8 @@ def _check_lora(config: StudyConfig, label_names: list[str]) -> tuple[list[str],
     loaded = _collect(problems, lambda: load_pretrained_classifier(config.model.name, label_names))
     if loaded is None:
         return problems, None
-    try:
-        ranks = [int(r) for r in space.values_of("lora_r")]
-        return check_adapters(loaded, config.lora, ranks, space.values_of("lora_target_modules"))
-    finally:
-        del loaded
+    ranks = [int(r) for r in space.values_of("lora_r")]
+    return check_adapters(loaded, config.lora, ranks, space.values_of("lora_target_modules"))
 
 
 def _collect(problems: list[str], check: Callable[[], Any]) -> Any:

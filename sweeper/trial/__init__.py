@@ -48,6 +48,7 @@ _SURFACE = {
         "head_label_count",
         "load_model_config",
         "load_pretrained_classifier",
+        "meta_classifier",
         "load_tokenizer",
         "model_fingerprint",
         "position_limit",

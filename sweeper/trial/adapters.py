@@ -22,11 +22,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sweeper.errors import ModelError
-from sweeper.trial.models import load_pretrained_classifier
+from sweeper.trial.models import ADAPTER_CONFIG_FILE, load_pretrained_classifier, meta_classifier
 
-# Where a LoRA checkpoint keeps its adapters (peft's file names); a full checkpoint has a
-# config.json instead.
-ADAPTER_CONFIG_FILE = "adapter_config.json"
 # The classification heads of transformers' sequence classifiers: "classifier" (BERT,
 # DistilBERT, RoBERTa, DeBERTa, ...) and "score" (decoder models); peft keeps them trainable
 # for a SEQ_CLS task as well.
@@ -95,6 +92,12 @@ def _in_head(name: str) -> bool:
     return name.split(".", 1)[0] in HEAD_MODULES
 
 
+def _has_module(names: Iterable[str], wanted: str) -> bool:
+    """Whether a module named ``wanted`` is among ``names``, by its dotted name or its last
+    part, as peft matches target modules and modules to save."""
+    return any(name == wanted or name.endswith(f".{wanted}") for name in names)
+
+
 def target_modules(model: Any, setting: str) -> list[str]:
     """``lora.target_modules`` for ``model``: auto is the architecture's default."""
     if setting != "auto":
@@ -118,7 +121,7 @@ def check_targets(model: Any, setting: str) -> list[str]:
     short or dotted name, as peft matches them); else an error listing the ones it has."""
     targets = target_modules(model, setting)
     names = [name for name, _ in model.named_modules()]
-    missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    missing = [t for t in targets if not _has_module(names, t)]
     if missing:
         raise ModelError(
             f"lora.target_modules={setting!r}: the model has no module {', '.join(missing)}; "
@@ -133,7 +136,7 @@ def kept_trainable(model: Any, new_modules: Iterable[str], extra: Iterable[str])
     ``lora.modules_to_save`` (each checked to be a module of ``model``)."""
     names = {name for name, _ in model.named_modules() if name}  # not the root's ""
     for name in extra:
-        if not any(n == name or n.endswith(f".{name}") for n in names):
+        if not _has_module(names, name):
             raise ModelError(
                 f"lora.modules_to_save names {name!r}, which is not a module of the model; its "
                 f"top-level modules are {sorted(n for n in names if n and '.' not in n)}"
@@ -221,15 +224,6 @@ def load_trained(checkpoint: Path, base_model: str, label_names: list[str]) -> A
         return PeftModel.from_pretrained(base, str(checkpoint))
 
 
-def _meta_copy(model_config: Any) -> Any:
-    """The classifier's shapes on the meta device: counted, never allocated."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    with torch.device("meta"):
-        return AutoModelForSequenceClassification.from_config(model_config)
-
-
 def most_trainable(
     model_config: Any, lora: Any, ranks: Iterable[int], target_sets: Iterable[str], new: Any = ()
 ) -> int:
@@ -245,7 +239,7 @@ def most_trainable(
             bias=lora.bias,
             modules_to_save=tuple(lora.modules_to_save),
         )
-        wrapped = wrap_with_adapters(_meta_copy(model_config), settings, new)
+        wrapped = wrap_with_adapters(meta_classifier(model_config), settings, new)
         most = max(most, parameter_counts(wrapped)[0])
     return most
 

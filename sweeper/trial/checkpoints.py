@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sweeper.errors import CheckpointStoreError, CheckpointStoreReadError
+from sweeper.trial.models import ADAPTER_CONFIG_FILE, MODEL_CONFIG_FILE
 from sweeper.trial.stores import (
     STORE_READ_TIMEOUT_SECONDS,
     is_store_url,
@@ -271,12 +272,11 @@ class TrialStore:
             self.fs.rm(self.root, recursive=True)
 
 
-# A kept checkpoint holds a model: a full one's config.json, or a LoRA one's adapter config.
-MODEL_CONFIG_FILES = ("config.json", "adapter_config.json")
-
-
 def holds_model(checkpoint: Path | None) -> bool:
-    return checkpoint is not None and any((checkpoint / f).is_file() for f in MODEL_CONFIG_FILES)
+    """A kept checkpoint holds a model: a full one's config.json, or a LoRA one's adapter
+    config."""
+    files = (MODEL_CONFIG_FILE, ADAPTER_CONFIG_FILE)
+    return checkpoint is not None and any((checkpoint / f).is_file() for f in files)
 
 
 def directory_bytes(directory: Path | None) -> int | None:

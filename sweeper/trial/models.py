@@ -147,6 +147,21 @@ def head_label_count(model_config: Any) -> int | None:
     return int(model_config.num_labels)
 
 
+# What a saved model directory holds: a full model's config, or a LoRA checkpoint's adapter
+# config (peft's file names).
+MODEL_CONFIG_FILE = "config.json"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+
+
+def meta_classifier(model_config: Any) -> Any:
+    """The classifier's shapes on the meta device: counted, never allocated."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    with torch.device("meta"):
+        return AutoModelForSequenceClassification.from_config(model_config)
+
+
 @dataclass(frozen=True)
 class LoadedClassifier:
     """A classifier as loaded, and the modules the checkpoint did not hold (initialised

@@ -7,6 +7,7 @@ the figures from :mod:`sweeper.views.figures`.
 from __future__ import annotations
 
 import html
+import statistics
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -184,11 +185,9 @@ def _comparison_table(summary: StudySummary) -> str:
 
 
 def _median(values: Iterable[Any]) -> float | None:
-    numbers = sorted(float(v) for v in values if isinstance(v, (int, float)))
-    if not numbers:
-        return None
-    middle = len(numbers) // 2
-    return numbers[middle] if len(numbers) % 2 else (numbers[middle - 1] + numbers[middle]) / 2
+    """The median of the numbers among ``values`` (an attribute a trial may lack)."""
+    numbers = [float(v) for v in values if isinstance(v, (int, float))]
+    return statistics.median(numbers) if numbers else None
 
 
 def _method_row(method: str, trials: list[FrozenTrial], summary: StudySummary) -> str:
