@@ -21,8 +21,8 @@ from typing import Any
 import optuna
 
 from benchmarks.replay import STOPPED, Curve, ReplayResult, Strategy, unpruned_winner
+from sweeper.settings.hyperparameters import METHODS
 
-METHODS = ("full", "lora")
 # The strategy that is sweeper's rules for a study file with near_chance on, and without.
 SWEEPER_RULES = "rank within each method + near chance + early stopping"
 SWEEPER_RULES_NO_CHANCE = "rank within each method + early stopping"

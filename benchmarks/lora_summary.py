@@ -10,9 +10,10 @@ import statistics
 from typing import Any
 
 from benchmarks.common import spread_text
+from sweeper.settings.hyperparameters import METHODS
 
 NAME = "lora"
-METHODS = ("full", "lora")
+
 # A run's costs compared between the arms: LoRA's mean over full's.
 RATIO_KEYS = (
     "wall_seconds",
